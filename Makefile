@@ -1,0 +1,52 @@
+# Thin wrapper around CMake. Every target first checks (and, as root,
+# installs) the Debian packages the build needs: see scripts/deps.sh.
+BUILD      ?= build
+PREFIX     ?= /usr/local
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_ARGS ?=
+CTEST_ARGS ?=
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps configure build test demo bench install asan tsan fuzz soak clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/CMakeCache.txt: | deps
+	cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_ARGS)
+
+configure: deps $(BUILD)/CMakeCache.txt
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+# The README's test command: build, then run every test through CTest.
+test: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+# The README's main job: a real encrypted session end to end on this machine.
+demo: build
+	SIO=$(BUILD)/sio scripts/demo.sh
+
+bench: build
+	$(BUILD)/sio-bench $(BENCH_ARGS)
+
+install: build
+	cmake --install $(BUILD)
+
+asan:
+	$(MAKE) test BUILD=build-asan CMAKE_ARGS="-DSIO_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS)"
+
+tsan:
+	$(MAKE) test BUILD=build-tsan CMAKE_ARGS="-DSIO_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)"
+
+fuzz:
+	@scripts/deps.sh fuzz
+	CC=clang cmake -S . -B build-fuzz -DSIO_FUZZ=ON -DSIO_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build build-fuzz -j $(JOBS)
+	scripts/fuzz.sh build-fuzz $(FUZZ_SECONDS)
+
+clean:
+	rm -rf build build-asan build-tsan build-fuzz build-clang

@@ -1,0 +1,464 @@
+/*
+ * secureio: encrypted, mutually authenticated, multiplexed message sessions
+ * over any byte transport (UDP, TCP, UNIX sockets, pipes, custom callbacks).
+ *
+ * Conventions used throughout this header:
+ *  - Every function returns 0 (or a non-negative count) on success and a
+ *    negative SIO_E... code on failure; sio_strerror() names the code.
+ *  - All types are opaque except plain option/statistics structs.
+ *  - "Thread:" in each comment says which threads may call the function.
+ *    "any" means any thread, concurrently with other calls on the same object.
+ *  - Call sio_init() once before anything else (it initialises libsodium).
+ */
+#ifndef SECUREIO_H
+#define SECUREIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define SIO_API __attribute__((visibility("default")))
+#else
+#define SIO_API
+#endif
+
+#define SIO_VERSION_MAJOR 0
+#define SIO_VERSION_MINOR 1
+#define SIO_VERSION_PATCH 0
+#define SIO_VERSION_STRING "0.1.0"
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+enum sio_error {
+	SIO_OK = 0,
+	SIO_EINVAL = -1,      /* invalid argument */
+	SIO_ENOMEM = -2,      /* out of memory */
+	SIO_EIO = -3,         /* I/O error on a file or transport (see errno) */
+	SIO_ENOENT = -4,      /* file not found */
+	SIO_EFORMAT = -5,     /* malformed or truncated key file */
+	SIO_EKEYTYPE = -6,    /* key is not Ed25519 */
+	SIO_EENCRYPTED = -7,  /* private key is passphrase-protected */
+	SIO_EPERM = -8,       /* private key readable by group or others */
+	SIO_EMISMATCH = -9,   /* public key does not match the private key */
+	SIO_EEXIST = -10,     /* file exists, will not overwrite */
+	SIO_ETIMEDOUT = -11,  /* operation timed out */
+	SIO_ECLOSED = -12,    /* session is closing or closed */
+	SIO_EAGAIN = -13,     /* would block: queue full, try again */
+	SIO_ETOOBIG = -14,    /* message larger than allowed */
+	SIO_EAUTH = -15,      /* remote identity not authorised */
+	SIO_EREFUSED = -16,   /* remote identity refused by the program */
+	SIO_EANSWERS = -17,   /* peers use incompatible answers modes */
+	SIO_EDECRYPT = -18,   /* too many consecutive undecryptable packets */
+	SIO_ELIMIT = -19,     /* packet-number hard limit reached */
+	SIO_ETRUNCATED = -20, /* transport ended without a graceful close */
+	SIO_ESTATE = -21,     /* operation not valid in the current state */
+	SIO_ECRYPTO = -22,    /* cryptographic library failure */
+	SIO_EPROTO = -23,     /* protocol violation by the peer */
+	SIO_ECLOCK = -24,     /* remote clock/time sanity check failed */
+	SIO_EPEERDEAD = -25,  /* no packet from the peer within the dead-peer timeout */
+	SIO_ECANCELED = -26,  /* operation cancelled (session freed/closed) */
+	SIO_ENOKEYX = -27,    /* key exchange timed out without any valid message */
+	SIO_ELOST = -28,      /* data lost in transit (ordered stream over datagrams) */
+};
+
+/* Returns a static, human-readable description of an SIO_E... code.
+ * Thread: any. */
+SIO_API const char *sio_strerror(int err);
+
+/* Initialises the library (libsodium). Idempotent. Returns 0 or SIO_ECRYPTO.
+ * Thread: any. */
+SIO_API int sio_init(void);
+
+/* ------------------------------------------------------------------------ */
+/* Identities (Ed25519 keys in OpenSSH / Go-secureio PEM files)             */
+/* ------------------------------------------------------------------------ */
+
+#define SIO_PUBLIC_KEY_BYTES 32
+#define SIO_SECRET_KEY_BYTES 64 /* libsodium layout: seed(32) || public(32) */
+#define SIO_SEED_BYTES 32
+#define SIO_FINGERPRINT_MAX 64  /* "SHA256:" + 43 base64 chars + NUL fits */
+#define SIO_PUBKEY_LINE_MAX 256
+
+typedef struct sio_identity sio_identity; /* local key pair; secret wiped on free */
+typedef struct sio_remote sio_remote;     /* one or more authorised public keys */
+
+/* Loads DIR/id_ed25519 (and checks DIR/id_ed25519.pub if present), or
+ * generates both when the private key is missing (DIR created 0700, key 0600,
+ * written atomically; an existing file is never overwritten).
+ * Thread: any. */
+SIO_API int sio_identity_from_dir(sio_identity **out, const char *dir);
+
+/* Loads a private key file: OpenSSH "openssh-key-v1" (unencrypted Ed25519)
+ * or a PEM block "ED25519 PRIVATE KEY" (64 bytes). Refuses files readable by
+ * group/others (SIO_EPERM) and passphrase-protected keys (SIO_EENCRYPTED).
+ * Thread: any. */
+SIO_API int sio_identity_load(sio_identity **out, const char *path);
+
+/* Creates an identity from a 32-byte seed (deterministic). Thread: any. */
+SIO_API int sio_identity_from_seed(sio_identity **out, const uint8_t seed[SIO_SEED_BYTES]);
+
+/* Creates a fresh random identity (not written anywhere). Thread: any. */
+SIO_API int sio_identity_generate(sio_identity **out);
+
+/* Writes the identity to PATH (OpenSSH format, 0600) and PATH.pub.
+ * Fails with SIO_EEXIST if PATH exists. Thread: any. */
+SIO_API int sio_identity_save(const sio_identity *id, const char *path, const char *comment);
+
+/* Copies the 32-byte public key. Thread: any. */
+SIO_API void sio_identity_public_key(const sio_identity *id, uint8_t pk[SIO_PUBLIC_KEY_BYTES]);
+
+/* Wipes and frees. NULL is allowed. Thread: any (not concurrently with use). */
+SIO_API void sio_identity_free(sio_identity *id);
+
+/* Loads one or several public keys from a file: "ssh-ed25519 BASE64 [comment]"
+ * lines (authorized_keys style: several lines, comments, blank lines, options
+ * prefix), or a PEM block "ED25519 PUBLIC KEY". Non-Ed25519 lines in an
+ * authorized_keys file are skipped; a file with no Ed25519 key fails.
+ * Thread: any. */
+SIO_API int sio_remote_load(sio_remote **out, const char *path);
+
+/* Creates a remote set holding one public key. Thread: any. */
+SIO_API int sio_remote_from_public_key(sio_remote **out, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]);
+
+/* Adds a key to the set. Thread: any (not concurrently with use). */
+SIO_API int sio_remote_add(sio_remote *r, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]);
+
+/* Returns 1 if PK is in the set (constant-time compare), else 0. Thread: any. */
+SIO_API int sio_remote_contains(const sio_remote *r, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]);
+
+/* Number of keys in the set; sio_remote_key() copies key I. Thread: any. */
+SIO_API size_t sio_remote_count(const sio_remote *r);
+SIO_API int sio_remote_key(const sio_remote *r, size_t i, uint8_t pk[SIO_PUBLIC_KEY_BYTES]);
+
+/* Frees. NULL is allowed. Thread: any (not concurrently with use). */
+SIO_API void sio_remote_free(sio_remote *r);
+
+/* Writes "SHA256:<unpadded base64>" like `ssh-keygen -l`. Thread: any. */
+SIO_API int sio_fingerprint(const uint8_t pk[SIO_PUBLIC_KEY_BYTES], char *out, size_t outlen);
+
+/* Writes "ssh-ed25519 BASE64[ comment]" (no newline). Thread: any. */
+SIO_API int sio_public_key_line(const uint8_t pk[SIO_PUBLIC_KEY_BYTES], const char *comment,
+			char *out, size_t outlen);
+
+/* Parses one public key from memory in any format sio_remote_load() reads
+ * (first Ed25519 key found). Thread: any. */
+SIO_API int sio_public_key_parse(const char *text, size_t len, uint8_t pk[SIO_PUBLIC_KEY_BYTES]);
+
+/* ------------------------------------------------------------------------ */
+/* Message types                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* User channels are 0 .. SIO_CHANNEL_MAX. SIO_TYPE_READWRITE is the type used
+ * by sio_read()/sio_write(). Values above it are reserved for the protocol. */
+#define SIO_CHANNEL_MAX 0x7fffffffu
+#define SIO_TYPE_READWRITE 0x80000000u
+
+/* ------------------------------------------------------------------------ */
+/* Sessions                                                                 */
+/* ------------------------------------------------------------------------ */
+
+typedef enum sio_state {
+	SIO_STATE_NEW = 0,            /* created, not started */
+	SIO_STATE_INITIALIZATION = 1, /* options parsed, resources being set up */
+	SIO_STATE_KEY_EXCHANGING = 2,
+	SIO_STATE_NEGOTIATION = 3, /* probing the usable packet size */
+	SIO_STATE_ESTABLISHED = 4,
+	SIO_STATE_CLOSING = 5,
+	SIO_STATE_CLOSED = 6,
+} sio_state;
+
+/* Name of a state ("established", ...). Thread: any. */
+SIO_API const char *sio_state_name(sio_state st);
+
+typedef enum sio_answers_mode {
+	SIO_ANSWERS_DEFAULT = 0,         /* = SIO_ANSWERS_ANSWER_AND_WAIT */
+	SIO_ANSWERS_ANSWER_AND_WAIT = 1, /* acknowledge, and wait for acknowledgements */
+	SIO_ANSWERS_ANSWER = 2,          /* acknowledge, do not wait */
+	SIO_ANSWERS_DISABLE = 3,         /* neither */
+} sio_answers_mode;
+
+typedef enum sio_transport_kind {
+	SIO_TRANSPORT_AUTO = 0,     /* detect from SO_TYPE (non-sockets: stream) */
+	SIO_TRANSPORT_DATAGRAM = 1, /* message boundaries kept, may lose/reorder */
+	SIO_TRANSPORT_STREAM = 2,   /* byte stream: records are framed */
+} sio_transport_kind;
+
+/* A transport the caller opened. Either descriptors or callbacks. */
+typedef struct sio_transport {
+	sio_transport_kind kind;
+	int read_fd;  /* socket or pipe read end; -1 for callback transports */
+	int write_fd; /* = read_fd for sockets */
+	/* Unconnected datagram socket: fixed peer address (peer_len 0 = connected). */
+	struct sockaddr_storage peer;
+	socklen_t peer_len;
+	int close_fds; /* nonzero: the session closes the descriptors when freed */
+	/* Custom transport (read_fd = write_fd = -1): send one packet/record of
+	 * bytes; recv reads into buf and returns the count, 0 on end, <0 on error
+	 * (-EAGAIN when nothing is available). poll_fd (or -1) becomes readable
+	 * when recv has data. */
+	ssize_t (*send)(void *ctx, const void *buf, size_t len);
+	ssize_t (*recv)(void *ctx, void *buf, size_t len);
+	int poll_fd;
+	void *ctx;
+} sio_transport;
+
+/* Initialises T for a descriptor pair (sockets: rfd == wfd). Thread: any. */
+SIO_API void sio_transport_fd(sio_transport *t, int rfd, int wfd);
+
+/* Session options. A zero-initialised struct means all defaults. Durations
+ * are nanoseconds; a negative duration means "disabled/none" where noted. */
+typedef struct sio_options {
+	/* Merge messages written within this delay into one packet.
+	 * 0 = default (50 us); negative = send at once. */
+	int64_t send_delay_ns;
+	/* Largest packet handed to the transport, headers included. 0 = default
+	 * (datagram: 1452, fits 1500-byte IPv6+UDP; stream/seqpacket: 65535). */
+	uint32_t max_packet_size;
+	/* Replay window in packets. 0 = default (4096); 1 = strictly increasing
+	 * packet numbers only; negative = no replay protection. */
+	int32_t replay_window;
+	/* Fragmentation of messages larger than a packet: 0 = default (on), 1 on, -1 off. */
+	int fragmentation;
+	uint32_t max_message_size;     /* 0 = default (16 MiB) */
+	uint32_t max_reassembly_bytes; /* per session; 0 = default (4 MiB) */
+	uint32_t max_partial_messages; /* concurrent partial messages; 0 = default (64) */
+
+	/* Key exchange */
+	int64_t kx_interval_ns;  /* renewal period; 0 = default (60 s) */
+	uint64_t kx_rekey_packets; /* renewal after this many packets per key; 0 = default (2^30) */
+	int64_t kx_retry_ns;     /* 0 = default (1 s) */
+	int64_t kx_timeout_ns;   /* 0 = default (60 s) */
+	const uint8_t *psk;      /* optional pre-shared key (copied) */
+	size_t psk_len;          /* 0 = none; else 16..1024 bytes */
+	sio_answers_mode answers_mode;
+	int64_t max_time_diff_ns; /* refuse remote timestamps further off; 0 = no check */
+
+	/* Packet-size negotiation (datagram transports only) */
+	int negotiation;           /* 0 = default (on for datagrams), 1 on, -1 off */
+	int64_t negotiation_timeout_ns; /* 0 = default (500 ms) */
+
+	/* Liveness */
+	int64_t keepalive_ns; /* idle keepalive; 0 = default (10 s); negative = off */
+	int64_t dead_peer_ns; /* 0 = default (3 * kx_interval, >= 30 s); negative = off */
+
+	/* Decrypt failures in a row: error event after N (0 = default 16, <0 never),
+	 * detach (close) after M (0/negative = never). */
+	int32_t error_on_decrypt_fails;
+	int32_t detach_on_decrypt_fails;
+	/* Detach (stop using the transport, leave it open) after N received
+	 * messages; 0 = never. */
+	uint32_t detach_on_messages;
+} sio_options;
+
+/* Fills O with all the documented defaults, resolved. Thread: any. */
+SIO_API void sio_options_default(sio_options *o);
+
+typedef struct sio_session sio_session;
+
+/* Session-wide callbacks. All are called on the session's I/O thread (or,
+ * in event-loop mode, inside sio_session_process()), never while the caller
+ * holds a lock of ours that it could need; they may call any session
+ * function, including sio_close(). */
+typedef struct sio_callbacks {
+	void *ctx;
+	/* first successful key exchange */
+	void (*on_connect)(sio_session *s, void *ctx);
+	void (*on_state)(sio_session *s, sio_state old_state, sio_state new_state, void *ctx);
+	void (*on_error)(sio_session *s, int err, const char *msg, void *ctx);
+	/* No remote identity pinned: called with the learned key before it is
+	 * trusted. Return 0 to accept, nonzero to refuse (SIO_EREFUSED). */
+	int (*on_remote_identity)(sio_session *s, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], void *ctx);
+} sio_callbacks;
+
+typedef struct sio_stats {
+	uint64_t messages_sent, messages_received;
+	uint64_t bytes_sent, bytes_received;     /* message payload bytes */
+	uint64_t packets_sent, packets_received; /* transport packets/records */
+	uint64_t wire_bytes_sent, wire_bytes_received;
+	uint64_t drop_malformed;    /* too short, bad header, bad framing */
+	uint64_t drop_decrypt;      /* authentication tag failure */
+	uint64_t drop_replay;       /* duplicate packet number */
+	uint64_t drop_too_old;      /* below the replay window */
+	uint64_t drop_unknown_key;  /* key id not current/previous/next */
+	uint64_t drop_kx;           /* invalid key-exchange messages */
+	uint64_t drop_unknown_type; /* messages of a type with no handler */
+	uint64_t drop_fragments;    /* fragments dropped (timeout, bound, overlap) */
+	uint64_t rekeys;            /* completed key renewals (not counting the first) */
+	uint64_t decrypt_fail_runs; /* error events raised for decrypt-failure runs */
+	uint32_t packet_size;       /* current (negotiated) max packet size */
+	uint32_t reserved;
+} sio_stats;
+
+/* Creates a session over T between ID and REMOTE (NULL = learn the remote
+ * identity from the first valid key exchange and report it through
+ * on_remote_identity). OPTS and CBS may be NULL. ID, REMOTE are referenced,
+ * not copied, and must outlive the session. Nothing happens on the transport
+ * until sio_session_start() or sio_session_start_loop().
+ * Thread: any. */
+SIO_API int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote *remote,
+		    const sio_transport *t, const sio_options *opts, const sio_callbacks *cbs);
+
+/* Starts the session's I/O thread and the key exchange. Thread: any, once. */
+SIO_API int sio_session_start(sio_session *s);
+
+/* Event-loop mode: starts without a thread. The program polls
+ * sio_session_fd() for readability and calls sio_session_process() when it is
+ * readable or when sio_session_timeout_ms() has passed. In this mode the
+ * blocking calls (sio_read, sio_write, sio_write_message, waits) return
+ * SIO_EAGAIN instead of blocking where they would have to wait for the peer.
+ * Thread: any, once. */
+SIO_API int sio_session_start_loop(sio_session *s);
+
+/* Event-loop mode: descriptor to poll for POLLIN (-1 if none). Thread: loop. */
+SIO_API int sio_session_fd(const sio_session *s);
+
+/* Event-loop mode: reads what is available, runs timers, sends what is due.
+ * Returns 0, or a negative code once the session is closed. Thread: loop. */
+SIO_API int sio_session_process(sio_session *s);
+
+/* Event-loop mode: milliseconds until sio_session_process() must be called
+ * again even without input (-1 = no timer). Thread: loop. */
+SIO_API int sio_session_timeout_ms(const sio_session *s);
+
+/* Current state. Thread: any. */
+SIO_API sio_state sio_session_state(const sio_session *s);
+
+/* Waits until the state is >= ST (states only move forward) or TIMEOUT_MS
+ * passes (-1 = forever). Returns 0, SIO_ETIMEDOUT, or, when the session
+ * closed before reaching ST, the error that closed it. Thread: any but the
+ * I/O thread. */
+SIO_API int sio_session_wait_state(sio_session *s, sio_state st, int timeout_ms);
+
+/* The remote's public key once known (pinned or learned). Thread: any. */
+SIO_API int sio_session_remote_key(const sio_session *s, uint8_t pk[SIO_PUBLIC_KEY_BYTES]);
+
+/* Copies counters. Thread: any. */
+SIO_API void sio_session_stats(const sio_session *s, sio_stats *st);
+
+/* Reads from the default SIO_TYPE_READWRITE flow with stream semantics: a
+ * short read leaves the rest of the message for the next read. Blocks until
+ * at least one byte is available. Returns the byte count, 0 at a graceful end
+ * of session, or a negative code. Thread: any but the I/O thread. */
+SIO_API ssize_t sio_read(sio_session *s, void *buf, size_t len);
+
+/* Like sio_read with a timeout in ms (-1 forever, 0 poll). Thread: as sio_read. */
+SIO_API ssize_t sio_read_timeout(sio_session *s, void *buf, size_t len, int timeout_ms);
+
+/* Writes one message of the default type; returns LEN or a negative code.
+ * Synchronous like sio_write_message(). Thread: any but the I/O thread. */
+SIO_API ssize_t sio_write(sio_session *s, const void *buf, size_t len);
+
+/* Sends one message of TYPE and returns once the packet holding it went to
+ * the transport (or an error). Messages written before "established" are
+ * queued. Thread: any (from a handler: queues and returns without waiting). */
+SIO_API int sio_write_message(sio_session *s, uint32_t type, const void *data, size_t len);
+
+typedef struct sio_send_info sio_send_info;
+typedef void (*sio_send_done_fn)(sio_send_info *si, int err, void *ctx);
+
+/* Queues one message of TYPE (the payload is copied) and returns a
+ * completion object, or NULL with *ERR set. DONE, if not NULL, is called
+ * once on the I/O thread when the message went out or failed. The object
+ * belongs to the caller until sio_send_info_release(). Thread: any. */
+SIO_API sio_send_info *sio_write_message_async(sio_session *s, uint32_t type, const void *data, size_t len,
+				       sio_send_done_fn done, void *ctx, int *err);
+
+/* Waits for completion (timeout ms, -1 forever). Returns the send error (0 on
+ * success) or SIO_ETIMEDOUT. Thread: any but the I/O thread. */
+SIO_API int sio_send_info_wait(sio_send_info *si, int timeout_ms);
+
+/* Asks the session to send now without waiting for the send delay, then
+ * waits like sio_send_info_wait(). Thread: as sio_send_info_wait. */
+SIO_API int sio_send_info_send_now_and_wait(sio_send_info *si, int timeout_ms);
+
+/* 1 once completed, else 0. Thread: any. */
+SIO_API int sio_send_info_done(const sio_send_info *si);
+
+/* The send error (0 = sent; only meaningful once done). Thread: any. */
+SIO_API int sio_send_info_err(const sio_send_info *si);
+
+/* Releases the object (it is freed once the session is done with it too).
+ * Thread: any, once. */
+SIO_API void sio_send_info_release(sio_send_info *si);
+
+typedef void (*sio_message_fn)(sio_session *s, uint32_t type, const uint8_t *data, size_t len,
+			       void *ctx);
+typedef void (*sio_handler_error_fn)(sio_session *s, uint32_t type, int err, void *ctx);
+
+/* Sets the handler for messages of TYPE (a user channel or
+ * SIO_TYPE_READWRITE, which then no longer reaches sio_read). ON_MESSAGE NULL
+ * removes it. Data is valid during the call only. Handlers run on the I/O
+ * thread. Thread: any. */
+SIO_API int sio_set_handler(sio_session *s, uint32_t type, sio_message_fn on_message,
+		    sio_handler_error_fn on_error, void *ctx);
+
+/* Catch-all handler for types that have none (default: counted drop).
+ * Thread: any. */
+SIO_API int sio_set_default_handler(sio_session *s, sio_message_fn on_message, void *ctx);
+
+/* Starts a graceful close: queued messages are sent, the peer is told, and
+ * the state goes CLOSING then CLOSED. Returns at once. Thread: any,
+ * including a handler. */
+SIO_API int sio_close(sio_session *s);
+
+/* sio_close() then waits for CLOSED (timeout ms, -1 forever).
+ * Thread: any but the I/O thread. */
+SIO_API int sio_close_and_wait(sio_session *s, int timeout_ms);
+
+/* Closes abruptly if needed, joins the I/O thread, wipes keys and frees.
+ * Pending completions fail with SIO_ECANCELED. Thread: any but the I/O
+ * thread; no other call on S may run concurrently or follow. */
+SIO_API void sio_session_free(sio_session *s);
+
+/* ------------------------------------------------------------------------ */
+/* Per-type messenger: read/write one message type like a small socket      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct sio_messenger sio_messenger;
+
+/* Opens the messenger for TYPE (one per type; it replaces any handler of
+ * TYPE with an internal queue). Thread: any. */
+SIO_API int sio_messenger_open(sio_session *s, uint32_t type, sio_messenger **out);
+
+/* Reads one whole message (truncated to LEN, excess dropped and the full size
+ * returned as a negative-free count in *FULL if FULL != NULL). Timeout ms.
+ * Thread: any but the I/O thread. */
+SIO_API ssize_t sio_messenger_read(sio_messenger *m, void *buf, size_t len, size_t *full, int timeout_ms);
+
+/* Writes one message of the messenger's type, synchronously. Thread: any. */
+SIO_API int sio_messenger_write(sio_messenger *m, const void *data, size_t len);
+
+/* Paused messengers keep incoming messages queued (bounded) but do not
+ * deliver them. Thread: any. */
+SIO_API void sio_messenger_pause(sio_messenger *m);
+SIO_API void sio_messenger_resume(sio_messenger *m);
+
+/* Messages and bytes each way for this type. Thread: any. */
+SIO_API void sio_messenger_counts(const sio_messenger *m, uint64_t *msgs_in, uint64_t *bytes_in,
+			  uint64_t *msgs_out, uint64_t *bytes_out);
+
+/* Closes and frees the messenger. Thread: any, once. */
+SIO_API void sio_messenger_close(sio_messenger *m);
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Mutual confirmation of identity (the Go helper): runs a temporary session
+ * over T that proves both identities, derives a fresh 32-byte shared key
+ * into KEY, then detaches and leaves T to the caller. Thread: any. */
+SIO_API int sio_confirm_identity(const sio_identity *id, const sio_remote *remote, const sio_transport *t,
+			 const sio_options *opts, uint8_t key[32], int timeout_ms);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SECUREIO_H */

@@ -1,0 +1,109 @@
+/*
+ * Protocol core (layer 1 of docs/ARCHITECTURE.md): the I/O-free engine.
+ *
+ * Bytes and the current time go in; packets to send, delivered messages,
+ * events and the next deadline come out. The core never reads a clock,
+ * sleeps, touches a socket, starts a thread, or calls malloc after
+ * sio_core_new(). It is not thread-safe: the caller (session.c) serialises
+ * every call with its own lock.
+ *
+ * Time is a monotonic count of nanoseconds supplied by the caller. Wall-clock
+ * time (for session ids and the remote-timestamp sanity check) is also
+ * supplied by the caller, through sio_core_config.wallclock_ns at creation
+ * and the `wall` arguments where needed, so simulations stay deterministic.
+ */
+#ifndef SIO_CORE_H
+#define SIO_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "secureio.h"
+
+typedef struct sio_core sio_core;
+
+/* Events are reported through callbacks invoked synchronously from inside the
+ * core call that caused them. Callbacks must not call back into the same core
+ * (the session layer defers anything that would). */
+typedef struct sio_core_cbs {
+	void *ctx;
+	/* A message was delivered; DATA is valid during the call only. */
+	void (*deliver)(void *ctx, uint32_t type, const uint8_t *data, size_t len);
+	void (*state)(void *ctx, sio_state old_state, sio_state new_state);
+	/* Error event (ERR is an SIO_E... code, MSG a static or short string). */
+	void (*error)(void *ctx, int err, const char *msg);
+	/* Remote identity learned (no pinned set): return 0 to accept. */
+	int (*remote_identity)(void *ctx, const uint8_t pk[32]);
+	/* A message queued with a nonzero token left in a packet (err 0), or
+	 * failed (err < 0, e.g. SIO_ECANCELED at close). */
+	void (*sent)(void *ctx, uint64_t token, int err);
+	/* Randomness: NULL means libsodium's randombytes_buf. Simulations pass a
+	 * seeded generator. */
+	void (*random)(void *ctx, uint8_t *buf, size_t len);
+} sio_core_cbs;
+
+typedef struct sio_core_config {
+	const uint8_t *ed25519_sk; /* 64 bytes, libsodium layout; referenced */
+	const sio_remote *remote;  /* NULL = learn; referenced */
+	int datagram;              /* 1 = datagram transport, 0 = stream records */
+	sio_options opts;          /* copied; zero fields mean defaults */
+	uint64_t wallclock_ns;     /* wall-clock time at creation (session id) */
+} sio_core_config;
+
+/* Allocates every buffer the core will ever need. */
+int sio_core_new(sio_core **out, const sio_core_config *cfg, const sio_core_cbs *cbs);
+
+/* Wipes all keys and frees. Pending tokens are failed with SIO_ECANCELED. */
+void sio_core_free(sio_core *c);
+
+/* Begins the key exchange (state INITIALIZATION -> KEY_EXCHANGING). */
+int sio_core_start(sio_core *c, uint64_t now);
+
+/* One received packet (a datagram, or one de-framed stream record). The
+ * buffer may be modified (decryption is in place). Bad packets are counted
+ * and dropped; nothing is ever sent in reply to a bad packet. */
+void sio_core_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len);
+
+/* Queues one message (copied once, straight into the packet being built).
+ * Returns 0, SIO_EAGAIN when the send ring is full (retry after packets were
+ * sent), SIO_ETOOBIG, SIO_ECLOSED, SIO_ELIMIT. A nonzero TOKEN is reported
+ * through cbs.sent when the packet that completes the message is handed out
+ * by sio_core_pending() and acknowledged by sio_core_sent(). */
+int sio_core_write(sio_core *c, uint64_t now, uint32_t type, const uint8_t *data, size_t len,
+		   uint64_t token);
+
+/* Closes the packet being built now instead of waiting for the send delay. */
+void sio_core_flush(sio_core *c, uint64_t now);
+
+/* Fills IOV with up to MAX packets that are due now (sealed, ready for the
+ * wire), oldest first, and returns their count. The buffers belong to the
+ * core and stay valid and unchanged until sio_core_sent(); other core calls
+ * (write, recv) may run in between. */
+size_t sio_core_pending(sio_core *c, uint64_t now, struct iovec *iov, size_t max);
+
+/* The first N packets returned by sio_core_pending() were handed to the
+ * transport (ERR 0) or failed (ERR < 0). Releases their buffers and reports
+ * their tokens. */
+void sio_core_sent(sio_core *c, size_t n, int err);
+
+/* Runs timers due at NOW (retransmits, rekey, keepalive, timeouts, merging). */
+void sio_core_tick(sio_core *c, uint64_t now);
+
+/* Absolute time of the next timer, UINT64_MAX if none. */
+uint64_t sio_core_deadline(const sio_core *c);
+
+/* Graceful close: sends what is queued, then a close message. */
+int sio_core_close(sio_core *c, uint64_t now);
+
+/* The transport ended (ERR 0 = end of file) or failed (ERR < 0). */
+void sio_core_transport_closed(sio_core *c, uint64_t now, int err);
+
+sio_state sio_core_state(const sio_core *c);
+void sio_core_stats(const sio_core *c, sio_stats *st);
+/* Largest packet the core may hand out now (negotiated or configured). */
+size_t sio_core_max_packet(const sio_core *c);
+/* Remote public key once known: 0, or SIO_ESTATE if not yet known. */
+int sio_core_remote_key(const sio_core *c, uint8_t pk[32]);
+
+#endif /* SIO_CORE_H */
