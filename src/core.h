@@ -62,8 +62,12 @@ int sio_core_start(sio_core *c, uint64_t now);
 
 /* One received packet (a datagram, or one de-framed stream record). The
  * buffer may be modified (decryption is in place). Bad packets are counted
- * and dropped; nothing is ever sent in reply to a bad packet. */
-void sio_core_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len);
+ * and dropped; nothing is ever sent in reply to a bad packet. Returns 1 if
+ * the packet was authentic (a valid key-exchange message or a data packet
+ * that decrypted and passed the replay check), 0 if it was dropped: the I/O
+ * layer uses this to learn or update the peer address of an unconnected
+ * datagram socket only from authenticated packets. */
+int sio_core_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len);
 
 /* Queues one message (copied once, straight into the packet being built).
  * Returns 0, SIO_EAGAIN when the send ring is full (retry after packets were
