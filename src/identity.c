@@ -1,0 +1,229 @@
+/* Identities (Ed25519 key pairs) and remote key sets, in memory. The file
+ * formats live in keyfile.c (parsing/formatting) and keyfile_io.c (files). */
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "identity.h"
+
+struct sio_identity {
+	uint8_t sk[SIO_SECRET_KEY_BYTES]; /* seed || public key */
+};
+
+struct sio_remote {
+	size_t n, cap;
+	uint8_t (*pk)[SIO_PUBLIC_KEY_BYTES];
+};
+
+static const char ssh_ed25519_name[] = "ssh-ed25519";
+
+static int identity_alloc(sio_identity **out)
+{
+	if (!out)
+		return SIO_EINVAL;
+	*out = NULL;
+	if (sodium_init() < 0)
+		return SIO_ECRYPTO;
+	sio_identity *id = malloc(sizeof *id);
+	if (!id)
+		return SIO_ENOMEM;
+	*out = id;
+	return 0;
+}
+
+int sio_identity_from_seed(sio_identity **out, const uint8_t seed[SIO_SEED_BYTES])
+{
+	if (!seed)
+		return SIO_EINVAL;
+	int rc = identity_alloc(out);
+	if (rc)
+		return rc;
+	uint8_t pk[SIO_PUBLIC_KEY_BYTES];
+	if (crypto_sign_seed_keypair(pk, (*out)->sk, seed) != 0) {
+		sio_identity_free(*out);
+		*out = NULL;
+		return SIO_ECRYPTO;
+	}
+	return 0;
+}
+
+int sio_identity_generate(sio_identity **out)
+{
+	int rc = identity_alloc(out);
+	if (rc)
+		return rc;
+	uint8_t pk[SIO_PUBLIC_KEY_BYTES];
+	if (crypto_sign_keypair(pk, (*out)->sk) != 0) {
+		sio_identity_free(*out);
+		*out = NULL;
+		return SIO_ECRYPTO;
+	}
+	return 0;
+}
+
+int sio_identity_from_secret(sio_identity **out, const uint8_t sk[SIO_SECRET_KEY_BYTES])
+{
+	if (!sk)
+		return SIO_EINVAL;
+	int rc = sio_identity_from_seed(out, sk); /* seed = first 32 bytes */
+	if (rc)
+		return rc;
+	if (sodium_memcmp((*out)->sk + 32, sk + 32, 32) != 0) {
+		sio_identity_free(*out);
+		*out = NULL;
+		return SIO_EMISMATCH;
+	}
+	return 0;
+}
+
+void sio_identity_public_key(const sio_identity *id, uint8_t pk[SIO_PUBLIC_KEY_BYTES])
+{
+	memcpy(pk, id->sk + 32, SIO_PUBLIC_KEY_BYTES);
+}
+
+const uint8_t *sio_identity_secret_key(const sio_identity *id)
+{
+	return id->sk;
+}
+
+void sio_identity_free(sio_identity *id)
+{
+	if (!id)
+		return;
+	sodium_memzero(id, sizeof *id);
+	free(id);
+}
+
+/* ---- remote key sets --------------------------------------------------- */
+
+static int remote_new(sio_remote **out)
+{
+	if (!out)
+		return SIO_EINVAL;
+	*out = calloc(1, sizeof **out);
+	return *out ? 0 : SIO_ENOMEM;
+}
+
+int sio_remote_from_public_key(sio_remote **out, const uint8_t pk[SIO_PUBLIC_KEY_BYTES])
+{
+	if (!pk)
+		return SIO_EINVAL;
+	int rc = remote_new(out);
+	if (rc)
+		return rc;
+	rc = sio_remote_add(*out, pk);
+	if (rc) {
+		sio_remote_free(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+int sio_remote_add(sio_remote *r, const uint8_t pk[SIO_PUBLIC_KEY_BYTES])
+{
+	if (!r || !pk)
+		return SIO_EINVAL;
+	if (sio_remote_contains(r, pk))
+		return 0; /* a set: duplicates are kept once */
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 4;
+		void *p = realloc(r->pk, cap * sizeof *r->pk);
+		if (!p)
+			return SIO_ENOMEM;
+		r->pk = p;
+		r->cap = cap;
+	}
+	memcpy(r->pk[r->n++], pk, SIO_PUBLIC_KEY_BYTES);
+	return 0;
+}
+
+/* Constant time in the key values: every stored key is compared in full. */
+int sio_remote_contains(const sio_remote *r, const uint8_t pk[SIO_PUBLIC_KEY_BYTES])
+{
+	if (!r || !pk)
+		return 0;
+	int found = 0;
+	for (size_t i = 0; i < r->n; i++)
+		found |= sodium_memcmp(r->pk[i], pk, SIO_PUBLIC_KEY_BYTES) == 0;
+	return found;
+}
+
+size_t sio_remote_count(const sio_remote *r)
+{
+	return r ? r->n : 0;
+}
+
+int sio_remote_key(const sio_remote *r, size_t i, uint8_t pk[SIO_PUBLIC_KEY_BYTES])
+{
+	if (!r || !pk || i >= r->n)
+		return SIO_EINVAL;
+	memcpy(pk, r->pk[i], SIO_PUBLIC_KEY_BYTES);
+	return 0;
+}
+
+void sio_remote_free(sio_remote *r)
+{
+	if (!r)
+		return;
+	free(r->pk);
+	free(r);
+}
+
+/* ---- textual forms ----------------------------------------------------- */
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+void sio_pubkey_blob(const uint8_t pk[SIO_PUBLIC_KEY_BYTES], uint8_t blob[SIO_PUBKEY_BLOB_BYTES])
+{
+	put32(blob, 11);
+	memcpy(blob + 4, ssh_ed25519_name, 11);
+	put32(blob + 15, 32);
+	memcpy(blob + 19, pk, 32);
+}
+
+int sio_fingerprint(const uint8_t pk[SIO_PUBLIC_KEY_BYTES], char *out, size_t outlen)
+{
+	uint8_t blob[SIO_PUBKEY_BLOB_BYTES], h[crypto_hash_sha256_BYTES];
+	char b64[sodium_base64_ENCODED_LEN(crypto_hash_sha256_BYTES,
+					   sodium_base64_VARIANT_ORIGINAL_NO_PADDING)];
+	if (!pk || !out)
+		return SIO_EINVAL;
+	if (sodium_init() < 0)
+		return SIO_ECRYPTO;
+	sio_pubkey_blob(pk, blob);
+	crypto_hash_sha256(h, blob, sizeof blob);
+	sodium_bin2base64(b64, sizeof b64, h, sizeof h, sodium_base64_VARIANT_ORIGINAL_NO_PADDING);
+	size_t need = 7 + strlen(b64) + 1;
+	if (outlen < need)
+		return SIO_EINVAL;
+	memcpy(out, "SHA256:", 7);
+	memcpy(out + 7, b64, need - 7);
+	return 0;
+}
+
+int sio_public_key_line(const uint8_t pk[SIO_PUBLIC_KEY_BYTES], const char *comment, char *out,
+			size_t outlen)
+{
+	uint8_t blob[SIO_PUBKEY_BLOB_BYTES];
+	char b64[sodium_base64_ENCODED_LEN(SIO_PUBKEY_BLOB_BYTES, sodium_base64_VARIANT_ORIGINAL)];
+	if (!pk || !out)
+		return SIO_EINVAL;
+	if (comment && strpbrk(comment, "\r\n"))
+		return SIO_EINVAL;
+	sio_pubkey_blob(pk, blob);
+	sodium_bin2base64(b64, sizeof b64, blob, sizeof blob, sodium_base64_VARIANT_ORIGINAL);
+	size_t clen = comment ? strlen(comment) : 0;
+	size_t need = 12 + strlen(b64) + (clen ? 1 + clen : 0) + 1;
+	if (outlen < need)
+		return SIO_EINVAL;
+	int n = clen ? snprintf(out, outlen, "ssh-ed25519 %s %s", b64, comment)
+		     : snprintf(out, outlen, "ssh-ed25519 %s", b64);
+	return n < 0 ? SIO_EINVAL : 0;
+}

@@ -1,0 +1,44 @@
+/* Private interface of the identity module (src/identity.c, src/keyfile.c,
+ * src/keyfile_io.c) for the session layer, the tests and the fuzzers. */
+#ifndef SIO_IDENTITY_H
+#define SIO_IDENTITY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "secureio.h"
+
+/* The 64-byte libsodium Ed25519 secret key (seed || public key) of ID.
+ * Valid until sio_identity_free(ID). Thread: any. */
+const uint8_t *sio_identity_secret_key(const sio_identity *id);
+
+/* Creates an identity from a 64-byte libsodium secret key; fails with
+ * SIO_EMISMATCH if its public half is not the one derived from its seed. */
+int sio_identity_from_secret(sio_identity **out, const uint8_t sk[SIO_SECRET_KEY_BYTES]);
+
+/* Parses a private key file held in memory (OpenSSH openssh-key-v1 or PEM
+ * "ED25519 PRIVATE KEY") into SK (64 bytes, libsodium layout). Returns 0,
+ * SIO_EFORMAT, SIO_EKEYTYPE, SIO_EENCRYPTED or SIO_EMISMATCH. On error SK is
+ * wiped. Thread: any. */
+int sio_keyfile_parse_private(const uint8_t *buf, size_t len, uint8_t sk[SIO_SECRET_KEY_BYTES]);
+
+/* Formats SK as an OpenSSH openssh-key-v1 PEM text (NUL-terminated, ends
+ * with a newline) into a sodium_malloc'ed buffer the caller frees with
+ * sio_keyfile_free_text(). CHECKINT is the check integer to store. */
+int sio_keyfile_format_private(const uint8_t sk[SIO_SECRET_KEY_BYTES], const char *comment,
+			       uint32_t checkint, char **out, size_t *outlen);
+void sio_keyfile_free_text(char *text, size_t len);
+
+/* Parses public keys from memory: "ssh-ed25519 BASE64 [comment]" lines
+ * (authorized_keys style) or a PEM "ED25519 PUBLIC KEY" block. Each key is
+ * passed to ADD (stops on a nonzero return, which is returned). Returns the
+ * number of Ed25519 keys found (>= 1), or SIO_EKEYTYPE when only keys of
+ * other types were found, SIO_EFORMAT when none at all. Thread: any. */
+int sio_pubkey_parse_all(const char *text, size_t len,
+			 int (*add)(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]), void *ctx);
+
+/* The SSH wire blob of an Ed25519 public key: string "ssh-ed25519", string pk. */
+#define SIO_PUBKEY_BLOB_BYTES (4 + 11 + 4 + 32)
+void sio_pubkey_blob(const uint8_t pk[SIO_PUBLIC_KEY_BYTES], uint8_t blob[SIO_PUBKEY_BLOB_BYTES]);
+
+#endif
