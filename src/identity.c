@@ -97,7 +97,7 @@ void sio_identity_free(sio_identity *id)
 
 /* ---- remote key sets --------------------------------------------------- */
 
-static int remote_new(sio_remote **out)
+int sio_remote_new(sio_remote **out)
 {
 	if (!out)
 		return SIO_EINVAL;
@@ -109,7 +109,7 @@ int sio_remote_from_public_key(sio_remote **out, const uint8_t pk[SIO_PUBLIC_KEY
 {
 	if (!pk)
 		return SIO_EINVAL;
-	int rc = remote_new(out);
+	int rc = sio_remote_new(out);
 	if (rc)
 		return rc;
 	rc = sio_remote_add(*out, pk);

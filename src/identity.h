@@ -16,6 +16,9 @@ const uint8_t *sio_identity_secret_key(const sio_identity *id);
  * SIO_EMISMATCH if its public half is not the one derived from its seed. */
 int sio_identity_from_secret(sio_identity **out, const uint8_t sk[SIO_SECRET_KEY_BYTES]);
 
+/* Creates an empty remote key set. */
+int sio_remote_new(sio_remote **out);
+
 /* Parses a private key file held in memory (OpenSSH openssh-key-v1 or PEM
  * "ED25519 PRIVATE KEY") into SK (64 bytes, libsodium layout). Returns 0,
  * SIO_EFORMAT, SIO_EKEYTYPE, SIO_EENCRYPTED or SIO_EMISMATCH. On error SK is

@@ -1,0 +1,440 @@
+/* Key file formats, in memory: OpenSSH "openssh-key-v1" private keys
+ * (PROTOCOL.key), Go secureio PEM blocks, and OpenSSH public key lines /
+ * authorized_keys files. No file system access here (see keyfile_io.c), so
+ * the fuzzers can drive these parsers directly. */
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "identity.h"
+
+#define OSSH_MAGIC "openssh-key-v1" /* followed by a NUL byte */
+#define OSSH_BEGIN "-----BEGIN OPENSSH PRIVATE KEY-----"
+#define OSSH_END "-----END OPENSSH PRIVATE KEY-----"
+#define KEYTYPE "ssh-ed25519"
+#define MAX_DECODED (64 * 1024)
+
+/* ---- PEM armour -------------------------------------------------------- */
+
+static const char *memfind(const char *h, size_t hlen, const char *n)
+{
+	size_t nlen = strlen(n);
+	if (nlen > hlen)
+		return NULL;
+	for (size_t i = 0; i + nlen <= hlen; i++)
+		if (memcmp(h + i, n, nlen) == 0)
+			return h + i;
+	return NULL;
+}
+
+/* Finds "-----BEGIN LABEL-----" ... "-----END LABEL-----" in TEXT and
+ * decodes the base64 body (RFC 7468 headers "Key: value" are skipped) into
+ * a sodium_malloc'ed buffer. Returns 0, 1 if the block is absent, or a
+ * negative code. */
+static int pem_decode(const char *text, size_t len, const char *label, uint8_t **out,
+		      size_t *outlen)
+{
+	char begin[80], end[80];
+	snprintf(begin, sizeof begin, "-----BEGIN %s-----", label);
+	snprintf(end, sizeof end, "-----END %s-----", label);
+	const char *b = memfind(text, len, begin);
+	if (!b)
+		return 1;
+	b += strlen(begin);
+	const char *e = memfind(b, len - (size_t)(b - text), end);
+	if (!e)
+		return SIO_EFORMAT;
+	size_t blen = (size_t)(e - b);
+	if (blen > MAX_DECODED * 2)
+		return SIO_EFORMAT;
+	/* copy the body without header lines */
+	char *body = sodium_malloc(blen + 1);
+	if (!body)
+		return SIO_ENOMEM;
+	size_t n = 0;
+	const char *p = b;
+	while (p < e) {
+		const char *nl = memchr(p, '\n', (size_t)(e - p));
+		const char *le = nl ? nl : e;
+		if (!memchr(p, ':', (size_t)(le - p))) {
+			memcpy(body + n, p, (size_t)(le - p));
+			n += (size_t)(le - p);
+		}
+		p = nl ? nl + 1 : e;
+	}
+	body[n] = 0;
+	size_t cap = n / 4 * 3 + 3, dlen = 0;
+	uint8_t *bin = sodium_malloc(cap ? cap : 1);
+	if (!bin) {
+		sodium_free(body);
+		return SIO_ENOMEM;
+	}
+	const char *endp = NULL;
+	int rc = sodium_base642bin(bin, cap, body, n, " \t\r\n", &dlen, &endp,
+				   sodium_base64_VARIANT_ORIGINAL);
+	if (rc != 0 || endp != body + n) {
+		sodium_free(body);
+		sodium_free(bin);
+		return SIO_EFORMAT;
+	}
+	sodium_free(body);
+	*out = bin;
+	*outlen = dlen;
+	return 0;
+}
+
+/* ---- SSH wire reader --------------------------------------------------- */
+
+struct rd {
+	const uint8_t *p;
+	size_t left;
+	int bad;
+};
+
+static uint32_t rd_u32(struct rd *r)
+{
+	if (r->bad || r->left < 4) {
+		r->bad = 1;
+		return 0;
+	}
+	uint32_t v = (uint32_t)r->p[0] << 24 | (uint32_t)r->p[1] << 16 | (uint32_t)r->p[2] << 8 |
+		     r->p[3];
+	r->p += 4;
+	r->left -= 4;
+	return v;
+}
+
+static const uint8_t *rd_str(struct rd *r, size_t *len)
+{
+	uint32_t n = rd_u32(r);
+	if (r->bad || n > r->left) {
+		r->bad = 1;
+		*len = 0;
+		return NULL;
+	}
+	const uint8_t *s = r->p;
+	r->p += n;
+	r->left -= n;
+	*len = n;
+	return s;
+}
+
+static int str_is(const uint8_t *s, size_t len, const char *want)
+{
+	return s && len == strlen(want) && memcmp(s, want, len) == 0;
+}
+
+/* Checks an SSH public key blob; 0 and PK, SIO_EKEYTYPE or SIO_EFORMAT. */
+static int parse_pubkey_blob(const uint8_t *blob, size_t len, uint8_t pk[32])
+{
+	struct rd r = {blob, len, 0};
+	size_t tl, kl;
+	const uint8_t *t = rd_str(&r, &tl);
+	if (r.bad)
+		return SIO_EFORMAT;
+	if (!str_is(t, tl, KEYTYPE))
+		return SIO_EKEYTYPE;
+	const uint8_t *k = rd_str(&r, &kl);
+	if (r.bad || kl != 32 || r.left != 0)
+		return SIO_EFORMAT;
+	memcpy(pk, k, 32);
+	return 0;
+}
+
+/* ---- private keys ------------------------------------------------------ */
+
+static int parse_openssh(const uint8_t *bin, size_t len, uint8_t sk[64])
+{
+	size_t ml = sizeof OSSH_MAGIC; /* includes the NUL */
+	if (len < ml || memcmp(bin, OSSH_MAGIC, ml) != 0)
+		return SIO_EFORMAT;
+	struct rd r = {bin + ml, len - ml, 0};
+	size_t cl, kl, ol, pl, sl;
+	const uint8_t *cipher = rd_str(&r, &cl);
+	const uint8_t *kdf = rd_str(&r, &kl);
+	rd_str(&r, &ol); /* kdf options */
+	if (r.bad)
+		return SIO_EFORMAT;
+	if (!str_is(cipher, cl, "none") || !str_is(kdf, kl, "none"))
+		return SIO_EENCRYPTED;
+	if (ol != 0)
+		return SIO_EFORMAT;
+	uint32_t nkeys = rd_u32(&r);
+	if (r.bad || nkeys != 1)
+		return SIO_EFORMAT;
+	const uint8_t *pub = rd_str(&r, &pl);
+	const uint8_t *priv = rd_str(&r, &sl);
+	if (r.bad || r.left != 0)
+		return SIO_EFORMAT;
+	uint8_t pk_outer[32];
+	int rc = parse_pubkey_blob(pub, pl, pk_outer);
+	if (rc)
+		return rc;
+	if (sl % 8 != 0)
+		return SIO_EFORMAT;
+	struct rd s = {priv, sl, 0};
+	uint32_t c1 = rd_u32(&s), c2 = rd_u32(&s);
+	if (s.bad || c1 != c2)
+		return SIO_EFORMAT;
+	size_t tl, pkl, skl, coml;
+	const uint8_t *type = rd_str(&s, &tl);
+	if (s.bad)
+		return SIO_EFORMAT;
+	if (!str_is(type, tl, KEYTYPE))
+		return SIO_EKEYTYPE;
+	const uint8_t *pk = rd_str(&s, &pkl);
+	const uint8_t *key = rd_str(&s, &skl);
+	rd_str(&s, &coml);
+	if (s.bad || pkl != 32 || skl != 64 || s.left >= 8)
+		return SIO_EFORMAT;
+	for (size_t i = 0; i < s.left; i++)
+		if (s.p[i] != (uint8_t)(i + 1))
+			return SIO_EFORMAT;
+	if (memcmp(pk, pk_outer, 32) != 0 || memcmp(key + 32, pk, 32) != 0)
+		return SIO_EMISMATCH;
+	memcpy(sk, key, 64);
+	return 0;
+}
+
+int sio_keyfile_parse_private(const uint8_t *buf, size_t len, uint8_t sk[SIO_SECRET_KEY_BYTES])
+{
+	uint8_t *bin = NULL;
+	size_t blen = 0;
+	if (!buf || !sk)
+		return SIO_EINVAL;
+	const char *text = (const char *)buf;
+	int rc = pem_decode(text, len, "OPENSSH PRIVATE KEY", &bin, &blen);
+	if (rc == 0) {
+		rc = parse_openssh(bin, blen, sk);
+	} else if (rc == 1) {
+		rc = pem_decode(text, len, "ED25519 PRIVATE KEY", &bin, &blen);
+		if (rc == 0) {
+			if (blen == 64)
+				memcpy(sk, bin, 64);
+			else
+				rc = SIO_EFORMAT;
+		} else if (rc == 1) {
+			/* Other PEM private keys: RSA/EC/DSA or PKCS#8 */
+			if (memfind(text, len, "-----BEGIN RSA PRIVATE KEY-----") ||
+			    memfind(text, len, "-----BEGIN EC PRIVATE KEY-----") ||
+			    memfind(text, len, "-----BEGIN DSA PRIVATE KEY-----"))
+				rc = memfind(text, len, "Proc-Type: 4,ENCRYPTED") ? SIO_EENCRYPTED
+										 : SIO_EKEYTYPE;
+			else if (memfind(text, len, "-----BEGIN ENCRYPTED PRIVATE KEY-----"))
+				rc = SIO_EENCRYPTED;
+			else if (memfind(text, len, "-----BEGIN PRIVATE KEY-----"))
+				rc = SIO_EKEYTYPE;
+			else
+				rc = SIO_EFORMAT;
+		}
+	}
+	if (bin) {
+		sodium_memzero(bin, blen);
+		sodium_free(bin);
+	}
+	if (rc)
+		sodium_memzero(sk, 64);
+	return rc;
+}
+
+/* ---- writing ----------------------------------------------------------- */
+
+static size_t put_u32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+	return 4;
+}
+
+static size_t put_str(uint8_t *p, const void *s, size_t n)
+{
+	put_u32(p, (uint32_t)n);
+	memcpy(p + 4, s, n);
+	return 4 + n;
+}
+
+void sio_keyfile_free_text(char *text, size_t len)
+{
+	if (!text)
+		return;
+	sodium_memzero(text, len);
+	sodium_free(text);
+}
+
+int sio_keyfile_format_private(const uint8_t sk[SIO_SECRET_KEY_BYTES], const char *comment,
+			       uint32_t checkint, char **out, size_t *outlen)
+{
+	if (!sk || !out || !outlen)
+		return SIO_EINVAL;
+	if (!comment)
+		comment = "";
+	size_t cl = strlen(comment);
+	if (cl > 1024 || strpbrk(comment, "\r\n"))
+		return SIO_EINVAL;
+	uint8_t blob[SIO_PUBKEY_BLOB_BYTES];
+	sio_pubkey_blob(sk + 32, blob);
+	size_t privlen = 8 + (4 + 11) + (4 + 32) + (4 + 64) + (4 + cl);
+	size_t pad = (8 - privlen % 8) % 8;
+	privlen += pad;
+	size_t binlen = sizeof OSSH_MAGIC + (4 + 4) + (4 + 4) + 4 + 4 + (4 + sizeof blob) +
+			(4 + privlen);
+	uint8_t *bin = sodium_malloc(binlen);
+	if (!bin)
+		return SIO_ENOMEM;
+	size_t n = 0;
+	memcpy(bin, OSSH_MAGIC, sizeof OSSH_MAGIC);
+	n += sizeof OSSH_MAGIC;
+	n += put_str(bin + n, "none", 4);
+	n += put_str(bin + n, "none", 4);
+	n += put_str(bin + n, "", 0);
+	n += put_u32(bin + n, 1);
+	n += put_str(bin + n, blob, sizeof blob);
+	n += put_u32(bin + n, (uint32_t)privlen);
+	n += put_u32(bin + n, checkint);
+	n += put_u32(bin + n, checkint);
+	n += put_str(bin + n, KEYTYPE, 11);
+	n += put_str(bin + n, sk + 32, 32);
+	n += put_str(bin + n, sk, 64);
+	n += put_str(bin + n, comment, cl);
+	for (size_t i = 0; i < pad; i++)
+		bin[n++] = (uint8_t)(i + 1);
+
+	size_t b64len = sodium_base64_ENCODED_LEN(binlen, sodium_base64_VARIANT_ORIGINAL);
+	char *b64 = sodium_malloc(b64len);
+	size_t cap = sizeof OSSH_BEGIN + sizeof OSSH_END + b64len + b64len / 70 + 4;
+	char *txt = sodium_malloc(cap);
+	if (!b64 || !txt) {
+		sodium_memzero(bin, binlen);
+		sodium_free(bin);
+		if (b64)
+			sodium_free(b64);
+		if (txt)
+			sodium_free(txt);
+		return SIO_ENOMEM;
+	}
+	sodium_bin2base64(b64, b64len, bin, binlen, sodium_base64_VARIANT_ORIGINAL);
+	sodium_memzero(bin, binlen);
+	sodium_free(bin);
+	size_t blen = strlen(b64), t = 0;
+	memcpy(txt, OSSH_BEGIN "\n", sizeof OSSH_BEGIN);
+	t += sizeof OSSH_BEGIN;
+	for (size_t i = 0; i < blen; i += 70) {
+		size_t l = blen - i < 70 ? blen - i : 70;
+		memcpy(txt + t, b64 + i, l);
+		t += l;
+		txt[t++] = '\n';
+	}
+	memcpy(txt + t, OSSH_END "\n", sizeof OSSH_END + 1);
+	t += sizeof OSSH_END;
+	sodium_memzero(b64, b64len);
+	sodium_free(b64);
+	*out = txt;
+	*outlen = t;
+	return 0;
+}
+
+/* ---- public keys ------------------------------------------------------- */
+
+static int is_known_other_type(const char *tok, size_t n)
+{
+	static const char *const types[] = {"ssh-rsa", "ssh-dss", "ecdsa-sha2-", "sk-ecdsa-",
+					    "sk-ssh-ed25519", "ssh-ed448", "rsa-sha2-"};
+	for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+		size_t l = strlen(types[i]);
+		if (n >= l && memcmp(tok, types[i], l) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* One authorized_keys line (no newline). Returns 1 if an Ed25519 key was
+ * stored in PK, 0 if the line is blank/comment, 2 if it holds another key
+ * type, or a negative code. */
+static int parse_line(const char *l, size_t n, uint8_t pk[32])
+{
+	size_t i = 0;
+	while (i < n && (l[i] == ' ' || l[i] == '\t' || l[i] == '\r'))
+		i++;
+	if (i == n || l[i] == '#')
+		return 0;
+	/* Tokens separated by blanks; double quotes (options) may hold blanks. */
+	int seen_other = 0;
+	while (i < n) {
+		size_t s = i;
+		int q = 0;
+		while (i < n && (q || (l[i] != ' ' && l[i] != '\t'))) {
+			if (l[i] == '"')
+				q = !q;
+			i++;
+		}
+		size_t tl = i - s;
+		while (i < n && (l[i] == ' ' || l[i] == '\t'))
+			i++;
+		if (tl == 11 && memcmp(l + s, KEYTYPE, 11) == 0) {
+			size_t b = i;
+			while (i < n && l[i] != ' ' && l[i] != '\t' && l[i] != '\r')
+				i++;
+			uint8_t blob[128];
+			size_t blen = 0;
+			const char *endp = NULL;
+			if (i == b || i - b > 160 ||
+			    sodium_base642bin(blob, sizeof blob, l + b, i - b, NULL, &blen, &endp,
+					      sodium_base64_VARIANT_ORIGINAL) != 0 ||
+			    endp != l + i)
+				return SIO_EFORMAT;
+			int rc = parse_pubkey_blob(blob, blen, pk);
+			return rc == 0 ? 1 : rc;
+		}
+		if (is_known_other_type(l + s, tl))
+			seen_other = 1;
+		if (seen_other)
+			return 2;
+	}
+	return SIO_EFORMAT;
+}
+
+int sio_pubkey_parse_all(const char *text, size_t len,
+			 int (*add)(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]), void *ctx)
+{
+	if (!text || !add)
+		return SIO_EINVAL;
+	uint8_t *bin = NULL;
+	size_t blen = 0;
+	int rc = pem_decode(text, len, "ED25519 PUBLIC KEY", &bin, &blen);
+	if (rc == 0) {
+		rc = blen == 32 ? add(ctx, bin) : SIO_EFORMAT;
+		sodium_free(bin);
+		return rc ? rc : 1;
+	}
+	if (rc < 0)
+		return rc;
+	if (memfind(text, len, "PRIVATE KEY-----"))
+		return SIO_EFORMAT; /* a private key file given where a public key belongs */
+	int found = 0, other = 0, bad = 0;
+	size_t p = 0;
+	while (p < len) {
+		const char *nl = memchr(text + p, '\n', len - p);
+		size_t e = nl ? (size_t)(nl - text) : len;
+		uint8_t pk[32];
+		rc = parse_line(text + p, e - p, pk);
+		if (rc == 1) {
+			int a = add(ctx, pk);
+			if (a)
+				return a;
+			found++;
+		} else if (rc == 2 || rc == SIO_EKEYTYPE) {
+			other++;
+		} else if (rc < 0) {
+			bad = rc;
+		}
+		p = e + 1;
+	}
+	if (bad)
+		return bad; /* a malformed line is an error, not silently skipped */
+	if (found)
+		return found;
+	return other ? SIO_EKEYTYPE : SIO_EFORMAT;
+}

@@ -1,0 +1,321 @@
+/* Key files on disk: loading (with the permission check ssh does), atomic
+ * never-overwriting saves, and the DIR/id_ed25519 load-or-generate helper. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "identity.h"
+
+#define MAX_KEYFILE (1024 * 1024)
+
+static int map_errno(int e)
+{
+	switch (e) {
+	case ENOENT:
+	case ENOTDIR: return SIO_ENOENT;
+	case EEXIST: return SIO_EEXIST;
+	case ENOMEM: return SIO_ENOMEM;
+	default: return SIO_EIO;
+	}
+}
+
+/* Reads a whole file into a sodium_malloc'ed, NUL-terminated buffer. With
+ * PRIVATE set, refuses files accessible by group or others. */
+static int read_file(const char *path, int private_key, char **out, size_t *outlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return map_errno(errno);
+	struct stat st;
+	if (fstat(fd, &st) != 0) {
+		int e = errno;
+		close(fd);
+		return map_errno(e);
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return SIO_EFORMAT;
+	}
+	if (private_key && (st.st_mode & 077)) {
+		close(fd);
+		return SIO_EPERM;
+	}
+	if (st.st_size > MAX_KEYFILE) {
+		close(fd);
+		return SIO_EFORMAT;
+	}
+	size_t cap = (size_t)st.st_size + 1, n = 0;
+	char *buf = sodium_malloc(cap);
+	if (!buf) {
+		close(fd);
+		return SIO_ENOMEM;
+	}
+	while (n < cap - 1) {
+		ssize_t r = read(fd, buf + n, cap - 1 - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			int e = errno;
+			close(fd);
+			sodium_memzero(buf, cap);
+			sodium_free(buf);
+			return map_errno(e);
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	buf[n] = 0;
+	*out = buf;
+	*outlen = n;
+	return 0;
+}
+
+static void free_buf(char *buf, size_t len)
+{
+	if (buf) {
+		sodium_memzero(buf, len);
+		sodium_free(buf);
+	}
+}
+
+int sio_identity_load(sio_identity **out, const char *path)
+{
+	if (!out || !path)
+		return SIO_EINVAL;
+	*out = NULL;
+	if (sodium_init() < 0)
+		return SIO_ECRYPTO;
+	char *buf = NULL;
+	size_t len = 0;
+	int rc = read_file(path, 1, &buf, &len);
+	if (rc)
+		return rc;
+	uint8_t *sk = sodium_malloc(SIO_SECRET_KEY_BYTES);
+	if (!sk) {
+		free_buf(buf, len);
+		return SIO_ENOMEM;
+	}
+	rc = sio_keyfile_parse_private((const uint8_t *)buf, len, sk);
+	free_buf(buf, len);
+	if (rc == 0)
+		rc = sio_identity_from_secret(out, sk);
+	sodium_memzero(sk, SIO_SECRET_KEY_BYTES);
+	sodium_free(sk);
+	return rc;
+}
+
+struct first_key {
+	uint8_t *pk;
+	int got;
+};
+
+static int take_first(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES])
+{
+	struct first_key *f = ctx;
+	if (!f->got)
+		memcpy(f->pk, pk, SIO_PUBLIC_KEY_BYTES);
+	f->got = 1;
+	return 0;
+}
+
+int sio_public_key_parse(const char *text, size_t len, uint8_t pk[SIO_PUBLIC_KEY_BYTES])
+{
+	if (!text || !pk)
+		return SIO_EINVAL;
+	struct first_key f = {pk, 0};
+	int rc = sio_pubkey_parse_all(text, len, take_first, &f);
+	return rc < 0 ? rc : 0;
+}
+
+static int add_to_remote(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES])
+{
+	return sio_remote_add(ctx, pk);
+}
+
+int sio_remote_load(sio_remote **out, const char *path)
+{
+	if (!out || !path)
+		return SIO_EINVAL;
+	*out = NULL;
+	char *buf = NULL;
+	size_t len = 0;
+	int rc = read_file(path, 0, &buf, &len);
+	if (rc)
+		return rc;
+	sio_remote *r = NULL;
+	rc = sio_remote_new(&r);
+	if (rc == 0)
+		rc = sio_pubkey_parse_all(buf, len, add_to_remote, r);
+	free_buf(buf, len);
+	if (rc < 0) {
+		sio_remote_free(r);
+		return rc;
+	}
+	*out = r;
+	return 0;
+}
+
+/* Writes DATA to a fresh temporary file next to PATH (mode MODE), fsyncs it
+ * and links it to PATH, which must not exist (link() never overwrites). */
+static int write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+	size_t pl = strlen(path);
+	char *tmp = malloc(pl + 16);
+	if (!tmp)
+		return SIO_ENOMEM;
+	memcpy(tmp, path, pl);
+	memcpy(tmp + pl, ".tmp-XXXXXX", 12);
+	int fd = mkstemp(tmp);
+	if (fd < 0) {
+		int e = errno;
+		free(tmp);
+		return map_errno(e);
+	}
+	int rc = 0;
+	if (fchmod(fd, mode) != 0)
+		rc = map_errno(errno);
+	size_t n = 0;
+	while (rc == 0 && n < len) {
+		ssize_t w = write(fd, (const char *)data + n, len - n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			rc = map_errno(errno);
+		else
+			n += (size_t)w;
+	}
+	if (rc == 0 && fsync(fd) != 0)
+		rc = map_errno(errno);
+	if (close(fd) != 0 && rc == 0)
+		rc = map_errno(errno);
+	if (rc == 0 && link(tmp, path) != 0)
+		rc = map_errno(errno);
+	unlink(tmp);
+	free(tmp);
+	return rc;
+}
+
+static int pub_path(const char *path, char **out)
+{
+	size_t pl = strlen(path);
+	*out = malloc(pl + 5);
+	if (!*out)
+		return SIO_ENOMEM;
+	memcpy(*out, path, pl);
+	memcpy(*out + pl, ".pub", 5);
+	return 0;
+}
+
+/* 0 if PUBPATH is missing or holds PK, SIO_EMISMATCH or a read error. */
+static int check_pub(const char *pubpath, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], int *exists)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	*exists = 0;
+	int rc = read_file(pubpath, 0, &buf, &len);
+	if (rc == SIO_ENOENT)
+		return 0;
+	if (rc)
+		return rc;
+	*exists = 1;
+	uint8_t got[SIO_PUBLIC_KEY_BYTES];
+	rc = sio_public_key_parse(buf, len, got);
+	free_buf(buf, len);
+	if (rc)
+		return rc;
+	return sodium_memcmp(got, pk, SIO_PUBLIC_KEY_BYTES) == 0 ? 0 : SIO_EMISMATCH;
+}
+
+int sio_identity_save(const sio_identity *id, const char *path, const char *comment)
+{
+	if (!id || !path)
+		return SIO_EINVAL;
+	if (!comment)
+		comment = "";
+	uint8_t pk[SIO_PUBLIC_KEY_BYTES];
+	sio_identity_public_key(id, pk);
+	char line[SIO_PUBKEY_LINE_MAX + 1024 + 2];
+	int rc = sio_public_key_line(pk, comment, line, sizeof line - 1);
+	if (rc)
+		return rc;
+	strcat(line, "\n");
+	char *pubpath = NULL;
+	rc = pub_path(path, &pubpath);
+	if (rc)
+		return rc;
+	int pub_exists = 0;
+	if (access(path, F_OK) == 0)
+		rc = SIO_EEXIST;
+	else
+		rc = check_pub(pubpath, pk, &pub_exists);
+	char *txt = NULL;
+	size_t tlen = 0;
+	if (rc == 0)
+		rc = sio_keyfile_format_private(sio_identity_secret_key(id), comment,
+						randombytes_random(), &txt, &tlen);
+	if (rc == 0)
+		rc = write_atomic(path, txt, tlen, 0600);
+	sio_keyfile_free_text(txt, tlen);
+	if (rc == 0 && !pub_exists) {
+		rc = write_atomic(pubpath, line, strlen(line), 0644);
+		if (rc == SIO_EEXIST) /* appeared meanwhile: it must match */
+			rc = check_pub(pubpath, pk, &pub_exists);
+	}
+	free(pubpath);
+	return rc;
+}
+
+int sio_identity_from_dir(sio_identity **out, const char *dir)
+{
+	if (!out || !dir)
+		return SIO_EINVAL;
+	*out = NULL;
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+		return map_errno(errno);
+	size_t dl = strlen(dir);
+	char *path = malloc(dl + 16);
+	if (!path)
+		return SIO_ENOMEM;
+	snprintf(path, dl + 16, "%s/id_ed25519", dir);
+	char *pubpath = NULL;
+	int rc = pub_path(path, &pubpath);
+	if (rc) {
+		free(path);
+		return rc;
+	}
+	sio_identity *id = NULL;
+	rc = sio_identity_load(&id, path);
+	if (rc == SIO_ENOENT) {
+		rc = sio_identity_generate(&id);
+		if (rc == 0)
+			rc = sio_identity_save(id, path, "secureio");
+		if (rc == SIO_EEXIST && access(path, F_OK) == 0) {
+			/* another process created it first: use that one */
+			sio_identity_free(id);
+			id = NULL;
+			rc = sio_identity_load(&id, path);
+		}
+	}
+	if (rc == 0) {
+		uint8_t pk[SIO_PUBLIC_KEY_BYTES];
+		int exists;
+		sio_identity_public_key(id, pk);
+		rc = check_pub(pubpath, pk, &exists);
+	}
+	free(path);
+	free(pubpath);
+	if (rc) {
+		sio_identity_free(id);
+		return rc;
+	}
+	*out = id;
+	return 0;
+}
