@@ -192,7 +192,7 @@ int sio_fingerprint(const uint8_t pk[SIO_PUBLIC_KEY_BYTES], char *out, size_t ou
 {
 	uint8_t blob[SIO_PUBKEY_BLOB_BYTES], h[crypto_hash_sha256_BYTES];
 	char b64[sodium_base64_ENCODED_LEN(crypto_hash_sha256_BYTES,
-					   sodium_base64_VARIANT_ORIGINAL_NO_PADDING)];
+	                                   sodium_base64_VARIANT_ORIGINAL_NO_PADDING)];
 	if (!pk || !out)
 		return SIO_EINVAL;
 	if (sodium_init() < 0)
@@ -209,7 +209,7 @@ int sio_fingerprint(const uint8_t pk[SIO_PUBLIC_KEY_BYTES], char *out, size_t ou
 }
 
 int sio_public_key_line(const uint8_t pk[SIO_PUBLIC_KEY_BYTES], const char *comment, char *out,
-			size_t outlen)
+                        size_t outlen)
 {
 	uint8_t blob[SIO_PUBKEY_BLOB_BYTES];
 	char b64[sodium_base64_ENCODED_LEN(SIO_PUBKEY_BLOB_BYTES, sodium_base64_VARIANT_ORIGINAL)];
@@ -224,6 +224,6 @@ int sio_public_key_line(const uint8_t pk[SIO_PUBLIC_KEY_BYTES], const char *comm
 	if (outlen < need)
 		return SIO_EINVAL;
 	int n = clen ? snprintf(out, outlen, "ssh-ed25519 %s %s", b64, comment)
-		     : snprintf(out, outlen, "ssh-ed25519 %s", b64);
+	             : snprintf(out, outlen, "ssh-ed25519 %s", b64);
 	return n < 0 ? SIO_EINVAL : 0;
 }

@@ -29,7 +29,7 @@ int sio_keyfile_parse_private(const uint8_t *buf, size_t len, uint8_t sk[SIO_SEC
  * with a newline) into a sodium_malloc'ed buffer the caller frees with
  * sio_keyfile_free_text(). CHECKINT is the check integer to store. */
 int sio_keyfile_format_private(const uint8_t sk[SIO_SECRET_KEY_BYTES], const char *comment,
-			       uint32_t checkint, char **out, size_t *outlen);
+                               uint32_t checkint, char **out, size_t *outlen);
 void sio_keyfile_free_text(char *text, size_t len);
 
 /* Parses public keys from memory: "ssh-ed25519 BASE64 [comment]" lines
@@ -38,7 +38,7 @@ void sio_keyfile_free_text(char *text, size_t len);
  * number of Ed25519 keys found (>= 1), or SIO_EKEYTYPE when only keys of
  * other types were found, SIO_EFORMAT when none at all. Thread: any. */
 int sio_pubkey_parse_all(const char *text, size_t len,
-			 int (*add)(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]), void *ctx);
+                         int (*add)(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]), void *ctx);
 
 /* The SSH wire blob of an Ed25519 public key: string "ssh-ed25519", string pk. */
 #define SIO_PUBKEY_BLOB_BYTES (4 + 11 + 4 + 32)

@@ -9,13 +9,30 @@
 
 #include "identity.h"
 
-#define OSSH_MAGIC "openssh-key-v1" /* followed by a NUL byte */
-#define OSSH_BEGIN "-----BEGIN OPENSSH PRIVATE KEY-----"
-#define OSSH_END "-----END OPENSSH PRIVATE KEY-----"
-#define KEYTYPE "ssh-ed25519"
+#define OSSH_MAGIC  "openssh-key-v1" /* followed by a NUL byte */
+#define OSSH_BEGIN  "-----BEGIN OPENSSH PRIVATE KEY-----"
+#define OSSH_END    "-----END OPENSSH PRIVATE KEY-----"
+#define KEYTYPE     "ssh-ed25519"
 #define MAX_DECODED (64 * 1024)
 
 /* ---- PEM armour -------------------------------------------------------- */
+
+/* libsodium's sodium_base642bin() (1.0.18) maps some bytes >= 0x80 to
+ * base64 digits instead of rejecting them (found by fuzz_pubkey), so the
+ * alphabet is checked here first. WS allows the PEM line breaks. */
+static int b64_clean(const char *s, size_t n, int ws)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		    c == '+' || c == '/' || c == '=')
+			continue;
+		if (ws && (c == ' ' || c == '\t' || c == '\r' || c == '\n'))
+			continue;
+		return 0;
+	}
+	return 1;
+}
 
 static const char *memfind(const char *h, size_t hlen, const char *n)
 {
@@ -33,7 +50,7 @@ static const char *memfind(const char *h, size_t hlen, const char *n)
  * a sodium_malloc'ed buffer. Returns 0, 1 if the block is absent, or a
  * negative code. */
 static int pem_decode(const char *text, size_t len, const char *label, uint8_t **out,
-		      size_t *outlen)
+                      size_t *outlen)
 {
 	char begin[80], end[80];
 	snprintf(begin, sizeof begin, "-----BEGIN %s-----", label);
@@ -71,8 +88,9 @@ static int pem_decode(const char *text, size_t len, const char *label, uint8_t *
 		return SIO_ENOMEM;
 	}
 	const char *endp = NULL;
-	int rc = sodium_base642bin(bin, cap, body, n, " \t\r\n", &dlen, &endp,
-				   sodium_base64_VARIANT_ORIGINAL);
+	int rc = !b64_clean(body, n, 1) ? -1
+	                                : sodium_base642bin(bin, cap, body, n, " \t\r\n", &dlen,
+	                                                    &endp, sodium_base64_VARIANT_ORIGINAL);
 	if (rc != 0 || endp != body + n) {
 		sodium_free(body);
 		sodium_free(bin);
@@ -98,8 +116,8 @@ static uint32_t rd_u32(struct rd *r)
 		r->bad = 1;
 		return 0;
 	}
-	uint32_t v = (uint32_t)r->p[0] << 24 | (uint32_t)r->p[1] << 16 | (uint32_t)r->p[2] << 8 |
-		     r->p[3];
+	uint32_t v =
+	    (uint32_t)r->p[0] << 24 | (uint32_t)r->p[1] << 16 | (uint32_t)r->p[2] << 8 | r->p[3];
 	r->p += 4;
 	r->left -= 4;
 	return v;
@@ -220,7 +238,7 @@ int sio_keyfile_parse_private(const uint8_t *buf, size_t len, uint8_t sk[SIO_SEC
 			    memfind(text, len, "-----BEGIN EC PRIVATE KEY-----") ||
 			    memfind(text, len, "-----BEGIN DSA PRIVATE KEY-----"))
 				rc = memfind(text, len, "Proc-Type: 4,ENCRYPTED") ? SIO_EENCRYPTED
-										 : SIO_EKEYTYPE;
+				                                                  : SIO_EKEYTYPE;
 			else if (memfind(text, len, "-----BEGIN ENCRYPTED PRIVATE KEY-----"))
 				rc = SIO_EENCRYPTED;
 			else if (memfind(text, len, "-----BEGIN PRIVATE KEY-----"))
@@ -265,7 +283,7 @@ void sio_keyfile_free_text(char *text, size_t len)
 }
 
 int sio_keyfile_format_private(const uint8_t sk[SIO_SECRET_KEY_BYTES], const char *comment,
-			       uint32_t checkint, char **out, size_t *outlen)
+                               uint32_t checkint, char **out, size_t *outlen)
 {
 	if (!sk || !out || !outlen)
 		return SIO_EINVAL;
@@ -279,8 +297,8 @@ int sio_keyfile_format_private(const uint8_t sk[SIO_SECRET_KEY_BYTES], const cha
 	size_t privlen = 8 + (4 + 11) + (4 + 32) + (4 + 64) + (4 + cl);
 	size_t pad = (8 - privlen % 8) % 8;
 	privlen += pad;
-	size_t binlen = sizeof OSSH_MAGIC + (4 + 4) + (4 + 4) + 4 + 4 + (4 + sizeof blob) +
-			(4 + privlen);
+	size_t binlen =
+	    sizeof OSSH_MAGIC + (4 + 4) + (4 + 4) + 4 + 4 + (4 + sizeof blob) + (4 + privlen);
 	uint8_t *bin = sodium_malloc(binlen);
 	if (!bin)
 		return SIO_ENOMEM;
@@ -340,8 +358,9 @@ int sio_keyfile_format_private(const uint8_t sk[SIO_SECRET_KEY_BYTES], const cha
 
 static int is_known_other_type(const char *tok, size_t n)
 {
-	static const char *const types[] = {"ssh-rsa", "ssh-dss", "ecdsa-sha2-", "sk-ecdsa-",
-					    "sk-ssh-ed25519", "ssh-ed448", "rsa-sha2-"};
+	static const char *const types[] = {"ssh-rsa",   "ssh-dss",        "ecdsa-sha2-",
+	                                    "sk-ecdsa-", "sk-ssh-ed25519", "ssh-ed448",
+	                                    "rsa-sha2-"};
 	for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
 		size_t l = strlen(types[i]);
 		if (n >= l && memcmp(tok, types[i], l) == 0)
@@ -380,9 +399,9 @@ static int parse_line(const char *l, size_t n, uint8_t pk[32])
 			uint8_t blob[128];
 			size_t blen = 0;
 			const char *endp = NULL;
-			if (i == b || i - b > 160 ||
+			if (i == b || i - b > 160 || !b64_clean(l + b, i - b, 0) ||
 			    sodium_base642bin(blob, sizeof blob, l + b, i - b, NULL, &blen, &endp,
-					      sodium_base64_VARIANT_ORIGINAL) != 0 ||
+			                      sodium_base64_VARIANT_ORIGINAL) != 0 ||
 			    endp != l + i)
 				return SIO_EFORMAT;
 			int rc = parse_pubkey_blob(blob, blen, pk);
@@ -397,7 +416,7 @@ static int parse_line(const char *l, size_t n, uint8_t pk[32])
 }
 
 int sio_pubkey_parse_all(const char *text, size_t len,
-			 int (*add)(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]), void *ctx)
+                         int (*add)(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]), void *ctx)
 {
 	if (!text || !add)
 		return SIO_EINVAL;

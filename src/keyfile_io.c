@@ -18,10 +18,14 @@ static int map_errno(int e)
 {
 	switch (e) {
 	case ENOENT:
-	case ENOTDIR: return SIO_ENOENT;
-	case EEXIST: return SIO_EEXIST;
-	case ENOMEM: return SIO_ENOMEM;
-	default: return SIO_EIO;
+	case ENOTDIR:
+		return SIO_ENOENT;
+	case EEXIST:
+		return SIO_EEXIST;
+	case ENOMEM:
+		return SIO_ENOMEM;
+	default:
+		return SIO_EIO;
 	}
 }
 
@@ -260,7 +264,7 @@ int sio_identity_save(const sio_identity *id, const char *path, const char *comm
 	size_t tlen = 0;
 	if (rc == 0)
 		rc = sio_keyfile_format_private(sio_identity_secret_key(id), comment,
-						randombytes_random(), &txt, &tlen);
+		                                randombytes_random(), &txt, &tlen);
 	if (rc == 0)
 		rc = write_atomic(path, txt, tlen, 0600);
 	sio_keyfile_free_text(txt, tlen);

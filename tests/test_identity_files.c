@@ -54,7 +54,8 @@ struct ossh {
 
 static size_t w32(uint8_t *p, uint32_t v)
 {
-	p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+	p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8),
+	p[3] = (uint8_t)v;
 	return 4;
 }
 
@@ -113,9 +114,9 @@ static size_t ossh_encode(const struct ossh *o, char *out)
 	char b64[2048];
 	sodium_bin2base64(b64, sizeof b64, bin, n, sodium_base64_VARIANT_ORIGINAL);
 	return (size_t)snprintf(out, 4096,
-				"-----BEGIN OPENSSH PRIVATE KEY-----\n%s\n"
-				"-----END OPENSSH PRIVATE KEY-----\n",
-				b64);
+	                        "-----BEGIN OPENSSH PRIVATE KEY-----\n%s\n"
+	                        "-----END OPENSSH PRIVATE KEY-----\n",
+	                        b64);
 }
 
 static int load_ossh(const struct ossh *o)
@@ -166,7 +167,7 @@ static void test_openssh_private(void)
 	CHECK_EQ(load_ossh(&o), SIO_EFORMAT);
 	ossh_defaults(&o), o.flip_sk_pub = 1;
 	CHECK_EQ(load_ossh(&o), SIO_EMISMATCH); /* secret's public half differs */
-	for (int t = 1; t < 200; t += 7) {       /* truncated anywhere */
+	for (int t = 1; t < 200; t += 7) {      /* truncated anywhere */
 		ossh_defaults(&o), o.truncate = t;
 		CHECK_EQ(load_ossh(&o), SIO_EFORMAT);
 	}
@@ -177,17 +178,20 @@ static void test_openssh_private(void)
 	write_file("k", txt, n - 20, 0600); /* END line cut */
 	sio_identity *id = NULL;
 	CHECK_EQ(sio_identity_load(&id, tpath("k")), SIO_EFORMAT);
-	txt[60] = '*';                      /* bad base64 */
+	txt[60] = '*'; /* bad base64 */
 	write_file("k", txt, n, 0600);
 	CHECK_EQ(sio_identity_load(&id, tpath("k")), SIO_EFORMAT);
 	write_text("k", "", 0600); /* empty */
 	CHECK_EQ(sio_identity_load(&id, tpath("k")), SIO_EFORMAT);
 	write_text("k", "hello world\n", 0600);
 	CHECK_EQ(sio_identity_load(&id, tpath("k")), SIO_EFORMAT);
-	write_text("k", "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n", 0600);
+	write_text("k", "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+	           0600);
 	CHECK_EQ(sio_identity_load(&id, tpath("k")), SIO_EKEYTYPE);
-	write_text("k", "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
-		   0600);
+	write_text(
+	    "k",
+	    "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+	    0600);
 	CHECK_EQ(sio_identity_load(&id, tpath("k")), SIO_EENCRYPTED);
 	CHECK(id == NULL);
 }
@@ -220,8 +224,9 @@ static void test_go_pem(void)
 	char b64[200], txt[512];
 	sio_identity *id = NULL;
 	sodium_bin2base64(b64, sizeof b64, sk, 64, sodium_base64_VARIANT_ORIGINAL);
-	snprintf(txt, sizeof txt, "-----BEGIN ED25519 PRIVATE KEY-----\n%s\n-----END ED25519 PRIVATE KEY-----\n",
-		 b64);
+	snprintf(txt, sizeof txt,
+	         "-----BEGIN ED25519 PRIVATE KEY-----\n%s\n-----END ED25519 PRIVATE KEY-----\n",
+	         b64);
 	write_text("go", txt, 0600);
 	CHECK_OK(sio_identity_load(&id, tpath("go")));
 	if (id)
@@ -229,8 +234,9 @@ static void test_go_pem(void)
 	sio_identity_free(id);
 	/* wrong length */
 	sodium_bin2base64(b64, sizeof b64, sk, 48, sodium_base64_VARIANT_ORIGINAL);
-	snprintf(txt, sizeof txt, "-----BEGIN ED25519 PRIVATE KEY-----\n%s\n-----END ED25519 PRIVATE KEY-----\n",
-		 b64);
+	snprintf(txt, sizeof txt,
+	         "-----BEGIN ED25519 PRIVATE KEY-----\n%s\n-----END ED25519 PRIVATE KEY-----\n",
+	         b64);
 	write_text("go", txt, 0600);
 	CHECK_EQ(sio_identity_load(&id, tpath("go")), SIO_EFORMAT);
 	/* public half not matching the seed */
@@ -238,8 +244,9 @@ static void test_go_pem(void)
 	memcpy(bad, sk, 64);
 	bad[33] ^= 4;
 	sodium_bin2base64(b64, sizeof b64, bad, 64, sodium_base64_VARIANT_ORIGINAL);
-	snprintf(txt, sizeof txt, "-----BEGIN ED25519 PRIVATE KEY-----\n%s\n-----END ED25519 PRIVATE KEY-----\n",
-		 b64);
+	snprintf(txt, sizeof txt,
+	         "-----BEGIN ED25519 PRIVATE KEY-----\n%s\n-----END ED25519 PRIVATE KEY-----\n",
+	         b64);
 	write_text("go", txt, 0600);
 	CHECK_EQ(sio_identity_load(&id, tpath("go")), SIO_EMISMATCH);
 
@@ -247,8 +254,8 @@ static void test_go_pem(void)
 	sio_remote *r = NULL;
 	uint8_t got[32];
 	sodium_bin2base64(b64, sizeof b64, pk, 32, sodium_base64_VARIANT_ORIGINAL);
-	snprintf(txt, sizeof txt, "-----BEGIN ED25519 PUBLIC KEY-----\n%s\n-----END ED25519 PUBLIC KEY-----\n",
-		 b64);
+	snprintf(txt, sizeof txt,
+	         "-----BEGIN ED25519 PUBLIC KEY-----\n%s\n-----END ED25519 PUBLIC KEY-----\n", b64);
 	write_text("go.pub", txt, 0644);
 	CHECK_OK(sio_remote_load(&r, tpath("go.pub")));
 	CHECK_EQ(sio_remote_count(r), 1);
@@ -257,8 +264,8 @@ static void test_go_pem(void)
 	CHECK_OK(sio_public_key_parse(txt, strlen(txt), got));
 	CHECK(memcmp(got, pk, 32) == 0);
 	sodium_bin2base64(b64, sizeof b64, pk, 31, sodium_base64_VARIANT_ORIGINAL);
-	snprintf(txt, sizeof txt, "-----BEGIN ED25519 PUBLIC KEY-----\n%s\n-----END ED25519 PUBLIC KEY-----\n",
-		 b64);
+	snprintf(txt, sizeof txt,
+	         "-----BEGIN ED25519 PUBLIC KEY-----\n%s\n-----END ED25519 PUBLIC KEY-----\n", b64);
 	CHECK_EQ(sio_public_key_parse(txt, strlen(txt), got), SIO_EFORMAT);
 }
 
@@ -274,13 +281,13 @@ static void test_public_lines(void)
 	CHECK_OK(sio_public_key_line(other, NULL, oline, sizeof oline));
 	/* authorized_keys: comments, blanks, options, other key types */
 	snprintf(txt, sizeof txt,
-		 "# my keys\n\n"
-		 "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 rsa@host\n"
-		 "from=\"10.0.0.1,host name\",no-pty %s\r\n"
-		 "   \t\n"
-		 "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY= ec\n"
-		 "%s\n",
-		 line, oline);
+	         "# my keys\n\n"
+	         "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 rsa@host\n"
+	         "from=\"10.0.0.1,host name\",no-pty %s\r\n"
+	         "   \t\n"
+	         "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY= ec\n"
+	         "%s\n",
+	         line, oline);
 	write_text("ak", txt, 0644);
 	sio_remote *r = NULL;
 	CHECK_OK(sio_remote_load(&r, tpath("ak")));
@@ -298,6 +305,15 @@ static void test_public_lines(void)
 	/* bad base64, truncated blob, wrong type inside the blob */
 	CHECK_EQ(sio_public_key_parse("ssh-ed25519 AAAA*AAA", 20, got), SIO_EFORMAT);
 	CHECK_EQ(sio_public_key_parse("ssh-ed25519", 11, got), SIO_EFORMAT);
+	/* bytes >= 0x80 inside base64 (libsodium's decoder lets some through) */
+	static const char hi[] = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAbCBLx00MGXutg6mYY3yoEHi"
+	                         "\240\3158I9moEx5eQCVTj9yf";
+	CHECK_EQ(sio_public_key_parse(hi, sizeof hi - 1, got), SIO_EFORMAT);
+	char pem[256];
+	snprintf(pem, sizeof pem,
+	         "-----BEGIN ED25519 PUBLIC KEY-----\n%s\n-----END ED25519 PUBLIC KEY-----\n",
+	         hi + 12);
+	CHECK_EQ(sio_public_key_parse(pem, strlen(pem), got), SIO_EFORMAT);
 	size_t l = strlen(line);
 	char cut[SIO_PUBKEY_LINE_MAX];
 	memcpy(cut, line, l);
@@ -310,7 +326,7 @@ static void test_public_lines(void)
 	}
 	/* "ssh-ed25519" label in front of an ssh-rsa blob */
 	CHECK_EQ(sio_public_key_parse("ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQABAAABAQC7", 44, got),
-		 SIO_EKEYTYPE);
+	         SIO_EKEYTYPE);
 	/* a private key where a public key is expected */
 	struct ossh o;
 	ossh_defaults(&o);

@@ -42,9 +42,10 @@ static void second_field(const char *line, char *fp, size_t cap)
 
 static void keygen_to_us(void)
 {
-	char cmd[512], out[512], fp_ssh[128], fp_ours[SIO_FINGERPRINT_MAX], line[SIO_PUBKEY_LINE_MAX];
-	snprintf(cmd, sizeof cmd, "ssh-keygen -q -t ed25519 -N '' -C 'made by ssh-keygen' -f %s/a 2>&1",
-		 dir);
+	char cmd[512], out[512], fp_ssh[128], fp_ours[SIO_FINGERPRINT_MAX],
+	    line[SIO_PUBKEY_LINE_MAX];
+	snprintf(cmd, sizeof cmd,
+	         "ssh-keygen -q -t ed25519 -N '' -C 'made by ssh-keygen' -f %s/a 2>&1", dir);
 	CHECK_OK(run(cmd, NULL, 0));
 	snprintf(cmd, sizeof cmd, "ssh-keygen -l -f %s/a.pub", dir);
 	CHECK_OK(run(cmd, out, sizeof out));
@@ -71,8 +72,9 @@ static void keygen_to_us(void)
 	CHECK_OK(sio_public_key_line(pk, "made by ssh-keygen", line, sizeof line));
 	CHECK(strcmp(out, line) == 0);
 	/* the directory helper accepts the ssh-keygen pair */
-	snprintf(cmd, sizeof cmd, "mkdir -p %s/d && cp -p %s/a %s/d/id_ed25519 && cp %s/a.pub %s/d/id_ed25519.pub",
-		 dir, dir, dir, dir, dir);
+	snprintf(cmd, sizeof cmd,
+	         "mkdir -p %s/d && cp -p %s/a %s/d/id_ed25519 && cp %s/a.pub %s/d/id_ed25519.pub",
+	         dir, dir, dir, dir, dir);
 	CHECK_OK(run(cmd, NULL, 0));
 	sio_identity *id2 = NULL;
 	snprintf(cmd, sizeof cmd, "%s/d", dir);
@@ -99,7 +101,8 @@ static void us_to_keygen(void)
 	/* ssh-keygen -y derives the public key from our private key file */
 	snprintf(cmd, sizeof cmd, "ssh-keygen -y -f %s/ours/id_ed25519", dir);
 	CHECK_OK(run(cmd, out, sizeof out));
-	out[strlen(want) < sizeof out ? strlen(want) : 0] = 0; /* newer versions append the comment */
+	out[strlen(want) < sizeof out ? strlen(want) : 0] =
+	    0; /* newer versions append the comment */
 	CHECK(strcmp(out, want) == 0);
 	/* ... and prints the same key as our .pub */
 	snprintf(cmd, sizeof cmd, "cut -d' ' -f1,2 %s/ours/id_ed25519.pub", dir);
@@ -117,12 +120,14 @@ static void us_to_keygen(void)
 	CHECK(strcmp(fp, fp_ssh) == 0);
 	/* ssh-keygen can rewrite our file (adds a passphrase) and we then refuse
 	 * it as encrypted; removing the passphrase again makes it loadable. */
-	snprintf(cmd, sizeof cmd, "ssh-keygen -q -p -P '' -N secret -f %s/ours/id_ed25519 2>&1", dir);
+	snprintf(cmd, sizeof cmd, "ssh-keygen -q -p -P '' -N secret -f %s/ours/id_ed25519 2>&1",
+	         dir);
 	CHECK_OK(run(cmd, NULL, 0));
 	sio_identity *id2 = NULL;
 	snprintf(cmd, sizeof cmd, "%s/ours/id_ed25519", dir);
 	CHECK_EQ(sio_identity_load(&id2, cmd), SIO_EENCRYPTED);
-	snprintf(cmd, sizeof cmd, "ssh-keygen -q -p -P secret -N '' -f %s/ours/id_ed25519 2>&1", dir);
+	snprintf(cmd, sizeof cmd, "ssh-keygen -q -p -P secret -N '' -f %s/ours/id_ed25519 2>&1",
+	         dir);
 	CHECK_OK(run(cmd, NULL, 0));
 	snprintf(cmd, sizeof cmd, "%s/ours/id_ed25519", dir);
 	CHECK_OK(sio_identity_load(&id2, cmd));
@@ -152,13 +157,14 @@ static void refused(void)
 	snprintf(cmd, sizeof cmd, "%s/ec", dir);
 	CHECK_EQ(sio_identity_load(&id, cmd), SIO_EKEYTYPE);
 	/* RSA in the old PEM format */
-	snprintf(cmd, sizeof cmd, "ssh-keygen -q -t rsa -b 2048 -m PEM -N '' -f %s/rsapem 2>&1", dir);
+	snprintf(cmd, sizeof cmd, "ssh-keygen -q -t rsa -b 2048 -m PEM -N '' -f %s/rsapem 2>&1",
+	         dir);
 	CHECK_OK(run(cmd, NULL, 0));
 	snprintf(cmd, sizeof cmd, "%s/rsapem", dir);
 	CHECK_EQ(sio_identity_load(&id, cmd), SIO_EKEYTYPE);
 	/* an authorized_keys mixing all of them accepts only the ed25519 key */
-	snprintf(cmd, sizeof cmd, "cat %s/rsa.pub %s/ec.pub %s/a.pub > %s/authorized_keys", dir, dir, dir,
-		 dir);
+	snprintf(cmd, sizeof cmd, "cat %s/rsa.pub %s/ec.pub %s/a.pub > %s/authorized_keys", dir,
+	         dir, dir, dir);
 	CHECK_OK(run(cmd, NULL, 0));
 	snprintf(cmd, sizeof cmd, "%s/authorized_keys", dir);
 	CHECK_OK(sio_remote_load(&r, cmd));
@@ -171,7 +177,8 @@ int main(void)
 {
 	CHECK_OK(sio_init());
 	if (run("command -v ssh-keygen >/dev/null 2>&1", NULL, 0) != 0) {
-		printf("test_identity_ssh: SKIPPED: ssh-keygen not installed (apt-get install openssh-client)\n");
+		printf("test_identity_ssh: SKIPPED: ssh-keygen not installed (apt-get install "
+		       "openssh-client)\n");
 		return 0;
 	}
 	umask(022);
