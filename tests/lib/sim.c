@@ -239,9 +239,14 @@ static void deliver_due(sim *s)
 		s->nq--;
 		sim_peer *peer = &s->p[p.to];
 		sio_stats before, after;
+		struct iovec iov[64];
 		sio_core_stats(peer->core, &before);
+		size_t out_before = sio_core_pending(peer->core, s->now, iov, 64);
 		int r = sio_core_recv(peer->core, s->now, p.data, p.len);
 		sio_core_stats(peer->core, &after);
+		/* A dropped packet is never answered. */
+		if (!r && sio_core_pending(peer->core, s->now, iov, 64) != out_before)
+			peer->answered_drop++;
 		uint64_t drops_b = before.drop_malformed + before.drop_decrypt + before.drop_replay +
 				   before.drop_too_old + before.drop_unknown_key + before.drop_kx;
 		uint64_t drops_a = after.drop_malformed + after.drop_decrypt + after.drop_replay +
@@ -249,6 +254,8 @@ static void deliver_due(sim *s)
 		peer->recv_calls++;
 		if (r)
 			peer->recv_authentic++;
+		else if (drops_a != drops_b + 1)
+			peer->uncounted_drop++;
 		if (p.corrupted) {
 			peer->corrupted_in++;
 			if (!r && drops_a == drops_b + 1)
