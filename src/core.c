@@ -317,9 +317,7 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 	 * message or an answer under the new key. */
 	if (c->have_remote && f.gen == c->gen && memcmp(m, c->remote_msg, SIO_KX_MSG_LEN) == 0) {
 		c->last_recv = now;
-		if (c->derived && mode(c) != SIO_ANSWERS_DISABLE)
-			answer(c, now, (int)(c->gen & 3));
-		else if (c->derived)
+		if (c->derived)
 			answer(c, now, (int)(c->gen & 3));
 		return 1;
 	}
@@ -350,6 +348,10 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 	if (f.gen < c->gen) {
 		c->st.drop_replay++;
 		return 0;
+	}
+	if (sio_kx_low_order(f.epub)) {
+		sio_core_error(c, SIO_EPROTO, "peer sent a low-order key-exchange key");
+		return drop_kx(c);
 	}
 	if (f.gen > c->gen + 1 || (f.gen == c->gen && c->have_remote))
 		return drop_kx(c);
@@ -386,8 +388,8 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 	}
 	memcpy(c->remote_msg, m, SIO_KX_MSG_LEN);
 	if (derive(c, now) != 0) {
-		sio_core_error(c, SIO_EPROTO, "key exchange gave a low-order shared secret");
-		return drop_kx(c);
+		sio_core_fail(c, SIO_ECRYPTO, "key derivation failed");
+		return 1;
 	}
 	c->have_remote = 1;
 	c->any_valid_kx = 1;

@@ -123,15 +123,17 @@ int sim_init(sim *s, uint64_t seed, const sim_config *cfg)
 			.random = cb_random,
 		};
 		memset(&cc, 0, sizeof cc);
-		if (cfg->pin[i]) {
-			if (sio_remote_from_public_key(&p->remote, s->p[!i].pk) != 0)
+		if (cfg->pin[i] || !sodium_is_zero(cfg->pin_key[i], 32)) {
+			const uint8_t *k = sodium_is_zero(cfg->pin_key[i], 32) ? s->p[!i].pk
+										: cfg->pin_key[i];
+			if (sio_remote_from_public_key(&p->remote, k) != 0)
 				return -1;
 		}
 		cc.ed25519_sk = p->sk;
 		cc.remote = p->remote;
 		cc.datagram = cfg->datagram;
 		cc.opts = cfg->opts[i];
-		cc.wallclock_ns = s->wall + (uint64_t)i * 1000;
+		cc.wallclock_ns = s->wall + (uint64_t)i * 1000 + (uint64_t)cfg->wall_offset[i];
 		int r = sio_core_new(&p->core, &cc, &cb);
 		if (r)
 			return r;

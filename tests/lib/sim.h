@@ -87,6 +87,8 @@ typedef struct sim_config {
 	sim_net net;
 	uint8_t id_seed[2][32]; /* zero = derived from the seed */
 	int no_start[2];
+	uint8_t pin_key[2][32]; /* nonzero: side I pins this key instead */
+	int64_t wall_offset[2]; /* side I's wall clock is off by this (ns) */
 } sim_config;
 
 uint64_t sim_rand(uint64_t *state);
