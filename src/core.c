@@ -538,8 +538,11 @@ uint64_t sio_core_deadline(const sio_core *c)
 		d = min64(d, c->next_retry);
 	}
 	if (c->state == SIO_STATE_ESTABLISHED) {
-		if (round_complete(c) && c->tx_slot == (int)(c->gen & 3))
+		if (round_complete(c) && c->tx_slot == (int)(c->gen & 3)) {
 			d = min64(d, c->next_rekey);
+			if (c->keys[c->tx_slot].tx_pn >= c->o.kx_rekey_packets)
+				d = 0; /* renewal by packet count is due now */
+		}
 		if (c->o.dead_peer_ns > 0)
 			d = min64(d, c->last_recv + (uint64_t)c->o.dead_peer_ns);
 		if (c->o.keepalive_ns > 0)
