@@ -60,7 +60,11 @@ static void load(const char *path)
 		hex[strcspn(hex, " \r\n")] = 0;
 		if (nvec == MAXV)
 			break;
-		snprintf(vec[nvec].name, sizeof vec[nvec].name, "%s", name);
+		size_t nl = strlen(name);
+		if (nl >= sizeof vec[nvec].name)
+			nl = sizeof vec[nvec].name - 1;
+		memcpy(vec[nvec].name, name, nl);
+		vec[nvec].name[nl] = 0;
 		long n = check_unhex(hex, vec[nvec].val, sizeof vec[nvec].val);
 		CHECK(n >= 0);
 		vec[nvec].len = n < 0 ? 0 : (size_t)n;
