@@ -128,6 +128,14 @@ void sio_core_free(sio_core *c)
 	if (!c)
 		return;
 	sio_core_tx_cancel(c, SIO_ECANCELED);
+	/* Tokens of sealed packets that never reached the transport. */
+	while (c->tokens && c->tok_count) {
+		uint64_t t = c->tokens[c->tok_head].token;
+		c->tok_head = (c->tok_head + 1) % SIO_TOKENS;
+		c->tok_count--;
+		if (c->cb.sent)
+			c->cb.sent(c->cb.ctx, t, SIO_ECANCELED);
+	}
 	sio_core_queues_free(c);
 	for (int i = 0; i < SIO_KEY_SLOTS; i++) {
 		sio_aead_free(&c->keys[i].tx);
