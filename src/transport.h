@@ -34,7 +34,7 @@
 #define SIO_TP_BATCH 32
 
 /* Transport ended cleanly (end of file / orderly shutdown). */
-#define SIO_TP_EOF 1
+#define SIO_TP_EOF (-10000) /* distinct from every SIO_E code */
 
 enum sio_tp_peer_mode {
 	SIO_TP_PEER_CONNECTED = 0, /* connected socket, stream, pipe or callbacks */
@@ -99,6 +99,9 @@ typedef void (*sio_tp_packet_fn)(void *ctx, uint8_t *buf, size_t len, const stru
  * will send (records above max(MAX_RECORD, SIO_TP_MIN_RECORD) are refused on
  * receive). Returns 0, SIO_EINVAL, SIO_ENOMEM or SIO_EIO. */
 int sio_tp_open(sio_tp *tp, const sio_transport *t, size_t max_record);
+
+/* 1 if T carries datagrams, 0 if a stream, or SIO_EINVAL (nothing changed). */
+int sio_tp_detect(const sio_transport *t);
 
 /* Frees buffers; closes the descriptors if asked, else restores their flags. */
 void sio_tp_close(sio_tp *tp);
