@@ -631,3 +631,21 @@ void sio_transport_fd(sio_transport *t, int rfd, int wfd)
 	t->write_fd = wfd;
 	t->poll_fd = -1;
 }
+
+int sio_tp_detect(const sio_transport *t)
+{
+	if (!t)
+		return SIO_EINVAL;
+	if (t->kind == SIO_TRANSPORT_DATAGRAM)
+		return 1;
+	if (t->kind == SIO_TRANSPORT_STREAM)
+		return 0;
+	if (t->kind != SIO_TRANSPORT_AUTO)
+		return SIO_EINVAL;
+	if (t->read_fd < 0 && t->write_fd < 0)
+		return t->send && t->recv ? 1 : SIO_EINVAL;
+	if (t->read_fd < 0 || t->write_fd < 0)
+		return SIO_EINVAL;
+	int type = sock_type(t->read_fd);
+	return type == SOCK_DGRAM || type == SOCK_SEQPACKET;
+}
