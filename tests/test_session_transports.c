@@ -130,8 +130,10 @@ static void run(enum pair_kind k)
 			break;
 		usleep(5000);
 	}
+	pthread_mutex_lock(&rx.mu);
 	CHECK_EQ(rx.done_cbs, 50);
 	CHECK_EQ(rx.done_errs, 0);
+	pthread_mutex_unlock(&rx.mu);
 
 	/* a message larger than one datagram packet */
 	static uint8_t big[60000], bigr[60000];
