@@ -47,6 +47,12 @@ void sio_signal(sio_session *s)
 {
 	if (s->waiters)
 		pthread_cond_broadcast(&s->cond);
+	if (s->reader_polling && !s->rwake_pending) {
+		uint64_t one = 1;
+		s->rwake_pending = 1;
+		ssize_t r = write(s->rwake_fd, &one, sizeof(one));
+		(void)r;
+	}
 }
 
 /* Waits on C (with the session lock) until signalled or DEADLINE (absolute
@@ -94,8 +100,10 @@ void sio_kick(sio_session *s)
 			sio_wake(s);
 		return;
 	}
-	if (s->evn > 0 || s->tp.wblocked || s->close_requested ||
-	    sio_core_deadline(s->core) < s->io_sleep_until ||
+	if (s->wake_pending)
+		return;
+	if (s->evn > 0 || s->tx_blocked || s->close_requested ||
+	    (s->io_sleep_until != 0 && sio_core_deadline(s->core) < s->io_sleep_until) ||
 	    (s->input_stalled && sio_input_ok(s)))
 		sio_wake(s);
 }
@@ -133,46 +141,60 @@ static struct sio_ev *ev_push(sio_session *s, int kind)
 	return e;
 }
 
-/* Runs queued events with the lock released. Lock held on entry and exit. */
+/* Runs queued events with the lock released, a batch at a time: the queue
+ * is swapped with a spare one so that other threads may queue events (and
+ * the lock is dropped once per batch, not per event). Deliveries in place in
+ * the receive buffer stay valid: no input is read while dispatching. Lock
+ * held on entry and exit. */
 static void dispatch(sio_session *s)
 {
-	if (s->dispatching)
+	if (s->dispatching || s->evn == 0)
 		return;
 	s->dispatching = 1;
-	for (size_t i = 0; i < s->evn; i++) {
-		struct sio_ev e = s->evq[i];
-		const uint8_t *data = e.in_arena ? s->arena.buf + e.off : e.ptr;
+	while (s->evn > 0) {
+		struct sio_ev *q = s->evq;
+		size_t n = s->evn, cap = s->evcap;
+		struct sio_bq ar = s->arena;
+		s->evq = s->evq2;
+		s->evcap = s->evcap2;
+		s->evn = 0;
+		s->arena = s->arena2;
+		s->arena.head = s->arena.len = 0;
 		unlock(s);
-		switch (e.kind) {
-		case EV_MSG:
-			e.fn(s, e.type, data, e.len, e.ctx);
-			break;
-		case EV_STATE:
-			if (s->cbs.on_state)
-				s->cbs.on_state(s, (sio_state)e.a, (sio_state)e.b, s->cbs.ctx);
-			break;
-		case EV_CONNECT:
-			if (s->cbs.on_connect)
-				s->cbs.on_connect(s, s->cbs.ctx);
-			break;
-		case EV_ERROR:
-			if (s->cbs.on_error)
-				s->cbs.on_error(s, e.a, e.msg, s->cbs.ctx);
-			break;
-		case EV_HERR:
-			e.efn(s, e.type, e.a, e.ctx);
-			break;
-		case EV_SENT:
-			e.si->fn(e.si, e.si->err, e.si->ctx);
-			break;
+		for (size_t i = 0; i < n; i++) {
+			struct sio_ev *e = &q[i];
+			switch (e->kind) {
+			case EV_MSG:
+				e->fn(s, e->type, e->in_arena ? ar.buf + e->off : e->ptr, e->len, e->ctx);
+				break;
+			case EV_STATE:
+				if (s->cbs.on_state)
+					s->cbs.on_state(s, (sio_state)e->a, (sio_state)e->b, s->cbs.ctx);
+				break;
+			case EV_CONNECT:
+				if (s->cbs.on_connect)
+					s->cbs.on_connect(s, s->cbs.ctx);
+				break;
+			case EV_ERROR:
+				if (s->cbs.on_error)
+					s->cbs.on_error(s, e->a, e->msg, s->cbs.ctx);
+				break;
+			case EV_HERR:
+				e->efn(s, e->type, e->a, e->ctx);
+				break;
+			case EV_SENT:
+				e->si->fn(e->si, e->si->err, e->si->ctx);
+				break;
+			}
 		}
 		lock(s);
-		if (e.kind == EV_SENT)
-			sio_si_after_callback(e.si);
+		for (size_t i = 0; i < n; i++)
+			if (q[i].kind == EV_SENT)
+				sio_si_after_callback(q[i].si);
+		s->evq2 = q;
+		s->evcap2 = cap;
+		s->arena2 = ar;
 	}
-	s->evn = 0;
-	s->arena.len = 0;
-	s->arena.head = 0;
 	s->dispatching = 0;
 }
 
@@ -310,14 +332,40 @@ static void transport_ended(sio_session *s, uint64_t now, int err)
 	sio_core_transport_closed(s->core, now, err);
 }
 
+/* Hands due packets to the transport. On connected descriptor transports
+ * the system call runs without the session lock (the core keeps the packet
+ * buffers unchanged until sio_core_sent()), so writers and the receiving side
+ * go on meanwhile; one thread sends at a time. Lock held on entry and exit. */
 void sio_flush_out(sio_session *s, uint64_t now)
 {
+	if (s->sending || s->tp_dead)
+		return;
+	int unlocked = !s->tp.custom && s->tp.peer_mode == SIO_TP_PEER_CONNECTED;
 	struct iovec iov[SIO_TP_BATCH];
+	s->sending = 1;
+	if (s->tx_blocked) {
+		if (unlocked)
+			unlock(s);
+		int r = sio_tp_flush(&s->tp);
+		if (unlocked)
+			lock(s);
+		if (r < 0)
+			transport_ended(s, now, r);
+		s->tx_blocked = r == 0;
+		if (r <= 0)
+			goto out;
+	}
 	for (int iter = 0; iter < 64 && !s->tp_dead; iter++) {
 		size_t n = sio_core_pending(s->core, now, iov, SIO_TP_BATCH);
 		if (n == 0)
 			break;
+		if (unlocked)
+			unlock(s);
 		int r = sio_tp_send(&s->tp, iov, n);
+		int blocked = s->tp.wblocked;
+		if (unlocked)
+			lock(s);
+		s->tx_blocked = blocked;
 		if (r < 0) {
 			sio_core_sent(s->core, n, r);
 			transport_ended(s, now, r);
@@ -330,6 +378,8 @@ void sio_flush_out(sio_session *s, uint64_t now)
 		if ((size_t)r < n)
 			break; /* blocked: the I/O thread waits for POLLOUT */
 	}
+out:
+	s->sending = 0;
 }
 
 struct rx_ctx {
@@ -366,6 +416,47 @@ static int read_input(sio_session *s, uint64_t now)
 	return r;
 }
 
+void sio_reader_wait(sio_session *s, uint64_t deadline)
+{
+	int fd = -1;
+	if (s->mode == MODE_THREAD && !s->reader_polling && !s->tp_dead && !s->input_stalled &&
+	    !s->dispatching && s->evn == 0 && !s->core_busy)
+		fd = sio_tp_read_fd(&s->tp);
+	if (fd < 0) {
+		sio_wait_cond(s, &s->cond, &s->waiters, deadline);
+		return;
+	}
+	/* Poll the transport from this thread: when the peer's answer comes,
+	 * this thread decrypts it and returns, instead of the I/O thread
+	 * decrypting it and waking this one. The I/O thread may wake too; it
+	 * then finds nothing to read. Handler events found here are left to
+	 * the I/O thread. */
+	int to = -1;
+	if (deadline != UINT64_MAX) {
+		uint64_t now = sio_now_ns();
+		to = deadline <= now ? 0 : (int)((deadline - now + 999999u) / 1000000u);
+	}
+	struct pollfd pf[2] = {{fd, POLLIN, 0}, {s->rwake_fd, POLLIN, 0}};
+	s->reader_polling = 1;
+	unlock(s);
+	int r = poll(pf, 2, to);
+	lock(s);
+	s->reader_polling = 0;
+	if (r > 0 && (pf[1].revents & POLLIN)) {
+		uint64_t v;
+		ssize_t n = read(s->rwake_fd, &v, sizeof(v));
+		(void)n;
+		s->rwake_pending = 0;
+	}
+	if (r > 0 && (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) && !s->dispatching &&
+	    s->evn == 0 && !s->core_busy && !s->tp_dead) {
+		uint64_t now = sio_now_ns();
+		read_input(s, now);
+		sio_flush_out(s, now);
+		sio_kick(s);
+	}
+}
+
 /* Everything due: requested close, timers, output, one round of input,
  * events. Lock held. */
 static void step(sio_session *s, int allow_input)
@@ -378,11 +469,6 @@ static void step(sio_session *s, int allow_input)
 	}
 	if (sio_core_deadline(s->core) <= now)
 		sio_core_tick(s->core, now);
-	if (s->tp.wblocked && !s->tp_dead) {
-		int r = sio_tp_flush(&s->tp);
-		if (r < 0)
-			transport_ended(s, now, r);
-	}
 	sio_flush_out(s, now);
 	dispatch(s);
 	for (int round = 0; allow_input && round < 8; round++) {
@@ -410,7 +496,7 @@ static int timeout_ms_locked(const sio_session *s, uint64_t now)
 	uint64_t d = sio_core_deadline(s->core);
 	if (s->evn > 0 || s->close_requested)
 		return 0;
-	if (s->tp.custom && !s->tp_dead && (s->tp.cb_poll_fd < 0 || s->tp.wblocked)) {
+	if (s->tp.custom && !s->tp_dead && (s->tp.cb_poll_fd < 0 || s->tx_blocked)) {
 		/* no descriptor tells us when a callback transport has data or
 		 * room: look again every few milliseconds */
 		uint64_t t = now + 5000000u;
@@ -449,7 +535,7 @@ static void *io_thread(void *arg)
 		int np = 0;
 		p[np++] = (struct pollfd){s->wake_fd, POLLIN, 0};
 		int rfd = s->tp_dead || s->input_stalled ? -1 : sio_tp_read_fd(&s->tp);
-		int bfd = s->tp_dead ? -1 : sio_tp_blocked_fd(&s->tp);
+		int bfd = s->tp_dead || !s->tx_blocked || s->tp.custom ? -1 : s->tp.wfd;
 		if (rfd >= 0 && rfd == bfd) {
 			p[np++] = (struct pollfd){rfd, POLLIN | POLLOUT, 0};
 		} else {
@@ -509,6 +595,7 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 	if (!s)
 		return SIO_ENOMEM;
 	s->wake_fd = -1;
+	s->rwake_fd = -1;
 	s->epfd = -1;
 	s->sh = shared_new();
 	if (!s->sh) {
@@ -544,7 +631,8 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 		goto fail;
 	s->tp_open = 1;
 	s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (s->wake_fd < 0) {
+	s->rwake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (s->wake_fd < 0 || s->rwake_fd < 0) {
 		r = SIO_EIO;
 		goto fail;
 	}
@@ -613,7 +701,7 @@ int sio_session_fd(const sio_session *s)
 static void loop_update_fds(sio_session *s)
 {
 	int rfd = sio_tp_read_fd(&s->tp);
-	int bfd = s->tp_dead ? -1 : sio_tp_blocked_fd(&s->tp);
+	int bfd = s->tp_dead || !s->tx_blocked || s->tp.custom ? -1 : s->tp.wfd;
 	int want_out = bfd >= 0;
 	if (s->tp_dead && rfd >= 0) {
 		(void)epoll_ctl(s->epfd, EPOLL_CTL_DEL, rfd, NULL);
@@ -817,6 +905,8 @@ static void session_destroy(sio_session *s)
 		sio_tp_close(&s->tp);
 	if (s->wake_fd >= 0)
 		close(s->wake_fd);
+	if (s->rwake_fd >= 0)
+		close(s->rwake_fd);
 	if (s->epfd >= 0)
 		close(s->epfd);
 	for (size_t i = 0; i < s->nh; i++)
@@ -824,7 +914,9 @@ static void session_destroy(sio_session *s)
 			s->h[i].m->s = NULL;
 	free(s->h);
 	free(s->evq);
+	free(s->evq2);
 	free(s->arena.buf);
+	free(s->arena2.buf);
 	if (s->rd.buf)
 		sodium_memzero(s->rd.buf, s->rd.cap);
 	free(s->rd.buf);

@@ -102,6 +102,8 @@ struct sio_session {
 	sio_tp tp;
 	int tp_open;
 	int tp_dead;      /* transport ended: no more I/O on it */
+	int sending;      /* a thread is inside sio_flush_out (maybe unlocked) */
+	int tx_blocked;   /* the transport is full: wait for POLLOUT */
 	int input_stalled; /* I/O thread stopped reading (flow control) */
 	const sio_identity *id;
 	const sio_remote *remote;
@@ -114,6 +116,9 @@ struct sio_session {
 	int wake_pending;
 	uint64_t io_sleep_until; /* deadline the I/O thread sleeps to (0: awake) */
 	int epfd;                /* event-loop mode: what sio_session_fd() returns */
+	int rwake_fd;            /* eventfd: wakes a reader polling the transport */
+	int rwake_pending;
+	int reader_polling;      /* a reader thread polls the transport itself */
 	int ep_out;              /* EPOLLOUT currently registered */
 
 	atomic_int state;
@@ -131,9 +136,9 @@ struct sio_session {
 	int confirm; /* sio_confirm_identity session */
 
 	/* deferred events */
-	struct sio_ev *evq;
-	size_t evn, evcap;
-	struct sio_bq arena;
+	struct sio_ev *evq, *evq2; /* queue, and the spare being dispatched */
+	size_t evn, evcap, evcap2;
+	struct sio_bq arena, arena2;
 
 	/* packet being fed to the core (for zero-copy deliveries and learning) */
 	const uint8_t *cur_pkt;
@@ -162,6 +167,9 @@ void sio_wake(sio_session *s);      /* lock held: wake the I/O thread / the loop
 void sio_flush_out(sio_session *s, uint64_t now);
 void sio_wait_cond(sio_session *s, pthread_cond_t *c, int *waiters, uint64_t deadline);
 void sio_signal(sio_session *s);
+/* A reader found nothing: waits for input until DEADLINE, reading the
+ * transport itself when it can (saves a thread hand-off per message). */
+void sio_reader_wait(sio_session *s, uint64_t deadline);
 int sio_closed_err(const sio_session *s);
 int sio_input_ok(const sio_session *s);
 

@@ -405,7 +405,7 @@ ssize_t sio_read_timeout(sio_session *s, void *buf, size_t len, int timeout_ms)
 			r = SIO_ETIMEDOUT;
 			break;
 		}
-		sio_wait_cond(s, &s->cond, &s->waiters, deadline);
+		sio_reader_wait(s, deadline);
 	}
 	pthread_mutex_unlock(&s->sh->mu);
 	return r;

@@ -236,6 +236,14 @@ static int fatal(sio_tp *tp, int e)
 	return SIO_EIO;
 }
 
+/* The sending side keeps its own errno: it may run concurrently with the
+ * receiving side (see transport.h). */
+static int fatal_tx(sio_tp *tp, int e)
+{
+	tp->send_errno = e;
+	return SIO_EIO;
+}
+
 static int send_dgram(sio_tp *tp, const struct iovec *pkts, size_t n)
 {
 	if (n > SIO_TP_BATCH)
@@ -253,7 +261,7 @@ static int send_dgram(sio_tp *tp, const struct iovec *pkts, size_t n)
 				break;
 			}
 			if (r < 0)
-				return fatal(tp, (int)-r);
+				return fatal_tx(tp, (int)-r);
 		}
 		return (int)i;
 	}
@@ -270,7 +278,7 @@ static int send_dgram(sio_tp *tp, const struct iovec *pkts, size_t n)
 				break;
 			}
 			if (r < 0)
-				return fatal(tp, errno);
+				return fatal_tx(tp, errno);
 		}
 		return (int)i;
 	}
@@ -300,7 +308,7 @@ static int send_dgram(sio_tp *tp, const struct iovec *pkts, size_t n)
 			tp->drop_send++;
 			return 1; /* the first datagram is lost; the caller goes on */
 		}
-		return fatal(tp, errno);
+		return fatal_tx(tp, errno);
 	}
 }
 
@@ -362,7 +370,7 @@ int sio_tp_flush(sio_tp *tp)
 				tp->wblocked = 1;
 				return 0;
 			}
-			return fatal(tp, errno);
+			return fatal_tx(tp, errno);
 		}
 		if (r == 0) {
 			tp->wblocked = 1;
@@ -418,7 +426,7 @@ static int send_stream(sio_tp *tp, const struct iovec *pkts, size_t n)
 			tp->wblocked = 1;
 			return 0;
 		}
-		return fatal(tp, errno);
+		return fatal_tx(tp, errno);
 	}
 	if ((size_t)w == total) {
 		tp->wblocked = 0;

@@ -11,8 +11,13 @@
  *
  * Descriptors are switched to O_NONBLOCK (their old flags are restored when
  * the transport is closed without closing them). Nothing here blocks. Not
- * thread-safe: the session serialises calls with its lock. Nothing here
- * allocates after sio_tp_open().
+ * thread-safe, with one exception: the sending side (sio_tp_send,
+ * sio_tp_flush: fields w*, send_errno, drop_send) and the receiving side
+ * (sio_tp_recv: r*, ended, saved_errno, drop_malformed) touch disjoint state,
+ * so one thread may send while another receives on a connected descriptor
+ * transport (not on unconnected datagram sockets, whose peer address the
+ * receiving side may change, nor on callbacks). Nothing here allocates after
+ * sio_tp_open().
  */
 #ifndef SIO_TRANSPORT_H
 #define SIO_TRANSPORT_H
@@ -54,7 +59,8 @@ typedef struct sio_tp {
 	int rflags, wflags; /* original O_ flags, restored on close */
 	int exact;      /* stream: read exactly one record at a time (no read-ahead) */
 	int ended;      /* EOF or error seen: no more reads */
-	int saved_errno; /* errno of the last fatal error */
+	int saved_errno; /* errno of the last fatal receive error */
+	int send_errno;  /* errno of the last fatal send error */
 
 	struct sockaddr_storage peer; /* FIXED / LEARN: where packets go */
 	socklen_t peer_len;           /* LEARN: 0 until learned */

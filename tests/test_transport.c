@@ -255,7 +255,7 @@ static void test_pipes(void)
 	sio_tp_close(&b);
 	close(p2[0]);
 	CHECK_EQ(sio_tp_send(&a, &v, 1), SIO_EIO);
-	CHECK_EQ(a.saved_errno, EPIPE);
+	CHECK_EQ(a.send_errno, EPIPE);
 	/* and the reader sees end of file */
 	close(p1[1]);
 	CHECK_EQ(sio_tp_recv(&a, on_pkt, &g), SIO_TP_EOF);
@@ -387,7 +387,7 @@ static void test_unix_dgram_seqpacket(void)
 	/* the peer vanished: sending on a connected UNIX datagram socket fails */
 	sio_tp_close(&b); /* closes sv[1] */
 	CHECK_EQ(sio_tp_send(&a, v + 1, 1), SIO_EIO);
-	CHECK(a.saved_errno == ECONNREFUSED || a.saved_errno == ENOTCONN);
+	CHECK(a.send_errno == ECONNREFUSED || a.send_errno == ENOTCONN);
 	sio_tp_close(&a);
 	close(sv[0]);
 }
