@@ -405,7 +405,10 @@ static void on_packet(void *ctx, uint8_t *buf, size_t len, const struct sockaddr
  * so the caller dispatches before reading again. Returns packets read. */
 static int read_input(sio_session *s, uint64_t now)
 {
-	if (s->tp_dead || s->dispatching || s->evn > 0)
+	/* nothing is read after the end: what follows on the transport belongs
+	 * to the program (sio_confirm_identity hands the descriptor back) */
+	if (s->tp_dead || s->dispatching || s->evn > 0 ||
+	    atomic_load(&s->state) == SIO_STATE_CLOSED)
 		return 0;
 	struct rx_ctx rx = {s, now};
 	int r = sio_tp_recv(&s->tp, on_packet, &rx);
@@ -420,7 +423,8 @@ void sio_reader_wait(sio_session *s, uint64_t deadline)
 {
 	int fd = -1;
 	if (s->mode == MODE_THREAD && !s->reader_polling && !s->tp_dead && !s->input_stalled &&
-	    !s->dispatching && s->evn == 0 && !s->core_busy)
+	    !s->dispatching && s->evn == 0 && !s->core_busy &&
+	    atomic_load(&s->state) != SIO_STATE_CLOSED)
 		fd = sio_tp_read_fd(&s->tp);
 	if (fd < 0) {
 		sio_wait_cond(s, &s->cond, &s->waiters, deadline);
@@ -534,7 +538,9 @@ static void *io_thread(void *arg)
 		struct pollfd p[3];
 		int np = 0;
 		p[np++] = (struct pollfd){s->wake_fd, POLLIN, 0};
-		int rfd = s->tp_dead || s->input_stalled ? -1 : sio_tp_read_fd(&s->tp);
+		int rfd = s->tp_dead || s->input_stalled || atomic_load(&s->state) == SIO_STATE_CLOSED
+				  ? -1
+				  : sio_tp_read_fd(&s->tp);
 		int bfd = s->tp_dead || !s->tx_blocked || s->tp.custom ? -1 : s->tp.wfd;
 		if (rfd >= 0 && rfd == bfd) {
 			p[np++] = (struct pollfd){rfd, POLLIN | POLLOUT, 0};
@@ -662,9 +668,11 @@ static int start_common(sio_session *s, int mode)
 			unlock(s);
 			return SIO_EIO;
 		}
+		s->ep_rfd = -1;
 		if (rfd >= 0) {
 			ev.data.fd = rfd;
-			(void)epoll_ctl(s->epfd, EPOLL_CTL_ADD, rfd, &ev);
+			if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, rfd, &ev) == 0)
+				s->ep_rfd = rfd;
 		}
 	}
 	int r = sio_core_start(s->core, sio_now_ns());
@@ -700,13 +708,20 @@ int sio_session_fd(const sio_session *s)
  * for (input unless stalled or ended, output room when blocked). */
 static void loop_update_fds(sio_session *s)
 {
-	int rfd = sio_tp_read_fd(&s->tp);
+	int rfd = s->ep_rfd;
 	int bfd = s->tp_dead || !s->tx_blocked || s->tp.custom ? -1 : s->tp.wfd;
 	int want_out = bfd >= 0;
-	if (s->tp_dead && rfd >= 0) {
+	if ((s->tp_dead || atomic_load(&s->state) == SIO_STATE_CLOSED) && rfd >= 0) {
+		/* an ended descriptor stays readable: stop watching it */
 		(void)epoll_ctl(s->epfd, EPOLL_CTL_DEL, rfd, NULL);
+		if (s->ep_out && s->tp.wfd != rfd)
+			(void)epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->tp.wfd, NULL);
+		s->ep_rfd = -1;
+		s->ep_out = 0;
 		return;
 	}
+	if (rfd < 0)
+		return;
 	if (want_out == s->ep_out || s->tp.custom)
 		return;
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.fd = bfd};
@@ -937,6 +952,9 @@ void sio_session_free(sio_session *s)
 		unlock(s);
 		return;
 	}
+	/* best effort: what is already due (a close acknowledgement) goes out */
+	if (s->core && s->mode != MODE_NEW && sio_core_enter(s) == 0)
+		sio_flush_out(s, sio_now_ns());
 	s->stop = 1;
 	sio_wake(s);
 	int joined = s->thread_started;

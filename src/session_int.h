@@ -120,6 +120,7 @@ struct sio_session {
 	int rwake_pending;
 	int reader_polling;      /* a reader thread polls the transport itself */
 	int ep_out;              /* EPOLLOUT currently registered */
+	int ep_rfd;              /* input descriptor registered in epfd, or -1 */
 
 	atomic_int state;
 	unsigned reached; /* bit per state reached */
