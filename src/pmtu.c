@@ -117,6 +117,16 @@ static void new_round(sio_pmtu *p, uint64_t now)
 {
 	uint32_t k = p->cfg.per_round, prev = p->lo;
 	p->nprobe = 0;
+	if (!p->any_ack) {
+		/* Until something is answered, one probe of the size known to
+		 * work tells "the peer does not answer (yet)" apart from "these
+		 * sizes are too big". */
+		p->probe[0].id = p->next_id++;
+		p->probe[0].size = p->lo;
+		p->probe[0].sent = now;
+		p->probe[0].state = 0;
+		p->nprobe = 1;
+	}
 	for (uint32_t i = 1; i <= k; i++) {
 		uint32_t s = probe_size(p, i, k);
 		if (s <= prev || s > p->hi)
@@ -173,6 +183,8 @@ void sio_pmtu_fixed(sio_pmtu *p, uint32_t size)
 static void end_round(sio_pmtu *p, uint64_t now)
 {
 	uint32_t best = p->lo, fail = p->hi + 1;
+	if (!p->any_ack) /* not even the known size: no conclusion, try again */
+		goto next;
 	for (uint32_t i = 0; i < p->nprobe; i++)
 		if (p->probe[i].state == 2 && p->probe[i].size > best)
 			best = p->probe[i].size;
@@ -181,6 +193,7 @@ static void end_round(sio_pmtu *p, uint64_t now)
 			fail = p->probe[i].size;
 	p->lo = best;
 	p->hi = fail - 1;
+next:
 	p->nprobe = 0;
 	if (p->hi < p->lo + p->cfg.granularity || p->rounds >= p->cfg.max_rounds ||
 	    now >= p->search_end) {

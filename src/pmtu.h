@@ -15,7 +15,10 @@
  * path that carries MAX settles in one round trip — then lo = largest
  * answered, hi = smallest unanswered - 1. A round ends when its largest probe
  * is answered, when every probe is, or a few round-trip times after the first
- * answer (without any answer yet: after TIMEOUT / 8). An answer that comes
+ * answer (without any answer yet: after TIMEOUT / 8). Until a first answer,
+ * each round also probes lo itself: a round where even that goes unanswered
+ * (peer not ready, or loss) teaches nothing and is repeated, so a peer that
+ * installs its key late does not make us settle low. An answer that comes
  * after its round ended still counts: it raises lo (and reopens hi) or, once
  * settled, the size in use. The search ends when hi - lo < GRANULARITY,
  * after MAX_ROUNDS rounds, or after TIMEOUT, whichever comes first.
@@ -33,7 +36,7 @@
 #include <stdint.h>
 
 #define SIO_PMTU_BASE 1200u           /* fits any IPv6 path (1280 - 40 - 8) */
-#define SIO_PMTU_MAX_PER_ROUND 8
+#define SIO_PMTU_MAX_PER_ROUND 8 /* plus one probe of the known size */
 #define SIO_PMTU_CONFIRM_MISSES 3
 #define SIO_PMTU_HISTORY 32
 
@@ -75,7 +78,7 @@ typedef struct sio_pmtu {
 		uint32_t id, size;
 		uint64_t sent;
 		uint8_t state; /* 0 to send, 1 in flight, 2 acked */
-	} probe[SIO_PMTU_MAX_PER_ROUND];
+	} probe[SIO_PMTU_MAX_PER_ROUND + 1];
 	uint64_t rtt; /* largest recent probe round-trip time, 0 = none yet */
 	/* Recently sent probes: a late answer still proves its size. */
 	struct {

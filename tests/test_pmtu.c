@@ -16,6 +16,7 @@ typedef struct path {
 	int answer;        /* 0: the peer never answers */
 	uint32_t loss_pct; /* random loss of probes or acks */
 	uint64_t seed;
+	uint64_t ready_at; /* the peer answers only from this time on */
 } path;
 
 typedef struct inflight {
@@ -40,13 +41,13 @@ static uint32_t prng(path *pa)
 static uint64_t run(sio_pmtu *p, path *pa, uint64_t now, uint64_t stop, int until_done)
 {
 	for (int guard = 0; guard < 100000; guard++) {
-		sio_pmtu_probe pr[SIO_PMTU_MAX_PER_ROUND];
-		size_t n = sio_pmtu_poll(p, now, pr, SIO_PMTU_MAX_PER_ROUND);
+		sio_pmtu_probe pr[SIO_PMTU_MAX_PER_ROUND + 1];
+		size_t n = sio_pmtu_poll(p, now, pr, SIO_PMTU_MAX_PER_ROUND + 1);
 		for (size_t i = 0; i < n; i++) {
 			sent_probes++;
 			CHECK(pr[i].size <= p->cfg.max);
 			CHECK(pr[i].size >= p->cfg.base);
-			if (!pa->answer || pr[i].size > pa->mtu)
+			if (!pa->answer || pr[i].size > pa->mtu || now < pa->ready_at)
 				continue;
 			if (pa->loss_pct && prng(pa) % 100 < pa->loss_pct)
 				continue;
@@ -89,7 +90,7 @@ static void mk(sio_pmtu *p, uint32_t max)
 static void test_loopback(void)
 {
 	sio_pmtu p;
-	path pa = {65535, 50 * US, 1, 0, 1};
+	path pa = {65535, 50 * US, 1, 0, 1, 0};
 	mk(&p, 65535);
 	CHECK_EQ(sio_pmtu_size(&p), SIO_PMTU_BASE);
 	CHECK(!sio_pmtu_done(&p));
@@ -107,7 +108,7 @@ static void test_loopback(void)
 static void test_lower_mtu(uint32_t max, uint32_t mtu, uint64_t rtt)
 {
 	sio_pmtu p;
-	path pa = {mtu, rtt, 1, 0, 2};
+	path pa = {mtu, rtt, 1, 0, 2, 0};
 	mk(&p, max);
 	sio_pmtu_start(&p, 0);
 	uint64_t t = run(&p, &pa, 0, 10000 * MS, 1);
@@ -130,7 +131,7 @@ static void test_lower_mtu(uint32_t max, uint32_t mtu, uint64_t rtt)
 static void test_no_answers(void)
 {
 	sio_pmtu p;
-	path pa = {65535, 1 * MS, 0, 0, 3};
+	path pa = {65535, 1 * MS, 0, 0, 3, 0};
 	mk(&p, 1452);
 	sio_pmtu_start(&p, 5 * MS);
 	uint64_t t = run(&p, &pa, 5 * MS, 10000 * MS, 1);
@@ -153,7 +154,7 @@ static void test_random_loss(void)
 {
 	for (uint64_t seed = 1; seed <= 50; seed++) {
 		sio_pmtu p;
-		path pa = {1400, 20 * MS, 1, 20, seed * 7919};
+		path pa = {1400, 20 * MS, 1, 20, seed * 7919, 0};
 		mk(&p, 1452);
 		sio_pmtu_start(&p, 0);
 		uint64_t t = run(&p, &pa, 0, 10000 * MS, 1);
@@ -162,6 +163,20 @@ static void test_random_loss(void)
 		CHECK(sio_pmtu_size(&p) >= SIO_PMTU_BASE);
 		CHECK(t <= 500 * MS);
 	}
+}
+
+/* The peer installs its key late (answers modes without waiting): the
+ * first rounds get no answer at all, which must not shrink the result. */
+static void test_late_peer(void)
+{
+	sio_pmtu p;
+	path pa = {1452, 1 * MS, 1, 0, 5, 100 * MS};
+	mk(&p, 1452);
+	sio_pmtu_start(&p, 0);
+	uint64_t t = run(&p, &pa, 0, 10000 * MS, 1);
+	CHECK_EQ(sio_pmtu_size(&p), 1452);
+	CHECK(t <= 500 * MS);
+	CHECK_EQ(p.st.fallbacks, 0);
 }
 
 static void test_path_change(void)
@@ -174,7 +189,7 @@ static void test_path_change(void)
 	c.raise_ns = 30000 * MS;
 	sio_pmtu_init(&p, &c);
 	nfl = 0;
-	path pa = {1500, 2 * MS, 1, 0, 4};
+	path pa = {1500, 2 * MS, 1, 0, 4, 0};
 	sio_pmtu_start(&p, 0);
 	uint64_t t = run(&p, &pa, 0, 10000 * MS, 1);
 	CHECK_EQ(sio_pmtu_size(&p), 1452);
@@ -223,9 +238,12 @@ static void test_acks_checked(void)
 	sio_pmtu_start(&p, 0);
 	sio_pmtu_probe pr[8];
 	size_t n = sio_pmtu_poll(&p, 0, pr, 8);
-	CHECK_EQ(n, 3);
-	CHECK_EQ(pr[2].size, 1452);
-	CHECK(pr[0].size > SIO_PMTU_BASE && pr[0].size < pr[1].size && pr[1].size < pr[2].size);
+	/* The known-good base, then three sizes up to the maximum. */
+	CHECK_EQ(n, 4);
+	CHECK_EQ(pr[0].size, SIO_PMTU_BASE);
+	CHECK_EQ(pr[3].size, 1452);
+	CHECK(pr[1].size > SIO_PMTU_BASE && pr[1].size < pr[2].size && pr[2].size < pr[3].size);
+	memmove(pr, pr + 1, 3 * sizeof pr[0]);
 	/* Each probe is handed out once. */
 	CHECK_EQ(sio_pmtu_poll(&p, 0, pr + 3, 5), 0);
 	/* Unknown id, or the right id with another size: ignored. */
@@ -272,6 +290,7 @@ int main(void)
 	test_lower_mtu(9000, 8999, 1 * MS);
 	test_no_answers();
 	test_random_loss();
+	test_late_peer();
 	test_path_change();
 	test_acks_checked();
 	test_trivial();
