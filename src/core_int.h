@@ -1,0 +1,176 @@
+/* Internal state of the protocol core, shared by core.c (state machine, key
+ * exchange, timers), core_tx.c (queues, framing, merging, sealing) and
+ * core_rx.c (opening, replay, frame parsing). docs/PROTOCOL.md is the spec.
+ *
+ * Extension points for the fragmentation / packet-size modules (issue #4):
+ *  - frame kinds SIO_FR_FRAGMENT, SIO_FR_PROBE, SIO_FR_PROBE_ACK are reserved
+ *    and parsed in core_rx.c:frames() (today: counted as malformed);
+ *  - sio_core_tx_frame() appends any frame to the data stream and
+ *    sio_core_ctrl_packet() builds a packet of its own (e.g. a padded probe);
+ *  - sio_core_write() returns SIO_ETOOBIG where fragmentation would start;
+ *  - NEGOTIATION is entered and left at once in core.c:promote(). */
+#ifndef SIO_CORE_INT_H
+#define SIO_CORE_INT_H
+
+#include "aead.h"
+#include "core.h"
+#include "kx.h"
+#include "replay.h"
+
+#define SIO_HDR_LEN 5   /* first byte + 32-bit packet number */
+#define SIO_TAG_LEN 16
+#define SIO_OVERHEAD (SIO_HDR_LEN + SIO_TAG_LEN)
+#define SIO_SLACK 8     /* free room before the header in packet buffers */
+#define SIO_PN_LIMIT 0xffffffffull /* packet numbers are < this (32 bits) */
+#define SIO_KEY_SLOTS 4
+#define SIO_KX_QUEUE 4
+#define SIO_CTRL_QUEUE 8
+#define SIO_CTRL_BYTES 64 /* control packets: a few frames */
+#define SIO_TOKENS 4096
+#define SIO_RING_BYTES (1u << 20)
+
+/* First byte of a data packet: 0 1 R R R R K K (R reserved zero, K key id). */
+#define SIO_PKT_DATA 0x40
+#define SIO_PKT_DATA_MASK 0xfc
+
+/* Frame kinds (low 7 bits of the frame's first byte; bit 7 = "last frame,
+ * no length field, runs to the end of the packet"). */
+enum {
+	SIO_FR_PAD = 0x00,       /* rest of the packet is padding */
+	SIO_FR_DATA_RW = 0x01,   /* [len] payload: message of SIO_TYPE_READWRITE */
+	SIO_FR_DATA = 0x02,      /* type [len] payload: message of TYPE */
+	SIO_FR_ANSWER = 0x03,    /* "I hold the key of this packet" */
+	SIO_FR_KEEPALIVE = 0x04, /* nothing */
+	SIO_FR_CLOSE = 0x05,     /* graceful close */
+	SIO_FR_CLOSE_ACK = 0x06, /* close acknowledged */
+	SIO_FR_FRAGMENT = 0x07,  /* reserved: fragment (issue #4) */
+	SIO_FR_PROBE = 0x08,     /* reserved: packet-size probe */
+	SIO_FR_PROBE_ACK = 0x09, /* reserved: probe acknowledgement */
+	SIO_FR_EXT_MIN = 0x40,   /* 0x40-0x7f: [len] body, skipped if unknown */
+};
+#define SIO_FR_LAST 0x80
+
+enum { PKT_FREE = 0, PKT_FILL, PKT_READY, PKT_SEALED };
+
+typedef struct sio_pkt {
+	uint8_t *buf;     /* SIO_SLACK + capacity bytes */
+	uint32_t cap;     /* largest packet this buffer holds */
+	uint32_t off;     /* sealed: start of the packet in buf */
+	uint32_t end;     /* filling: end of plaintext; sealed: end of packet */
+	uint8_t state;
+	uint8_t key;      /* ctrl packets: key slot to seal with */
+	uint64_t seq;     /* seal order across ctrl and data queues */
+	uint64_t deadline; /* filling: merge deadline */
+	uint64_t id;      /* data ring: allocation number (tokens) */
+	uint32_t nframes;
+	/* Last data frame, for dropping its length field at seal time. */
+	uint32_t lf_kind, lf_lenpos, lf_payload, lf_plen;
+	uint8_t lf_lensz;
+} sio_pkt;
+
+typedef struct sio_pq {
+	sio_pkt *p;
+	uint32_t cap, head, count;
+} sio_pq;
+
+typedef struct sio_keyslot {
+	int live;
+	uint32_t gen;
+	int confirmed; /* the peer holds this key (a packet under it arrived) */
+	sio_aead tx, rx;
+	uint64_t tx_pn;
+	sio_replay rp;
+} sio_keyslot;
+
+typedef struct sio_token {
+	uint64_t token, pkt_id;
+} sio_token;
+
+typedef struct sio_handed {
+	uint8_t q; /* 0 kx, 1 ctrl, 2 data */
+} sio_handed;
+
+struct sio_core {
+	sio_core_cbs cb;
+	sio_options o;
+	int datagram;
+	const uint8_t *sk;
+	const sio_remote *remote;
+	sio_state state;
+	int err; /* error that closed the session, 0 = graceful */
+	uint64_t wall0, mono0;
+	uint8_t sid[SIO_SID_BYTES];
+	sio_psk_keys psk;
+
+	/* peer */
+	int have_peer_sid, have_peer_id, have_peer_epub, peer_proven, local_is_lo;
+	uint8_t peer_sid[SIO_SID_BYTES], peer_id[32], peer_epub[32];
+	uint64_t peer_created;
+
+	/* current key-exchange round */
+	uint32_t gen;
+	int have_local, have_remote, derived, established_once;
+	uint8_t local_msg[SIO_KX_MSG_LEN], remote_msg[SIO_KX_MSG_LEN];
+	uint8_t local_wire[SIO_KX_WIRE_MAX];
+	size_t local_wire_len;
+	uint8_t e_sk[32];
+	uint64_t local_created;
+	uint64_t round_start, next_retry, next_rekey;
+	int any_valid_kx;
+	uint64_t auth_refused;
+
+	sio_keyslot keys[SIO_KEY_SLOTS];
+	int tx_slot; /* key slot used to send data, -1 = none yet */
+	uint64_t *replay_bits;
+
+	/* output queues */
+	sio_pq kxq, ctrlq, data;
+	uint64_t seal_seq, pkt_ids;
+	uint32_t data_sealed; /* sealed packets form a prefix of the data ring */
+	sio_handed *handed;
+	size_t nhanded, handed_cap;
+	sio_token *tokens;
+	uint32_t tok_head, tok_count;
+
+	/* liveness, close */
+	uint64_t last_send, last_recv;
+	uint32_t fail_run;
+	int close_sent, close_acked;
+	uint64_t close_retry, close_deadline;
+
+	sio_stats st;
+};
+
+/* core.c */
+void sio_core_set_state(sio_core *c, sio_state st);
+void sio_core_fail(sio_core *c, int err, const char *msg);
+void sio_core_error(sio_core *c, int err, const char *msg);
+int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len);
+void sio_core_key_confirmed(sio_core *c, uint64_t now, sio_keyslot *ks);
+void sio_core_close_received(sio_core *c, uint64_t now, int ack);
+int sio_core_can_send(const sio_core *c);
+
+/* core_tx.c */
+int sio_core_queues_new(sio_core *c);
+void sio_core_queues_free(sio_core *c);
+/* Queues a kx message (copied). */
+void sio_core_queue_kx(sio_core *c, const uint8_t *msg, size_t len);
+/* Builds and seals a packet of its own under key SLOT holding FRAMES. 0 or
+ * SIO_EAGAIN / SIO_ELIMIT / SIO_ETOOBIG. */
+int sio_core_ctrl_packet(sio_core *c, uint64_t now, int slot, const uint8_t *frames, size_t len);
+/* Appends a frame (header bytes HDR then BODY) to the data stream. */
+int sio_core_tx_frame(sio_core *c, uint64_t now, const uint8_t *hdr, size_t hlen,
+		      const uint8_t *body, size_t blen, int close_packet);
+/* Closes the packet being filled (it will be sealed as soon as possible). */
+void sio_core_tx_close_open(sio_core *c);
+/* Seals every ready data packet (and due open ones) when a key allows. */
+void sio_core_tx_seal(sio_core *c, uint64_t now);
+/* Drops unsealed data packets, failing their tokens with ERR. */
+void sio_core_tx_cancel(sio_core *c, int err);
+/* Next merge deadline of the open packet, UINT64_MAX if none. */
+uint64_t sio_core_tx_deadline(const sio_core *c);
+
+/* core_rx.c */
+int sio_core_data_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len);
+
+#endif

@@ -1,0 +1,421 @@
+/* Protocol core, sending side: output queues, message framing, merging of
+ * small messages within the send delay, sealing, pending/sent. */
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core_int.h"
+#include "options.h"
+#include "wire.h"
+
+static int pq_new(sio_pq *q, uint32_t n, uint32_t cap)
+{
+	q->p = calloc(n, sizeof *q->p);
+	if (!q->p)
+		return SIO_ENOMEM;
+	q->cap = n;
+	for (uint32_t i = 0; i < n; i++) {
+		q->p[i].buf = malloc(SIO_SLACK + (size_t)cap);
+		if (!q->p[i].buf)
+			return SIO_ENOMEM;
+		q->p[i].cap = cap;
+	}
+	return 0;
+}
+
+static void pq_free(sio_pq *q)
+{
+	if (!q->p)
+		return;
+	for (uint32_t i = 0; i < q->cap; i++) {
+		if (q->p[i].buf)
+			sodium_memzero(q->p[i].buf, SIO_SLACK + (size_t)q->p[i].cap);
+		free(q->p[i].buf);
+	}
+	free(q->p);
+	q->p = NULL;
+}
+
+static sio_pkt *pq_at(const sio_pq *q, uint32_t i)
+{
+	return &q->p[(q->head + i) % q->cap];
+}
+
+static sio_pkt *pq_last(const sio_pq *q)
+{
+	return q->count ? pq_at(q, q->count - 1) : NULL;
+}
+
+static sio_pkt *pq_push(sio_pq *q)
+{
+	if (q->count == q->cap)
+		return NULL;
+	sio_pkt *p = pq_at(q, q->count);
+	q->count++;
+	uint8_t *buf = p->buf;
+	uint32_t cap = p->cap;
+	memset(p, 0, sizeof *p);
+	p->buf = buf;
+	p->cap = cap;
+	return p;
+}
+
+static void pq_pop(sio_pq *q)
+{
+	q->p[q->head].state = PKT_FREE;
+	q->head = (q->head + 1) % q->cap;
+	q->count--;
+}
+
+int sio_core_queues_new(sio_core *c)
+{
+	uint32_t mp = c->o.max_packet_size;
+	uint32_t n = SIO_RING_BYTES / mp;
+	if (n < 8)
+		n = 8;
+	if (n > 256)
+		n = 256;
+	int r;
+	if ((r = pq_new(&c->kxq, SIO_KX_QUEUE, SIO_KX_WIRE_MAX)) ||
+	    (r = pq_new(&c->ctrlq, SIO_CTRL_QUEUE, SIO_CTRL_BYTES)) || (r = pq_new(&c->data, n, mp)))
+		return r;
+	c->handed_cap = SIO_KX_QUEUE + SIO_CTRL_QUEUE + n;
+	c->handed = calloc(c->handed_cap, sizeof *c->handed);
+	c->tokens = calloc(SIO_TOKENS, sizeof *c->tokens);
+	if (!c->handed || !c->tokens)
+		return SIO_ENOMEM;
+	return 0;
+}
+
+void sio_core_queues_free(sio_core *c)
+{
+	pq_free(&c->kxq);
+	pq_free(&c->ctrlq);
+	pq_free(&c->data);
+	free(c->handed);
+	free(c->tokens);
+	c->handed = NULL;
+	c->tokens = NULL;
+}
+
+void sio_core_queue_kx(sio_core *c, const uint8_t *msg, size_t len)
+{
+	/* Kx messages not yet handed out are superseded by a new copy. */
+	for (uint32_t i = 0; i < c->kxq.count; i++) {
+		sio_pkt *p = pq_at(&c->kxq, i);
+		if (i >= c->nhanded && p->end == len && memcmp(p->buf, msg, len) == 0)
+			return;
+	}
+	sio_pkt *p = pq_push(&c->kxq);
+	if (!p)
+		return; /* full: the retry timer sends it again */
+	memcpy(p->buf, msg, len);
+	p->off = 0;
+	p->end = (uint32_t)len;
+	p->state = PKT_SEALED;
+}
+
+/* ---- sealing ------------------------------------------------------------ */
+
+/* Seals the plaintext of P (frames at SIO_SLACK + SIO_HDR_LEN .. end) under
+ * key slot KS. */
+static int seal(sio_core *c, uint64_t now, sio_pkt *p, sio_keyslot *ks)
+{
+	if (!ks->live)
+		return SIO_ESTATE;
+	if (ks->tx_pn >= SIO_PN_LIMIT)
+		return SIO_ELIMIT;
+	uint32_t start = SIO_SLACK + SIO_HDR_LEN, end = p->end;
+	/* The last data message needs no length: it runs to the packet end. */
+	if (p->lf_lensz) {
+		if (p->nframes == 1) {
+			memmove(p->buf + p->lf_kind + p->lf_lensz, p->buf + p->lf_kind,
+				p->lf_lenpos - p->lf_kind);
+			start += p->lf_lensz;
+			p->buf[start] |= SIO_FR_LAST;
+		} else if (p->lf_plen <= 256) {
+			memmove(p->buf + p->lf_lenpos, p->buf + p->lf_payload, p->lf_plen);
+			end -= p->lf_lensz;
+			p->buf[p->lf_kind] |= SIO_FR_LAST;
+		}
+	}
+	uint8_t *h = p->buf + start - SIO_HDR_LEN;
+	uint64_t pn = ks->tx_pn++;
+	h[0] = (uint8_t)(SIO_PKT_DATA | (ks - c->keys));
+	sio_put_le32(h + 1, (uint32_t)pn);
+	if (sio_aead_seal(&ks->tx, pn, h, SIO_HDR_LEN, p->buf + start, end - start, p->buf + end) !=
+	    0)
+		return SIO_ECRYPTO;
+	end += SIO_TAG_LEN;
+	if (c->psk.have) {
+		uint8_t mask[5];
+		sio_hp_mask(mask, c->psk.hp_key, h + SIO_HDR_LEN);
+		h[0] ^= mask[0] & 0x3f;
+		for (int i = 0; i < 4; i++)
+			h[1 + i] ^= mask[1 + i];
+	}
+	p->off = start - SIO_HDR_LEN;
+	p->end = end;
+	p->state = PKT_SEALED;
+	p->seq = ++c->seal_seq;
+	c->last_send = now;
+	return 0;
+}
+
+int sio_core_ctrl_packet(sio_core *c, uint64_t now, int slot, const uint8_t *frames, size_t len)
+{
+	if (slot < 0 || !c->keys[slot].live)
+		return SIO_ESTATE;
+	if (len > SIO_CTRL_BYTES - SIO_OVERHEAD)
+		return SIO_ETOOBIG;
+	sio_pkt *p = pq_push(&c->ctrlq);
+	if (!p)
+		return SIO_EAGAIN;
+	memcpy(p->buf + SIO_SLACK + SIO_HDR_LEN, frames, len);
+	p->end = (uint32_t)(SIO_SLACK + SIO_HDR_LEN + len);
+	int r = seal(c, now, p, &c->keys[slot]);
+	if (r) {
+		c->ctrlq.count--; /* it was the last one pushed */
+		return r;
+	}
+	return 0;
+}
+
+void sio_core_tx_close_open(sio_core *c)
+{
+	sio_pkt *p = pq_last(&c->data);
+	if (p && p->state == PKT_FILL)
+		p->state = PKT_READY;
+}
+
+void sio_core_tx_seal(sio_core *c, uint64_t now)
+{
+	if (!sio_core_can_send(c))
+		return;
+	sio_keyslot *ks = &c->keys[c->tx_slot];
+	for (uint32_t i = c->data_sealed; i < c->data.count; i++) {
+		sio_pkt *p = pq_at(&c->data, i);
+		if (p->state == PKT_FILL && p->deadline > now)
+			break;
+		if (seal(c, now, p, ks) != 0)
+			break;
+		c->data_sealed++;
+	}
+}
+
+uint64_t sio_core_tx_deadline(const sio_core *c)
+{
+	sio_pkt *p = pq_last(&c->data);
+	if (p && p->state == PKT_FILL)
+		return p->deadline;
+	if (p && p->state == PKT_READY)
+		return 0;
+	return UINT64_MAX;
+}
+
+void sio_core_tx_cancel(sio_core *c, int err)
+{
+	/* Unsealed data packets are at the end of the ring. */
+	while (c->data.count) {
+		sio_pkt *p = pq_last(&c->data);
+		if (p->state == PKT_SEALED)
+			break;
+		uint64_t id = p->id;
+		c->data.count--;
+		p->state = PKT_FREE;
+		while (c->tok_count) {
+			sio_token *t = &c->tokens[(c->tok_head + c->tok_count - 1) % SIO_TOKENS];
+			if (t->pkt_id != id)
+				break;
+			c->tok_count--;
+			if (c->cb.sent)
+				c->cb.sent(c->cb.ctx, t->token, err);
+		}
+	}
+}
+
+/* ---- framing -------------------------------------------------------------- */
+
+/* Room left for plaintext in P. */
+static uint32_t room(const sio_pkt *p)
+{
+	uint32_t limit = SIO_SLACK + p->cap - SIO_TAG_LEN;
+	return limit > p->end ? limit - p->end : 0;
+}
+
+/* The packet to append NEED bytes of frames to, or NULL (ring full). */
+static sio_pkt *open_packet(sio_core *c, uint64_t now, uint32_t need, int reserve)
+{
+	sio_pkt *p = pq_last(&c->data);
+	if (p && p->state == PKT_FILL) {
+		if (room(p) >= need)
+			return p;
+		p->state = PKT_READY;
+	}
+	if (c->data.count + (uint32_t)reserve >= c->data.cap)
+		return NULL;
+	p = pq_push(&c->data);
+	p->state = PKT_FILL;
+	p->end = SIO_SLACK + SIO_HDR_LEN;
+	p->id = ++c->pkt_ids;
+	p->deadline = c->o.send_delay_ns > 0 ? now + (uint64_t)c->o.send_delay_ns : now;
+	return p;
+}
+
+int sio_core_tx_frame(sio_core *c, uint64_t now, const uint8_t *hdr, size_t hlen,
+		      const uint8_t *body, size_t blen, int close_packet)
+{
+	uint32_t need = (uint32_t)(hlen + blen);
+	if (need > c->o.max_packet_size - SIO_OVERHEAD)
+		return SIO_ETOOBIG;
+	sio_pkt *p = open_packet(c, now, need, 0);
+	if (!p)
+		return SIO_EAGAIN;
+	memcpy(p->buf + p->end, hdr, hlen);
+	if (blen)
+		memcpy(p->buf + p->end + hlen, body, blen);
+	p->end += need;
+	p->nframes++;
+	p->lf_lensz = 0;
+	if (close_packet)
+		p->state = PKT_READY;
+	sio_core_tx_seal(c, now);
+	return 0;
+}
+
+int sio_core_write(sio_core *c, uint64_t now, uint32_t type, const uint8_t *data, size_t len,
+		   uint64_t token)
+{
+	uint8_t hdr[1 + 5 + 5];
+	size_t hl = 0;
+	if (c->state >= SIO_STATE_CLOSING)
+		return SIO_ECLOSED;
+	if (type > SIO_TYPE_READWRITE || (len && !data))
+		return SIO_EINVAL;
+	if (type == SIO_TYPE_READWRITE) {
+		hdr[hl++] = SIO_FR_DATA_RW;
+	} else {
+		hdr[hl++] = SIO_FR_DATA;
+		hl += sio_varint_put(hdr + hl, type);
+	}
+	size_t lenpos = hl, ptcap = c->o.max_packet_size - SIO_OVERHEAD;
+	/* A message alone in its packet needs no length field (SIO_FR_LAST). */
+	if (hl + len > ptcap)
+		return SIO_ETOOBIG; /* fragmentation (issue #4) starts here */
+	int alone = hl + sio_varint_len(len) + len > ptcap;
+	if (alone)
+		hdr[0] |= SIO_FR_LAST;
+	else
+		hl += sio_varint_put(hdr + hl, len);
+	if (c->tx_slot >= 0 && c->keys[c->tx_slot].tx_pn >= SIO_PN_LIMIT)
+		return SIO_ELIMIT;
+	if (token && c->tok_count == SIO_TOKENS)
+		return SIO_EAGAIN;
+	/* Keep one ring slot for the close and keepalive frames. */
+	sio_pkt *p = open_packet(c, now, alone ? (uint32_t)ptcap : (uint32_t)(hl + len), 1);
+	if (!p)
+		return SIO_EAGAIN;
+	if (alone && p->nframes) {
+		p->state = PKT_READY;
+		if (!(p = open_packet(c, now, (uint32_t)ptcap, 1)))
+			return SIO_EAGAIN;
+	}
+	uint32_t at = p->end;
+	memcpy(p->buf + at, hdr, hl);
+	if (len)
+		memcpy(p->buf + at + hl, data, len);
+	p->end += (uint32_t)(hl + len);
+	p->nframes++;
+	p->lf_kind = at;
+	p->lf_lenpos = at + (uint32_t)lenpos;
+	p->lf_lensz = alone ? 0 : (uint8_t)(hl - lenpos);
+	p->lf_payload = at + (uint32_t)hl;
+	p->lf_plen = (uint32_t)len;
+	if (token) {
+		sio_token *t = &c->tokens[(c->tok_head + c->tok_count) % SIO_TOKENS];
+		t->token = token;
+		t->pkt_id = p->id;
+		c->tok_count++;
+	}
+	c->st.messages_sent++;
+	c->st.bytes_sent += len;
+	if (alone || c->o.send_delay_ns < 0 || room(p) < 2)
+		p->state = PKT_READY;
+	sio_core_tx_seal(c, now);
+	return 0;
+}
+
+void sio_core_flush(sio_core *c, uint64_t now)
+{
+	sio_core_tx_close_open(c);
+	sio_core_tx_seal(c, now);
+}
+
+/* ---- handing packets to the transport ----------------------------------- */
+
+size_t sio_core_pending(sio_core *c, uint64_t now, struct iovec *iov, size_t max)
+{
+	size_t n = 0;
+	uint32_t ci = 0, di = 0;
+	sio_core_tx_seal(c, now);
+	c->nhanded = 0;
+	for (uint32_t i = 0; i < c->kxq.count && n < max; i++) {
+		sio_pkt *p = pq_at(&c->kxq, i);
+		iov[n].iov_base = p->buf + p->off;
+		iov[n].iov_len = p->end - p->off;
+		c->handed[n++].q = 0;
+	}
+	/* Control and data packets merged in sealing order (packet numbers
+	 * leave in increasing order: strict replay windows rely on it). */
+	while (n < max) {
+		sio_pkt *cp = ci < c->ctrlq.count ? pq_at(&c->ctrlq, ci) : NULL;
+		sio_pkt *dp = di < c->data.count ? pq_at(&c->data, di) : NULL;
+		if (dp && dp->state != PKT_SEALED)
+			dp = NULL;
+		if (!cp && !dp)
+			break;
+		sio_pkt *p;
+		if (cp && (!dp || cp->seq < dp->seq)) {
+			p = cp;
+			ci++;
+			c->handed[n].q = 1;
+		} else {
+			p = dp;
+			di++;
+			c->handed[n].q = 2;
+		}
+		iov[n].iov_base = p->buf + p->off;
+		iov[n].iov_len = p->end - p->off;
+		n++;
+	}
+	c->nhanded = n;
+	return n;
+}
+
+void sio_core_sent(sio_core *c, size_t n, int err)
+{
+	if (n > c->nhanded)
+		n = c->nhanded;
+	for (size_t i = 0; i < n; i++) {
+		sio_pq *q = c->handed[i].q == 0 ? &c->kxq : c->handed[i].q == 1 ? &c->ctrlq : &c->data;
+		sio_pkt *p = pq_at(q, 0);
+		if (!err) {
+			c->st.packets_sent++;
+			c->st.wire_bytes_sent += p->end - p->off;
+		}
+		if (q == &c->data) {
+			while (c->tok_count && c->tokens[c->tok_head].pkt_id <= p->id) {
+				sio_token *t = &c->tokens[c->tok_head];
+				c->tok_head = (c->tok_head + 1) % SIO_TOKENS;
+				c->tok_count--;
+				if (c->cb.sent)
+					c->cb.sent(c->cb.ctx, t->token, err);
+			}
+		}
+		if (q == &c->data)
+			c->data_sealed--;
+		pq_pop(q);
+	}
+	/* What was handed but not reported stays first in its queue. */
+	c->nhanded = 0;
+}

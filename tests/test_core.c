@@ -1,0 +1,238 @@
+/* Two cores over the simulator without impairments: key exchange in every
+ * answers mode, datagram and stream, messages of every size up to a packet,
+ * merging, graceful close, the state sequence, and the basic refusals. */
+#include <sodium.h>
+#include <string.h>
+
+#include "check.h"
+#include "core_int.h"
+#include "lib/sim.h"
+
+static sim_config base(int datagram)
+{
+	sim_config cfg;
+	memset(&cfg, 0, sizeof cfg);
+	cfg.datagram = datagram;
+	cfg.net.delay = 1 * SIM_MS;
+	cfg.pin[0] = cfg.pin[1] = 1;
+	return cfg;
+}
+
+static int both_established(sim *s, void *ctx)
+{
+	(void)ctx;
+	return sim_established(s);
+}
+
+static void test_handshake(int datagram, int mode)
+{
+	sim s;
+	sim_config cfg = base(datagram);
+	cfg.opts[0].answers_mode = cfg.opts[1].answers_mode = (sio_answers_mode)mode;
+	CHECK_OK(sim_init(&s, 1, &cfg));
+	CHECK(sim_run(&s, 5 * SIM_S, both_established, NULL));
+	for (int i = 0; i < 2; i++) {
+		sim_peer *p = &s.p[i];
+		/* the exact state sequence */
+		CHECK_EQ(p->nstates, 4);
+		CHECK_EQ(p->states[0], SIO_STATE_INITIALIZATION);
+		CHECK_EQ(p->states[1], SIO_STATE_KEY_EXCHANGING);
+		CHECK_EQ(p->states[2], SIO_STATE_NEGOTIATION);
+		CHECK_EQ(p->states[3], SIO_STATE_ESTABLISHED);
+		uint8_t pk[32];
+		CHECK_OK(sio_core_remote_key(p->core, pk));
+		CHECK(memcmp(pk, s.p[!i].pk, 32) == 0);
+		CHECK_EQ(p->nerrors, 0);
+	}
+	sim_free(&s);
+}
+
+/* Messages of every size class up to the largest one packet holds. */
+static void test_sizes(int datagram)
+{
+	sim s;
+	sim_config cfg = base(datagram);
+	CHECK_OK(sim_init(&s, 2, &cfg));
+	CHECK(sim_run(&s, 5 * SIM_S, both_established, NULL));
+	size_t maxp = sio_core_max_packet(s.p[0].core);
+	/* largest: one frame byte (+ 2 bytes of channel number 8000) */
+	size_t sizes[] = {0, 1, 2, 127, 128, 129, 1000, maxp - SIO_OVERHEAD - 4,
+			  maxp - SIO_OVERHEAD - 3};
+	size_t n = sizeof sizes / sizeof *sizes;
+	uint8_t *buf = malloc(maxp);
+	for (size_t i = 0; i < n; i++) {
+		for (size_t k = 0; k < sizes[i]; k++)
+			buf[k] = (uint8_t)(k * 7 + i);
+		CHECK_OK(sio_core_write(s.p[0].core, s.now, SIO_TYPE_READWRITE, buf, sizes[i], 0));
+		CHECK_OK(sio_core_write(s.p[1].core, s.now, (uint32_t)i * 1000, buf, sizes[i], 0));
+		sim_run(&s, s.now + 50 * SIM_MS, NULL, NULL);
+	}
+	/* One byte too many for a packet: fragmentation is not there yet. */
+	CHECK_OK(sio_core_write(s.p[0].core, s.now, SIO_TYPE_READWRITE, buf,
+				maxp - SIO_OVERHEAD - 1, 0));
+	CHECK_EQ(sio_core_write(s.p[0].core, s.now, SIO_TYPE_READWRITE, buf, maxp - SIO_OVERHEAD,
+				0),
+		 SIO_ETOOBIG);
+	CHECK_EQ(sio_core_write(s.p[1].core, s.now, 8000, buf, maxp - SIO_OVERHEAD - 2, 0),
+		 SIO_ETOOBIG);
+	sim_run(&s, s.now + 50 * SIM_MS, NULL, NULL);
+	CHECK_EQ(s.p[1].nmsgs, n + 1);
+	if (s.p[1].nmsgs == n + 1)
+		CHECK_EQ(s.p[1].msgs[n].len, maxp - SIO_OVERHEAD - 1);
+	CHECK_EQ(sio_core_write(s.p[0].core, s.now, 0x80000001u, buf, 1, 0), SIO_EINVAL);
+	CHECK_EQ(s.p[0].nmsgs, n);
+	for (size_t i = 0; i < n && i < s.p[1].nmsgs && i < s.p[0].nmsgs; i++) {
+		sim_msg *m = &s.p[1].msgs[i], *m0 = &s.p[0].msgs[i];
+		CHECK_EQ(m->type, SIO_TYPE_READWRITE);
+		CHECK_EQ(m->len, sizes[i]);
+		CHECK_EQ(m0->type, i * 1000);
+		CHECK_EQ(m0->len, sizes[i]);
+		for (size_t k = 0; k < sizes[i]; k++)
+			if (m->data[k] != (uint8_t)(k * 7 + i) || m0->data[k] != m->data[k]) {
+				CHECK(!"payload altered");
+				break;
+			}
+	}
+	free(buf);
+	sim_free(&s);
+}
+
+/* Small messages written within the send delay travel in one packet; a
+ * message never waits longer than the delay. */
+static void test_merging(void)
+{
+	sim s;
+	sim_config cfg = base(1);
+	cfg.opts[0].send_delay_ns = 1 * SIM_MS;
+	CHECK_OK(sim_init(&s, 3, &cfg));
+	CHECK(sim_run(&s, 5 * SIM_S, both_established, NULL));
+	sim_flush(&s);
+	uint64_t before = s.p[0].sent_ok;
+	sio_stats st0;
+	sio_core_stats(s.p[0].core, &st0);
+	for (int i = 0; i < 100; i++) {
+		uint8_t b = (uint8_t)i;
+		CHECK_OK(sio_core_write(s.p[0].core, s.now, SIO_TYPE_READWRITE, &b, 1, 1 + i));
+	}
+	/* Nothing is due before the send delay. */
+	struct iovec iov[8];
+	CHECK_EQ(sio_core_pending(s.p[0].core, s.now, iov, 8), 0);
+	CHECK_EQ(sio_core_deadline(s.p[0].core), s.now + 1 * SIM_MS);
+	CHECK_EQ(sio_core_pending(s.p[0].core, s.now + 1 * SIM_MS, iov, 8), 1);
+	/* 100 one-byte messages: 2 header bytes each but the last (1), + 21 */
+	CHECK_EQ(iov[0].iov_len, 21 + 100 * 3 - 1);
+	sim_run(&s, s.now + 20 * SIM_MS, NULL, NULL);
+	sio_stats st1;
+	sio_core_stats(s.p[0].core, &st1);
+	CHECK_EQ(st1.packets_sent - st0.packets_sent, 1);
+	CHECK_EQ(s.p[0].sent_ok - before, 100);
+	CHECK_EQ(s.p[1].nmsgs, 100);
+	for (size_t i = 0; i < s.p[1].nmsgs; i++)
+		CHECK(s.p[1].msgs[i].len == 1 && s.p[1].msgs[i].data[0] == i);
+	/* A lone message: 1 frame byte + 21. */
+	uint8_t b = 9;
+	CHECK_OK(sio_core_write(s.p[0].core, s.now, SIO_TYPE_READWRITE, &b, 1, 0));
+	sio_core_flush(s.p[0].core, s.now);
+	CHECK_EQ(sio_core_pending(s.p[0].core, s.now, iov, 8), 1);
+	CHECK_EQ(iov[0].iov_len, 21 + 1 + 1);
+	sim_run(&s, s.now + 20 * SIM_MS, NULL, NULL);
+	CHECK_EQ(s.p[1].nmsgs, 101);
+	sim_free(&s);
+}
+
+/* Data written before "established" is queued and sent afterwards. */
+static void test_early_writes(void)
+{
+	sim s;
+	sim_config cfg = base(1);
+	cfg.no_start[1] = 1;
+	CHECK_OK(sim_init(&s, 4, &cfg));
+	for (int i = 0; i < 10; i++) {
+		uint8_t b = (uint8_t)i;
+		CHECK_OK(sio_core_write(s.p[0].core, 0, 7, &b, 1, 0));
+	}
+	sim_run(&s, 2 * SIM_S, NULL, NULL);
+	CHECK_EQ(sio_core_state(s.p[0].core), SIO_STATE_KEY_EXCHANGING);
+	CHECK_OK(sio_core_start(s.p[1].core, s.now));
+	CHECK(sim_run(&s, 5 * SIM_S, both_established, NULL));
+	sim_run(&s, s.now + 100 * SIM_MS, NULL, NULL);
+	CHECK_EQ(s.p[1].nmsgs, 10);
+	for (size_t i = 0; i < s.p[1].nmsgs; i++)
+		CHECK(s.p[1].msgs[i].type == 7 && s.p[1].msgs[i].data[0] == i);
+	sim_free(&s);
+}
+
+static int both_closed(sim *s, void *ctx)
+{
+	(void)ctx;
+	return sio_core_state(s->p[0].core) == SIO_STATE_CLOSED &&
+	       sio_core_state(s->p[1].core) == SIO_STATE_CLOSED;
+}
+
+static void test_close(int datagram)
+{
+	sim s;
+	sim_config cfg = base(datagram);
+	CHECK_OK(sim_init(&s, 5, &cfg));
+	CHECK(sim_run(&s, 5 * SIM_S, both_established, NULL));
+	for (int i = 0; i < 50; i++) {
+		uint8_t b[100];
+		memset(b, i, sizeof b);
+		CHECK_OK(sio_core_write(s.p[0].core, s.now, SIO_TYPE_READWRITE, b, sizeof b, 0));
+	}
+	CHECK_OK(sio_core_close(s.p[0].core, s.now));
+	CHECK_EQ(sio_core_state(s.p[0].core), SIO_STATE_CLOSING);
+	CHECK_EQ(sio_core_write(s.p[0].core, s.now, 1, (const uint8_t *)"x", 1, 0), SIO_ECLOSED);
+	CHECK(sim_run(&s, s.now + 5 * SIM_S, both_closed, NULL));
+	CHECK_EQ(s.p[1].nmsgs, 50);
+	for (int i = 0; i < 2; i++) {
+		CHECK_EQ(s.p[i].nerrors, 0);
+		CHECK_EQ(s.p[i].states[s.p[i].nstates - 2], SIO_STATE_CLOSING);
+		CHECK_EQ(s.p[i].states[s.p[i].nstates - 1], SIO_STATE_CLOSED);
+		CHECK_EQ(sio_core_deadline(s.p[i].core), UINT64_MAX);
+	}
+	sim_free(&s);
+
+	/* An abrupt end of the transport is reported as a truncation. */
+	CHECK_OK(sim_init(&s, 6, &cfg));
+	CHECK(sim_run(&s, 5 * SIM_S, both_established, NULL));
+	sio_core_transport_closed(s.p[1].core, s.now, 0);
+	CHECK_EQ(sio_core_state(s.p[1].core), SIO_STATE_CLOSED);
+	CHECK(sim_has_error(&s.p[1], SIO_ETRUNCATED));
+	sim_free(&s);
+}
+
+/* Freeing the core fails every token not yet reported, sealed or not. */
+static void test_free_cancels(void)
+{
+	sim s;
+	sim_config cfg = base(1);
+	CHECK_OK(sim_init(&s, 8, &cfg));
+	CHECK(sim_run(&s, 5 * SIM_S, both_established, NULL));
+	uint8_t b = 1;
+	CHECK_OK(sio_core_write(s.p[0].core, s.now, 3, &b, 1, 11));
+	sio_core_flush(s.p[0].core, s.now); /* sealed, not handed out */
+	CHECK_OK(sio_core_write(s.p[0].core, s.now, 3, &b, 1, 12)); /* still open */
+	uint64_t ok = s.p[0].sent_ok;
+	sio_core_free(s.p[0].core);
+	s.p[0].core = NULL;
+	CHECK_EQ(s.p[0].sent_fail, 2);
+	CHECK_EQ(s.p[0].sent_ok, ok);
+	sim_free(&s);
+}
+
+int main(void)
+{
+	CHECK_OK(sio_init());
+	for (int dg = 0; dg < 2; dg++)
+		for (int mode = 1; mode <= 3; mode++)
+			test_handshake(dg, mode);
+	test_sizes(1);
+	test_sizes(0);
+	test_merging();
+	test_early_writes();
+	test_close(1);
+	test_close(0);
+	test_free_cancels();
+	return check_done("test_core");
+}
