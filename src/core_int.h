@@ -115,7 +115,7 @@ struct sio_core {
 	size_t local_wire_len;
 	uint8_t e_sk[32];
 	uint64_t local_created;
-	uint64_t round_start, next_retry, next_rekey;
+	uint64_t round_start, next_retry, next_rekey, dup_answered;
 	int any_valid_kx;
 	uint64_t auth_refused;
 
