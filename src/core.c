@@ -563,7 +563,7 @@ uint64_t sio_core_deadline(const sio_core *c)
 	}
 	if (c->state == SIO_STATE_CLOSING && c->close_sent && !c->close_acked)
 		d = min64(d, min64(c->close_deadline, c->close_retry));
-	if (sio_core_can_send(c))
+	if (sio_core_can_send(c) && c->keys[c->tx_slot].tx_pn < SIO_PN_LIMIT)
 		d = min64(d, sio_core_tx_deadline(c));
 	return d;
 }

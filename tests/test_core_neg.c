@@ -484,6 +484,7 @@ static void test_pn_limit(void)
 	sim s;
 	sim_config cfg = base();
 	cfg.opts[0].send_delay_ns = -1;
+	cfg.opts[0].kx_timeout_ns = cfg.opts[1].kx_timeout_ns = 60 * (int64_t)SIM_S;
 	CHECK_OK(sim_init(&s, 90, &cfg));
 	CHECK(sim_run(&s, 3 * SIM_S, both_established, NULL));
 	sio_core *a = s.p[0].core;
@@ -494,6 +495,13 @@ static void test_pn_limit(void)
 	CHECK_OK(sio_core_write(a, s.now, 1, &x, 1, 0));
 	CHECK_EQ(a->keys[a->tx_slot].tx_pn, SIO_PN_LIMIT);
 	CHECK_EQ(sio_core_write(a, s.now, 1, &x, 1, 0), SIO_ELIMIT);
+	sio_core_tick(a, s.now);
+	CHECK(sio_core_deadline(a) > s.now); /* blocked, but no busy loop */
+	/* a keepalive queued behind the limit does not make it spin either */
+	sio_core_tick(a, s.now + 11 * SIM_S);
+	CHECK(a->data.count > a->data_sealed);
+	CHECK(sio_core_deadline(a) > s.now + 11 * SIM_S);
+	s.now += 11 * SIM_S;
 	sim_run(&s, s.now + 100 * SIM_MS, NULL, NULL);
 	CHECK(a->gen >= 2); /* a renewal started (packet count) */
 	s.net.loss = 0;

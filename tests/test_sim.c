@@ -201,6 +201,7 @@ static unsigned long one_seed(uint64_t seed, int verbose)
 		CHECK_EQ(p->corrupt_accepted, 0);
 		CHECK_EQ(p->answered_drop, 0);
 		CHECK_EQ(p->uncounted_drop, 0);
+		CHECK_EQ(p->deadline_spins, 0);
 		CHECK_EQ(r.log[i].dup, 0);
 		CHECK_EQ(r.log[i].altered, 0);
 		CHECK_EQ(r.log[i].unknown, 0);

@@ -305,6 +305,11 @@ int sim_run(sim *s, uint64_t t, int (*stop)(sim *s, void *ctx), void *ctx)
 		for (int i = 0; i < 2; i++)
 			sio_core_tick(s->p[i].core, s->now);
 		sim_flush(s);
+		/* After its timers ran and its output was taken, a core must not
+		 * ask to run again at once (an I/O thread would spin). */
+		for (int i = 0; i < 2; i++)
+			if (sio_core_deadline(s->p[i].core) <= s->now)
+				s->p[i].deadline_spins++;
 	}
 	return stop && stop(s, ctx);
 }

@@ -51,6 +51,7 @@ typedef struct sim_peer {
 	uint64_t recv_calls, recv_authentic;
 	uint64_t answered_drop;  /* dropped packets that caused output: must be 0 */
 	uint64_t uncounted_drop; /* recv returned 0 without a drop counter: must be 0 */
+	uint64_t deadline_spins; /* deadline <= now right after tick + flush: must be 0 */
 	int refuse_identity; /* remote_identity callback returns nonzero */
 	uint64_t established_at;
 } sim_peer;
