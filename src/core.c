@@ -177,6 +177,7 @@ static void new_round(sio_core *c, uint64_t now, uint32_t gen)
 	c->gen = gen;
 	c->have_local = 1;
 	c->have_remote = 0;
+	c->dup_answered = 0;
 	c->derived = 0;
 	c->round_start = now;
 	c->next_retry = now + (uint64_t)c->o.kx_retry_ns;
@@ -324,9 +325,13 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 	/* A retransmission of the message we hold: the peer still lacks our
 	 * message or an answer under the new key. */
 	if (c->have_remote && f.gen == c->gen && memcmp(m, c->remote_msg, SIO_KX_MSG_LEN) == 0) {
-		c->last_recv = now;
-		if (c->derived)
+		/* Not a sign of life (anyone can replay it), and answered at most
+		 * once per quarter retry period (a replay flood gets no more). */
+		if (c->derived && (c->dup_answered == 0 ||
+				   now >= c->dup_answered + (uint64_t)c->o.kx_retry_ns / 4)) {
+			c->dup_answered = now ? now : 1;
 			answer(c, now, (int)(c->gen & 3));
+		}
 		return 1;
 	}
 	if (sio_kx_verify(m) != 0)
@@ -558,7 +563,7 @@ uint64_t sio_core_deadline(const sio_core *c)
 	}
 	if (c->state == SIO_STATE_CLOSING && c->close_sent && !c->close_acked)
 		d = min64(d, min64(c->close_deadline, c->close_retry));
-	if (sio_core_can_send(c))
+	if (sio_core_can_send(c) && c->keys[c->tx_slot].tx_pn < SIO_PN_LIMIT)
 		d = min64(d, sio_core_tx_deadline(c));
 	return d;
 }

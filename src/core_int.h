@@ -25,7 +25,7 @@
 #define SIO_KEY_SLOTS 4
 #define SIO_KX_QUEUE 4
 #define SIO_CTRL_QUEUE 8
-#define SIO_CTRL_BYTES 64 /* control packets: a few frames */
+#define SIO_CTRL_BYTES 64 /* stream control packets: a few frames */
 #define SIO_TOKENS 4096
 #define SIO_RING_BYTES (1u << 20)
 
@@ -115,7 +115,7 @@ struct sio_core {
 	size_t local_wire_len;
 	uint8_t e_sk[32];
 	uint64_t local_created;
-	uint64_t round_start, next_retry, next_rekey;
+	uint64_t round_start, next_retry, next_rekey, dup_answered;
 	int any_valid_kx;
 	uint64_t auth_refused;
 
@@ -158,6 +158,11 @@ void sio_core_queue_kx(sio_core *c, const uint8_t *msg, size_t len);
 /* Builds and seals a packet of its own under key SLOT holding FRAMES. 0 or
  * SIO_EAGAIN / SIO_ELIMIT / SIO_ETOOBIG. */
 int sio_core_ctrl_packet(sio_core *c, uint64_t now, int slot, const uint8_t *frames, size_t len);
+/* Like sio_core_ctrl_packet, padded with a PAD frame to exactly SIZE bytes
+ * on the wire (0 = no padding): packet-size probes. Datagram cores hold
+ * control packets up to the largest packet, stream cores SIO_CTRL_BYTES. */
+int sio_core_ctrl_packet_sized(sio_core *c, uint64_t now, int slot, const uint8_t *frames,
+			       size_t len, size_t size);
 /* Appends a frame (header bytes HDR then BODY) to the data stream. */
 int sio_core_tx_frame(sio_core *c, uint64_t now, const uint8_t *hdr, size_t hlen,
 		      const uint8_t *body, size_t blen, int close_packet);

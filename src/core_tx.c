@@ -77,7 +77,8 @@ int sio_core_queues_new(sio_core *c)
 		n = 256;
 	int r;
 	if ((r = pq_new(&c->kxq, SIO_KX_QUEUE, SIO_KX_WIRE_MAX)) ||
-	    (r = pq_new(&c->ctrlq, SIO_CTRL_QUEUE, SIO_CTRL_BYTES)) || (r = pq_new(&c->data, n, mp)))
+	    (r = pq_new(&c->ctrlq, SIO_CTRL_QUEUE, c->datagram ? mp : SIO_CTRL_BYTES)) ||
+	    (r = pq_new(&c->data, n, mp)))
 		return r;
 	c->handed_cap = SIO_KX_QUEUE + SIO_CTRL_QUEUE + n;
 	c->handed = calloc(c->handed_cap, sizeof *c->handed);
@@ -164,15 +165,28 @@ static int seal(sio_core *c, uint64_t now, sio_pkt *p, sio_keyslot *ks)
 
 int sio_core_ctrl_packet(sio_core *c, uint64_t now, int slot, const uint8_t *frames, size_t len)
 {
+	return sio_core_ctrl_packet_sized(c, now, slot, frames, len, 0);
+}
+
+int sio_core_ctrl_packet_sized(sio_core *c, uint64_t now, int slot, const uint8_t *frames,
+			       size_t len, size_t size)
+{
 	if (slot < 0 || !c->keys[slot].live)
 		return SIO_ESTATE;
-	if (len > SIO_CTRL_BYTES - SIO_OVERHEAD)
+	if (size && size < len + SIO_OVERHEAD)
+		return SIO_EINVAL;
+	if (len + SIO_OVERHEAD > c->ctrlq.p[0].cap || size > c->ctrlq.p[0].cap)
 		return SIO_ETOOBIG;
 	sio_pkt *p = pq_push(&c->ctrlq);
 	if (!p)
 		return SIO_EAGAIN;
 	memcpy(p->buf + SIO_SLACK + SIO_HDR_LEN, frames, len);
 	p->end = (uint32_t)(SIO_SLACK + SIO_HDR_LEN + len);
+	if (size > len + SIO_OVERHEAD) {
+		/* PAD: the rest of the packet is ignored */
+		memset(p->buf + p->end, SIO_FR_PAD, size - len - SIO_OVERHEAD);
+		p->end = (uint32_t)(SIO_SLACK + size - SIO_TAG_LEN);
+	}
 	int r = seal(c, now, p, &c->keys[slot]);
 	if (r) {
 		c->ctrlq.count--; /* it was the last one pushed */

@@ -202,6 +202,50 @@ static void test_close(int datagram)
 	sim_free(&s);
 }
 
+/* The simulated path MTU (for packet-size tests): larger packets vanish. */
+static void test_sim_mtu(void)
+{
+	sim s;
+	sim_config cfg = base(1);
+	CHECK_OK(sim_init(&s, 9, &cfg));
+	CHECK(sim_run(&s, 5 * SIM_S, both_established, NULL));
+	s.net.mtu = 600;
+	uint8_t buf[1000];
+	memset(buf, 1, sizeof buf);
+	CHECK_OK(sio_core_write(s.p[0].core, s.now, 1, buf, 500, 0));
+	sim_run(&s, s.now + 50 * SIM_MS, NULL, NULL);
+	CHECK_OK(sio_core_write(s.p[0].core, s.now, 1, buf, 1000, 0));
+	sim_run(&s, s.now + 50 * SIM_MS, NULL, NULL);
+	CHECK_EQ(s.p[1].nmsgs, 1);
+	CHECK_EQ(s.mtu_drops, 1);
+	sim_free(&s);
+}
+
+/* Control packets padded to an exact size (packet-size probes) arrive and
+ * are parsed up to the padding. */
+static void test_padded_ctrl(void)
+{
+	sim s;
+	sim_config cfg = base(1);
+	CHECK_OK(sim_init(&s, 10, &cfg));
+	CHECK(sim_run(&s, 5 * SIM_S, both_established, NULL));
+	sio_core *a = s.p[0].core;
+	uint8_t fr[3] = {SIO_FR_DATA_RW, 1, 'p'};
+	CHECK_EQ(sio_core_ctrl_packet_sized(a, s.now, a->tx_slot, fr, 3, 1453), SIO_ETOOBIG);
+	CHECK_EQ(sio_core_ctrl_packet_sized(a, s.now, a->tx_slot, fr, 3, 23), SIO_EINVAL);
+	CHECK_OK(sio_core_ctrl_packet_sized(a, s.now, a->tx_slot, fr, 3, 1452));
+	CHECK_OK(sio_core_ctrl_packet_sized(a, s.now, a->tx_slot, fr, 3, 24));
+	struct iovec iov[4];
+	CHECK_EQ(sio_core_pending(a, s.now, iov, 4), 2);
+	CHECK_EQ(iov[0].iov_len, 1452);
+	CHECK_EQ(iov[1].iov_len, 24);
+	sim_run(&s, s.now + 50 * SIM_MS, NULL, NULL);
+	CHECK_EQ(s.p[1].nmsgs, 2);
+	for (size_t i = 0; i < s.p[1].nmsgs; i++)
+		CHECK(s.p[1].msgs[i].len == 1 && s.p[1].msgs[i].data[0] == 'p');
+	sim_free(&s);
+}
+
 /* Freeing the core fails every token not yet reported, sealed or not. */
 static void test_free_cancels(void)
 {
@@ -234,5 +278,7 @@ int main(void)
 	test_close(1);
 	test_close(0);
 	test_free_cancels();
+	test_sim_mtu();
+	test_padded_ctrl();
 	return check_done("test_core");
 }

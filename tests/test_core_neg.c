@@ -440,6 +440,28 @@ static void test_crafted_kx(void)
 	sim_free(&s);
 }
 
+/* Replaying the peer's current kx message: authentic, but answered at most
+ * once per quarter retry period, and not taken as a sign of life. */
+static void test_kx_replay_flood(void)
+{
+	sim s;
+	sim_config cfg = base();
+	CHECK_OK(sim_init(&s, 75, &cfg));
+	CHECK(sim_run(&s, 3 * SIM_S, both_established, NULL));
+	sio_core *b = s.p[1].core;
+	uint64_t last_recv = b->last_recv, t = s.now + 1 * SIM_S;
+	struct iovec iov[64];
+	size_t before = sio_core_pending(b, t, iov, 64);
+	for (int i = 0; i < 100; i++) {
+		uint8_t m[SIO_KX_MSG_LEN];
+		memcpy(m, b->remote_msg, sizeof m);
+		CHECK_EQ(sio_core_recv(b, t, m, sizeof m), 1);
+	}
+	CHECK(sio_core_pending(b, t, iov, 64) <= before + 1);
+	CHECK_EQ(b->last_recv, last_recv);
+	sim_free(&s);
+}
+
 static void test_time_sanity(void)
 {
 	sim s;
@@ -462,6 +484,7 @@ static void test_pn_limit(void)
 	sim s;
 	sim_config cfg = base();
 	cfg.opts[0].send_delay_ns = -1;
+	cfg.opts[0].kx_timeout_ns = cfg.opts[1].kx_timeout_ns = 60 * (int64_t)SIM_S;
 	CHECK_OK(sim_init(&s, 90, &cfg));
 	CHECK(sim_run(&s, 3 * SIM_S, both_established, NULL));
 	sio_core *a = s.p[0].core;
@@ -472,6 +495,13 @@ static void test_pn_limit(void)
 	CHECK_OK(sio_core_write(a, s.now, 1, &x, 1, 0));
 	CHECK_EQ(a->keys[a->tx_slot].tx_pn, SIO_PN_LIMIT);
 	CHECK_EQ(sio_core_write(a, s.now, 1, &x, 1, 0), SIO_ELIMIT);
+	sio_core_tick(a, s.now);
+	CHECK(sio_core_deadline(a) > s.now); /* blocked, but no busy loop */
+	/* a keepalive queued behind the limit does not make it spin either */
+	sio_core_tick(a, s.now + 11 * SIM_S);
+	CHECK(a->data.count > a->data_sealed);
+	CHECK(sio_core_deadline(a) > s.now + 11 * SIM_S);
+	s.now += 11 * SIM_S;
 	sim_run(&s, s.now + 100 * SIM_MS, NULL, NULL);
 	CHECK(a->gen >= 2); /* a renewal started (packet count) */
 	s.net.loss = 0;
@@ -509,6 +539,7 @@ int main(void)
 	test_bit_flips(1);
 	test_decrypt_detach();
 	test_crafted_kx();
+	test_kx_replay_flood();
 	test_time_sanity();
 	test_pn_limit();
 	test_liveness();

@@ -145,6 +145,10 @@ static unsigned long one_seed(uint64_t seed, int verbose)
 		}
 		if (seed % 7 == 3)
 			o->kx_rekey_packets = 200; /* renewals by packet count too */
+		if (seed % 11 == 7)
+			o->replay_window = 64;
+		if (seed % 13 == 5 && !lossless)
+			o->replay_window = 1; /* strictly increasing: reordered packets are lost */
 		cfg.pin[i] = (seed >> i) % 2 == 0;
 	}
 	if (cfg.datagram && !lossless) {
@@ -197,6 +201,7 @@ static unsigned long one_seed(uint64_t seed, int verbose)
 		CHECK_EQ(p->corrupt_accepted, 0);
 		CHECK_EQ(p->answered_drop, 0);
 		CHECK_EQ(p->uncounted_drop, 0);
+		CHECK_EQ(p->deadline_spins, 0);
 		CHECK_EQ(r.log[i].dup, 0);
 		CHECK_EQ(r.log[i].altered, 0);
 		CHECK_EQ(r.log[i].unknown, 0);

@@ -188,7 +188,10 @@ int main(int argc, char **argv)
 
 	/* inputs */
 	uint8_t seed_a[32], seed_b[32], rnd_a[8], rnd_b[8], esk_a[32], esk_b[32], psk[32], nonce_a[24],
-		nonce_b[24];
+		nonce_b[24], esk_a2[32], esk_b2[32];
+	/* Renewal: A's timer fires at T1 (monotonic), B answers at T1 + 500 ns;
+	 * the cores were started at T0 (A) and T0 + 77 (B). */
+	const uint64_t T0 = 5000000000ull, T1 = T0 + 61000000000ull;
 	uint64_t wall_a, wall_b;
 	if (writing) {
 		for (int i = 0; i < 32; i++) {
@@ -196,6 +199,8 @@ int main(int argc, char **argv)
 			seed_b[i] = (uint8_t)(0x80 + i);
 			esk_a[i] = (uint8_t)(0x20 + i);
 			esk_b[i] = (uint8_t)(0xa0 + i);
+			esk_a2[i] = (uint8_t)(0x40 + 3 * i);
+			esk_b2[i] = (uint8_t)(0xc0 + 5 * i);
 			psk[i] = (uint8_t)(0x50 ^ i);
 		}
 		for (int i = 0; i < 8; i++) {
@@ -221,6 +226,8 @@ int main(int argc, char **argv)
 		out("sid_random_b", rnd_b, 8);
 		out("esk_a", esk_a, 32);
 		out("esk_b", esk_b, 32);
+		out("esk_a_gen2", esk_a2, 32);
+		out("esk_b_gen2", esk_b2, 32);
 		out("psk", psk, 32);
 		out("psk_nonce_a", nonce_a, 24);
 		out("psk_nonce_b", nonce_b, 24);
@@ -234,6 +241,8 @@ int main(int argc, char **argv)
 		memcpy(rnd_b, get("sid_random_b", NULL), 8);
 		memcpy(esk_a, get("esk_a", NULL), 32);
 		memcpy(esk_b, get("esk_b", NULL), 32);
+		memcpy(esk_a2, get("esk_a_gen2", NULL), 32);
+		memcpy(esk_b2, get("esk_b_gen2", NULL), 32);
 		memcpy(psk, get("psk", NULL), 32);
 		memcpy(nonce_a, get("psk_nonce_a", NULL), 24);
 		memcpy(nonce_b, get("psk_nonce_b", NULL), 24);
@@ -310,6 +319,29 @@ int main(int argc, char **argv)
 	size_t pl_hello = data_packet(ppkt_hello, kp_a2b, sid_a, 1, 1, fr_hello, 6, hp_key);
 	out("psk_packet_a_answer", ppkt_ans, pl_ans);
 	out("psk_packet_a_hello", ppkt_hello, pl_hello);
+
+	/* generation 2 (renewal started by A's timer): both receiver ids known */
+	uint64_t created_a2 = wall_a + (T1 - T0), created_b2 = wall_b + (T1 + 500 - (T0 + 77));
+	uint8_t m_a2[175], m_b2[175], th2[32], prk2[32], k2_a2b[32], k2_b2a[32], cr[8];
+	sio_put_le64(cr, created_a2);
+	out("created_a_gen2", cr, 8);
+	sio_put_le64(cr, created_b2);
+	out("created_b_gen2", cr, 8);
+	kx_msg(m_a2, sid_a, sid_b, 2, 1, created_a2, esk_a2, sk_a);
+	kx_msg(m_b2, sid_b, sid_a, 2, 1, created_b2, esk_b2, sk_b);
+	out("kx_msg_a_gen2", m_a2, 175);
+	out("kx_msg_b_gen2", m_b2, 175);
+	hash2(th2, NULL, "secureio/1 transcript", a_lo ? m_a2 : m_b2, 175, a_lo ? m_b2 : m_a2, 175);
+	out("transcript_gen2", th2, 32);
+	CHECK_OK(crypto_scalarmult(dh, esk_a2, m_b2 + 47));
+	hash2(prk2, NULL, "secureio/1 traffic keys", dh, 32, th2, 32);
+	crypto_kdf_derive_from_key(a_lo ? k2_a2b : k2_b2a, 32, 1, "sio1data", prk2);
+	crypto_kdf_derive_from_key(a_lo ? k2_b2a : k2_a2b, 32, 2, "sio1data", prk2);
+	out("key_a2b_gen2", k2_a2b, 32);
+	out("key_b2a_gen2", k2_b2a, 32);
+	uint8_t pkt_ans2[64];
+	size_t l_ans2 = data_packet(pkt_ans2, k2_a2b, sid_a, 2, 0, &fr_ans, 1, NULL);
+	out("packet_a_answer_gen2", pkt_ans2, l_ans2);
 	if (writing)
 		return 0;
 
@@ -321,14 +353,34 @@ int main(int argc, char **argv)
 
 	/* two real cores with the same inputs put these exact bytes on the wire */
 	for (int with_psk = 0; with_psk < 2; with_psk++) {
-		uint8_t ra[8 + 32 + 24], rb[8 + 32 + 24];
+		/* randomness: session id half, then per generation the ephemeral
+		 * secret (and with a PSK the wrapping nonce) */
+		uint8_t ra[8 + 2 * (32 + 24)], rb[8 + 2 * (32 + 24)];
+		size_t na = 0, nb = 0;
 		memcpy(ra, rnd_a, 8);
-		memcpy(ra + 8, esk_a, 32);
-		memcpy(ra + 40, nonce_a, 24);
 		memcpy(rb, rnd_b, 8);
-		memcpy(rb + 8, esk_b, 32);
-		memcpy(rb + 40, nonce_b, 24);
-		script sa = {ra, with_psk ? 64 : 40, 0}, sb = {rb, with_psk ? 64 : 40, 0};
+		na = nb = 8;
+		memcpy(ra + na, esk_a, 32);
+		memcpy(rb + nb, esk_b, 32);
+		na += 32;
+		nb += 32;
+		if (with_psk) {
+			memcpy(ra + na, nonce_a, 24);
+			memcpy(rb + nb, nonce_b, 24);
+			na += 24;
+			nb += 24;
+		}
+		memcpy(ra + na, esk_a2, 32);
+		memcpy(rb + nb, esk_b2, 32);
+		na += 32;
+		nb += 32;
+		if (with_psk) { /* generation-2 nonces: not in the vectors */
+			memset(ra + na, 0xaa, 24);
+			memset(rb + nb, 0xbb, 24);
+			na += 24;
+			nb += 24;
+		}
+		script sa = {ra, na, 0}, sb = {rb, nb, 0};
 		sio_core_cbs cba = {.ctx = &sa, .random = scripted}, cbb = {.ctx = &sb, .random = scripted};
 		sio_core_config ca, cb;
 		memset(&ca, 0, sizeof ca);
@@ -351,7 +403,7 @@ int main(int argc, char **argv)
 		CHECK_OK(sio_core_new(&a, &ca, &cba));
 		CHECK_OK(sio_core_new(&b, &cb, &cbb));
 		CHECK(memcmp(a->sid, sid_a, 16) == 0 && memcmp(b->sid, sid_b, 16) == 0);
-		uint64_t t0 = 5000000000ull;
+		uint64_t t0 = T0;
 		CHECK_OK(sio_core_start(a, t0));
 		CHECK_OK(sio_core_start(b, t0 + 77));
 		uint8_t pa[256], pb[256], p[256];
@@ -377,6 +429,21 @@ int main(int argc, char **argv)
 		l = first_packet(a, t0 + 3000, p, 0);
 		CHECK_EQ(l, with_psk ? pl_hello : l_hello);
 		CHECK(memcmp(p, with_psk ? ppkt_hello : pkt_hello, l) == 0);
+		if (!with_psk) {
+			/* the renewal */
+			sio_core_tick(a, T1);
+			la = first_packet(a, T1, pa, 1);
+			CHECK_EQ(la, 175);
+			CHECK(memcmp(pa, m_a2, 175) == 0);
+			CHECK_EQ(sio_core_recv(b, T1 + 500, pa, la), 1);
+			lb = first_packet(b, T1 + 500, pb, 1);
+			CHECK_EQ(lb, 175);
+			CHECK(memcmp(pb, m_b2, 175) == 0);
+			CHECK_EQ(sio_core_recv(a, T1 + 1000, pb, lb), 1);
+			l = first_packet(a, T1 + 1000, p, 0);
+			CHECK_EQ(l, l_ans2);
+			CHECK(memcmp(p, pkt_ans2, l) == 0);
+		}
 		sio_core_free(a);
 		sio_core_free(b);
 		sio_remote_free(rem_a);

@@ -189,6 +189,10 @@ static void net_send(sim *s, int from, const uint8_t *d, size_t len)
 		s->on_wire(s, from, d, len, s->hook_ctx);
 	if (s->datagram && sim_uniform(&s->rng) < n->loss)
 		return;
+	if (s->datagram && n->mtu && len > n->mtu) {
+		s->mtu_drops++;
+		return;
+	}
 	int copies = s->datagram && sim_uniform(&s->rng) < n->dup ? 2 : 1;
 	for (int c = 0; c < copies; c++) {
 		uint64_t at = s->now + n->delay + (n->jitter ? sim_rand(&s->rng) % (n->jitter + 1) : 0);
@@ -301,6 +305,11 @@ int sim_run(sim *s, uint64_t t, int (*stop)(sim *s, void *ctx), void *ctx)
 		for (int i = 0; i < 2; i++)
 			sio_core_tick(s->p[i].core, s->now);
 		sim_flush(s);
+		/* After its timers ran and its output was taken, a core must not
+		 * ask to run again at once (an I/O thread would spin). */
+		for (int i = 0; i < 2; i++)
+			if (sio_core_deadline(s->p[i].core) <= s->now)
+				s->p[i].deadline_spins++;
 	}
 	return stop && stop(s, ctx);
 }

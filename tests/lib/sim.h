@@ -23,6 +23,7 @@ typedef struct sim_net {
 	uint64_t reorder_delay; /* extra delay of reordered packets (ns) */
 	double clock_jump; /* probability per simulated second of a forward jump */
 	uint64_t clock_jump_max; /* largest jump (ns) */
+	size_t mtu;        /* datagram: larger packets vanish (0 = no limit) */
 } sim_net;
 
 typedef struct sim_msg {
@@ -50,6 +51,7 @@ typedef struct sim_peer {
 	uint64_t recv_calls, recv_authentic;
 	uint64_t answered_drop;  /* dropped packets that caused output: must be 0 */
 	uint64_t uncounted_drop; /* recv returned 0 without a drop counter: must be 0 */
+	uint64_t deadline_spins; /* deadline <= now right after tick + flush: must be 0 */
 	int refuse_identity; /* remote_identity callback returns nonzero */
 	uint64_t established_at;
 } sim_peer;
@@ -69,7 +71,7 @@ typedef struct sim {
 	sim_peer p[2];
 	sim_pkt *q;
 	size_t nq, capq;
-	uint64_t packets, jumps;
+	uint64_t packets, jumps, mtu_drops;
 	uint64_t last_at[2]; /* stream mode: arrival order */
 	int keep_msgs; /* record delivered payloads (default 1) */
 	/* Optional hook on every packet put on the wire (before loss). */
