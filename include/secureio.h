@@ -191,26 +191,43 @@ typedef enum sio_transport_kind {
 	SIO_TRANSPORT_STREAM = 2,   /* byte stream: records are framed */
 } sio_transport_kind;
 
-/* A transport the caller opened. Either descriptors or callbacks. */
+/* A transport the caller opened. Either descriptors or callbacks.
+ * Descriptors are switched to O_NONBLOCK while the session uses them; unless
+ * close_fds is set they stay open and get their old flags back when the
+ * session is freed. Stream transports carry each packet as a record with a
+ * 4-byte length prefix (docs/TRANSPORT.md). UDP sockets get "don't
+ * fragment". End of file and errors become an error event and the CLOSED
+ * state, never a crash or a SIGPIPE. */
 typedef struct sio_transport {
 	sio_transport_kind kind;
 	int read_fd;  /* socket or pipe read end; -1 for callback transports */
 	int write_fd; /* = read_fd for sockets */
-	/* Unconnected datagram socket: fixed peer address (peer_len 0 = connected). */
+	/* Datagram sockets only. peer_len > 0: an unconnected socket sending to
+	 * this fixed address. peer_len 0: a connected socket, or, if the socket
+	 * is not connected, the peer address is learned from the first packet
+	 * that proves authentic, and moves to a new source address only after
+	 * an authentic packet from it (until then our packets are dropped). */
 	struct sockaddr_storage peer;
 	socklen_t peer_len;
 	int close_fds; /* nonzero: the session closes the descriptors when freed */
-	/* Custom transport (read_fd = write_fd = -1): send one packet/record of
-	 * bytes; recv reads into buf and returns the count, 0 on end, <0 on error
-	 * (-EAGAIN when nothing is available). poll_fd (or -1) becomes readable
-	 * when recv has data. */
+	/* Custom transport (read_fd = write_fd = -1): send one packet (or, with
+	 * kind SIO_TRANSPORT_STREAM, some bytes of the record stream) and return
+	 * the count taken or -errno (-EAGAIN when full: retried every few ms);
+	 * recv reads into buf and returns the count, 0 on end, -errno on error
+	 * (-EAGAIN when nothing is available). kind SIO_TRANSPORT_AUTO means
+	 * datagram (one packet per call). poll_fd (or -1) becomes readable when
+	 * recv has data; with -1, recv is tried every few milliseconds. The
+	 * callbacks are never called concurrently with each other (they run
+	 * under the session's lock, on the I/O thread or a writing thread). */
 	ssize_t (*send)(void *ctx, const void *buf, size_t len);
 	ssize_t (*recv)(void *ctx, void *buf, size_t len);
 	int poll_fd;
 	void *ctx;
 } sio_transport;
 
-/* Initialises T for a descriptor pair (sockets: rfd == wfd). Thread: any. */
+/* Initialises T for a descriptor pair (sockets: rfd == wfd): kind AUTO (from
+ * SO_TYPE: SOCK_DGRAM and SOCK_SEQPACKET are datagram, anything else a
+ * stream), no fixed peer, close_fds 0, no callbacks. Thread: any. */
 SIO_API void sio_transport_fd(sio_transport *t, int rfd, int wfd);
 
 /* Session options. A zero-initialised struct means all defaults. Durations
@@ -264,17 +281,23 @@ SIO_API void sio_options_default(sio_options *o);
 typedef struct sio_session sio_session;
 
 /* Session-wide callbacks. All are called on the session's I/O thread (or,
- * in event-loop mode, inside sio_session_process()), never while the caller
- * holds a lock of ours that it could need; they may call any session
- * function, including sio_close(). */
+ * in event-loop mode, inside sio_session_process()), one at a time, in the
+ * order the events happened, never with a lock of ours held; they may call
+ * any session function, including sio_close() and sio_session_free(), but
+ * calls that would wait for the peer do not wait there (see each function).
+ * Exception: on_remote_identity runs while the key exchange is suspended:
+ * from it, sio_close() is deferred, and calls that need the protocol state
+ * (writes, sio_session_remote_key, sio_session_stats) return SIO_ESTATE or
+ * zeros. */
 typedef struct sio_callbacks {
 	void *ctx;
-	/* first successful key exchange */
+	/* first successful key exchange (once per session) */
 	void (*on_connect)(sio_session *s, void *ctx);
 	void (*on_state)(sio_session *s, sio_state old_state, sio_state new_state, void *ctx);
 	void (*on_error)(sio_session *s, int err, const char *msg, void *ctx);
 	/* No remote identity pinned: called with the learned key before it is
-	 * trusted. Return 0 to accept, nonzero to refuse (SIO_EREFUSED). */
+	 * trusted. Return 0 to accept, nonzero to refuse (the session then ends
+	 * with SIO_EREFUSED). Not set: every valid identity is accepted. */
 	int (*on_remote_identity)(sio_session *s, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], void *ctx);
 } sio_callbacks;
 
@@ -299,80 +322,110 @@ typedef struct sio_stats {
 
 /* Creates a session over T between ID and REMOTE (NULL = learn the remote
  * identity from the first valid key exchange and report it through
- * on_remote_identity). OPTS and CBS may be NULL. ID, REMOTE are referenced,
- * not copied, and must outlive the session. Nothing happens on the transport
- * until sio_session_start() or sio_session_start_loop().
+ * on_remote_identity). OPTS and CBS may be NULL; T and OPTS are copied (the
+ * PSK too). ID, REMOTE are referenced, not copied, and must outlive the
+ * session. Nothing is sent or read until sio_session_start() or
+ * sio_session_start_loop(). Handlers and messengers may be set up before.
  * Thread: any. */
 SIO_API int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote *remote,
 		    const sio_transport *t, const sio_options *opts, const sio_callbacks *cbs);
 
-/* Starts the session's I/O thread and the key exchange. Thread: any, once. */
+/* Starts the session's I/O thread and the key exchange. Returns 0, or
+ * SIO_ESTATE if already started. Thread: any, once. */
 SIO_API int sio_session_start(sio_session *s);
 
 /* Event-loop mode: starts without a thread. The program polls
  * sio_session_fd() for readability and calls sio_session_process() when it is
- * readable or when sio_session_timeout_ms() has passed. In this mode the
- * blocking calls (sio_read, sio_write, sio_write_message, waits) return
- * SIO_EAGAIN instead of blocking where they would have to wait for the peer.
- * Thread: any, once. */
+ * readable or when sio_session_timeout_ms() has passed. In this mode nothing
+ * blocks: sio_read/sio_read_timeout, sio_messenger_read,
+ * sio_session_wait_state and sio_send_info_wait return SIO_EAGAIN where they
+ * would have to wait for the peer, and sio_write/sio_write_message queue the
+ * message and return (it leaves during a later sio_session_process()).
+ * Handlers and events run inside sio_session_process(). Thread: any, once. */
 SIO_API int sio_session_start_loop(sio_session *s);
 
-/* Event-loop mode: descriptor to poll for POLLIN (-1 if none). Thread: loop. */
+/* Event-loop mode: descriptor to poll for POLLIN (an epoll descriptor that
+ * combines the transport and the session's wake-ups; -1 if not in loop
+ * mode). It can be added to the program's own epoll/poll set. Thread: any. */
 SIO_API int sio_session_fd(const sio_session *s);
 
-/* Event-loop mode: reads what is available, runs timers, sends what is due.
- * Returns 0, or a negative code once the session is closed. Thread: loop. */
+/* Event-loop mode: reads what is available, runs timers, sends what is due,
+ * and runs handlers and events. Returns 0, or once the session is CLOSED the
+ * error that ended it (SIO_ECLOSED after a graceful close). Thread: the
+ * program's loop (one thread at a time). */
 SIO_API int sio_session_process(sio_session *s);
 
 /* Event-loop mode: milliseconds until sio_session_process() must be called
- * again even without input (-1 = no timer). Thread: loop. */
+ * again even without input (-1 = no timer; 0 = now). Thread: any. */
 SIO_API int sio_session_timeout_ms(const sio_session *s);
 
-/* Current state. Thread: any. */
+/* Current state (lock-free read). Thread: any. */
 SIO_API sio_state sio_session_state(const sio_session *s);
 
-/* Waits until the state is >= ST (states only move forward) or TIMEOUT_MS
- * passes (-1 = forever). Returns 0, SIO_ETIMEDOUT, or, when the session
- * closed before reaching ST, the error that closed it. Thread: any but the
- * I/O thread. */
+/* Waits until the session reached ST (states only move forward; reaching
+ * ESTABLISHED also satisfies NEGOTIATION) or TIMEOUT_MS passes (-1 =
+ * forever). Returns 0, SIO_ETIMEDOUT, or, when the session closed without
+ * reaching ST, the error that closed it (e.g. SIO_EAUTH, SIO_ENOKEYX, or
+ * SIO_ECLOSED after a graceful close). On the I/O thread and in event-loop
+ * mode it does not wait: SIO_EAGAIN. Thread: any. */
 SIO_API int sio_session_wait_state(sio_session *s, sio_state st, int timeout_ms);
 
-/* The remote's public key once known (pinned or learned). Thread: any. */
+/* The remote's public key once known (proven by a key exchange): 0, or
+ * SIO_ESTATE before. Thread: any. */
 SIO_API int sio_session_remote_key(const sio_session *s, uint8_t pk[SIO_PUBLIC_KEY_BYTES]);
 
-/* Copies counters. Thread: any. */
+/* Copies counters (drop_malformed includes transport framing drops,
+ * drop_unknown_type messages no handler took). Thread: any. */
 SIO_API void sio_session_stats(const sio_session *s, sio_stats *st);
 
 /* Reads from the default SIO_TYPE_READWRITE flow with stream semantics: a
- * short read leaves the rest of the message for the next read. Blocks until
- * at least one byte is available. Returns the byte count, 0 at a graceful end
- * of session, or a negative code. Thread: any but the I/O thread. */
+ * short read leaves the rest of the message for the next read (bytes of
+ * several messages may be returned together). Blocks until at least one byte
+ * is available. Returns the byte count, 0 at a graceful end of session, or a
+ * negative code: the error that ended the session (SIO_ETRUNCATED,
+ * SIO_EPEERDEAD, SIO_EAUTH, ...). Unread data is bounded (4 MiB): beyond it
+ * the session stops reading the transport until the program reads. On the
+ * I/O thread and in event-loop mode it never blocks (SIO_EAGAIN).
+ * Thread: any; one reader at a time makes sense. */
 SIO_API ssize_t sio_read(sio_session *s, void *buf, size_t len);
 
-/* Like sio_read with a timeout in ms (-1 forever, 0 poll). Thread: as sio_read. */
+/* Like sio_read with a timeout in ms (-1 forever, 0 poll). Nothing within
+ * the timeout: SIO_ETIMEDOUT (SIO_EAGAIN for 0). Thread: as sio_read. */
 SIO_API ssize_t sio_read_timeout(sio_session *s, void *buf, size_t len, int timeout_ms);
 
 /* Writes one message of the default type; returns LEN or a negative code.
- * Synchronous like sio_write_message(). Thread: any but the I/O thread. */
+ * Synchronous like sio_write_message(). Thread: as sio_write_message. */
 SIO_API ssize_t sio_write(sio_session *s, const void *buf, size_t len);
 
-/* Sends one message of TYPE and returns once the packet holding it went to
- * the transport (or an error). Messages written before "established" are
- * queued. Thread: any (from a handler: queues and returns without waiting). */
+/* Sends one message of TYPE (a user channel or SIO_TYPE_READWRITE) and
+ * returns once the packet holding it went to the transport, or an error
+ * (SIO_ETOOBIG, SIO_ECLOSED or the error that ended the session, ...).
+ * The payload is copied once, into the packet; the calling thread seals and
+ * sends it itself (no merge delay, no hand-off to the I/O thread) unless the
+ * transport is full. Messages written before "established" are queued and
+ * this call waits for them to leave. Thread: any (from a handler or in
+ * event-loop mode: queues and returns 0 without waiting). */
 SIO_API int sio_write_message(sio_session *s, uint32_t type, const void *data, size_t len);
 
 typedef struct sio_send_info sio_send_info;
 typedef void (*sio_send_done_fn)(sio_send_info *si, int err, void *ctx);
 
-/* Queues one message of TYPE (the payload is copied) and returns a
- * completion object, or NULL with *ERR set. DONE, if not NULL, is called
- * once on the I/O thread when the message went out or failed. The object
- * belongs to the caller until sio_send_info_release(). Thread: any. */
+/* Queues one message of TYPE (the payload is copied once, into the packet
+ * being built; messages written within the send delay are merged into one
+ * packet) and returns a completion object, or NULL with *ERR set (ERR may be
+ * NULL). Blocks only while the send queue is full (not on the I/O thread or
+ * in event-loop mode: NULL with SIO_EAGAIN). DONE, if not NULL, is called
+ * once on the I/O thread when the message went out (err 0) or failed (e.g.
+ * SIO_ECANCELED when the session is freed; then it runs on the freeing
+ * thread). Completion objects come from a per-session pool (no allocation in
+ * steady state). The object belongs to the caller until
+ * sio_send_info_release(), even after sio_session_free(). Thread: any. */
 SIO_API sio_send_info *sio_write_message_async(sio_session *s, uint32_t type, const void *data, size_t len,
 				       sio_send_done_fn done, void *ctx, int *err);
 
 /* Waits for completion (timeout ms, -1 forever). Returns the send error (0 on
- * success) or SIO_ETIMEDOUT. Thread: any but the I/O thread. */
+ * success) or SIO_ETIMEDOUT. On the I/O thread and in event-loop mode it
+ * does not wait (SIO_EAGAIN if not done). Thread: any. */
 SIO_API int sio_send_info_wait(sio_send_info *si, int timeout_ms);
 
 /* Asks the session to send now without waiting for the send delay, then
@@ -385,8 +438,9 @@ SIO_API int sio_send_info_done(const sio_send_info *si);
 /* The send error (0 = sent; only meaningful once done). Thread: any. */
 SIO_API int sio_send_info_err(const sio_send_info *si);
 
-/* Releases the object (it is freed once the session is done with it too).
- * Thread: any, once. */
+/* Releases the object (it returns to the pool once the session is done with
+ * it too; a pending message is still sent). Valid before or after
+ * completion, and after sio_session_free(). Thread: any, once. */
 SIO_API void sio_send_info_release(sio_send_info *si);
 
 typedef void (*sio_message_fn)(sio_session *s, uint32_t type, const uint8_t *data, size_t len,
@@ -395,27 +449,37 @@ typedef void (*sio_handler_error_fn)(sio_session *s, uint32_t type, int err, voi
 
 /* Sets the handler for messages of TYPE (a user channel or
  * SIO_TYPE_READWRITE, which then no longer reaches sio_read). ON_MESSAGE NULL
- * removes it. Data is valid during the call only. Handlers run on the I/O
- * thread. Thread: any. */
+ * removes it. Data is valid during the call only (it points into the receive
+ * buffer: no copy). Handlers run on the I/O thread, one at a time, in
+ * arrival order. ON_ERROR (may be NULL) is called once when the session
+ * closes, with the error that ended it (SIO_ECLOSED if graceful).
+ * SIO_ESTATE if a messenger owns TYPE. Thread: any. */
 SIO_API int sio_set_handler(sio_session *s, uint32_t type, sio_message_fn on_message,
 		    sio_handler_error_fn on_error, void *ctx);
 
-/* Catch-all handler for types that have none (default: counted drop).
- * Thread: any. */
+/* Catch-all handler for user channels that have none (default: counted in
+ * drop_unknown_type). SIO_TYPE_READWRITE without a handler goes to sio_read
+ * instead. ON_MESSAGE NULL removes it. Thread: any. */
 SIO_API int sio_set_default_handler(sio_session *s, sio_message_fn on_message, void *ctx);
 
 /* Starts a graceful close: queued messages are sent, the peer is told, and
- * the state goes CLOSING then CLOSED. Returns at once. Thread: any,
- * including a handler. */
+ * the state goes CLOSING then CLOSED once the peer acknowledged. Returns at
+ * once (0 also if already closing/closed). A session never started goes
+ * straight to CLOSED. Thread: any, including a handler. */
 SIO_API int sio_close(sio_session *s);
 
-/* sio_close() then waits for CLOSED (timeout ms, -1 forever).
- * Thread: any but the I/O thread. */
+/* sio_close() then waits for CLOSED (timeout ms, -1 forever): 0 or
+ * SIO_ETIMEDOUT. On the I/O thread (a handler) and in event-loop mode it
+ * does not wait and returns 0. Thread: any. */
 SIO_API int sio_close_and_wait(sio_session *s, int timeout_ms);
 
-/* Closes abruptly if needed, joins the I/O thread, wipes keys and frees.
- * Pending completions fail with SIO_ECANCELED. Thread: any but the I/O
- * thread; no other call on S may run concurrently or follow. */
+/* Closes abruptly if needed (the peer sees a truncation unless it was
+ * closed), joins the I/O thread, wipes keys and frees; the transport is
+ * closed only if close_fds was set. Pending completions fail with
+ * SIO_ECANCELED; messengers still open become inert (close them later).
+ * From a handler, the I/O thread frees the session once the handler
+ * returned. Thread: any; no other call on S may run concurrently or follow.
+ * NULL is allowed. */
 SIO_API void sio_session_free(sio_session *s);
 
 /* ------------------------------------------------------------------------ */
@@ -424,16 +488,22 @@ SIO_API void sio_session_free(sio_session *s);
 
 typedef struct sio_messenger sio_messenger;
 
-/* Opens the messenger for TYPE (one per type; it replaces any handler of
- * TYPE with an internal queue). Thread: any. */
+/* Opens the messenger for TYPE (one per type: SIO_ESTATE if TYPE already
+ * has one; it replaces any handler of TYPE with an internal queue, bounded
+ * like sio_read's). Thread: any. */
 SIO_API int sio_messenger_open(sio_session *s, uint32_t type, sio_messenger **out);
 
-/* Reads one whole message (truncated to LEN, excess dropped and the full size
- * returned as a negative-free count in *FULL if FULL != NULL). Timeout ms.
- * Thread: any but the I/O thread. */
+/* Reads one whole message: returns the bytes copied (the message truncated
+ * to LEN, the rest dropped; *FULL, if FULL != NULL, gets its full size).
+ * Waits (timeout ms, -1 forever; also while paused) for a message: then
+ * SIO_ETIMEDOUT, or SIO_EAGAIN for timeout 0, on the I/O thread and in
+ * event-loop mode. 0 (with *FULL 0) is also an empty
+ * message; after the session ended: 0 if graceful (*FULL untouched), else
+ * the error. Thread: any. */
 SIO_API ssize_t sio_messenger_read(sio_messenger *m, void *buf, size_t len, size_t *full, int timeout_ms);
 
-/* Writes one message of the messenger's type, synchronously. Thread: any. */
+/* Writes one message of the messenger's type, like sio_write_message().
+ * Thread: any. */
 SIO_API int sio_messenger_write(sio_messenger *m, const void *data, size_t len);
 
 /* Paused messengers keep incoming messages queued (bounded) but do not
@@ -441,20 +511,31 @@ SIO_API int sio_messenger_write(sio_messenger *m, const void *data, size_t len);
 SIO_API void sio_messenger_pause(sio_messenger *m);
 SIO_API void sio_messenger_resume(sio_messenger *m);
 
-/* Messages and bytes each way for this type. Thread: any. */
+/* Messages and bytes each way for this type (received = arrived in the
+ * queue; sent = written successfully). Any pointer may be NULL.
+ * Thread: any. */
 SIO_API void sio_messenger_counts(const sio_messenger *m, uint64_t *msgs_in, uint64_t *bytes_in,
 			  uint64_t *msgs_out, uint64_t *bytes_out);
 
-/* Closes and frees the messenger. Thread: any, once. */
+/* Closes and frees the messenger; later messages of its type are dropped
+ * (counted) unless a handler is set. Valid after sio_session_free().
+ * Thread: any, once. */
 SIO_API void sio_messenger_close(sio_messenger *m);
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* Mutual confirmation of identity (the Go helper): runs a temporary session
- * over T that proves both identities, derives a fresh 32-byte shared key
- * into KEY, then detaches and leaves T to the caller. Thread: any. */
+/* Mutual confirmation of identity (the Go helper): both peers call it over
+ * the same transport. It runs a temporary session over T that proves both
+ * identities (REMOTE is required), exchanges 32 random bytes each inside it,
+ * derives a fresh 32-byte shared key into KEY (BLAKE2b over both public keys
+ * and both contributions; a new key every run), closes the session
+ * gracefully and leaves T to the caller: descriptors open with their flags
+ * restored, and on streams no byte beyond the session's own records read.
+ * TIMEOUT_MS bounds each step (-1 = none). Returns 0, or the session's error
+ * (e.g. SIO_EAUTH for a wrong identity; KEY is then zeroed). Blocks.
+ * Thread: any but a session's I/O thread. */
 SIO_API int sio_confirm_identity(const sio_identity *id, const sio_remote *remote, const sio_transport *t,
 			 const sio_options *opts, uint8_t key[32], int timeout_ms);
 

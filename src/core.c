@@ -129,6 +129,14 @@ void sio_core_free(sio_core *c)
 	if (!c)
 		return;
 	sio_core_tx_cancel(c, SIO_ECANCELED);
+	/* Tokens of sealed packets that never reached the transport. */
+	while (c->tokens && c->tok_count) {
+		uint64_t t = c->tokens[c->tok_head].token;
+		c->tok_head = (c->tok_head + 1) % SIO_TOKENS;
+		c->tok_count--;
+		if (c->cb.sent)
+			c->cb.sent(c->cb.ctx, t, SIO_ECANCELED);
+	}
 	sio_core_queues_free(c);
 	sio_core_msg_free(c);
 	for (int i = 0; i < SIO_KEY_SLOTS; i++) {
@@ -320,9 +328,7 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 	 * message or an answer under the new key. */
 	if (c->have_remote && f.gen == c->gen && memcmp(m, c->remote_msg, SIO_KX_MSG_LEN) == 0) {
 		c->last_recv = now;
-		if (c->derived && mode(c) != SIO_ANSWERS_DISABLE)
-			answer(c, now, (int)(c->gen & 3));
-		else if (c->derived)
+		if (c->derived)
 			answer(c, now, (int)(c->gen & 3));
 		return 1;
 	}
@@ -353,6 +359,10 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 	if (f.gen < c->gen) {
 		c->st.drop_replay++;
 		return 0;
+	}
+	if (sio_kx_low_order(f.epub)) {
+		sio_core_error(c, SIO_EPROTO, "peer sent a low-order key-exchange key");
+		return drop_kx(c);
 	}
 	if (f.gen > c->gen + 1 || (f.gen == c->gen && c->have_remote))
 		return drop_kx(c);
@@ -389,8 +399,8 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 	}
 	memcpy(c->remote_msg, m, SIO_KX_MSG_LEN);
 	if (derive(c, now) != 0) {
-		sio_core_error(c, SIO_EPROTO, "key exchange gave a low-order shared secret");
-		return drop_kx(c);
+		sio_core_fail(c, SIO_ECRYPTO, "key derivation failed");
+		return 1;
 	}
 	c->have_remote = 1;
 	c->any_valid_kx = 1;
@@ -540,8 +550,11 @@ uint64_t sio_core_deadline(const sio_core *c)
 		d = min64(d, c->next_retry);
 	}
 	if (c->state == SIO_STATE_ESTABLISHED) {
-		if (round_complete(c) && c->tx_slot == (int)(c->gen & 3))
+		if (round_complete(c) && c->tx_slot == (int)(c->gen & 3)) {
 			d = min64(d, c->next_rekey);
+			if (c->keys[c->tx_slot].tx_pn >= c->o.kx_rekey_packets)
+				d = 0; /* renewal by packet count is due now */
+		}
 		if (c->o.dead_peer_ns > 0)
 			d = min64(d, c->last_recv + (uint64_t)c->o.dead_peer_ns);
 		if (c->o.keepalive_ns > 0)

@@ -128,6 +128,7 @@ struct sio_core {
 	/* output queues */
 	sio_pq kxq, ctrlq, data;
 	uint64_t seal_seq, pkt_ids;
+	uint32_t data_sealed; /* sealed packets form a prefix of the data ring */
 	sio_handed *handed;
 	size_t nhanded, handed_cap;
 	sio_token *tokens;

@@ -193,14 +193,13 @@ void sio_core_tx_seal(sio_core *c, uint64_t now)
 	if (!sio_core_can_send(c))
 		return;
 	sio_keyslot *ks = &c->keys[c->tx_slot];
-	for (uint32_t i = 0; i < c->data.count; i++) {
+	for (uint32_t i = c->data_sealed; i < c->data.count; i++) {
 		sio_pkt *p = pq_at(&c->data, i);
-		if (p->state == PKT_SEALED)
-			continue;
 		if (p->state == PKT_FILL && p->deadline > now)
 			break;
 		if (seal(c, now, p, ks) != 0)
 			break;
+		c->data_sealed++;
 	}
 }
 
@@ -416,6 +415,8 @@ void sio_core_sent(sio_core *c, size_t n, int err)
 					c->cb.sent(c->cb.ctx, t->token, err);
 			}
 		}
+		if (q == &c->data)
+			c->data_sealed--;
 		pq_pop(q);
 	}
 	/* What was handed but not reported stays first in its queue. */

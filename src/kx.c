@@ -127,6 +127,17 @@ int sio_kx_keys(uint8_t k_lo2hi[32], uint8_t k_hi2lo[32], const uint8_t e_sk[32]
 	return 0;
 }
 
+int sio_kx_low_order(const uint8_t epub[32])
+{
+	/* X25519 clamps scalars to multiples of 8, so any scalar maps a point of
+	 * order dividing 8 to the all-zero output. */
+	static const uint8_t one[32] = {1};
+	uint8_t out[32];
+	int r = crypto_scalarmult(out, one, epub) != 0 || sodium_is_zero(out, 32);
+	sodium_memzero(out, sizeof out);
+	return r;
+}
+
 void sio_hp_mask(uint8_t mask[5], const uint8_t hp_key[32], const uint8_t sample[16])
 {
 	uint8_t out[32];

@@ -67,6 +67,10 @@ void sio_kx_transcript(uint8_t th[32], const uint8_t lo[SIO_KX_MSG_LEN],
 int sio_kx_keys(uint8_t k_lo2hi[32], uint8_t k_hi2lo[32], const uint8_t e_sk[32],
 		const uint8_t peer_epub[32], const uint8_t th[32], const uint8_t *kdf_key);
 
+/* 1 if EPUB is a low-order X25519 point (every shared secret with it is
+ * zero, whatever our secret), else 0. Needs no secret. */
+int sio_kx_low_order(const uint8_t epub[32]);
+
 /* Header-protection mask for a data packet: HChaCha20(hp_key, sample)[0..5]. */
 void sio_hp_mask(uint8_t mask[5], const uint8_t hp_key[32], const uint8_t sample[16]);
 

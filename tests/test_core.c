@@ -203,6 +203,25 @@ static void test_close(int datagram)
 	sim_free(&s);
 }
 
+/* Freeing the core fails every token not yet reported, sealed or not. */
+static void test_free_cancels(void)
+{
+	sim s;
+	sim_config cfg = base(1);
+	CHECK_OK(sim_init(&s, 8, &cfg));
+	CHECK(sim_run(&s, 5 * SIM_S, both_established, NULL));
+	uint8_t b = 1;
+	CHECK_OK(sio_core_write(s.p[0].core, s.now, 3, &b, 1, 11));
+	sio_core_flush(s.p[0].core, s.now); /* sealed, not handed out */
+	CHECK_OK(sio_core_write(s.p[0].core, s.now, 3, &b, 1, 12)); /* still open */
+	uint64_t ok = s.p[0].sent_ok;
+	sio_core_free(s.p[0].core);
+	s.p[0].core = NULL;
+	CHECK_EQ(s.p[0].sent_fail, 2);
+	CHECK_EQ(s.p[0].sent_ok, ok);
+	sim_free(&s);
+}
+
 int main(void)
 {
 	CHECK_OK(sio_init());
@@ -215,5 +234,6 @@ int main(void)
 	test_early_writes();
 	test_close(1);
 	test_close(0);
+	test_free_cancels();
 	return check_done("test_core");
 }

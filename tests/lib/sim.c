@@ -123,15 +123,17 @@ int sim_init(sim *s, uint64_t seed, const sim_config *cfg)
 			.random = cb_random,
 		};
 		memset(&cc, 0, sizeof cc);
-		if (cfg->pin[i]) {
-			if (sio_remote_from_public_key(&p->remote, s->p[!i].pk) != 0)
+		if (cfg->pin[i] || !sodium_is_zero(cfg->pin_key[i], 32)) {
+			const uint8_t *k = sodium_is_zero(cfg->pin_key[i], 32) ? s->p[!i].pk
+										: cfg->pin_key[i];
+			if (sio_remote_from_public_key(&p->remote, k) != 0)
 				return -1;
 		}
 		cc.ed25519_sk = p->sk;
 		cc.remote = p->remote;
 		cc.datagram = cfg->datagram;
 		cc.opts = cfg->opts[i];
-		cc.wallclock_ns = s->wall + (uint64_t)i * 1000;
+		cc.wallclock_ns = s->wall + (uint64_t)i * 1000 + (uint64_t)cfg->wall_offset[i];
 		int r = sio_core_new(&p->core, &cc, &cb);
 		if (r)
 			return r;
@@ -239,9 +241,14 @@ static void deliver_due(sim *s)
 		s->nq--;
 		sim_peer *peer = &s->p[p.to];
 		sio_stats before, after;
+		struct iovec iov[64];
 		sio_core_stats(peer->core, &before);
+		size_t out_before = sio_core_pending(peer->core, s->now, iov, 64);
 		int r = sio_core_recv(peer->core, s->now, p.data, p.len);
 		sio_core_stats(peer->core, &after);
+		/* A dropped packet is never answered. */
+		if (!r && sio_core_pending(peer->core, s->now, iov, 64) != out_before)
+			peer->answered_drop++;
 		uint64_t drops_b = before.drop_malformed + before.drop_decrypt + before.drop_replay +
 				   before.drop_too_old + before.drop_unknown_key + before.drop_kx;
 		uint64_t drops_a = after.drop_malformed + after.drop_decrypt + after.drop_replay +
@@ -249,6 +256,8 @@ static void deliver_due(sim *s)
 		peer->recv_calls++;
 		if (r)
 			peer->recv_authentic++;
+		else if (drops_a != drops_b + 1)
+			peer->uncounted_drop++;
 		if (p.corrupted) {
 			peer->corrupted_in++;
 			if (!r && drops_a == drops_b + 1)

@@ -48,6 +48,8 @@ typedef struct sim_peer {
 	uint64_t sent_ok, sent_fail;
 	uint64_t corrupted_in, dropped_on_corrupt, corrupt_accepted;
 	uint64_t recv_calls, recv_authentic;
+	uint64_t answered_drop;  /* dropped packets that caused output: must be 0 */
+	uint64_t uncounted_drop; /* recv returned 0 without a drop counter: must be 0 */
 	int refuse_identity; /* remote_identity callback returns nonzero */
 	uint64_t established_at;
 } sim_peer;
@@ -85,6 +87,8 @@ typedef struct sim_config {
 	sim_net net;
 	uint8_t id_seed[2][32]; /* zero = derived from the seed */
 	int no_start[2];
+	uint8_t pin_key[2][32]; /* nonzero: side I pins this key instead */
+	int64_t wall_offset[2]; /* side I's wall clock is off by this (ns) */
 } sim_config;
 
 uint64_t sim_rand(uint64_t *state);

@@ -1,0 +1,965 @@
+/* Public session API, lifecycle part (layer 3): creation, the I/O thread,
+ * event-loop mode, core events and their dispatch, states, close, free.
+ * See session_int.h for the locking rules. */
+#include <errno.h>
+#include <poll.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "session_int.h"
+
+uint64_t sio_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t wall_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int sio_is_io_thread(const sio_session *s)
+{
+	return s->mode == MODE_THREAD && s->thread_started && pthread_equal(pthread_self(), s->thread);
+}
+
+static void lock(sio_session *s)
+{
+	pthread_mutex_lock(&s->sh->mu);
+}
+
+static void unlock(sio_session *s)
+{
+	pthread_mutex_unlock(&s->sh->mu);
+}
+
+void sio_signal(sio_session *s)
+{
+	if (s->waiters)
+		pthread_cond_broadcast(&s->cond);
+	if (s->reader_polling && !s->rwake_pending) {
+		uint64_t one = 1;
+		s->rwake_pending = 1;
+		ssize_t r = write(s->rwake_fd, &one, sizeof(one));
+		(void)r;
+	}
+}
+
+/* Waits on C (with the session lock) until signalled or DEADLINE (absolute
+ * monotonic ns; UINT64_MAX = none). */
+void sio_wait_cond(sio_session *s, pthread_cond_t *c, int *waiters, uint64_t deadline)
+{
+	(*waiters)++;
+	if (deadline == UINT64_MAX) {
+		pthread_cond_wait(c, &s->sh->mu);
+	} else {
+		struct timespec ts = {(time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u)};
+		pthread_cond_timedwait(c, &s->sh->mu, &ts);
+	}
+	(*waiters)--;
+}
+
+int sio_core_enter(sio_session *s)
+{
+	while (s->core_busy) {
+		if (pthread_equal(s->core_busy_thread, pthread_self()))
+			return SIO_ESTATE;
+		sio_wait_cond(s, &s->cond, &s->waiters, UINT64_MAX);
+	}
+	return 0;
+}
+
+void sio_wake(sio_session *s)
+{
+	if (s->wake_pending || s->wake_fd < 0)
+		return;
+	uint64_t one = 1;
+	s->wake_pending = 1;
+	ssize_t r = write(s->wake_fd, &one, sizeof(one));
+	(void)r;
+}
+
+void sio_kick(sio_session *s)
+{
+	if (s->mode == MODE_NEW || sio_is_io_thread(s))
+		return;
+	if (s->mode == MODE_LOOP) {
+		/* the loop recomputes its timeout after sio_session_process();
+		 * another thread's write must wake the loop's poll */
+		if (!s->dispatching)
+			sio_wake(s);
+		return;
+	}
+	if (s->wake_pending)
+		return;
+	if (s->evn > 0 || s->tx_blocked || s->close_requested ||
+	    (s->io_sleep_until != 0 && sio_core_deadline(s->core) < s->io_sleep_until) ||
+	    (s->input_stalled && sio_input_ok(s)))
+		sio_wake(s);
+}
+
+int sio_closed_err(const sio_session *s)
+{
+	return s->close_err ? s->close_err : SIO_ECLOSED;
+}
+
+int sio_input_ok(const sio_session *s)
+{
+	if (s->rd.len >= SIO_RD_LIMIT)
+		return 0;
+	for (size_t i = 0; i < s->nh; i++)
+		if (s->h[i].m && s->h[i].m->q.len >= SIO_RD_LIMIT)
+			return 0;
+	return 1;
+}
+
+/* ---- deferred events ---------------------------------------------------- */
+
+static struct sio_ev *ev_push(sio_session *s, int kind)
+{
+	if (s->evn == s->evcap) {
+		size_t nc = s->evcap ? 2 * s->evcap : 64;
+		struct sio_ev *n = realloc(s->evq, nc * sizeof(*n));
+		if (!n)
+			return NULL;
+		s->evq = n;
+		s->evcap = nc;
+	}
+	struct sio_ev *e = &s->evq[s->evn++];
+	memset(e, 0, offsetof(struct sio_ev, msg) + 1);
+	e->kind = (uint8_t)kind;
+	return e;
+}
+
+/* Runs queued events with the lock released, a batch at a time: the queue
+ * is swapped with a spare one so that other threads may queue events (and
+ * the lock is dropped once per batch, not per event). Deliveries in place in
+ * the receive buffer stay valid: no input is read while dispatching. Lock
+ * held on entry and exit. */
+static void dispatch(sio_session *s)
+{
+	if (s->dispatching || s->evn == 0)
+		return;
+	s->dispatching = 1;
+	while (s->evn > 0) {
+		struct sio_ev *q = s->evq;
+		size_t n = s->evn, cap = s->evcap;
+		struct sio_bq ar = s->arena;
+		s->evq = s->evq2;
+		s->evcap = s->evcap2;
+		s->evn = 0;
+		s->arena = s->arena2;
+		s->arena.head = s->arena.len = 0;
+		unlock(s);
+		for (size_t i = 0; i < n; i++) {
+			struct sio_ev *e = &q[i];
+			switch (e->kind) {
+			case EV_MSG:
+				e->fn(s, e->type, e->in_arena ? ar.buf + e->off : e->ptr, e->len, e->ctx);
+				break;
+			case EV_STATE:
+				if (s->cbs.on_state)
+					s->cbs.on_state(s, (sio_state)e->a, (sio_state)e->b, s->cbs.ctx);
+				break;
+			case EV_CONNECT:
+				if (s->cbs.on_connect)
+					s->cbs.on_connect(s, s->cbs.ctx);
+				break;
+			case EV_ERROR:
+				if (s->cbs.on_error)
+					s->cbs.on_error(s, e->a, e->msg, s->cbs.ctx);
+				break;
+			case EV_HERR:
+				e->efn(s, e->type, e->a, e->ctx);
+				break;
+			case EV_SENT:
+				e->si->fn(e->si, e->si->err, e->si->ctx);
+				break;
+			}
+		}
+		lock(s);
+		for (size_t i = 0; i < n; i++)
+			if (q[i].kind == EV_SENT)
+				sio_si_after_callback(q[i].si);
+		s->evq2 = q;
+		s->evcap2 = cap;
+		s->arena2 = ar;
+	}
+	s->dispatching = 0;
+}
+
+/* ---- core callbacks (called inside core calls, lock held) -------------- */
+
+static void cb_deliver(void *ctx, uint32_t type, const uint8_t *data, size_t len)
+{
+	sio_session *s = ctx;
+	struct sio_handler *h = sio_find_handler(s, type);
+	if (h && h->m) {
+		sio_messenger_push(h->m, data, len);
+		sio_signal(s);
+		return;
+	}
+	sio_message_fn fn = h ? h->fn : NULL;
+	void *fctx = h ? h->ctx : NULL;
+	if (!fn && type == SIO_TYPE_READWRITE) {
+		if (sio_bq_put(&s->rd, data, len, NULL, 0) == 0)
+			sio_signal(s);
+		return;
+	}
+	if (!fn) {
+		fn = s->def_fn;
+		fctx = s->def_ctx;
+	}
+	if (!fn) {
+		s->drop_unknown_type++;
+		return;
+	}
+	struct sio_ev *e = ev_push(s, EV_MSG);
+	if (!e)
+		return;
+	e->type = type;
+	e->fn = fn;
+	e->ctx = fctx;
+	e->len = len;
+	if (s->cur_pkt && data >= s->cur_pkt && data + len <= s->cur_pkt + s->cur_len) {
+		e->ptr = data; /* in place: valid until the next transport read */
+	} else {
+		size_t off = s->arena.len;
+		if (sio_bq_put(&s->arena, data, len, NULL, 0) < 0) {
+			s->evn--;
+			return;
+		}
+		e->in_arena = 1;
+		e->off = off;
+	}
+}
+
+static void cb_state(void *ctx, sio_state old_state, sio_state new_state)
+{
+	sio_session *s = ctx;
+	atomic_store(&s->state, (int)new_state);
+	s->reached |= 1u << new_state;
+	if (new_state >= SIO_STATE_CLOSING && !s->close_err && !s->local_close)
+		s->close_err = s->last_err;
+	struct sio_ev *e = ev_push(s, EV_STATE);
+	if (e) {
+		e->a = (int)old_state;
+		e->b = (int)new_state;
+	}
+	if (!s->connected && new_state > SIO_STATE_KEY_EXCHANGING && new_state < SIO_STATE_CLOSING) {
+		s->connected = 1;
+		ev_push(s, EV_CONNECT);
+	}
+	if (new_state >= SIO_STATE_CLOSING) {
+		/* handlers' error callbacks learn that their flow ended */
+		for (size_t i = 0; i < s->nh && new_state == SIO_STATE_CLOSED; i++) {
+			if (!s->h[i].efn)
+				continue;
+			struct sio_ev *he = ev_push(s, EV_HERR);
+			if (he) {
+				he->type = s->h[i].type;
+				he->efn = s->h[i].efn;
+				he->ctx = s->h[i].ctx;
+				he->a = sio_closed_err(s);
+			}
+		}
+	}
+	if (s->waiters)
+		pthread_cond_broadcast(&s->cond);
+	pthread_cond_broadcast(&s->sh->si_cond);
+}
+
+static void cb_error(void *ctx, int err, const char *msg)
+{
+	sio_session *s = ctx;
+	if (err != SIO_EDECRYPT)
+		s->last_err = err;
+	struct sio_ev *e = ev_push(s, EV_ERROR);
+	if (e) {
+		e->a = err;
+		snprintf(e->msg, sizeof(e->msg), "%s", msg ? msg : sio_strerror(err));
+	}
+}
+
+static int cb_remote_identity(void *ctx, const uint8_t pk[32])
+{
+	sio_session *s = ctx;
+	if (!s->cbs.on_remote_identity)
+		return 0;
+	s->core_busy = 1;
+	s->core_busy_thread = pthread_self();
+	unlock(s);
+	int r = s->cbs.on_remote_identity(s, pk, s->cbs.ctx);
+	lock(s);
+	s->core_busy = 0;
+	sio_signal(s);
+	if (r != 0)
+		s->last_err = SIO_EREFUSED;
+	return r;
+}
+
+static void cb_sent(void *ctx, uint64_t token, int err)
+{
+	sio_session *s = ctx;
+	sio_send_info *si = (sio_send_info *)(uintptr_t)token;
+	sio_si_complete(si, err);
+	if (si->cb_pending) {
+		struct sio_ev *e = ev_push(s, EV_SENT);
+		if (e)
+			e->si = si;
+		else
+			si->cb_pending = 0;
+	}
+}
+
+/* ---- I/O ---------------------------------------------------------------- */
+
+static void transport_ended(sio_session *s, uint64_t now, int err)
+{
+	if (s->tp_dead)
+		return;
+	s->tp_dead = 1;
+	sio_core_transport_closed(s->core, now, err);
+}
+
+/* Hands due packets to the transport. On connected descriptor transports
+ * the system call runs without the session lock (the core keeps the packet
+ * buffers unchanged until sio_core_sent()), so writers and the receiving side
+ * go on meanwhile; one thread sends at a time. Lock held on entry and exit. */
+void sio_flush_out(sio_session *s, uint64_t now)
+{
+	if (s->sending || s->tp_dead)
+		return;
+	int unlocked = !s->tp.custom && s->tp.peer_mode == SIO_TP_PEER_CONNECTED;
+	struct iovec iov[SIO_TP_BATCH];
+	s->sending = 1;
+	if (s->tx_blocked) {
+		if (unlocked)
+			unlock(s);
+		int r = sio_tp_flush(&s->tp);
+		if (unlocked)
+			lock(s);
+		if (r < 0)
+			transport_ended(s, now, r);
+		s->tx_blocked = r == 0;
+		if (r <= 0)
+			goto out;
+	}
+	for (int iter = 0; iter < 64 && !s->tp_dead; iter++) {
+		size_t n = sio_core_pending(s->core, now, iov, SIO_TP_BATCH);
+		if (n == 0)
+			break;
+		if (unlocked)
+			unlock(s);
+		int r = sio_tp_send(&s->tp, iov, n);
+		int blocked = s->tp.wblocked;
+		if (unlocked)
+			lock(s);
+		s->tx_blocked = blocked;
+		if (r < 0) {
+			sio_core_sent(s->core, n, r);
+			transport_ended(s, now, r);
+			break;
+		}
+		if (r > 0) {
+			sio_core_sent(s->core, (size_t)r, 0);
+			sio_signal(s); /* writers waiting for room in the core */
+		}
+		if ((size_t)r < n)
+			break; /* blocked: the I/O thread waits for POLLOUT */
+	}
+out:
+	s->sending = 0;
+}
+
+struct rx_ctx {
+	sio_session *s;
+	uint64_t now;
+};
+
+static void on_packet(void *ctx, uint8_t *buf, size_t len, const struct sockaddr *from, socklen_t fl)
+{
+	struct rx_ctx *rx = ctx;
+	sio_session *s = rx->s;
+	if (s->tp_dead)
+		return;
+	s->cur_pkt = buf;
+	s->cur_len = len;
+	int auth = sio_core_recv(s->core, rx->now, buf, len);
+	s->cur_pkt = NULL;
+	if (auth == 1 && from)
+		sio_tp_adopt_peer(&s->tp, from, fl);
+}
+
+/* One batch of input. Deliveries in place stay valid until the next batch,
+ * so the caller dispatches before reading again. Returns packets read. */
+static int read_input(sio_session *s, uint64_t now)
+{
+	/* nothing is read after the end: what follows on the transport belongs
+	 * to the program (sio_confirm_identity hands the descriptor back) */
+	if (s->tp_dead || s->dispatching || s->evn > 0 ||
+	    atomic_load(&s->state) == SIO_STATE_CLOSED)
+		return 0;
+	struct rx_ctx rx = {s, now};
+	int r = sio_tp_recv(&s->tp, on_packet, &rx);
+	if (r == SIO_TP_EOF || r < 0) {
+		transport_ended(s, now, r == SIO_TP_EOF ? 0 : r);
+		return 0;
+	}
+	return r;
+}
+
+void sio_reader_wait(sio_session *s, uint64_t deadline)
+{
+	int fd = -1;
+	if (s->mode == MODE_THREAD && !s->reader_polling && !s->tp_dead && !s->input_stalled &&
+	    !s->dispatching && s->evn == 0 && !s->core_busy &&
+	    atomic_load(&s->state) != SIO_STATE_CLOSED)
+		fd = sio_tp_read_fd(&s->tp);
+	if (fd < 0) {
+		sio_wait_cond(s, &s->cond, &s->waiters, deadline);
+		return;
+	}
+	/* Poll the transport from this thread: when the peer's answer comes,
+	 * this thread decrypts it and returns, instead of the I/O thread
+	 * decrypting it and waking this one. The I/O thread may wake too; it
+	 * then finds nothing to read. Handler events found here are left to
+	 * the I/O thread. */
+	int to = -1;
+	if (deadline != UINT64_MAX) {
+		uint64_t now = sio_now_ns();
+		to = deadline <= now ? 0 : (int)((deadline - now + 999999u) / 1000000u);
+	}
+	struct pollfd pf[2] = {{fd, POLLIN, 0}, {s->rwake_fd, POLLIN, 0}};
+	s->reader_polling = 1;
+	unlock(s);
+	int r = poll(pf, 2, to);
+	lock(s);
+	s->reader_polling = 0;
+	if (r > 0 && (pf[1].revents & POLLIN)) {
+		uint64_t v;
+		ssize_t n = read(s->rwake_fd, &v, sizeof(v));
+		(void)n;
+		s->rwake_pending = 0;
+	}
+	if (r > 0 && (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) && !s->dispatching &&
+	    s->evn == 0 && !s->core_busy && !s->tp_dead) {
+		uint64_t now = sio_now_ns();
+		read_input(s, now);
+		sio_flush_out(s, now);
+		sio_kick(s);
+	}
+}
+
+/* Everything due: requested close, timers, output, one round of input,
+ * events. Lock held. */
+static void step(sio_session *s, int allow_input)
+{
+	uint64_t now = sio_now_ns();
+	if (s->close_requested) {
+		s->close_requested = 0;
+		s->local_close = 1;
+		sio_core_close(s->core, now);
+	}
+	if (sio_core_deadline(s->core) <= now)
+		sio_core_tick(s->core, now);
+	sio_flush_out(s, now);
+	dispatch(s);
+	for (int round = 0; allow_input && round < 8; round++) {
+		if (!sio_input_ok(s)) {
+			s->input_stalled = 1;
+			break;
+		}
+		s->input_stalled = 0;
+		int n = read_input(s, now);
+		sio_flush_out(s, now); /* answers, acknowledgements */
+		dispatch(s);
+		if (n <= 0)
+			break;
+		now = sio_now_ns();
+	}
+	if (sio_core_deadline(s->core) <= now) {
+		sio_core_tick(s->core, now);
+		sio_flush_out(s, now);
+		dispatch(s);
+	}
+}
+
+static int timeout_ms_locked(const sio_session *s, uint64_t now)
+{
+	uint64_t d = sio_core_deadline(s->core);
+	if (s->evn > 0 || s->close_requested)
+		return 0;
+	if (s->tp.custom && !s->tp_dead && (s->tp.cb_poll_fd < 0 || s->tx_blocked)) {
+		/* no descriptor tells us when a callback transport has data or
+		 * room: look again every few milliseconds */
+		uint64_t t = now + 5000000u;
+		if (t < d)
+			d = t;
+	}
+	if (d == UINT64_MAX)
+		return -1;
+	if (d <= now)
+		return 0;
+	uint64_t ms = (d - now + 999999u) / 1000000u;
+	return ms > 3600000u ? 3600000 : (int)ms;
+}
+
+static void drain_wake(sio_session *s)
+{
+	uint64_t v;
+	ssize_t r = read(s->wake_fd, &v, sizeof(v));
+	(void)r;
+	s->wake_pending = 0;
+}
+
+static void session_destroy(sio_session *s);
+
+static void *io_thread(void *arg)
+{
+	sio_session *s = arg;
+	lock(s);
+	while (!s->stop) {
+		step(s, 1);
+		if (s->stop)
+			break;
+		uint64_t now = sio_now_ns();
+		int to = timeout_ms_locked(s, now);
+		struct pollfd p[3];
+		int np = 0;
+		p[np++] = (struct pollfd){s->wake_fd, POLLIN, 0};
+		int rfd = s->tp_dead || s->input_stalled || atomic_load(&s->state) == SIO_STATE_CLOSED
+				  ? -1
+				  : sio_tp_read_fd(&s->tp);
+		int bfd = s->tp_dead || !s->tx_blocked || s->tp.custom ? -1 : s->tp.wfd;
+		if (rfd >= 0 && rfd == bfd) {
+			p[np++] = (struct pollfd){rfd, POLLIN | POLLOUT, 0};
+		} else {
+			if (rfd >= 0)
+				p[np++] = (struct pollfd){rfd, POLLIN, 0};
+			if (bfd >= 0)
+				p[np++] = (struct pollfd){bfd, POLLOUT, 0};
+		}
+		uint64_t d = sio_core_deadline(s->core);
+		s->io_sleep_until = to == 0 ? 0 : (to < 0 ? UINT64_MAX : d);
+		if (to == 0) {
+			continue;
+		}
+		unlock(s);
+		int r = poll(p, (nfds_t)np, to);
+		lock(s);
+		s->io_sleep_until = 0;
+		if (r > 0 && (p[0].revents & POLLIN))
+			drain_wake(s);
+	}
+	int self_free = s->free_on_exit;
+	unlock(s);
+	if (self_free) {
+		pthread_detach(pthread_self());
+		session_destroy(s);
+	}
+	return NULL;
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+static struct sio_shared *shared_new(void)
+{
+	struct sio_shared *sh = calloc(1, sizeof(*sh));
+	if (!sh)
+		return NULL;
+	pthread_mutex_init(&sh->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&sh->si_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	sh->session_alive = 1;
+	return sh;
+}
+
+int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote *remote,
+		    const sio_transport *t, const sio_options *opts, const sio_callbacks *cbs)
+{
+	if (!out || !id || !t)
+		return SIO_EINVAL;
+	*out = NULL;
+	int datagram = sio_tp_detect(t);
+	if (datagram < 0)
+		return datagram;
+	sio_session *s = calloc(1, sizeof(*s));
+	if (!s)
+		return SIO_ENOMEM;
+	s->wake_fd = -1;
+	s->rwake_fd = -1;
+	s->epfd = -1;
+	s->sh = shared_new();
+	if (!s->sh) {
+		free(s);
+		return SIO_ENOMEM;
+	}
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	s->id = id;
+	s->remote = remote;
+	if (cbs)
+		s->cbs = *cbs;
+	atomic_store(&s->state, SIO_STATE_NEW);
+	s->reached = 1u << SIO_STATE_NEW;
+
+	sio_core_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.ed25519_sk = sio_identity_secret_key(id);
+	cfg.remote = remote;
+	cfg.datagram = datagram;
+	if (opts)
+		cfg.opts = *opts;
+	cfg.wallclock_ns = wall_ns();
+	sio_core_cbs ccb = {s, cb_deliver, cb_state, cb_error, cb_remote_identity, cb_sent, NULL};
+	int r = sio_core_new(&s->core, &cfg, &ccb);
+	if (r < 0)
+		goto fail;
+	r = sio_tp_open(&s->tp, t, sio_core_max_packet(s->core));
+	if (r < 0)
+		goto fail;
+	s->tp_open = 1;
+	s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	s->rwake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (s->wake_fd < 0 || s->rwake_fd < 0) {
+		r = SIO_EIO;
+		goto fail;
+	}
+	*out = s;
+	return 0;
+fail:
+	session_destroy(s);
+	return r;
+}
+
+static int start_common(sio_session *s, int mode)
+{
+	if (!s)
+		return SIO_EINVAL;
+	lock(s);
+	if (s->mode != MODE_NEW) {
+		unlock(s);
+		return SIO_ESTATE;
+	}
+	s->mode = mode;
+	if (mode == MODE_LOOP) {
+		s->epfd = epoll_create1(EPOLL_CLOEXEC);
+		struct epoll_event ev = {.events = EPOLLIN, .data.fd = s->wake_fd};
+		int rfd = sio_tp_read_fd(&s->tp);
+		if (s->epfd < 0 || epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->wake_fd, &ev) < 0) {
+			s->mode = MODE_NEW;
+			unlock(s);
+			return SIO_EIO;
+		}
+		s->ep_rfd = -1;
+		if (rfd >= 0) {
+			ev.data.fd = rfd;
+			if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, rfd, &ev) == 0)
+				s->ep_rfd = rfd;
+		}
+	}
+	int r = sio_core_start(s->core, sio_now_ns());
+	if (r == 0 && mode == MODE_THREAD) {
+		s->thread_started = 1;
+		if (pthread_create(&s->thread, NULL, io_thread, s) != 0) {
+			s->thread_started = 0;
+			r = SIO_ENOMEM;
+		}
+	}
+	if (r == 0 && mode == MODE_LOOP)
+		sio_wake(s); /* first sio_session_process() sends the key exchange */
+	unlock(s);
+	return r;
+}
+
+int sio_session_start(sio_session *s)
+{
+	return start_common(s, MODE_THREAD);
+}
+
+int sio_session_start_loop(sio_session *s)
+{
+	return start_common(s, MODE_LOOP);
+}
+
+int sio_session_fd(const sio_session *s)
+{
+	return s && s->mode == MODE_LOOP ? s->epfd : -1;
+}
+
+/* Event-loop mode: keep the epoll set in line with what the session waits
+ * for (input unless stalled or ended, output room when blocked). */
+static void loop_update_fds(sio_session *s)
+{
+	int rfd = s->ep_rfd;
+	int bfd = s->tp_dead || !s->tx_blocked || s->tp.custom ? -1 : s->tp.wfd;
+	int want_out = bfd >= 0;
+	if ((s->tp_dead || atomic_load(&s->state) == SIO_STATE_CLOSED) && rfd >= 0) {
+		/* an ended descriptor stays readable: stop watching it */
+		(void)epoll_ctl(s->epfd, EPOLL_CTL_DEL, rfd, NULL);
+		if (s->ep_out && s->tp.wfd != rfd)
+			(void)epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->tp.wfd, NULL);
+		s->ep_rfd = -1;
+		s->ep_out = 0;
+		return;
+	}
+	if (rfd < 0)
+		return;
+	if (want_out == s->ep_out || s->tp.custom)
+		return;
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.fd = bfd};
+	if (want_out) {
+		if (bfd == rfd)
+			(void)epoll_ctl(s->epfd, EPOLL_CTL_MOD, bfd, &ev);
+		else {
+			ev.events = EPOLLOUT;
+			(void)epoll_ctl(s->epfd, EPOLL_CTL_ADD, bfd, &ev);
+		}
+	} else {
+		int wfd = s->tp.wfd;
+		if (wfd == rfd) {
+			ev.events = EPOLLIN;
+			ev.data.fd = wfd;
+			(void)epoll_ctl(s->epfd, EPOLL_CTL_MOD, wfd, &ev);
+		} else {
+			(void)epoll_ctl(s->epfd, EPOLL_CTL_DEL, wfd, NULL);
+		}
+	}
+	s->ep_out = want_out;
+}
+
+int sio_session_process(sio_session *s)
+{
+	if (!s || s->mode != MODE_LOOP)
+		return SIO_ESTATE;
+	lock(s);
+	drain_wake(s);
+	if (sio_core_enter(s) == 0)
+		step(s, 1);
+	loop_update_fds(s);
+	int st = atomic_load(&s->state);
+	int r = st == SIO_STATE_CLOSED ? sio_closed_err(s) : 0;
+	unlock(s);
+	return r;
+}
+
+int sio_session_timeout_ms(const sio_session *s)
+{
+	if (!s || s->mode != MODE_LOOP)
+		return -1;
+	sio_session *m = (sio_session *)s;
+	lock(m);
+	int r = timeout_ms_locked(s, sio_now_ns());
+	unlock(m);
+	return r;
+}
+
+sio_state sio_session_state(const sio_session *s)
+{
+	return s ? (sio_state)atomic_load(&((sio_session *)s)->state) : SIO_STATE_CLOSED;
+}
+
+static int reached_ok(const sio_session *s, sio_state st)
+{
+	unsigned mask = 0;
+	if (st <= SIO_STATE_ESTABLISHED) {
+		for (int x = (int)st; x <= SIO_STATE_ESTABLISHED; x++)
+			mask |= 1u << x;
+	} else {
+		for (int x = (int)st; x <= SIO_STATE_CLOSED; x++)
+			mask |= 1u << x;
+	}
+	return (s->reached & mask) != 0;
+}
+
+int sio_session_wait_state(sio_session *s, sio_state st, int timeout_ms)
+{
+	if (!s || (int)st < 0 || st > SIO_STATE_CLOSED)
+		return SIO_EINVAL;
+	uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : sio_now_ns() + (uint64_t)timeout_ms * 1000000u;
+	lock(s);
+	int r;
+	for (;;) {
+		if (reached_ok(s, st)) {
+			r = 0;
+			break;
+		}
+		if (atomic_load(&s->state) == SIO_STATE_CLOSED) {
+			r = sio_closed_err(s);
+			break;
+		}
+		if (s->mode == MODE_LOOP || sio_is_io_thread(s)) {
+			r = SIO_EAGAIN;
+			break;
+		}
+		if (sio_now_ns() >= deadline) {
+			r = SIO_ETIMEDOUT;
+			break;
+		}
+		sio_wait_cond(s, &s->cond, &s->waiters, deadline);
+	}
+	unlock(s);
+	return r;
+}
+
+int sio_session_remote_key(const sio_session *s, uint8_t pk[SIO_PUBLIC_KEY_BYTES])
+{
+	if (!s || !pk)
+		return SIO_EINVAL;
+	sio_session *m = (sio_session *)s;
+	lock(m);
+	int r = sio_core_enter(m);
+	if (r == 0)
+		r = sio_core_remote_key(s->core, pk);
+	unlock(m);
+	return r;
+}
+
+void sio_session_stats(const sio_session *s, sio_stats *st)
+{
+	if (!st)
+		return;
+	memset(st, 0, sizeof(*st));
+	if (!s)
+		return;
+	sio_session *m = (sio_session *)s;
+	lock(m);
+	if (sio_core_enter(m) == 0)
+		sio_core_stats(s->core, st);
+	st->drop_unknown_type += s->drop_unknown_type;
+	st->drop_malformed += s->tp.drop_malformed;
+	unlock(m);
+}
+
+int sio_close(sio_session *s)
+{
+	if (!s)
+		return SIO_EINVAL;
+	lock(s);
+	int r = 0;
+	int st = atomic_load(&s->state);
+	if (st >= SIO_STATE_CLOSING) {
+		unlock(s);
+		return 0;
+	}
+	if (s->mode == MODE_NEW) {
+		/* never started: nothing to tell the peer */
+		s->local_close = 1;
+		atomic_store(&s->state, SIO_STATE_CLOSED);
+		s->reached |= 1u << SIO_STATE_CLOSED;
+		sio_signal(s);
+	} else if (sio_core_enter(s) != 0 || sio_is_io_thread(s)) {
+		/* from a handler or from inside the core: the I/O thread (or the
+		 * loop's next process call) closes right after */
+		s->close_requested = 1;
+		if (s->mode == MODE_LOOP)
+			sio_wake(s);
+	} else {
+		uint64_t now = sio_now_ns();
+		s->local_close = 1;
+		r = sio_core_close(s->core, now);
+		sio_flush_out(s, now);
+		sio_kick(s);
+		if (s->mode == MODE_THREAD)
+			sio_wake(s);
+	}
+	unlock(s);
+	return r == SIO_ECLOSED ? 0 : r;
+}
+
+int sio_close_and_wait(sio_session *s, int timeout_ms)
+{
+	int r = sio_close(s);
+	if (r < 0)
+		return r;
+	if (sio_is_io_thread(s) || s->mode == MODE_LOOP)
+		return 0;
+	r = sio_session_wait_state(s, SIO_STATE_CLOSED, timeout_ms);
+	if (r == SIO_ETIMEDOUT)
+		return r;
+	return 0;
+}
+
+/* Frees everything; the I/O thread is gone. */
+static void session_destroy(sio_session *s)
+{
+	if (s->core) {
+		pthread_mutex_lock(&s->sh->mu);
+		sio_core_free(s->core); /* fails pending tokens: SIO_ECANCELED */
+		s->core = NULL;
+		pthread_mutex_unlock(&s->sh->mu);
+	}
+	/* completion callbacks still queued run here, on the freeing thread */
+	for (size_t i = 0; i < s->evn; i++) {
+		if (s->evq[i].kind != EV_SENT)
+			continue;
+		sio_send_info *si = s->evq[i].si;
+		si->fn(si, si->err, si->ctx);
+		pthread_mutex_lock(&s->sh->mu);
+		sio_si_after_callback(si);
+		pthread_mutex_unlock(&s->sh->mu);
+	}
+	if (s->tp_open)
+		sio_tp_close(&s->tp);
+	if (s->wake_fd >= 0)
+		close(s->wake_fd);
+	if (s->rwake_fd >= 0)
+		close(s->rwake_fd);
+	if (s->epfd >= 0)
+		close(s->epfd);
+	for (size_t i = 0; i < s->nh; i++)
+		if (s->h[i].m)
+			s->h[i].m->s = NULL;
+	free(s->h);
+	free(s->evq);
+	free(s->evq2);
+	free(s->arena.buf);
+	free(s->arena2.buf);
+	if (s->rd.buf)
+		sodium_memzero(s->rd.buf, s->rd.cap);
+	free(s->rd.buf);
+	pthread_cond_destroy(&s->cond);
+	sio_shared_unref(s->sh);
+	free(s);
+}
+
+void sio_session_free(sio_session *s)
+{
+	if (!s)
+		return;
+	lock(s);
+	if (sio_is_io_thread(s)) {
+		/* from a handler: the I/O thread frees the session on its way out */
+		s->stop = 1;
+		s->free_on_exit = 1;
+		unlock(s);
+		return;
+	}
+	/* best effort: what is already due (a close acknowledgement) goes out */
+	if (s->core && s->mode != MODE_NEW && sio_core_enter(s) == 0)
+		sio_flush_out(s, sio_now_ns());
+	s->stop = 1;
+	sio_wake(s);
+	int joined = s->thread_started;
+	unlock(s);
+	if (joined)
+		pthread_join(s->thread, NULL);
+	session_destroy(s);
+}

@@ -1,0 +1,186 @@
+/*
+ * Session layer internals (layer 3), shared by session.c (lifecycle, I/O
+ * thread, event loop, events) and session_msg.c (read/write, completions,
+ * handlers, messengers).
+ *
+ * Locking: one mutex per session, sh->mu, protects the core, the transport
+ * and every field below. User callbacks are never called with it held: the
+ * core's callbacks only record events in s->evq, and dispatch() runs them
+ * after unlocking. The one exception to "the core is only used under the
+ * lock" is on_remote_identity, which the core needs answered synchronously:
+ * the I/O thread marks the core busy (core_busy), unlocks, asks the program,
+ * relocks; every other thread waits in core_enter() while the core is busy.
+ *
+ * sh (mutex, completion pool) is reference counted separately so that
+ * completion objects the program still holds stay valid after
+ * sio_session_free().
+ */
+#ifndef SIO_SESSION_INT_H
+#define SIO_SESSION_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "core.h"
+#include "secureio.h"
+#include "transport.h"
+
+/* Bytes the default read stream / a messenger may hold before the session
+ * stops reading from the transport (flow control back to the peer). */
+#define SIO_RD_LIMIT (4u << 20)
+
+struct sio_shared {
+	pthread_mutex_t mu;     /* the session lock */
+	pthread_cond_t si_cond; /* completion of any send-info object */
+	int si_waiters;
+	int session_alive;
+	size_t live;               /* send-info objects not in the free list */
+	struct sio_send_info *free; /* free list */
+	struct si_chunk *chunks;
+};
+
+struct sio_send_info {
+	struct sio_shared *sh;
+	struct sio_send_info *next;
+	sio_session *s; /* valid while inflight or cb_pending */
+	sio_send_done_fn fn;
+	void *ctx;
+	int err;
+	atomic_int done;
+	uint8_t user;       /* held by the program (not yet released) */
+	uint8_t inflight;   /* the core still holds its token */
+	uint8_t cb_pending; /* completion callback queued for the I/O thread */
+};
+
+enum ev_kind { EV_MSG, EV_STATE, EV_CONNECT, EV_ERROR, EV_SENT, EV_HERR };
+
+struct sio_ev {
+	uint8_t kind;
+	uint8_t in_arena; /* message bytes copied into s->arena at off */
+	uint32_t type;
+	int a, b; /* state old/new, error code */
+	size_t off, len;
+	const uint8_t *ptr; /* message bytes in place in the receive buffer */
+	sio_message_fn fn;
+	sio_handler_error_fn efn;
+	void *ctx;
+	sio_send_info *si;
+	char msg[96];
+};
+
+struct sio_handler {
+	uint32_t type;
+	sio_message_fn fn;
+	sio_handler_error_fn efn;
+	void *ctx;
+	sio_messenger *m; /* messenger queue instead of a callback */
+};
+
+/* A byte queue: [head, len) valid inside buf. */
+struct sio_bq {
+	uint8_t *buf;
+	size_t head, len, cap;
+};
+
+struct sio_messenger {
+	sio_session *s;
+	uint32_t type;
+	struct sio_bq q; /* records: u32 length (host order) + bytes */
+	size_t msgs;
+	int paused;
+	uint64_t in_msgs, in_bytes, out_msgs, out_bytes;
+};
+
+enum { MODE_NEW, MODE_THREAD, MODE_LOOP };
+
+struct sio_session {
+	struct sio_shared *sh;
+	pthread_cond_t cond; /* state, read data, ring space, core not busy */
+	int waiters;
+	sio_core *core;
+	sio_tp tp;
+	int tp_open;
+	int tp_dead;      /* transport ended: no more I/O on it */
+	int sending;      /* a thread is inside sio_flush_out (maybe unlocked) */
+	int tx_blocked;   /* the transport is full: wait for POLLOUT */
+	int input_stalled; /* I/O thread stopped reading (flow control) */
+	const sio_identity *id;
+	const sio_remote *remote;
+	sio_callbacks cbs;
+
+	int mode;
+	pthread_t thread;
+	int thread_started;
+	int wake_fd;     /* eventfd: wakes the I/O thread / the loop's epoll */
+	int wake_pending;
+	uint64_t io_sleep_until; /* deadline the I/O thread sleeps to (0: awake) */
+	int epfd;                /* event-loop mode: what sio_session_fd() returns */
+	int rwake_fd;            /* eventfd: wakes a reader polling the transport */
+	int rwake_pending;
+	int reader_polling;      /* a reader thread polls the transport itself */
+	int ep_out;              /* EPOLLOUT currently registered */
+	int ep_rfd;              /* input descriptor registered in epfd, or -1 */
+
+	atomic_int state;
+	unsigned reached; /* bit per state reached */
+	int close_err;    /* error that ended the session, 0 = graceful */
+	int last_err;
+	int local_close;
+	int close_requested;
+	int stop;
+	int free_on_exit;
+	int connected;
+	int core_busy;
+	pthread_t core_busy_thread;
+	int dispatching;
+	int confirm; /* sio_confirm_identity session */
+
+	/* deferred events */
+	struct sio_ev *evq, *evq2; /* queue, and the spare being dispatched */
+	size_t evn, evcap, evcap2;
+	struct sio_bq arena, arena2;
+
+	/* packet being fed to the core (for zero-copy deliveries and learning) */
+	const uint8_t *cur_pkt;
+	size_t cur_len;
+
+	/* default read stream */
+	struct sio_bq rd;
+
+	struct sio_handler *h;
+	size_t nh, caph;
+	sio_message_fn def_fn;
+	void *def_ctx;
+	uint64_t drop_unknown_type;
+};
+
+/* From the identity module (src/identity.h): the 64-byte libsodium secret
+ * key of ID. Declared here too so this layer builds before that merge. */
+const uint8_t *sio_identity_secret_key(const sio_identity *id);
+
+/* session.c */
+uint64_t sio_now_ns(void);
+int sio_is_io_thread(const sio_session *s);
+int sio_core_enter(sio_session *s); /* lock held; 0 or SIO_ESTATE (inside the core) */
+void sio_kick(sio_session *s);      /* lock held: wake the I/O thread if it must act */
+void sio_wake(sio_session *s);      /* lock held: wake the I/O thread / the loop */
+void sio_flush_out(sio_session *s, uint64_t now);
+void sio_wait_cond(sio_session *s, pthread_cond_t *c, int *waiters, uint64_t deadline);
+void sio_signal(sio_session *s);
+/* A reader found nothing: waits for input until DEADLINE, reading the
+ * transport itself when it can (saves a thread hand-off per message). */
+void sio_reader_wait(sio_session *s, uint64_t deadline);
+int sio_closed_err(const sio_session *s);
+int sio_input_ok(const sio_session *s);
+
+/* session_msg.c */
+sio_send_info *sio_si_get(sio_session *s);
+void sio_si_complete(sio_send_info *si, int err);
+void sio_si_after_callback(sio_send_info *si);
+void sio_shared_unref(struct sio_shared *sh); /* session gone */
+int sio_bq_put(struct sio_bq *q, const void *a, size_t alen, const void *b, size_t blen);
+struct sio_handler *sio_find_handler(sio_session *s, uint32_t type);
+void sio_messenger_push(sio_messenger *m, const uint8_t *data, size_t len);
+
+#endif /* SIO_SESSION_INT_H */

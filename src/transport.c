@@ -1,0 +1,659 @@
+/* I/O layer: whole packets over descriptors or callbacks (see transport.h and
+ * docs/TRANSPORT.md). */
+#include "transport.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+static int set_nonblock(int fd, int *old)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0)
+		return -1;
+	*old = fl;
+	if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -1;
+	return 0;
+}
+
+static int sock_type(int fd)
+{
+	int type = 0;
+	socklen_t len = sizeof(type);
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+		return -1;
+	return type;
+}
+
+/* "Don't fragment" like the Go library's udpnofrag: the path MTU is found by
+ * the packet-size negotiation instead of by IP fragmentation. */
+static void set_dont_fragment(int fd, int family)
+{
+	int v = IP_PMTUDISC_DO;
+	if (family == AF_INET) {
+		(void)setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof(v));
+	} else if (family == AF_INET6) {
+		int v6 = IPV6_PMTUDISC_DO;
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &v6, sizeof(v6));
+		/* v4-mapped traffic on a dual-stack socket */
+		(void)setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof(v));
+	}
+}
+
+/* Larger kernel buffers help batched UDP; the kernel caps them at rmem_max. */
+static void grow_bufs(int fd)
+{
+	int want = 4 << 20, cur = 0;
+	socklen_t len = sizeof(cur);
+	if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cur, &len) == 0 && cur < want)
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof(want));
+	len = sizeof(cur);
+	if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cur, &len) == 0 && cur < want)
+		(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof(want));
+}
+
+int sio_tp_open(sio_tp *tp, const sio_transport *t, size_t max_record)
+{
+	memset(tp, 0, sizeof(*tp));
+	tp->rfd = tp->wfd = -1;
+	tp->cb_poll_fd = -1;
+	if (!t)
+		return SIO_EINVAL;
+	if (max_record < SIO_TP_MIN_RECORD)
+		max_record = SIO_TP_MIN_RECORD;
+	if (max_record > SIO_TP_MAX_RECORD)
+		max_record = SIO_TP_MAX_RECORD;
+	tp->max_record = max_record;
+	int kind = t->kind;
+	if (kind != SIO_TRANSPORT_AUTO && kind != SIO_TRANSPORT_DATAGRAM && kind != SIO_TRANSPORT_STREAM)
+		return SIO_EINVAL;
+
+	if (t->read_fd < 0 && t->write_fd < 0) {
+		if (!t->send || !t->recv)
+			return SIO_EINVAL;
+		tp->custom = 1;
+		tp->cb_send = t->send;
+		tp->cb_recv = t->recv;
+		tp->cb_poll_fd = t->poll_fd;
+		tp->cb_ctx = t->ctx;
+		/* callbacks exchange whole packets unless told they are a stream */
+		tp->datagram = kind != SIO_TRANSPORT_STREAM;
+	} else {
+		if (t->read_fd < 0 || t->write_fd < 0)
+			return SIO_EINVAL;
+		tp->rfd = t->read_fd;
+		tp->wfd = t->write_fd;
+		int rtype = sock_type(tp->rfd);
+		tp->rsock = rtype >= 0;
+		tp->wsock = tp->rfd == tp->wfd ? tp->rsock : sock_type(tp->wfd) >= 0;
+		if (kind == SIO_TRANSPORT_AUTO)
+			tp->datagram = rtype == SOCK_DGRAM || rtype == SOCK_SEQPACKET;
+		else
+			tp->datagram = kind == SIO_TRANSPORT_DATAGRAM;
+		tp->seqpacket = rtype == SOCK_SEQPACKET;
+		if (tp->rsock) {
+			struct sockaddr_storage ss;
+			socklen_t sl = sizeof(ss);
+			memset(&ss, 0, sizeof(ss));
+			if (getsockname(tp->rfd, (struct sockaddr *)&ss, &sl) == 0) {
+				tp->family = ss.ss_family;
+				if (rtype == SOCK_DGRAM && ss.ss_family != AF_UNIX) {
+					set_dont_fragment(tp->rfd, ss.ss_family);
+					grow_bufs(tp->rfd);
+				}
+			}
+		}
+		if (tp->datagram && t->peer_len > 0) {
+			if (t->peer_len > sizeof(tp->peer))
+				return SIO_EINVAL;
+			memcpy(&tp->peer, &t->peer, t->peer_len);
+			tp->peer_len = t->peer_len;
+			tp->peer_mode = SIO_TP_PEER_FIXED;
+		} else if (tp->datagram && tp->rsock && rtype == SOCK_DGRAM) {
+			struct sockaddr_storage ss;
+			socklen_t sl = sizeof(ss);
+			if (getpeername(tp->rfd, (struct sockaddr *)&ss, &sl) < 0) {
+				if (errno != ENOTCONN)
+					return SIO_EIO;
+				tp->peer_mode = SIO_TP_PEER_LEARN;
+			}
+		}
+		if (set_nonblock(tp->rfd, &tp->rflags) < 0)
+			return SIO_EIO;
+		if (tp->wfd != tp->rfd && set_nonblock(tp->wfd, &tp->wflags) < 0) {
+			(void)fcntl(tp->rfd, F_SETFL, tp->rflags);
+			return SIO_EIO;
+		}
+		tp->close_fds = t->close_fds;
+	}
+
+	if (tp->datagram) {
+		tp->slot_size = max_record;
+		size_t n = (1u << 20) / tp->slot_size;
+		if (n < 4)
+			n = 4;
+		if (n > SIO_TP_BATCH)
+			n = SIO_TP_BATCH;
+		tp->nslots = (unsigned)n;
+		tp->slots = malloc(n * tp->slot_size);
+		tp->rmsgs = calloc(n, sizeof(*tp->rmsgs));
+		tp->riov = calloc(n, sizeof(*tp->riov));
+		tp->raddr = calloc(n, sizeof(*tp->raddr));
+		if (!tp->slots || !tp->rmsgs || !tp->riov || !tp->raddr)
+			goto nomem;
+	} else {
+		tp->rcap = 2 * (max_record + SIO_TP_FRAME_HDR);
+		tp->wcap = max_record + SIO_TP_FRAME_HDR;
+		tp->rbuf = malloc(tp->rcap);
+		tp->wbuf = malloc(tp->wcap);
+		if (!tp->rbuf || !tp->wbuf)
+			goto nomem;
+	}
+	return 0;
+nomem:
+	tp->close_fds = 0;
+	sio_tp_close(tp);
+	return SIO_ENOMEM;
+}
+
+void sio_tp_close(sio_tp *tp)
+{
+	if (!tp->custom && tp->rfd >= 0) {
+		if (tp->close_fds) {
+			close(tp->rfd);
+			if (tp->wfd != tp->rfd)
+				close(tp->wfd);
+		} else {
+			(void)fcntl(tp->rfd, F_SETFL, tp->rflags);
+			if (tp->wfd != tp->rfd)
+				(void)fcntl(tp->wfd, F_SETFL, tp->wflags);
+		}
+	}
+	free(tp->slots);
+	free(tp->rmsgs);
+	free(tp->riov);
+	free(tp->raddr);
+	free(tp->rbuf);
+	free(tp->wbuf);
+	tp->slots = NULL;
+	tp->rmsgs = NULL;
+	tp->riov = NULL;
+	tp->raddr = NULL;
+	tp->rbuf = tp->wbuf = NULL;
+	tp->rfd = tp->wfd = -1;
+}
+
+int sio_tp_read_fd(const sio_tp *tp)
+{
+	if (tp->ended)
+		return -1;
+	return tp->custom ? tp->cb_poll_fd : tp->rfd;
+}
+
+int sio_tp_blocked_fd(const sio_tp *tp)
+{
+	if (!tp->wblocked || tp->custom)
+		return -1;
+	return tp->wfd;
+}
+
+/* ---- sending ------------------------------------------------------------ */
+
+/* Write errors that only lose this datagram, as a lossy path would. */
+static int transient_dgram_error(const sio_tp *tp, int e)
+{
+	switch (e) {
+	case EMSGSIZE:
+	case ENOBUFS:
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+	case EHOSTDOWN:
+	case ENETDOWN:
+	case EPERM:
+	case EACCES:
+		return 1;
+	case ECONNREFUSED:
+	case ENOENT:
+		/* UDP: an ICMP error about an earlier datagram. A connected UNIX
+		 * socket: the peer is gone for good. */
+		return tp->family != AF_UNIX || tp->peer_mode != SIO_TP_PEER_CONNECTED;
+	}
+	return 0;
+}
+
+static int fatal(sio_tp *tp, int e)
+{
+	tp->saved_errno = e;
+	return SIO_EIO;
+}
+
+/* The sending side keeps its own errno: it may run concurrently with the
+ * receiving side (see transport.h). */
+static int fatal_tx(sio_tp *tp, int e)
+{
+	tp->send_errno = e;
+	return SIO_EIO;
+}
+
+static int send_dgram(sio_tp *tp, const struct iovec *pkts, size_t n)
+{
+	if (n > SIO_TP_BATCH)
+		n = SIO_TP_BATCH;
+	if (tp->peer_mode == SIO_TP_PEER_LEARN && tp->peer_len == 0) {
+		tp->drop_send += n; /* nobody to send to yet */
+		return (int)n;
+	}
+	if (tp->custom) {
+		size_t i;
+		for (i = 0; i < n; i++) {
+			ssize_t r = tp->cb_send(tp->cb_ctx, pkts[i].iov_base, pkts[i].iov_len);
+			if (r == -EAGAIN || r == -EWOULDBLOCK || r == -EINTR) {
+				tp->wblocked = 1;
+				break;
+			}
+			if (r < 0)
+				return fatal_tx(tp, (int)-r);
+		}
+		return (int)i;
+	}
+	if (!tp->wsock) {
+		size_t i;
+		for (i = 0; i < n; i++) {
+			ssize_t r = write(tp->wfd, pkts[i].iov_base, pkts[i].iov_len);
+			if (r < 0 && errno == EINTR) {
+				i--;
+				continue;
+			}
+			if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+				tp->wblocked = 1;
+				break;
+			}
+			if (r < 0)
+				return fatal_tx(tp, errno);
+		}
+		return (int)i;
+	}
+	struct mmsghdr m[SIO_TP_BATCH];
+	memset(m, 0, n * sizeof(m[0]));
+	for (size_t i = 0; i < n; i++) {
+		m[i].msg_hdr.msg_iov = (struct iovec *)&pkts[i];
+		m[i].msg_hdr.msg_iovlen = 1;
+		if (tp->peer_mode != SIO_TP_PEER_CONNECTED) {
+			m[i].msg_hdr.msg_name = &tp->peer;
+			m[i].msg_hdr.msg_namelen = tp->peer_len;
+		}
+	}
+	for (;;) {
+		int r = sendmmsg(tp->wfd, m, (unsigned)n, MSG_NOSIGNAL);
+		if (r > 0)
+			return r;
+		if (r == 0)
+			return 0;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			tp->wblocked = 1;
+			return 0;
+		}
+		if (transient_dgram_error(tp, errno)) {
+			tp->drop_send++;
+			return 1; /* the first datagram is lost; the caller goes on */
+		}
+		return fatal_tx(tp, errno);
+	}
+}
+
+/* writev that never raises SIGPIPE: sockets use MSG_NOSIGNAL; for pipes the
+ * signal is blocked in this thread and a SIGPIPE we caused is consumed. */
+static ssize_t stream_writev(sio_tp *tp, struct iovec *iov, int cnt)
+{
+	if (tp->custom) {
+		ssize_t total = 0;
+		for (int i = 0; i < cnt; i++) {
+			if (iov[i].iov_len == 0)
+				continue;
+			ssize_t r = tp->cb_send(tp->cb_ctx, iov[i].iov_base, iov[i].iov_len);
+			if (r < 0) {
+				if (total > 0 && (r == -EAGAIN || r == -EWOULDBLOCK))
+					return total;
+				errno = (int)-r;
+				return -1;
+			}
+			total += r;
+			if ((size_t)r < iov[i].iov_len)
+				break;
+		}
+		return total;
+	}
+	if (tp->wsock) {
+		struct msghdr mh;
+		memset(&mh, 0, sizeof(mh));
+		mh.msg_iov = iov;
+		mh.msg_iovlen = (size_t)cnt;
+		return sendmsg(tp->wfd, &mh, MSG_NOSIGNAL);
+	}
+	sigset_t pipe_set, old, pending;
+	sigemptyset(&pipe_set);
+	sigaddset(&pipe_set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+	sigpending(&pending);
+	int was_pending = sigismember(&pending, SIGPIPE);
+	ssize_t r = writev(tp->wfd, iov, cnt);
+	int e = errno;
+	if (r < 0 && e == EPIPE && !was_pending) {
+		struct timespec zero = {0, 0};
+		(void)sigtimedwait(&pipe_set, NULL, &zero);
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	errno = e;
+	return r;
+}
+
+int sio_tp_flush(sio_tp *tp)
+{
+	while (tp->wpos < tp->wlen) {
+		struct iovec v = {tp->wbuf + tp->wpos, tp->wlen - tp->wpos};
+		ssize_t r = stream_writev(tp, &v, 1);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				tp->wblocked = 1;
+				return 0;
+			}
+			return fatal_tx(tp, errno);
+		}
+		if (r == 0) {
+			tp->wblocked = 1;
+			return 0;
+		}
+		tp->wpos += (size_t)r;
+	}
+	tp->wpos = tp->wlen = 0;
+	tp->wblocked = 0;
+	return 1;
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int send_stream(sio_tp *tp, const struct iovec *pkts, size_t n)
+{
+	int fr = sio_tp_flush(tp);
+	if (fr <= 0)
+		return fr;
+	if (n > SIO_TP_BATCH)
+		n = SIO_TP_BATCH;
+	uint8_t hdr[SIO_TP_BATCH][SIO_TP_FRAME_HDR];
+	struct iovec iov[2 * SIO_TP_BATCH];
+	size_t total = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (pkts[i].iov_len > tp->max_record)
+			return SIO_ETOOBIG;
+		put_be32(hdr[i], (uint32_t)pkts[i].iov_len);
+		iov[2 * i].iov_base = hdr[i];
+		iov[2 * i].iov_len = SIO_TP_FRAME_HDR;
+		iov[2 * i + 1] = pkts[i];
+		total += SIO_TP_FRAME_HDR + pkts[i].iov_len;
+	}
+	ssize_t w;
+	for (;;) {
+		w = stream_writev(tp, iov, (int)(2 * n));
+		if (w >= 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			tp->wblocked = 1;
+			return 0;
+		}
+		return fatal_tx(tp, errno);
+	}
+	if ((size_t)w == total) {
+		tp->wblocked = 0;
+		return (int)n;
+	}
+	/* Partial write: whole records written count as sent; the unwritten
+	 * tail of the record that was cut is copied, the rest is not taken. */
+	size_t done = 0, left = (size_t)w;
+	while (left >= SIO_TP_FRAME_HDR + pkts[done].iov_len) {
+		left -= SIO_TP_FRAME_HDR + pkts[done].iov_len;
+		done++;
+	}
+	if (left > 0) {
+		size_t reclen = SIO_TP_FRAME_HDR + pkts[done].iov_len;
+		uint8_t *p = tp->wbuf;
+		memcpy(p, hdr[done], SIO_TP_FRAME_HDR);
+		memcpy(p + SIO_TP_FRAME_HDR, pkts[done].iov_base, pkts[done].iov_len);
+		tp->wpos = left;
+		tp->wlen = reclen;
+		done++;
+	}
+	tp->wblocked = 1;
+	return (int)done;
+}
+
+int sio_tp_send(sio_tp *tp, const struct iovec *pkts, size_t n)
+{
+	if (n == 0)
+		return 0;
+	return tp->datagram ? send_dgram(tp, pkts, n) : send_stream(tp, pkts, n);
+}
+
+/* ---- receiving ---------------------------------------------------------- */
+
+static int recv_dgram(sio_tp *tp, sio_tp_packet_fn fn, void *ctx)
+{
+	unsigned n = tp->nslots, got = 0;
+	int delivered = 0;
+	if (tp->custom || !tp->rsock) {
+		for (got = 0; got < n; got++) {
+			uint8_t *slot = tp->slots + (size_t)got * tp->slot_size;
+			ssize_t r = tp->custom ? tp->cb_recv(tp->cb_ctx, slot, tp->slot_size)
+					       : read(tp->rfd, slot, tp->slot_size);
+			if (r < 0 && !tp->custom)
+				r = -errno;
+			if (r == -EINTR) {
+				got--;
+				continue;
+			}
+			if (r == -EAGAIN || r == -EWOULDBLOCK)
+				break;
+			if (r < 0) {
+				tp->ended = 1;
+				return fatal(tp, (int)-r);
+			}
+			if (r == 0) {
+				tp->ended = 1;
+				break;
+			}
+			tp->riov[got].iov_len = (size_t)r;
+		}
+		for (unsigned i = 0; i < got; i++) {
+			fn(ctx, tp->slots + (size_t)i * tp->slot_size, tp->riov[i].iov_len, NULL, 0);
+			delivered++;
+		}
+		return tp->ended ? SIO_TP_EOF : delivered;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		tp->riov[i].iov_base = tp->slots + (size_t)i * tp->slot_size;
+		tp->riov[i].iov_len = tp->slot_size;
+		memset(&tp->rmsgs[i].msg_hdr, 0, sizeof(tp->rmsgs[i].msg_hdr));
+		tp->rmsgs[i].msg_hdr.msg_iov = &tp->riov[i];
+		tp->rmsgs[i].msg_hdr.msg_iovlen = 1;
+		if (tp->peer_mode != SIO_TP_PEER_CONNECTED) {
+			tp->rmsgs[i].msg_hdr.msg_name = &tp->raddr[i];
+			tp->rmsgs[i].msg_hdr.msg_namelen = sizeof(tp->raddr[i]);
+		}
+	}
+	int r;
+	for (;;) {
+		r = recvmmsg(tp->rfd, tp->rmsgs, n, MSG_DONTWAIT, NULL);
+		if (r >= 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return 0;
+		if (transient_dgram_error(tp, errno))
+			return 0; /* a pending ICMP error, now cleared */
+		tp->ended = 1;
+		return fatal(tp, errno);
+	}
+	for (int i = 0; i < r; i++) {
+		struct msghdr *h = &tp->rmsgs[i].msg_hdr;
+		size_t len = tp->rmsgs[i].msg_len;
+		if (len == 0 && tp->seqpacket) {
+			tp->ended = 1; /* orderly shutdown of a seqpacket socket */
+			return SIO_TP_EOF;
+		}
+		if (len == 0 || (h->msg_flags & MSG_TRUNC)) {
+			tp->drop_malformed++;
+			continue;
+		}
+		if (tp->peer_mode != SIO_TP_PEER_CONNECTED)
+			fn(ctx, tp->riov[i].iov_base, len, (const struct sockaddr *)&tp->raddr[i],
+			   h->msg_namelen);
+		else
+			fn(ctx, tp->riov[i].iov_base, len, NULL, 0);
+		delivered++;
+	}
+	return delivered;
+}
+
+static int recv_stream(sio_tp *tp, sio_tp_packet_fn fn, void *ctx)
+{
+	int delivered = 0;
+	/* Packets of the previous call are released now: compact. */
+	if (tp->rpos == tp->rlen) {
+		tp->rpos = tp->rlen = 0;
+	} else if (tp->rpos > 0 && tp->rcap - tp->rlen < tp->max_record + SIO_TP_FRAME_HDR) {
+		memmove(tp->rbuf, tp->rbuf + tp->rpos, tp->rlen - tp->rpos);
+		tp->rlen -= tp->rpos;
+		tp->rpos = 0;
+	}
+	for (;;) {
+		size_t avail = tp->rlen - tp->rpos, want = tp->rcap - tp->rlen;
+		if (tp->exact) {
+			size_t need = SIO_TP_FRAME_HDR;
+			if (avail >= SIO_TP_FRAME_HDR)
+				need += get_be32(tp->rbuf + tp->rpos);
+			if (need > SIO_TP_FRAME_HDR + tp->max_record) {
+				tp->ended = 1;
+				tp->drop_malformed++;
+				return SIO_EPROTO;
+			}
+			want = need - avail;
+		}
+		ssize_t r;
+		if (tp->custom) {
+			r = tp->cb_recv(tp->cb_ctx, tp->rbuf + tp->rlen, want);
+		} else {
+			r = read(tp->rfd, tp->rbuf + tp->rlen, want);
+			if (r < 0)
+				r = -errno;
+		}
+		if (r == -EINTR)
+			continue;
+		if (r == -EAGAIN || r == -EWOULDBLOCK)
+			return delivered;
+		if (r < 0) {
+			tp->ended = 1;
+			return fatal(tp, (int)-r);
+		}
+		if (r == 0) {
+			tp->ended = 1;
+			return tp->rlen > tp->rpos ? SIO_ETRUNCATED : SIO_TP_EOF;
+		}
+		tp->rlen += (size_t)r;
+		while (tp->rlen - tp->rpos >= SIO_TP_FRAME_HDR) {
+			uint32_t len = get_be32(tp->rbuf + tp->rpos);
+			if (len > tp->max_record) {
+				tp->ended = 1;
+				tp->drop_malformed++;
+				return SIO_EPROTO;
+			}
+			if (tp->rlen - tp->rpos < SIO_TP_FRAME_HDR + (size_t)len)
+				break;
+			uint8_t *p = tp->rbuf + tp->rpos + SIO_TP_FRAME_HDR;
+			tp->rpos += SIO_TP_FRAME_HDR + len;
+			if (len == 0) {
+				tp->drop_malformed++;
+				continue;
+			}
+			fn(ctx, p, len, NULL, 0);
+			delivered++;
+			if (tp->exact)
+				return delivered;
+		}
+		if (delivered > 0)
+			return delivered;
+		/* only part of a record so far: room is left for the rest, since
+		 * rcap holds two whole records; read again (usually EAGAIN). */
+	}
+}
+
+int sio_tp_recv(sio_tp *tp, sio_tp_packet_fn fn, void *ctx)
+{
+	if (tp->ended)
+		return SIO_TP_EOF;
+	return tp->datagram ? recv_dgram(tp, fn, ctx) : recv_stream(tp, fn, ctx);
+}
+
+int sio_tp_adopt_peer(sio_tp *tp, const struct sockaddr *from, socklen_t fromlen)
+{
+	if (tp->peer_mode != SIO_TP_PEER_LEARN || !from || fromlen == 0 ||
+	    fromlen > sizeof(tp->peer))
+		return 0;
+	if (tp->peer_len == fromlen && memcmp(&tp->peer, from, fromlen) == 0)
+		return 0;
+	memcpy(&tp->peer, from, fromlen);
+	tp->peer_len = fromlen;
+	return 1;
+}
+
+void sio_transport_fd(sio_transport *t, int rfd, int wfd)
+{
+	memset(t, 0, sizeof(*t));
+	t->kind = SIO_TRANSPORT_AUTO;
+	t->read_fd = rfd;
+	t->write_fd = wfd;
+	t->poll_fd = -1;
+}
+
+int sio_tp_detect(const sio_transport *t)
+{
+	if (!t)
+		return SIO_EINVAL;
+	if (t->kind == SIO_TRANSPORT_DATAGRAM)
+		return 1;
+	if (t->kind == SIO_TRANSPORT_STREAM)
+		return 0;
+	if (t->kind != SIO_TRANSPORT_AUTO)
+		return SIO_EINVAL;
+	if (t->read_fd < 0 && t->write_fd < 0)
+		return t->send && t->recv ? 1 : SIO_EINVAL;
+	if (t->read_fd < 0 || t->write_fd < 0)
+		return SIO_EINVAL;
+	int type = sock_type(t->read_fd);
+	return type == SOCK_DGRAM || type == SOCK_SEQPACKET;
+}

@@ -1,0 +1,145 @@
+/*
+ * I/O layer (layer 2 of docs/ARCHITECTURE.md): moves whole packets over a
+ * caller-opened transport, see docs/TRANSPORT.md.
+ *
+ *  - datagram sockets (UDP, UNIX dgram, UNIX seqpacket): one packet per
+ *    datagram, batched with sendmmsg/recvmmsg;
+ *  - stream descriptors (TCP, UNIX stream, pipes, ttys, ...): each packet is a
+ *    record with a 4-byte big-endian length prefix, so split and joined
+ *    writes work; writes are batched with writev/sendmsg;
+ *  - custom callbacks (sio_transport.send/recv/poll_fd), datagram or stream.
+ *
+ * Descriptors are switched to O_NONBLOCK (their old flags are restored when
+ * the transport is closed without closing them). Nothing here blocks. Not
+ * thread-safe, with one exception: the sending side (sio_tp_send,
+ * sio_tp_flush: fields w*, send_errno, drop_send) and the receiving side
+ * (sio_tp_recv: r*, ended, saved_errno, drop_malformed) touch disjoint state,
+ * so one thread may send while another receives on a connected descriptor
+ * transport (not on unconnected datagram sockets, whose peer address the
+ * receiving side may change, nor on callbacks). Nothing here allocates after
+ * sio_tp_open().
+ */
+#ifndef SIO_TRANSPORT_H
+#define SIO_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "secureio.h"
+
+/* Stream record framing: 4-byte big-endian length, then the packet. */
+#define SIO_TP_FRAME_HDR 4
+/* Receive limit for one record/datagram unless a larger one is asked for. */
+#define SIO_TP_MIN_RECORD 65536u
+/* Hard cap on the record size a session may configure. */
+#define SIO_TP_MAX_RECORD (16u << 20)
+/* Packets moved per batched system call. */
+#define SIO_TP_BATCH 32
+
+/* Transport ended cleanly (end of file / orderly shutdown). */
+#define SIO_TP_EOF (-10000) /* distinct from every SIO_E code */
+
+enum sio_tp_peer_mode {
+	SIO_TP_PEER_CONNECTED = 0, /* connected socket, stream, pipe or callbacks */
+	SIO_TP_PEER_FIXED = 1,     /* unconnected datagram socket, fixed peer address */
+	SIO_TP_PEER_LEARN = 2,     /* unconnected datagram socket, peer learned */
+};
+
+typedef struct sio_tp {
+	int rfd, wfd;
+	int datagram;  /* 1: packets are datagrams; 0: framed records */
+	int custom;    /* callbacks instead of descriptors */
+	int rsock, wsock; /* descriptors are sockets (use send/recv with MSG_NOSIGNAL) */
+	int family;    /* socket address family of the read socket, 0 if none */
+	int seqpacket; /* SOCK_SEQPACKET: an empty packet means end of file */
+	int peer_mode;
+	int close_fds;
+	int rflags, wflags; /* original O_ flags, restored on close */
+	int exact;      /* stream: read exactly one record at a time (no read-ahead) */
+	int ended;      /* EOF or error seen: no more reads */
+	int saved_errno; /* errno of the last fatal receive error */
+	int send_errno;  /* errno of the last fatal send error */
+
+	struct sockaddr_storage peer; /* FIXED / LEARN: where packets go */
+	socklen_t peer_len;           /* LEARN: 0 until learned */
+
+	/* custom transport */
+	ssize_t (*cb_send)(void *ctx, const void *buf, size_t len);
+	ssize_t (*cb_recv)(void *ctx, void *buf, size_t len);
+	int cb_poll_fd;
+	void *cb_ctx;
+
+	size_t max_record; /* largest record/datagram accepted or sent */
+
+	/* datagram receive slots */
+	uint8_t *slots;  /* nslots * slot_size */
+	size_t slot_size;
+	unsigned nslots;
+	struct mmsghdr *rmsgs;
+	struct iovec *riov;
+	struct sockaddr_storage *raddr;
+
+	/* stream receive buffer: [rpos, rlen) holds unparsed bytes */
+	uint8_t *rbuf;
+	size_t rcap, rpos, rlen;
+
+	/* stream send: unwritten tail of a partially written record (copied) */
+	uint8_t *wbuf;
+	size_t wcap, wpos, wlen;
+	int wblocked; /* last send hit EAGAIN: wait for POLLOUT on wfd */
+
+	/* counters */
+	uint64_t drop_malformed; /* truncated datagrams, empty packets */
+	uint64_t drop_send;      /* datagrams the kernel refused (EMSGSIZE, ...) */
+} sio_tp;
+
+/* One received packet. BUF may be modified in place and stays valid until the
+ * next sio_tp_recv() call. FROM/FROMLEN is the source address for
+ * unconnected datagram sockets (else NULL/0). */
+typedef void (*sio_tp_packet_fn)(void *ctx, uint8_t *buf, size_t len, const struct sockaddr *from,
+				 socklen_t fromlen);
+
+/* Opens the I/O layer over T. MAX_RECORD is the largest packet the session
+ * will send (records above max(MAX_RECORD, SIO_TP_MIN_RECORD) are refused on
+ * receive). Returns 0, SIO_EINVAL, SIO_ENOMEM or SIO_EIO. */
+int sio_tp_open(sio_tp *tp, const sio_transport *t, size_t max_record);
+
+/* 1 if T carries datagrams, 0 if a stream, or SIO_EINVAL (nothing changed). */
+int sio_tp_detect(const sio_transport *t);
+
+/* Frees buffers; closes the descriptors if asked, else restores their flags. */
+void sio_tp_close(sio_tp *tp);
+
+/* Descriptor to poll for input (-1 if none). */
+int sio_tp_read_fd(const sio_tp *tp);
+/* Descriptor to poll for POLLOUT when sio_tp_send() could not finish, or -1. */
+int sio_tp_blocked_fd(const sio_tp *tp);
+
+/* Sends up to N packets. Returns how many were consumed (handed to the kernel
+ * or copied into the pending tail), 0 when the transport is full (poll
+ * sio_tp_blocked_fd()), or a negative SIO_E code on a fatal error. Datagrams
+ * the kernel refuses for a transient reason (EMSGSIZE, ECONNREFUSED on UDP,
+ * ENOBUFS, no route, unknown peer in learn mode) are consumed and counted in
+ * drop_send, as if lost on the path. */
+int sio_tp_send(sio_tp *tp, const struct iovec *pkts, size_t n);
+
+/* Writes the pending tail of a stream record, if any. Returns 1 when nothing
+ * is pending any more, 0 when still blocked, or a negative code. */
+int sio_tp_flush(sio_tp *tp);
+
+/* Reads what is available without blocking (at most one batch of datagrams or
+ * one buffer of stream bytes, or a single record in exact mode) and calls FN
+ * for each packet. Returns the number of packets delivered (0 = nothing
+ * available), SIO_TP_EOF (clean end of the transport), or a negative code:
+ * SIO_ETRUNCATED (end of file inside a record), SIO_EPROTO (record larger
+ * than the limit), SIO_EIO (see tp->saved_errno). Packets delivered before
+ * the end in the same call were already passed to FN. */
+int sio_tp_recv(sio_tp *tp, sio_tp_packet_fn fn, void *ctx);
+
+/* LEARN mode: the packet from FROM was authentic; adopt it as the peer
+ * address. Returns 1 if the address changed. */
+int sio_tp_adopt_peer(sio_tp *tp, const struct sockaddr *from, socklen_t fromlen);
+
+#endif /* SIO_TRANSPORT_H */

@@ -1,0 +1,516 @@
+/* Negative tests of the protocol core: wrong remote identity, refused
+ * learned identity, wrong / missing PSK, answers-mode mismatch, key exchange
+ * replayed from an older session, reflected messages, low-order keys, a key
+ * that did not change, creation time going backwards, remote clock too far
+ * off, every single-bit flip of data and kx packets, truncated and oversized
+ * packets, decrypt-failure runs, the packet-number hard limit, keepalive and
+ * dead-peer detection. */
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "core_int.h"
+#include "lib/sim.h"
+#include "options.h"
+#include "wire.h"
+
+typedef struct capture {
+	int side;
+	size_t n;
+	uint8_t *pkt[4096];
+	size_t len[4096];
+} capture;
+
+static void on_wire(sim *s, int from, const uint8_t *pkt, size_t len, void *ctx)
+{
+	capture *c = ctx;
+	(void)s;
+	if (from != c->side || c->n == 4096)
+		return;
+	c->pkt[c->n] = malloc(len);
+	memcpy(c->pkt[c->n], pkt, len);
+	c->len[c->n++] = len;
+}
+
+static void capture_free(capture *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		free(c->pkt[i]);
+	c->n = 0;
+}
+
+static sim_config base(void)
+{
+	sim_config cfg;
+	memset(&cfg, 0, sizeof cfg);
+	cfg.datagram = 1;
+	cfg.net.delay = 1 * SIM_MS;
+	cfg.pin[0] = cfg.pin[1] = 1;
+	for (int i = 0; i < 2; i++) {
+		cfg.opts[i].kx_timeout_ns = 5 * SIM_S;
+		memset(cfg.id_seed[i], 0x11 * (i + 1), 32);
+	}
+	return cfg;
+}
+
+static int both_established(sim *s, void *ctx)
+{
+	(void)ctx;
+	return sim_established(s);
+}
+
+static int both_closed(sim *s, void *ctx)
+{
+	(void)ctx;
+	return sio_core_state(s->p[0].core) == SIO_STATE_CLOSED &&
+	       sio_core_state(s->p[1].core) == SIO_STATE_CLOSED;
+}
+
+static uint64_t drops(sio_core *c)
+{
+	sio_stats st;
+	sio_core_stats(c, &st);
+	return st.drop_malformed + st.drop_decrypt + st.drop_replay + st.drop_too_old +
+	       st.drop_unknown_key + st.drop_kx;
+}
+
+static sio_stats stats(sio_core *c)
+{
+	sio_stats st;
+	sio_core_stats(c, &st);
+	return st;
+}
+
+static void test_wrong_identity(void)
+{
+	sim s;
+	sim_config cfg = base();
+	memset(cfg.pin_key[0], 0x42, 32); /* side 0 expects someone else */
+	CHECK_OK(sim_init(&s, 10, &cfg));
+	CHECK(sim_run(&s, 30 * SIM_S, both_closed, NULL));
+	CHECK(!s.p[0].established_at && !s.p[1].established_at);
+	CHECK(sim_has_error(&s.p[0], SIO_EAUTH));
+	CHECK(stats(s.p[0].core).drop_kx > 0);
+	/* side 1 got valid messages but never an answer */
+	CHECK(sim_has_error(&s.p[1], SIO_ETIMEDOUT));
+	CHECK(sio_core_remote_key(s.p[0].core, (uint8_t[32]){0}) == SIO_ESTATE);
+	sim_free(&s);
+
+	/* learned identity refused by the program */
+	cfg = base();
+	cfg.pin[1] = 0;
+	CHECK_OK(sim_init(&s, 11, &cfg));
+	s.p[1].refuse_identity = 1;
+	sim_run(&s, 3 * SIM_S, NULL, NULL);
+	CHECK_EQ(sio_core_state(s.p[1].core), SIO_STATE_CLOSED);
+	CHECK(sim_has_error(&s.p[1], SIO_EREFUSED));
+	CHECK(!s.p[0].established_at);
+	sim_free(&s);
+
+	/* learned identity accepted: reported and pinned */
+	cfg = base();
+	cfg.pin[0] = cfg.pin[1] = 0;
+	CHECK_OK(sim_init(&s, 12, &cfg));
+	CHECK(sim_run(&s, 3 * SIM_S, both_established, NULL));
+	uint8_t pk[32];
+	CHECK_OK(sio_core_remote_key(s.p[0].core, pk));
+	CHECK(memcmp(pk, s.p[1].pk, 32) == 0);
+	sim_free(&s);
+}
+
+static void test_psk(void)
+{
+	static const uint8_t k1[32] = "first pre-shared key, 32 bytes.", k2[32] = "other pre-shared key, 32 bytes.";
+	sim s;
+	sim_config cfg = base();
+	/* same PSK: works */
+	cfg.opts[0].psk = cfg.opts[1].psk = k1;
+	cfg.opts[0].psk_len = cfg.opts[1].psk_len = 32;
+	CHECK_OK(sim_init(&s, 20, &cfg));
+	CHECK(sim_run(&s, 3 * SIM_S, both_established, NULL));
+	sim_free(&s);
+	/* different PSKs, or one side without: dropped before any signature
+	 * work, never established, ENOKEYX says why */
+	for (int variant = 0; variant < 2; variant++) {
+		cfg.opts[1].psk = variant ? NULL : k2;
+		cfg.opts[1].psk_len = variant ? 0 : 32;
+		CHECK_OK(sim_init(&s, 21, &cfg));
+		CHECK(sim_run(&s, 30 * SIM_S, both_closed, NULL));
+		for (int i = 0; i < 2; i++) {
+			CHECK(!s.p[i].established_at);
+			CHECK(sim_has_error(&s.p[i], SIO_ENOKEYX));
+			CHECK(stats(s.p[i].core).drop_kx >= 4);
+		}
+		sim_free(&s);
+	}
+	/* bad PSK length */
+	sio_core *c;
+	sio_core_config cc;
+	uint8_t sk[64], pkk[32];
+	crypto_sign_keypair(pkk, sk);
+	memset(&cc, 0, sizeof cc);
+	cc.ed25519_sk = sk;
+	cc.opts.psk = k1;
+	cc.opts.psk_len = 8;
+	CHECK_EQ(sio_core_new(&c, &cc, NULL), SIO_EINVAL);
+}
+
+static void test_answers_mismatch(void)
+{
+	for (int a = 1; a <= 3; a++)
+		for (int b = 1; b <= 3; b++) {
+			if (a == b)
+				continue;
+			sim s;
+			sim_config cfg = base();
+			cfg.opts[0].answers_mode = (sio_answers_mode)a;
+			cfg.opts[1].answers_mode = (sio_answers_mode)b;
+			CHECK_OK(sim_init(&s, 30, &cfg));
+			/* a clear error quickly, not a hang until the timeout */
+			CHECK(sim_run(&s, 1 * SIM_S, both_closed, NULL));
+			CHECK(sim_has_error(&s.p[0], SIO_EANSWERS));
+			CHECK(sim_has_error(&s.p[1], SIO_EANSWERS));
+			sim_free(&s);
+		}
+}
+
+static int is_kx(const uint8_t *p)
+{
+	return (p[0] & 0x80) != 0;
+}
+
+static void test_replayed_kx(void)
+{
+	capture cap;
+	sim s;
+	sim_config cfg = base();
+	cfg.opts[0].kx_interval_ns = cfg.opts[1].kx_interval_ns = 1 * SIM_S;
+	memset(&cap, 0, sizeof cap);
+	cap.side = 0;
+	/* session 1: record everything side 0 sends, over a few renewals */
+	CHECK_OK(sim_init(&s, 40, &cfg));
+	s.on_wire = on_wire;
+	s.hook_ctx = &cap;
+	CHECK(sim_run(&s, 3 * SIM_S, both_established, NULL));
+	sim_run(&s, 5 * SIM_S, NULL, NULL);
+	CHECK(stats(s.p[0].core).rekeys >= 2);
+	sim_free(&s);
+	size_t nkx = 0;
+	for (size_t i = 0; i < cap.n; i++)
+		nkx += is_kx(cap.pkt[i]);
+	CHECK(nkx >= 4);
+
+	/* session 2, same identities, later: old messages are refused */
+	cfg.wall_offset[0] = cfg.wall_offset[1] = 3600 * (int64_t)SIM_S;
+	CHECK_OK(sim_init(&s, 41, &cfg));
+	CHECK(sim_run(&s, 3 * SIM_S, both_established, NULL));
+	for (size_t i = 0; i < cap.n; i++) {
+		uint8_t buf[2048];
+		memcpy(buf, cap.pkt[i], cap.len[i]);
+		uint64_t d0 = drops(s.p[1].core);
+		CHECK_EQ(sio_core_recv(s.p[1].core, s.now, buf, cap.len[i]), 0);
+		CHECK_EQ(drops(s.p[1].core), d0 + 1);
+	}
+	sim_run(&s, s.now + 5 * SIM_S, NULL, NULL);
+	CHECK(sim_established(&s));
+	CHECK_EQ(s.p[1].nerrors, 0);
+	uint8_t pk[32];
+	CHECK_OK(sio_core_remote_key(s.p[1].core, pk));
+	CHECK(memcmp(pk, s.p[0].pk, 32) == 0);
+	sim_free(&s);
+
+	/* replayed first message reaching a fresh peer before the real one: the
+	 * real, newer session still wins */
+	cfg.no_start[0] = 1;
+	CHECK_OK(sim_init(&s, 42, &cfg));
+	for (size_t i = 0; i < cap.n; i++)
+		if (is_kx(cap.pkt[i])) {
+			sim_inject(&s, 1, cap.pkt[i], cap.len[i], 10 * SIM_MS);
+			break;
+		}
+	sim_run(&s, 500 * SIM_MS, NULL, NULL);
+	CHECK(!s.p[1].established_at);
+	CHECK_OK(sio_core_start(s.p[0].core, s.now));
+	CHECK(sim_run(&s, s.now + 5 * SIM_S, both_established, NULL));
+	sim_free(&s);
+	capture_free(&cap);
+}
+
+/* The first data packet side 0 sends after establishment, holding MSG. */
+static void test_bit_flips(int with_psk)
+{
+	static const uint8_t k1[32] = "first pre-shared key, 32 bytes.";
+	capture cap;
+	sim s;
+	sim_config cfg = base();
+	if (with_psk) {
+		cfg.opts[0].psk = cfg.opts[1].psk = k1;
+		cfg.opts[0].psk_len = cfg.opts[1].psk_len = 32;
+	}
+	memset(&cap, 0, sizeof cap);
+	cap.side = 0;
+	CHECK_OK(sim_init(&s, 50 + with_psk, &cfg));
+	CHECK(sim_run(&s, 3 * SIM_S, both_established, NULL));
+	s.net.loss = 1.0; /* capture only */
+	s.on_wire = on_wire;
+	s.hook_ctx = &cap;
+	const char *msg = "attack at dawn";
+	CHECK_OK(sio_core_write(s.p[0].core, s.now, 5, (const uint8_t *)msg, strlen(msg), 0));
+	sio_core_flush(s.p[0].core, s.now);
+	sim_flush(&s);
+	CHECK_EQ(cap.n, 1);
+	size_t len = cap.len[0];
+	uint8_t *orig = cap.pkt[0], buf[256];
+	CHECK_EQ(len, 21 + 2 + strlen(msg)); /* frame: kind, channel; no length */
+	sio_core *b = s.p[1].core;
+	size_t before = s.p[1].nmsgs;
+	/* every single-bit flip is dropped and counted */
+	for (size_t bit = 0; bit < len * 8; bit++) {
+		memcpy(buf, orig, len);
+		buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+		uint64_t d0 = drops(b);
+		CHECK_EQ(sio_core_recv(b, s.now, buf, len), 0);
+		CHECK_EQ(drops(b), d0 + 1);
+	}
+	/* truncations, an extra byte, an oversized packet */
+	for (size_t l = 0; l < len; l++) {
+		memcpy(buf, orig, len);
+		uint64_t d0 = drops(b);
+		CHECK_EQ(sio_core_recv(b, s.now, buf, l), 0);
+		CHECK_EQ(drops(b), d0 + 1);
+	}
+	memcpy(buf, orig, len);
+	buf[len] = 0;
+	CHECK_EQ(sio_core_recv(b, s.now, buf, len + 1), 0);
+	uint8_t *big = calloc(1, SIO_MAX_PACKET + 1);
+	memcpy(big, orig, len);
+	uint64_t m0 = stats(b).drop_malformed;
+	CHECK_EQ(sio_core_recv(b, s.now, big, SIO_MAX_PACKET + 1), 0);
+	CHECK_EQ(stats(b).drop_malformed, m0 + 1);
+	free(big);
+	CHECK_EQ(s.p[1].nmsgs, before);
+	/* a run of failures raised one error event (default threshold 16) */
+	CHECK(stats(b).decrypt_fail_runs >= 1);
+	CHECK(sim_has_error(&s.p[1], SIO_EDECRYPT));
+	CHECK_EQ(sio_core_state(b), SIO_STATE_ESTABLISHED);
+	/* the genuine packet once, then its replay */
+	memcpy(buf, orig, len);
+	CHECK_EQ(sio_core_recv(b, s.now, buf, len), 1);
+	CHECK_EQ(s.p[1].nmsgs, before + 1);
+	CHECK(s.p[1].msgs[before].len == strlen(msg) &&
+	      memcmp(s.p[1].msgs[before].data, msg, strlen(msg)) == 0);
+	memcpy(buf, orig, len);
+	uint64_t r0 = stats(b).drop_replay;
+	CHECK_EQ(sio_core_recv(b, s.now, buf, len), 0);
+	CHECK_EQ(stats(b).drop_replay, r0 + 1);
+	CHECK_EQ(s.p[1].nmsgs, before + 1);
+	capture_free(&cap);
+
+	/* every single-bit flip of a kx message (a renewal) is dropped too */
+	sio_core_tick(s.p[0].core, s.now + 70 * SIM_S); /* forces a renewal message */
+	s.now += 70 * SIM_S;
+	sim_flush(&s);
+	size_t k;
+	for (k = 0; k < cap.n && !is_kx(cap.pkt[k]); k++)
+		;
+	CHECK(k < cap.n);
+	if (k < cap.n) {
+		len = cap.len[k];
+		for (size_t bit = 0; bit < len * 8; bit++) {
+			memcpy(buf, cap.pkt[k], len);
+			buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+			uint64_t d0 = drops(b);
+			CHECK_EQ(sio_core_recv(b, s.now, buf, len), 0);
+			CHECK_EQ(drops(b), d0 + 1);
+		}
+		memcpy(buf, cap.pkt[k], len);
+		CHECK_EQ(sio_core_recv(b, s.now, buf, len), 1);
+	}
+	capture_free(&cap);
+	sim_free(&s);
+}
+
+static void test_decrypt_detach(void)
+{
+	sim s;
+	sim_config cfg = base();
+	cfg.opts[1].error_on_decrypt_fails = 3;
+	cfg.opts[1].detach_on_decrypt_fails = 5;
+	CHECK_OK(sim_init(&s, 60, &cfg));
+	CHECK(sim_run(&s, 3 * SIM_S, both_established, NULL));
+	uint8_t junk[100];
+	memset(junk, 0, sizeof junk);
+	junk[0] = SIO_PKT_DATA | (uint8_t)s.p[1].core->tx_slot;
+	for (int i = 0; i < 4; i++) {
+		uint8_t b[100];
+		memcpy(b, junk, sizeof b);
+		sio_put_le32(b + 1, 1000 + (uint32_t)i);
+		CHECK_EQ(sio_core_recv(s.p[1].core, s.now, b, sizeof b), 0);
+	}
+	CHECK(sim_has_error(&s.p[1], SIO_EDECRYPT));
+	CHECK_EQ(stats(s.p[1].core).decrypt_fail_runs, 1);
+	CHECK_EQ(sio_core_state(s.p[1].core), SIO_STATE_ESTABLISHED);
+	/* a good packet resets the run */
+	sim_run(&s, s.now + 15 * SIM_S, NULL, NULL); /* keepalives flow */
+	for (int i = 0; i < 5; i++) {
+		uint8_t b[100];
+		memcpy(b, junk, sizeof b);
+		sio_put_le32(b + 1, 2000 + (uint32_t)i);
+		sio_core_recv(s.p[1].core, s.now, b, sizeof b);
+	}
+	CHECK_EQ(stats(s.p[1].core).decrypt_fail_runs, 2);
+	CHECK_EQ(sio_core_state(s.p[1].core), SIO_STATE_CLOSED);
+	sim_free(&s);
+}
+
+static void test_crafted_kx(void)
+{
+	sim s;
+	sim_config cfg = base();
+	cfg.no_start[0] = 1;
+	CHECK_OK(sim_init(&s, 70, &cfg));
+	sio_core *a = s.p[0].core, *b = s.p[1].core;
+	sio_kx_fields f;
+	uint8_t m[SIO_KX_MSG_LEN];
+	memset(&f, 0, sizeof f);
+	memcpy(f.sid_sender, a->sid, 16);
+	f.gen = 1;
+	f.flags = SIO_ANSWERS_ANSWER_AND_WAIT;
+	f.created_ns = s.wall;
+	memcpy(f.idpk, s.p[0].pk, 32);
+	/* low-order points: all zero, and the order-8 point */
+	static const uint8_t low[2][32] = {
+		{0},
+		{0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3,
+		 0xfa, 0xf1, 0x9f, 0xc4, 0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32,
+		 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00}};
+	for (int i = 0; i < 2; i++) {
+		memcpy(f.epub, low[i], 32);
+		sio_kx_build(m, &f, s.p[0].sk);
+		CHECK_EQ(sio_kx_verify(m), 0);
+		uint64_t d0 = stats(b).drop_kx;
+		CHECK_EQ(sio_core_recv(b, 0, m, sizeof m), 0);
+		CHECK_EQ(stats(b).drop_kx, d0 + 1);
+		CHECK(!b->derived);
+	}
+	CHECK(sim_has_error(&s.p[1], SIO_EPROTO));
+	/* a message signed by an identity other than the one it names */
+	crypto_scalarmult_base(f.epub, (const uint8_t[32]){1, 2, 3});
+	sio_kx_build(m, &f, s.p[1].sk);
+	CHECK_EQ(sio_kx_verify(m), -1);
+	CHECK_EQ(sio_core_recv(b, 0, m, sizeof m), 0);
+	/* reflection: B's own message back to B */
+	CHECK_EQ(sio_core_recv(b, 0, b->local_wire, b->local_wire_len), 0);
+	CHECK(!b->have_peer_sid);
+	/* a message for another session of B */
+	memset(f.sid_receiver, 9, 16);
+	sio_kx_build(m, &f, s.p[0].sk);
+	CHECK_EQ(sio_core_recv(b, 0, m, sizeof m), 0);
+	sim_free(&s);
+
+	/* established: a renewal that reuses the old key, or goes back in time */
+	cfg = base();
+	CHECK_OK(sim_init(&s, 71, &cfg));
+	CHECK(sim_run(&s, 3 * SIM_S, both_established, NULL));
+	a = s.p[0].core;
+	b = s.p[1].core;
+	CHECK_OK(sio_kx_parse(a->local_msg, &f));
+	memcpy(f.sid_receiver, b->sid, 16);
+	f.gen = a->gen + 1;
+	f.created_ns += 1000;
+	sio_kx_build(m, &f, s.p[0].sk);
+	uint64_t d0 = stats(b).drop_kx;
+	CHECK_EQ(sio_core_recv(b, s.now, m, sizeof m), 0);
+	CHECK_EQ(stats(b).drop_kx, d0 + 1);
+	CHECK(sim_has_error(&s.p[1], SIO_EPROTO));
+	crypto_scalarmult_base(f.epub, (const uint8_t[32]){7, 7, 7});
+	f.created_ns -= 1000000;
+	sio_kx_build(m, &f, s.p[0].sk);
+	CHECK_EQ(sio_core_recv(b, s.now, m, sizeof m), 0);
+	CHECK_EQ(stats(b).drop_kx, d0 + 2);
+	CHECK(sim_has_error(&s.p[1], SIO_ECLOCK));
+	/* a generation from far ahead */
+	f.gen = a->gen + 5;
+	f.created_ns += 10000000;
+	sio_kx_build(m, &f, s.p[0].sk);
+	CHECK_EQ(sio_core_recv(b, s.now, m, sizeof m), 0);
+	sim_run(&s, s.now + 5 * SIM_S, NULL, NULL);
+	CHECK(sim_established(&s));
+	sim_free(&s);
+}
+
+static void test_time_sanity(void)
+{
+	sim s;
+	sim_config cfg = base();
+	cfg.opts[1].max_time_diff_ns = 10 * (int64_t)SIM_S;
+	cfg.wall_offset[0] = 3600 * (int64_t)SIM_S; /* side 0's clock is an hour ahead */
+	CHECK_OK(sim_init(&s, 80, &cfg));
+	CHECK(sim_run(&s, 30 * SIM_S, both_closed, NULL));
+	CHECK(sim_has_error(&s.p[1], SIO_ECLOCK));
+	CHECK(!s.p[1].established_at);
+	sim_free(&s);
+	cfg.wall_offset[0] = 5 * (int64_t)SIM_S; /* within the bound */
+	CHECK_OK(sim_init(&s, 81, &cfg));
+	CHECK(sim_run(&s, 3 * SIM_S, both_established, NULL));
+	sim_free(&s);
+}
+
+static void test_pn_limit(void)
+{
+	sim s;
+	sim_config cfg = base();
+	cfg.opts[0].send_delay_ns = -1;
+	CHECK_OK(sim_init(&s, 90, &cfg));
+	CHECK(sim_run(&s, 3 * SIM_S, both_established, NULL));
+	sio_core *a = s.p[0].core;
+	s.net.loss = 1.0; /* the renewal cannot complete */
+	a->keys[a->tx_slot].tx_pn = SIO_PN_LIMIT - 2;
+	uint8_t x = 1;
+	CHECK_OK(sio_core_write(a, s.now, 1, &x, 1, 0));
+	CHECK_OK(sio_core_write(a, s.now, 1, &x, 1, 0));
+	CHECK_EQ(a->keys[a->tx_slot].tx_pn, SIO_PN_LIMIT);
+	CHECK_EQ(sio_core_write(a, s.now, 1, &x, 1, 0), SIO_ELIMIT);
+	sim_run(&s, s.now + 100 * SIM_MS, NULL, NULL);
+	CHECK(a->gen >= 2); /* a renewal started (packet count) */
+	s.net.loss = 0;
+	sim_run(&s, s.now + 3 * SIM_S, NULL, NULL);
+	CHECK_OK(sio_core_write(a, s.now, 1, &x, 1, 0));
+	sim_free(&s);
+}
+
+static void test_liveness(void)
+{
+	sim s;
+	sim_config cfg = base();
+	CHECK_OK(sim_init(&s, 100, &cfg));
+	CHECK(sim_run(&s, 3 * SIM_S, both_established, NULL));
+	/* idle for two minutes: keepalives keep both alive */
+	sim_run(&s, s.now + 120 * SIM_S, NULL, NULL);
+	CHECK(sim_established(&s));
+	CHECK(stats(s.p[0].core).packets_sent > 10);
+	/* the path dies: dead-peer timeout (default >= 30 s) */
+	s.net.loss = 1.0;
+	sim_run(&s, s.now + 200 * SIM_S, both_closed, NULL);
+	CHECK(sim_has_error(&s.p[0], SIO_EPEERDEAD) || sim_has_error(&s.p[0], SIO_ETIMEDOUT));
+	CHECK_EQ(sio_core_state(s.p[0].core), SIO_STATE_CLOSED);
+	sim_free(&s);
+}
+
+int main(void)
+{
+	CHECK_OK(sio_init());
+	test_wrong_identity();
+	test_psk();
+	test_answers_mismatch();
+	test_replayed_kx();
+	test_bit_flips(0);
+	test_bit_flips(1);
+	test_decrypt_detach();
+	test_crafted_kx();
+	test_time_sanity();
+	test_pn_limit();
+	test_liveness();
+	return check_done("test_core_neg");
+}

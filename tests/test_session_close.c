@@ -1,0 +1,278 @@
+/* Closing: from either side, from inside a handler (no deadlock), from
+ * another thread while a reader blocks, both at once; sessions freed with
+ * completions outstanding; a peer that vanishes (stream: truncation; UDP:
+ * dead-peer timeout), each reported as an error event and a state change. */
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "sess_pair.h"
+
+struct evrec {
+	pthread_mutex_t mu;
+	int errs[16], nerr;
+	int closed_seen, handler_close_rc, handler_wait_rc, herr;
+	int bad_events; /* checked by the main thread (CHECK is not thread-safe) */
+};
+
+static void on_error(sio_session *s, int err, const char *msg, void *ctx)
+{
+	struct evrec *e = ctx;
+	pthread_mutex_lock(&e->mu);
+	if (e->nerr < 16)
+		e->errs[e->nerr++] = err;
+	if (!msg || !msg[0])
+		e->bad_events++;
+	pthread_mutex_unlock(&e->mu);
+}
+
+static void on_state(sio_session *s, sio_state o, sio_state n, void *ctx)
+{
+	struct evrec *e = ctx;
+	pthread_mutex_lock(&e->mu);
+	if (n <= o)
+		e->bad_events++;
+	if (n == SIO_STATE_CLOSED)
+		e->closed_seen++;
+	pthread_mutex_unlock(&e->mu);
+}
+
+/* Error events run on the I/O thread, maybe just after the state change
+ * that woke the test: wait for it (bounded). */
+static int has_err(struct evrec *e, int err)
+{
+	int f = 0;
+	for (int t = 0; t < 400 && !f; t++) {
+		pthread_mutex_lock(&e->mu);
+		for (int i = 0; i < e->nerr; i++)
+			f |= e->errs[i] == err;
+		pthread_mutex_unlock(&e->mu);
+		if (!f)
+			usleep(5000);
+	}
+	return f;
+}
+
+static void test_close_from_b(void)
+{
+	struct pair p;
+	CHECK_OK(pair_open(&p, PK_UNIX_STREAM, NULL, NULL, NULL, NULL));
+	CHECK_OK(pair_start(&p));
+	CHECK_EQ(sio_write(p.b, "bye", 3), 3);
+	CHECK_OK(sio_close_and_wait(p.b, 10000));
+	CHECK_OK(sio_session_wait_state(p.a, SIO_STATE_CLOSED, 10000));
+	char buf[8];
+	/* what was written before the close is still delivered, then the end */
+	CHECK_EQ(sio_read_timeout(p.a, buf, sizeof buf, 1000), 3);
+	CHECK_EQ(sio_read_timeout(p.a, buf, sizeof buf, 1000), 0);
+	CHECK_OK(sio_close(p.a)); /* closing a closed session is fine */
+	pair_free(&p);
+}
+
+/* A handler that closes its own session, and waits for it (which must not
+ * wait on the I/O thread: it returns at once). */
+static void closing_handler(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
+{
+	struct evrec *e = ctx;
+	int w = sio_write_message(s, 2, "ack", 3); /* from a handler: queued */
+	int c = sio_close(s);
+	int cw = sio_close_and_wait(s, 1000);
+	pthread_mutex_lock(&e->mu);
+	e->handler_close_rc = c | w;
+	e->handler_wait_rc = cw;
+	pthread_mutex_unlock(&e->mu);
+}
+
+static void herr(sio_session *s, uint32_t type, int err, void *ctx)
+{
+	struct evrec *e = ctx;
+	pthread_mutex_lock(&e->mu);
+	e->herr++;
+	pthread_mutex_unlock(&e->mu);
+}
+
+static void test_close_in_handler(enum pair_kind k)
+{
+	struct pair p;
+	struct evrec e;
+	memset(&e, 0, sizeof e);
+	pthread_mutex_init(&e.mu, NULL);
+	sio_callbacks cb = {.ctx = &e, .on_state = on_state, .on_error = on_error};
+	CHECK_OK(pair_open(&p, k, NULL, NULL, NULL, &cb));
+	CHECK_OK(sio_set_handler(p.b, 1, closing_handler, herr, &e));
+	CHECK_OK(pair_start(&p));
+	CHECK_OK(sio_write_message(p.a, 1, "x", 1));
+	CHECK_OK(sio_session_wait_state(p.b, SIO_STATE_CLOSED, 10000));
+	CHECK_OK(sio_session_wait_state(p.a, SIO_STATE_CLOSED, 10000));
+	pthread_mutex_lock(&e.mu);
+	CHECK_EQ(e.handler_close_rc, 0);
+	CHECK_EQ(e.handler_wait_rc, 0);
+	pthread_mutex_unlock(&e.mu);
+	for (int i = 0; i < 400; i++) {
+		pthread_mutex_lock(&e.mu);
+		int c = e.closed_seen;
+		pthread_mutex_unlock(&e.mu);
+		if (c)
+			break;
+		usleep(5000);
+	}
+	pthread_mutex_lock(&e.mu);
+	CHECK_EQ(e.closed_seen, 1);
+	CHECK_EQ(e.nerr, 0); /* graceful */
+	CHECK_EQ(e.bad_events, 0);
+	pthread_mutex_unlock(&e.mu);
+	pair_free(&p);
+}
+
+struct reader {
+	sio_session *s;
+	ssize_t r;
+};
+
+static void *blocked_reader(void *arg)
+{
+	struct reader *rd = arg;
+	char buf[4];
+	rd->r = sio_read(rd->s, buf, sizeof buf);
+	return NULL;
+}
+
+static void *closer(void *arg)
+{
+	sio_close(arg);
+	return NULL;
+}
+
+static void test_close_while_reading(void)
+{
+	struct pair p;
+	CHECK_OK(pair_open(&p, PK_SEQPACKET, NULL, NULL, NULL, NULL));
+	CHECK_OK(pair_start(&p));
+	struct reader ra = {p.a, 99}, rb = {p.b, 99};
+	pthread_t ta, tb, c1, c2;
+	pthread_create(&ta, NULL, blocked_reader, &ra);
+	pthread_create(&tb, NULL, blocked_reader, &rb);
+	usleep(20000);
+	/* both sides close at once, from other threads */
+	pthread_create(&c1, NULL, closer, p.a);
+	pthread_create(&c2, NULL, closer, p.b);
+	pthread_join(c1, NULL);
+	pthread_join(c2, NULL);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	CHECK_EQ(ra.r, 0);
+	CHECK_EQ(rb.r, 0);
+	CHECK_EQ(sio_session_state(p.a), SIO_STATE_CLOSED);
+	CHECK_EQ(sio_session_state(p.b), SIO_STATE_CLOSED);
+	pair_free(&p);
+}
+
+static void done_cb(sio_send_info *si, int err, void *ctx)
+{
+	int *n = ctx;
+	__atomic_add_fetch(n, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Completions outstanding at free fail with SIO_ECANCELED; the objects stay
+ * valid until released, even after the session is gone. */
+static void test_free_with_pending(void)
+{
+	struct pair p;
+	CHECK_OK(pair_open(&p, PK_UNIX_STREAM, NULL, NULL, NULL, NULL));
+	/* not started: messages are queued until established, which never comes */
+	int ncb = 0, err = -1;
+	sio_send_info *si[5];
+	for (int i = 0; i < 5; i++) {
+		si[i] = sio_write_message_async(p.a, 3, "abc", 3, i < 2 ? done_cb : NULL, &ncb, &err);
+		CHECK(si[i] != NULL);
+		CHECK_OK(err);
+	}
+	CHECK_EQ(sio_send_info_done(si[0]), 0);
+	CHECK_EQ(sio_send_info_wait(si[0], 0), SIO_ETIMEDOUT);
+	sio_send_info_release(si[4]); /* released before completion */
+	sio_session_free(p.a);
+	p.a = NULL;
+	for (int i = 0; i < 4; i++) {
+		CHECK(sio_send_info_done(si[i]));
+		CHECK_EQ(sio_send_info_wait(si[i], -1), SIO_ECANCELED);
+		CHECK_EQ(sio_send_info_err(si[i]), SIO_ECANCELED);
+		sio_send_info_release(si[i]);
+	}
+	CHECK_EQ(ncb, 2);
+	pair_free(&p);
+}
+
+/* The peer disappears without a close: on a stream the end of file without
+ * a close message is a truncation. */
+static void test_vanish_stream(enum pair_kind k)
+{
+	struct pair p;
+	struct evrec e;
+	memset(&e, 0, sizeof e);
+	pthread_mutex_init(&e.mu, NULL);
+	sio_callbacks ca = {.ctx = &e, .on_state = on_state, .on_error = on_error};
+	CHECK_OK(pair_open(&p, k, NULL, NULL, &ca, NULL));
+	CHECK_OK(pair_start(&p));
+	sio_session_free(p.b);
+	p.b = NULL;
+	for (int i = 1; i < 4; i++) { /* b's descriptors (pipes: b holds 1 and 2) */
+		if (k == PK_PIPES ? (i == 1 || i == 2) : i == 1) {
+			close(p.fds[i]);
+			p.fds[i] = -1;
+		}
+	}
+	CHECK_OK(sio_session_wait_state(p.a, SIO_STATE_CLOSED, 10000));
+	/* waiting for a state the session never reached reports why it ended */
+	int r = sio_session_wait_state(p.a, SIO_STATE_ESTABLISHED, 0);
+	CHECK_EQ(r, 0); /* it was established before */
+	char buf[4];
+	r = (int)sio_read_timeout(p.a, buf, 4, 1000);
+	CHECK(r == SIO_ETRUNCATED || r == SIO_EIO);
+	CHECK(has_err(&e, r));
+	CHECK_EQ(e.bad_events, 0);
+	pair_free(&p);
+}
+
+static void test_vanish_udp(void)
+{
+	struct pair p;
+	struct evrec e;
+	memset(&e, 0, sizeof e);
+	pthread_mutex_init(&e.mu, NULL);
+	sio_callbacks ca = {.ctx = &e, .on_state = on_state, .on_error = on_error};
+	sio_options o;
+	memset(&o, 0, sizeof o);
+	o.keepalive_ns = 50000000;   /* 50 ms */
+	o.dead_peer_ns = 400000000;  /* 400 ms */
+	CHECK_OK(pair_open(&p, PK_UDP_CONNECTED, &o, &o, &ca, NULL));
+	CHECK_OK(pair_start(&p));
+	usleep(600000); /* alive: keepalives flow both ways */
+	CHECK_EQ(sio_session_state(p.a), SIO_STATE_ESTABLISHED);
+	sio_session_free(p.b);
+	p.b = NULL;
+	CHECK_OK(sio_session_wait_state(p.a, SIO_STATE_CLOSED, 20000));
+	CHECK(has_err(&e, SIO_EPEERDEAD));
+	char buf[4];
+	CHECK_EQ(sio_read_timeout(p.a, buf, 4, 1000), SIO_EPEERDEAD);
+	pair_free(&p);
+}
+
+int main(void)
+{
+	alarm(300);
+	signal(SIGPIPE, SIG_DFL);
+	CHECK_OK(sio_init());
+	test_close_from_b();
+	test_close_in_handler(PK_UNIX_STREAM);
+	test_close_in_handler(PK_UDP_CONNECTED);
+	test_close_while_reading();
+	test_free_with_pending();
+	test_vanish_stream(PK_UNIX_STREAM);
+	test_vanish_stream(PK_TCP);
+	test_vanish_stream(PK_PIPES);
+	test_vanish_stream(PK_SEQPACKET);
+	test_vanish_udp();
+	return check_done("test_session_close");
+}

@@ -1,0 +1,272 @@
+/* Messages: per-type messengers (read/write, truncation, pause/resume,
+ * counters, exclusivity), the catch-all handler and counted drops of
+ * unhandled types, handler removal, asynchronous writes from several threads
+ * with completions waited in another thread (all delivered, in order per
+ * writer), send-now-and-wait, invalid arguments. */
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "sess_pair.h"
+
+static void test_messenger(void)
+{
+	struct pair p;
+	CHECK_OK(pair_open(&p, PK_SEQPACKET, NULL, NULL, NULL, NULL));
+	sio_messenger *ma, *mb, *dup;
+	CHECK_OK(sio_messenger_open(p.a, 7, &ma));
+	CHECK_OK(sio_messenger_open(p.b, 7, &mb));
+	CHECK_EQ(sio_messenger_open(p.b, 7, &dup), SIO_ESTATE);
+	CHECK_EQ(sio_set_handler(p.b, 7, NULL, NULL, NULL), SIO_ESTATE);
+	CHECK_OK(pair_start(&p));
+	CHECK_OK(sio_messenger_write(ma, "hello", 5));
+	CHECK_OK(sio_messenger_write(ma, "0123456789", 10));
+	CHECK_OK(sio_messenger_write(ma, "", 0));
+	char buf[16];
+	size_t full = 0;
+	CHECK_EQ(sio_messenger_read(mb, buf, sizeof buf, &full, 10000), 5);
+	CHECK_EQ(full, 5);
+	CHECK(memcmp(buf, "hello", 5) == 0);
+	/* whole messages: a short buffer truncates and reports the full size */
+	CHECK_EQ(sio_messenger_read(mb, buf, 4, &full, 10000), 4);
+	CHECK_EQ(full, 10);
+	CHECK(memcmp(buf, "0123", 4) == 0);
+	CHECK_EQ(sio_messenger_read(mb, buf, sizeof buf, &full, 10000), 0);
+	CHECK_EQ(full, 0);
+	CHECK_EQ(sio_messenger_read(mb, buf, sizeof buf, NULL, 0), SIO_EAGAIN);
+	CHECK_EQ(sio_messenger_read(mb, buf, sizeof buf, NULL, 50), SIO_ETIMEDOUT);
+	/* paused: queued, not delivered; resumed: delivered */
+	sio_messenger_pause(mb);
+	CHECK_OK(sio_messenger_write(ma, "later", 5));
+	usleep(100000);
+	CHECK_EQ(sio_messenger_read(mb, buf, sizeof buf, NULL, 0), SIO_EAGAIN);
+	sio_messenger_resume(mb);
+	CHECK_EQ(sio_messenger_read(mb, buf, sizeof buf, NULL, 10000), 5);
+	uint64_t mi, bi, mo, bo;
+	sio_messenger_counts(mb, &mi, &bi, &mo, &bo);
+	CHECK_EQ(mi, 4);
+	CHECK_EQ(bi, 20);
+	CHECK_EQ(mo, 0);
+	sio_messenger_counts(ma, &mi, &bi, &mo, &bo);
+	CHECK_EQ(mo, 4);
+	CHECK_EQ(bo, 20);
+	/* other types do not reach the messenger; the default stream is apart */
+	CHECK_OK(sio_write_message(p.a, 8, "x", 1));
+	CHECK_EQ(sio_write(p.a, "rw", 2), 2);
+	CHECK_EQ(sio_read_timeout(p.b, buf, sizeof buf, 10000), 2);
+	CHECK_EQ(sio_messenger_read(mb, buf, sizeof buf, NULL, 0), SIO_EAGAIN);
+	sio_stats st;
+	sio_session_stats(p.b, &st);
+	CHECK_EQ(st.drop_unknown_type, 1);
+	/* once closed, the type is unhandled again */
+	sio_messenger_close(mb);
+	CHECK_OK(sio_write_message(p.a, 7, "y", 1));
+	CHECK_EQ(sio_write(p.a, "z", 1), 1); /* ordered after it on the wire */
+	CHECK_EQ(sio_read_timeout(p.b, buf, sizeof buf, 10000), 1);
+	sio_session_stats(p.b, &st);
+	CHECK_EQ(st.drop_unknown_type, 2);
+	/* end of session: the reader gets 0 */
+	CHECK_OK(sio_messenger_open(p.b, 9, &mb));
+	CHECK_OK(sio_close_and_wait(p.a, 10000));
+	CHECK_OK(sio_session_wait_state(p.b, SIO_STATE_CLOSED, 10000));
+	CHECK_EQ(sio_messenger_read(mb, buf, sizeof buf, NULL, 1000), 0);
+	sio_messenger_close(mb);
+	sio_messenger_close(ma);
+	pair_free(&p);
+}
+
+struct catchall {
+	pthread_mutex_t mu;
+	uint32_t types[8];
+	int n;
+};
+
+static void on_any(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
+{
+	struct catchall *c = ctx;
+	pthread_mutex_lock(&c->mu);
+	if (c->n < 8)
+		c->types[c->n++] = type;
+	pthread_mutex_unlock(&c->mu);
+}
+
+static void test_default_handler(void)
+{
+	struct pair p;
+	struct catchall c = {PTHREAD_MUTEX_INITIALIZER, {0}, 0};
+	CHECK_OK(pair_open(&p, PK_UNIX_STREAM, NULL, NULL, NULL, NULL));
+	CHECK_OK(sio_set_default_handler(p.b, on_any, &c));
+	CHECK_OK(sio_set_handler(p.b, 4, on_any, NULL, &c));
+	CHECK_OK(sio_set_handler(p.b, 4, NULL, NULL, NULL)); /* removed again */
+	CHECK_OK(pair_start(&p));
+	CHECK_OK(sio_write_message(p.a, 4, "a", 1));
+	CHECK_OK(sio_write_message(p.a, SIO_CHANNEL_MAX, "b", 1));
+	CHECK_EQ(sio_write(p.a, "c", 1), 1); /* default stream still reaches read */
+	char buf[2];
+	CHECK_EQ(sio_read_timeout(p.b, buf, 2, 10000), 1);
+	for (int t = 0; t < 400; t++) {
+		pthread_mutex_lock(&c.mu);
+		int n = c.n;
+		pthread_mutex_unlock(&c.mu);
+		if (n >= 2)
+			break;
+		usleep(5000);
+	}
+	pthread_mutex_lock(&c.mu);
+	CHECK_EQ(c.n, 2);
+	CHECK_EQ(c.types[0], 4);
+	CHECK_EQ(c.types[1], SIO_CHANNEL_MAX);
+	pthread_mutex_unlock(&c.mu);
+	/* invalid arguments */
+	CHECK_EQ(sio_write_message(p.a, SIO_TYPE_READWRITE + 1, "x", 1), SIO_EINVAL);
+	CHECK_EQ(sio_write_message(p.a, 1, NULL, 1), SIO_EINVAL);
+	CHECK_EQ(sio_set_handler(p.a, 0xffffffffu, on_any, NULL, NULL), SIO_EINVAL);
+	int err = 0;
+	CHECK(sio_write_message_async(p.a, 0x90000000u, "x", 1, NULL, NULL, &err) == NULL);
+	CHECK_EQ(err, SIO_EINVAL);
+	CHECK_EQ(sio_session_start(p.a), SIO_ESTATE); /* once */
+	pair_free(&p);
+}
+
+#define WRITERS 3
+#define PER_WRITER 3000
+
+struct seqrx {
+	pthread_mutex_t mu;
+	uint32_t next[WRITERS];
+	int bad, total;
+};
+
+static void on_seq(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
+{
+	struct seqrx *r = ctx;
+	uint32_t w, n;
+	pthread_mutex_lock(&r->mu);
+	if (len != 8) {
+		r->bad++;
+	} else {
+		memcpy(&w, d, 4);
+		memcpy(&n, d + 4, 4);
+		if (w >= WRITERS || r->next[w] != n)
+			r->bad++;
+		else
+			r->next[w]++;
+	}
+	r->total++;
+	pthread_mutex_unlock(&r->mu);
+}
+
+struct wq { /* completions handed to the waiting thread */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	sio_send_info *q[WRITERS * PER_WRITER];
+	int head, tail, errs;
+};
+
+struct writer {
+	sio_session *s;
+	struct wq *wq;
+	uint32_t id;
+	int failed;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	for (uint32_t i = 0; i < PER_WRITER; i++) {
+		uint8_t m[8];
+		memcpy(m, &w->id, 4);
+		memcpy(m + 4, &i, 4);
+		int err;
+		sio_send_info *si = sio_write_message_async(w->s, 11, m, 8, NULL, NULL, &err);
+		if (!si) {
+			w->failed++;
+			continue;
+		}
+		pthread_mutex_lock(&w->wq->mu);
+		w->wq->q[w->wq->tail++] = si;
+		pthread_cond_signal(&w->wq->cv);
+		pthread_mutex_unlock(&w->wq->mu);
+	}
+	return NULL;
+}
+
+static void *waiter_main(void *arg)
+{
+	struct wq *q = arg;
+	for (int n = 0; n < WRITERS * PER_WRITER; n++) {
+		pthread_mutex_lock(&q->mu);
+		while (q->head == q->tail)
+			pthread_cond_wait(&q->cv, &q->mu);
+		sio_send_info *si = q->q[q->head++];
+		pthread_mutex_unlock(&q->mu);
+		int r = (n % 100 == 0) ? sio_send_info_send_now_and_wait(si, 20000)
+				       : sio_send_info_wait(si, 20000);
+		if (r != 0)
+			q->errs++;
+		sio_send_info_release(si);
+	}
+	return NULL;
+}
+
+static void test_async_threads(enum pair_kind k)
+{
+	struct pair p;
+	static struct seqrx rx;
+	static struct wq wq;
+	memset(&rx, 0, sizeof rx);
+	memset(&wq, 0, sizeof wq);
+	pthread_mutex_init(&rx.mu, NULL);
+	pthread_mutex_init(&wq.mu, NULL);
+	pthread_cond_init(&wq.cv, NULL);
+	CHECK_OK(pair_open(&p, k, NULL, NULL, NULL, NULL));
+	CHECK_OK(sio_set_handler(p.b, 11, on_seq, NULL, &rx));
+	CHECK_OK(pair_start(&p));
+	struct writer w[WRITERS];
+	pthread_t tw[WRITERS], tq;
+	pthread_create(&tq, NULL, waiter_main, &wq);
+	for (int i = 0; i < WRITERS; i++) {
+		w[i] = (struct writer){p.a, &wq, (uint32_t)i, 0};
+		pthread_create(&tw[i], NULL, writer_main, &w[i]);
+	}
+	for (int i = 0; i < WRITERS; i++) {
+		pthread_join(tw[i], NULL);
+		CHECK_EQ(w[i].failed, 0);
+	}
+	pthread_join(tq, NULL);
+	CHECK_EQ(wq.errs, 0);
+	for (int t = 0; t < 2000; t++) {
+		pthread_mutex_lock(&rx.mu);
+		int n = rx.total;
+		pthread_mutex_unlock(&rx.mu);
+		if (n >= WRITERS * PER_WRITER)
+			break;
+		usleep(5000);
+	}
+	pthread_mutex_lock(&rx.mu);
+	CHECK_EQ(rx.total, WRITERS * PER_WRITER);
+	CHECK_EQ(rx.bad, 0);
+	pthread_mutex_unlock(&rx.mu);
+	sio_stats sa, sb;
+	sio_session_stats(p.a, &sa);
+	sio_session_stats(p.b, &sb);
+	CHECK(sa.messages_sent >= WRITERS * PER_WRITER);
+	CHECK(sb.messages_received >= WRITERS * PER_WRITER);
+	CHECK(sa.packets_sent < sa.messages_sent); /* small messages were merged */
+	pair_free(&p);
+}
+
+int main(void)
+{
+	alarm(300);
+	signal(SIGPIPE, SIG_DFL);
+	CHECK_OK(sio_init());
+	test_messenger();
+	test_default_handler();
+	test_async_threads(PK_SEQPACKET);
+	test_async_threads(PK_TCP);
+	test_async_threads(PK_UNIX_DGRAM); /* lossless, unlike UDP under load */
+	return check_done("test_session_messages");
+}

@@ -1,0 +1,165 @@
+/* Sessions over every transport kind on real descriptors: UNIX stream,
+ * dgram and seqpacket, TCP and UDP (connected; fixed peer + learned peer) on
+ * loopback, a pair of pipes, custom callbacks. On each: handshake, stream
+ * reads with short reads, messages on a channel handler, asynchronous writes
+ * with completion callbacks, a message larger than one packet, graceful close
+ * seen by the peer as end of stream. */
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "sess_pair.h"
+
+struct rx {
+	pthread_mutex_t mu;
+	int msgs, bad;
+	size_t bytes;
+	int done_cbs, done_errs;
+};
+
+static void on_chan(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
+{
+	struct rx *r = ctx;
+	pthread_mutex_lock(&r->mu);
+	for (size_t i = 0; i < len; i++)
+		if (d[i] != (uint8_t)(r->msgs + i))
+			r->bad++;
+	if (type != 5)
+		r->bad++;
+	r->msgs++;
+	r->bytes += len;
+	pthread_mutex_unlock(&r->mu);
+}
+
+static void on_done(sio_send_info *si, int err, void *ctx)
+{
+	struct rx *r = ctx;
+	pthread_mutex_lock(&r->mu);
+	r->done_cbs++;
+	if (err)
+		r->done_errs++;
+	pthread_mutex_unlock(&r->mu);
+}
+
+static int wait_msgs(struct rx *r, int n)
+{
+	for (int i = 0; i < 2000; i++) {
+		pthread_mutex_lock(&r->mu);
+		int m = r->msgs;
+		pthread_mutex_unlock(&r->mu);
+		if (m >= n)
+			return m;
+		usleep(5000);
+	}
+	return -1;
+}
+
+static ssize_t read_full(sio_session *s, uint8_t *buf, size_t len)
+{
+	size_t got = 0;
+	while (got < len) {
+		ssize_t r = sio_read_timeout(s, buf + got, len - got, 10000);
+		if (r <= 0)
+			return r;
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
+}
+
+static void run(enum pair_kind k)
+{
+	struct pair p;
+	fprintf(stderr, "-- %s\n", pair_kind_name(k));
+	CHECK_OK(pair_open(&p, k, NULL, NULL, NULL, NULL));
+	struct rx rx = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0};
+	CHECK_OK(sio_set_handler(p.b, 5, on_chan, NULL, &rx));
+	CHECK_OK(pair_start(&p));
+	CHECK_EQ(sio_session_state(p.a), SIO_STATE_ESTABLISHED);
+
+	/* stream semantics: one 100-byte message read as 30 + 70 */
+	uint8_t msg[100], buf[100];
+	for (int i = 0; i < 100; i++)
+		msg[i] = (uint8_t)(i * 3);
+	CHECK_EQ(sio_write(p.a, msg, sizeof msg), 100);
+	CHECK_EQ(sio_read_timeout(p.b, buf, 30, 10000), 30);
+	CHECK_EQ(sio_read_timeout(p.b, buf + 30, 100, 10000), 70);
+	CHECK(memcmp(buf, msg, 100) == 0);
+	CHECK_EQ(sio_read_timeout(p.b, buf, 1, 0), SIO_EAGAIN);
+	/* and back */
+	CHECK_EQ(sio_write(p.b, msg, 10), 10);
+	CHECK_EQ(read_full(p.a, buf, 10), 10);
+
+	/* channel messages, synchronous */
+	for (int i = 0; i < 10; i++) {
+		uint8_t m[64];
+		for (int j = 0; j < 64; j++)
+			m[j] = (uint8_t)(i + j);
+		CHECK_OK(sio_write_message(p.a, 5, m, (size_t)(i * 7)));
+	}
+	CHECK_EQ(wait_msgs(&rx, 10), 10);
+	/* asynchronous, with completion callbacks, waited and released */
+	sio_send_info *si[50];
+	for (int i = 0; i < 50; i++) {
+		uint8_t m[16];
+		for (int j = 0; j < 16; j++)
+			m[j] = (uint8_t)(10 + i + j);
+		int err = -1;
+		si[i] = sio_write_message_async(p.a, 5, m, sizeof m, on_done, &rx, &err);
+		CHECK(si[i] != NULL);
+		CHECK_OK(err);
+	}
+	for (int i = 0; i < 50; i++) {
+		if (!si[i])
+			continue;
+		CHECK_OK(sio_send_info_wait(si[i], 10000));
+		CHECK(sio_send_info_done(si[i]));
+		CHECK_OK(sio_send_info_err(si[i]));
+		sio_send_info_release(si[i]);
+	}
+	CHECK_EQ(wait_msgs(&rx, 60), 60);
+	pthread_mutex_lock(&rx.mu);
+	CHECK_EQ(rx.bad, 0);
+	pthread_mutex_unlock(&rx.mu);
+	for (int i = 0; i < 2000; i++) { /* callbacks run on the I/O thread */
+		pthread_mutex_lock(&rx.mu);
+		int d = rx.done_cbs;
+		pthread_mutex_unlock(&rx.mu);
+		if (d >= 50)
+			break;
+		usleep(5000);
+	}
+	pthread_mutex_lock(&rx.mu);
+	CHECK_EQ(rx.done_cbs, 50);
+	CHECK_EQ(rx.done_errs, 0);
+	pthread_mutex_unlock(&rx.mu);
+
+	/* a message larger than one datagram packet */
+	static uint8_t big[60000], bigr[60000];
+	/* datagram kinds: a whole packet (fragmentation is tested separately) */
+	size_t blen = pair_kind_datagram(k) ? 1300 : sizeof big;
+	for (size_t i = 0; i < blen; i++)
+		big[i] = (uint8_t)(i * 7 + 1);
+	CHECK_EQ(sio_write(p.a, big, blen), (ssize_t)blen);
+	CHECK_EQ(read_full(p.b, bigr, blen), (ssize_t)blen);
+	CHECK(memcmp(big, bigr, blen) == 0);
+
+	/* graceful close from a: b sees the end of the stream */
+	CHECK_OK(sio_close_and_wait(p.a, 10000));
+	CHECK_EQ(sio_session_state(p.a), SIO_STATE_CLOSED);
+	CHECK_OK(sio_session_wait_state(p.b, SIO_STATE_CLOSED, 10000));
+	CHECK_EQ(sio_read_timeout(p.b, buf, 10, 1000), 0);
+	CHECK_EQ(sio_write(p.a, msg, 1), SIO_ECLOSED);
+	pair_free(&p);
+}
+
+int main(void)
+{
+	alarm(300);
+	signal(SIGPIPE, SIG_DFL);
+	CHECK_OK(sio_init());
+	for (int k = 0; k < PK_COUNT; k++)
+		run((enum pair_kind)k);
+	return check_done("test_session_transports");
+}

@@ -1,0 +1,386 @@
+/* Test vectors (tests/vectors/protocol.txt): the key exchange, key schedule,
+ * PSK protection and data packets are recomputed here from the text of
+ * docs/PROTOCOL.md with plain libsodium calls (not the library's kx.c or
+ * aead.c), compared with the file, and then two real cores, fed the same
+ * identities, randomness and clocks, must put exactly those bytes on the
+ * wire. SIO_VECTORS_WRITE=1 prints a fresh file instead of checking. */
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "core_int.h"
+#include "wire.h"
+
+#define MAXV 64
+static struct {
+	char name[64];
+	uint8_t val[512];
+	size_t len;
+} vec[MAXV];
+static size_t nvec;
+static int writing;
+
+static const uint8_t *get(const char *name, size_t *len)
+{
+	for (size_t i = 0; i < nvec; i++)
+		if (strcmp(vec[i].name, name) == 0) {
+			if (len)
+				*len = vec[i].len;
+			return vec[i].val;
+		}
+	fprintf(stderr, "vector %s missing\n", name);
+	CHECK(!"vector missing");
+	static uint8_t zero[512];
+	if (len)
+		*len = 0;
+	return zero;
+}
+
+static void load(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char line[2048];
+	CHECK(f != NULL);
+	if (!f)
+		return;
+	while (fgets(line, sizeof line, f)) {
+		char *eq = strchr(line, '=');
+		if (line[0] == '#' || !eq)
+			continue;
+		*eq = 0;
+		char *name = line, *hex = eq + 1;
+		while (*name == ' ')
+			name++;
+		for (char *e = name + strlen(name); e > name && e[-1] == ' ';)
+			*--e = 0;
+		while (*hex == ' ')
+			hex++;
+		hex[strcspn(hex, " \r\n")] = 0;
+		if (nvec == MAXV)
+			break;
+		size_t nl = strlen(name);
+		if (nl >= sizeof vec[nvec].name)
+			nl = sizeof vec[nvec].name - 1;
+		memcpy(vec[nvec].name, name, nl);
+		vec[nvec].name[nl] = 0;
+		long n = check_unhex(hex, vec[nvec].val, sizeof vec[nvec].val);
+		CHECK(n >= 0);
+		vec[nvec].len = n < 0 ? 0 : (size_t)n;
+		nvec++;
+	}
+	fclose(f);
+}
+
+/* Compares (or, when writing, prints) one output vector. */
+static void out(const char *name, const uint8_t *v, size_t len)
+{
+	if (writing) {
+		printf("%s = ", name);
+		for (size_t i = 0; i < len; i++)
+			printf("%02x", v[i]);
+		printf("\n");
+		return;
+	}
+	size_t l;
+	const uint8_t *want = get(name, &l);
+	if (l != len || memcmp(want, v, len) != 0) {
+		fprintf(stderr, "vector %s differs\n", name);
+		CHECK(!"vector differs");
+	} else {
+		check_passed++;
+	}
+}
+
+/* ---- the spec, recomputed with libsodium only -------------------------- */
+
+static void kx_msg(uint8_t m[175], const uint8_t sid[16], const uint8_t sid_recv[16], uint32_t gen,
+		   uint8_t mode, uint64_t created, const uint8_t esk[32], const uint8_t sk[64])
+{
+	static const char dom[] = "secureio/1 kx signature";
+	uint8_t sb[23 + 111];
+	m[0] = 0x80;
+	m[1] = 1;
+	memcpy(m + 2, sid, 16);
+	memcpy(m + 18, sid_recv, 16);
+	sio_put_le32(m + 34, gen);
+	m[38] = mode;
+	sio_put_le64(m + 39, created);
+	crypto_scalarmult_base(m + 47, esk);
+	memcpy(m + 79, sk + 32, 32);
+	memcpy(sb, dom, 23);
+	memcpy(sb + 23, m, 111);
+	crypto_sign_detached(m + 111, NULL, sb, sizeof sb, sk);
+}
+
+static void hash2(uint8_t out32[32], const uint8_t *key, const char *dom, const uint8_t *a,
+		  size_t al, const uint8_t *b, size_t bl)
+{
+	crypto_generichash_state st;
+	crypto_generichash_init(&st, key, key ? 32 : 0, 32);
+	crypto_generichash_update(&st, (const uint8_t *)dom, strlen(dom));
+	crypto_generichash_update(&st, a, al);
+	if (b)
+		crypto_generichash_update(&st, b, bl);
+	crypto_generichash_final(&st, out32, 32);
+}
+
+/* A data packet: header 0x40|kid, LE32 pn; XChaCha20-Poly1305 with nonce
+ * sid || LE64(pn) and the header as associated data; then, with a PSK, the
+ * header protection. */
+static size_t data_packet(uint8_t *pkt, const uint8_t key[32], const uint8_t sid[16], int kid,
+			  uint32_t pn, const uint8_t *pt, size_t ptlen, const uint8_t *hp_key)
+{
+	uint8_t nonce[24];
+	unsigned long long cl;
+	pkt[0] = (uint8_t)(0x40 | kid);
+	sio_put_le32(pkt + 1, pn);
+	memcpy(nonce, sid, 16);
+	sio_put_le64(nonce + 16, pn);
+	crypto_aead_xchacha20poly1305_ietf_encrypt(pkt + 5, &cl, pt, ptlen, pkt, 5, NULL, nonce, key);
+	if (hp_key) {
+		uint8_t mask[32];
+		crypto_core_hchacha20(mask, pkt + 5, hp_key, NULL);
+		pkt[0] ^= mask[0] & 0x3f;
+		for (int i = 0; i < 4; i++)
+			pkt[1 + i] ^= mask[1 + i];
+	}
+	return 5 + (size_t)cl;
+}
+
+typedef struct script {
+	const uint8_t *bytes;
+	size_t len, pos;
+} script;
+
+static void scripted(void *ctx, uint8_t *buf, size_t len)
+{
+	script *s = ctx;
+	CHECK(s->pos + len <= s->len);
+	if (s->pos + len <= s->len)
+		memcpy(buf, s->bytes + s->pos, len);
+	s->pos += len;
+}
+
+static size_t first_packet(sio_core *c, uint64_t now, uint8_t *buf, int want_kx)
+{
+	struct iovec iov[16];
+	size_t n = sio_core_pending(c, now, iov, 16), got = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!got && (((uint8_t *)iov[i].iov_base)[0] & 0x80 ? 1 : 0) == want_kx) {
+			memcpy(buf, iov[i].iov_base, iov[i].iov_len);
+			got = iov[i].iov_len;
+		}
+	sio_core_sent(c, n, 0);
+	return got;
+}
+
+int main(int argc, char **argv)
+{
+	CHECK_OK(sio_init());
+	writing = getenv("SIO_VECTORS_WRITE") != NULL;
+	char path[1024];
+	const char *src = getenv("SIO_SOURCE_DIR");
+	snprintf(path, sizeof path, "%s/tests/vectors/protocol.txt", argc > 1 ? argv[1] : src ? src : ".");
+	if (!writing)
+		load(path);
+
+	/* inputs */
+	uint8_t seed_a[32], seed_b[32], rnd_a[8], rnd_b[8], esk_a[32], esk_b[32], psk[32], nonce_a[24],
+		nonce_b[24];
+	uint64_t wall_a, wall_b;
+	if (writing) {
+		for (int i = 0; i < 32; i++) {
+			seed_a[i] = (uint8_t)i;
+			seed_b[i] = (uint8_t)(0x80 + i);
+			esk_a[i] = (uint8_t)(0x20 + i);
+			esk_b[i] = (uint8_t)(0xa0 + i);
+			psk[i] = (uint8_t)(0x50 ^ i);
+		}
+		for (int i = 0; i < 8; i++) {
+			rnd_a[i] = (uint8_t)(0x11 * (i + 1));
+			rnd_b[i] = (uint8_t)(0xf0 - i);
+		}
+		for (int i = 0; i < 24; i++) {
+			nonce_a[i] = (uint8_t)(0xc0 + i);
+			nonce_b[i] = (uint8_t)(0x30 + i);
+		}
+		wall_a = 1767225600000000000ull; /* 2026-01-01T00:00:00Z */
+		wall_b = wall_a + 123456789;
+		uint8_t w[8];
+		printf("# secureio protocol test vectors (docs/PROTOCOL.md §8). hex, little-endian.\n");
+		printf("# inputs\n");
+		out("seed_a", seed_a, 32);
+		out("seed_b", seed_b, 32);
+		sio_put_le64(w, wall_a);
+		out("wall_a", w, 8);
+		sio_put_le64(w, wall_b);
+		out("wall_b", w, 8);
+		out("sid_random_a", rnd_a, 8);
+		out("sid_random_b", rnd_b, 8);
+		out("esk_a", esk_a, 32);
+		out("esk_b", esk_b, 32);
+		out("psk", psk, 32);
+		out("psk_nonce_a", nonce_a, 24);
+		out("psk_nonce_b", nonce_b, 24);
+		printf("# outputs\n");
+	} else {
+		memcpy(seed_a, get("seed_a", NULL), 32);
+		memcpy(seed_b, get("seed_b", NULL), 32);
+		wall_a = sio_get_le64(get("wall_a", NULL));
+		wall_b = sio_get_le64(get("wall_b", NULL));
+		memcpy(rnd_a, get("sid_random_a", NULL), 8);
+		memcpy(rnd_b, get("sid_random_b", NULL), 8);
+		memcpy(esk_a, get("esk_a", NULL), 32);
+		memcpy(esk_b, get("esk_b", NULL), 32);
+		memcpy(psk, get("psk", NULL), 32);
+		memcpy(nonce_a, get("psk_nonce_a", NULL), 24);
+		memcpy(nonce_b, get("psk_nonce_b", NULL), 24);
+	}
+
+	/* identities and session ids */
+	uint8_t pk_a[32], sk_a[64], pk_b[32], sk_b[64], sid_a[16], sid_b[16], zero[16] = {0};
+	crypto_sign_seed_keypair(pk_a, sk_a, seed_a);
+	crypto_sign_seed_keypair(pk_b, sk_b, seed_b);
+	out("identity_pk_a", pk_a, 32);
+	out("identity_pk_b", pk_b, 32);
+	sio_put_le64(sid_a, wall_a);
+	memcpy(sid_a + 8, rnd_a, 8);
+	sio_put_le64(sid_b, wall_b);
+	memcpy(sid_b + 8, rnd_b, 8);
+	out("sid_a", sid_a, 16);
+	out("sid_b", sid_b, 16);
+
+	/* generation 1, both sides started at once (receiver ids unknown) */
+	uint8_t m_a[175], m_b[175], th[32], dh[32], dh2[32], prk[32], k_a2b[32], k_b2a[32];
+	kx_msg(m_a, sid_a, zero, 1, 1, wall_a, esk_a, sk_a);
+	kx_msg(m_b, sid_b, zero, 1, 1, wall_b, esk_b, sk_b);
+	out("kx_msg_a", m_a, 175);
+	out("kx_msg_b", m_b, 175);
+	int a_lo = memcmp(sid_a, sid_b, 16) < 0;
+	hash2(th, NULL, "secureio/1 transcript", a_lo ? m_a : m_b, 175, a_lo ? m_b : m_a, 175);
+	out("transcript", th, 32);
+	CHECK_OK(crypto_scalarmult(dh, esk_a, m_b + 47));
+	CHECK_OK(crypto_scalarmult(dh2, esk_b, m_a + 47));
+	CHECK(memcmp(dh, dh2, 32) == 0);
+	out("x25519", dh, 32);
+	hash2(prk, NULL, "secureio/1 traffic keys", dh, 32, th, 32);
+	out("prk", prk, 32);
+	crypto_kdf_derive_from_key(a_lo ? k_a2b : k_b2a, 32, 1, "sio1data", prk);
+	crypto_kdf_derive_from_key(a_lo ? k_b2a : k_a2b, 32, 2, "sio1data", prk);
+	out("key_a2b", k_a2b, 32);
+	out("key_b2a", k_b2a, 32);
+	/* the answer A sends under the new key, then a message "hello" */
+	uint8_t pkt_ans[64], pkt_hello[64], fr_ans = 0x03, fr_hello[6] = {0x81, 'h', 'e', 'l', 'l', 'o'};
+	size_t l_ans = data_packet(pkt_ans, k_a2b, sid_a, 1, 0, &fr_ans, 1, NULL);
+	size_t l_hello = data_packet(pkt_hello, k_a2b, sid_a, 1, 1, fr_hello, 6, NULL);
+	out("packet_a_answer", pkt_ans, l_ans);
+	out("packet_a_hello", pkt_hello, l_hello);
+
+	/* with the PSK */
+	uint8_t root[32], kdf_key[32], kx_key[32], hp_key[32], w_a[216], w_b[216], prk_p[32],
+		kp_a2b[32], kp_b2a[32];
+	hash2(root, NULL, "secureio/1 psk", psk, 32, NULL, 0);
+	crypto_kdf_derive_from_key(kdf_key, 32, 1, "sio1psk_", root);
+	crypto_kdf_derive_from_key(kx_key, 32, 2, "sio1psk_", root);
+	crypto_kdf_derive_from_key(hp_key, 32, 3, "sio1psk_", root);
+	out("psk_kdf_key", kdf_key, 32);
+	out("psk_kx_key", kx_key, 32);
+	out("psk_hp_key", hp_key, 32);
+	const uint8_t *msgs[2] = {m_a, m_b}, *nonces[2] = {nonce_a, nonce_b};
+	uint8_t *wraps[2] = {w_a, w_b};
+	for (int i = 0; i < 2; i++) {
+		unsigned long long cl;
+		wraps[i][0] = 0x81;
+		memcpy(wraps[i] + 1, nonces[i], 24);
+		crypto_aead_xchacha20poly1305_ietf_encrypt(wraps[i] + 25, &cl, msgs[i], 175, wraps[i], 1,
+							   NULL, nonces[i], kx_key);
+		CHECK_EQ(cl, 191);
+	}
+	out("kx_wrapped_a", w_a, 216);
+	out("kx_wrapped_b", w_b, 216);
+	hash2(prk_p, kdf_key, "secureio/1 traffic keys", dh, 32, th, 32);
+	crypto_kdf_derive_from_key(a_lo ? kp_a2b : kp_b2a, 32, 1, "sio1data", prk_p);
+	crypto_kdf_derive_from_key(a_lo ? kp_b2a : kp_a2b, 32, 2, "sio1data", prk_p);
+	out("psk_key_a2b", kp_a2b, 32);
+	out("psk_key_b2a", kp_b2a, 32);
+	uint8_t ppkt_ans[64], ppkt_hello[64];
+	size_t pl_ans = data_packet(ppkt_ans, kp_a2b, sid_a, 1, 0, &fr_ans, 1, hp_key);
+	size_t pl_hello = data_packet(ppkt_hello, kp_a2b, sid_a, 1, 1, fr_hello, 6, hp_key);
+	out("psk_packet_a_answer", ppkt_ans, pl_ans);
+	out("psk_packet_a_hello", ppkt_hello, pl_hello);
+	if (writing)
+		return 0;
+
+	/* the library's own functions agree */
+	sio_psk_keys pk;
+	sio_psk_derive(&pk, psk, 32);
+	CHECK(memcmp(pk.kdf_key, kdf_key, 32) == 0 && memcmp(pk.kx_key, kx_key, 32) == 0 &&
+	      memcmp(pk.hp_key, hp_key, 32) == 0);
+
+	/* two real cores with the same inputs put these exact bytes on the wire */
+	for (int with_psk = 0; with_psk < 2; with_psk++) {
+		uint8_t ra[8 + 32 + 24], rb[8 + 32 + 24];
+		memcpy(ra, rnd_a, 8);
+		memcpy(ra + 8, esk_a, 32);
+		memcpy(ra + 40, nonce_a, 24);
+		memcpy(rb, rnd_b, 8);
+		memcpy(rb + 8, esk_b, 32);
+		memcpy(rb + 40, nonce_b, 24);
+		script sa = {ra, with_psk ? 64 : 40, 0}, sb = {rb, with_psk ? 64 : 40, 0};
+		sio_core_cbs cba = {.ctx = &sa, .random = scripted}, cbb = {.ctx = &sb, .random = scripted};
+		sio_core_config ca, cb;
+		memset(&ca, 0, sizeof ca);
+		memset(&cb, 0, sizeof cb);
+		ca.ed25519_sk = sk_a;
+		cb.ed25519_sk = sk_b;
+		ca.datagram = cb.datagram = 1;
+		ca.wallclock_ns = wall_a;
+		cb.wallclock_ns = wall_b;
+		if (with_psk) {
+			ca.opts.psk = cb.opts.psk = psk;
+			ca.opts.psk_len = cb.opts.psk_len = 32;
+		}
+		sio_remote *rem_a, *rem_b; /* each side pins the other */
+		CHECK_OK(sio_remote_from_public_key(&rem_a, pk_b));
+		CHECK_OK(sio_remote_from_public_key(&rem_b, pk_a));
+		ca.remote = rem_a;
+		cb.remote = rem_b;
+		sio_core *a, *b;
+		CHECK_OK(sio_core_new(&a, &ca, &cba));
+		CHECK_OK(sio_core_new(&b, &cb, &cbb));
+		CHECK(memcmp(a->sid, sid_a, 16) == 0 && memcmp(b->sid, sid_b, 16) == 0);
+		uint64_t t0 = 5000000000ull;
+		CHECK_OK(sio_core_start(a, t0));
+		CHECK_OK(sio_core_start(b, t0 + 77));
+		uint8_t pa[256], pb[256], p[256];
+		size_t la = first_packet(a, t0, pa, 1), lb = first_packet(b, t0 + 77, pb, 1);
+		CHECK_EQ(la, with_psk ? 216 : 175);
+		CHECK_EQ(lb, with_psk ? 216 : 175);
+		CHECK(memcmp(pa, with_psk ? w_a : m_a, la) == 0);
+		CHECK(memcmp(pb, with_psk ? w_b : m_b, lb) == 0);
+		CHECK_EQ(sio_core_recv(a, t0 + 1000, pb, lb), 1);
+		size_t l = first_packet(a, t0 + 1000, p, 0);
+		CHECK_EQ(l, with_psk ? pl_ans : l_ans);
+		CHECK(memcmp(p, with_psk ? ppkt_ans : pkt_ans, l) == 0);
+		/* B learns A's message, takes A's answer, and is established */
+		CHECK_EQ(sio_core_recv(b, t0 + 2000, pa, la), 1);
+		CHECK_EQ(sio_core_recv(b, t0 + 2000, p, l), 1);
+		CHECK_EQ(sio_core_state(b), SIO_STATE_ESTABLISHED);
+		size_t lbans = first_packet(b, t0 + 2000, p, 0);
+		CHECK(lbans > 0);
+		CHECK_EQ(sio_core_recv(a, t0 + 3000, p, lbans), 1);
+		CHECK_EQ(sio_core_state(a), SIO_STATE_ESTABLISHED);
+		CHECK_OK(sio_core_write(a, t0 + 3000, SIO_TYPE_READWRITE, (const uint8_t *)"hello", 5, 0));
+		sio_core_flush(a, t0 + 3000);
+		l = first_packet(a, t0 + 3000, p, 0);
+		CHECK_EQ(l, with_psk ? pl_hello : l_hello);
+		CHECK(memcmp(p, with_psk ? ppkt_hello : pkt_hello, l) == 0);
+		sio_core_free(a);
+		sio_core_free(b);
+		sio_remote_free(rem_a);
+		sio_remote_free(rem_b);
+	}
+	return check_done("test_vectors");
+}
