@@ -203,6 +203,25 @@ static void test_close(int datagram)
 	sim_free(&s);
 }
 
+/* The simulated path MTU (for packet-size tests): larger packets vanish. */
+static void test_sim_mtu(void)
+{
+	sim s;
+	sim_config cfg = base(1);
+	CHECK_OK(sim_init(&s, 9, &cfg));
+	CHECK(sim_run(&s, 5 * SIM_S, both_established, NULL));
+	s.net.mtu = 600;
+	uint8_t buf[1000];
+	memset(buf, 1, sizeof buf);
+	CHECK_OK(sio_core_write(s.p[0].core, s.now, 1, buf, 500, 0));
+	sim_run(&s, s.now + 50 * SIM_MS, NULL, NULL);
+	CHECK_OK(sio_core_write(s.p[0].core, s.now, 1, buf, 1000, 0));
+	sim_run(&s, s.now + 50 * SIM_MS, NULL, NULL);
+	CHECK_EQ(s.p[1].nmsgs, 1);
+	CHECK_EQ(s.mtu_drops, 1);
+	sim_free(&s);
+}
+
 /* Freeing the core fails every token not yet reported, sealed or not. */
 static void test_free_cancels(void)
 {
@@ -235,5 +254,6 @@ int main(void)
 	test_close(1);
 	test_close(0);
 	test_free_cancels();
+	test_sim_mtu();
 	return check_done("test_core");
 }

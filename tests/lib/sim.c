@@ -189,6 +189,10 @@ static void net_send(sim *s, int from, const uint8_t *d, size_t len)
 		s->on_wire(s, from, d, len, s->hook_ctx);
 	if (s->datagram && sim_uniform(&s->rng) < n->loss)
 		return;
+	if (s->datagram && n->mtu && len > n->mtu) {
+		s->mtu_drops++;
+		return;
+	}
 	int copies = s->datagram && sim_uniform(&s->rng) < n->dup ? 2 : 1;
 	for (int c = 0; c < copies; c++) {
 		uint64_t at = s->now + n->delay + (n->jitter ? sim_rand(&s->rng) % (n->jitter + 1) : 0);

@@ -23,6 +23,7 @@ typedef struct sim_net {
 	uint64_t reorder_delay; /* extra delay of reordered packets (ns) */
 	double clock_jump; /* probability per simulated second of a forward jump */
 	uint64_t clock_jump_max; /* largest jump (ns) */
+	size_t mtu;        /* datagram: larger packets vanish (0 = no limit) */
 } sim_net;
 
 typedef struct sim_msg {
@@ -69,7 +70,7 @@ typedef struct sim {
 	sim_peer p[2];
 	sim_pkt *q;
 	size_t nq, capq;
-	uint64_t packets, jumps;
+	uint64_t packets, jumps, mtu_drops;
 	uint64_t last_at[2]; /* stream mode: arrival order */
 	int keep_msgs; /* record delivered payloads (default 1) */
 	/* Optional hook on every packet put on the wire (before loss). */
