@@ -448,7 +448,6 @@ void sio_core_close_received(sio_core *c, uint64_t now, int ack)
 
 int sio_core_close(sio_core *c, uint64_t now)
 {
-	uint8_t fr = SIO_FR_CLOSE;
 	if (c->state >= SIO_STATE_CLOSING)
 		return 0;
 	if (c->state != SIO_STATE_ESTABLISHED && c->state != SIO_STATE_NEGOTIATION) {
@@ -457,15 +456,25 @@ int sio_core_close(sio_core *c, uint64_t now)
 		return 0;
 	}
 	sio_core_set_state(c, SIO_STATE_CLOSING);
+	if (c->msg.tx_active) {
+		c->msg.close_after = 1; /* after the fragmented message (core_msg.c) */
+		return 0;
+	}
+	sio_core_close_send(c, now);
+	return 0;
+}
+
+void sio_core_close_send(sio_core *c, uint64_t now)
+{
+	uint8_t fr = SIO_FR_CLOSE;
 	if (sio_core_tx_frame(c, now, &fr, 1, NULL, 0, 1) != 0) {
 		sio_core_set_state(c, SIO_STATE_CLOSED);
-		return 0;
+		return;
 	}
 	sio_core_tx_seal(c, now);
 	c->close_sent = 1;
 	c->close_retry = now + (uint64_t)c->o.kx_retry_ns;
 	c->close_deadline = now + 10 * (uint64_t)c->o.kx_retry_ns;
-	return 0;
 }
 
 void sio_core_transport_closed(sio_core *c, uint64_t now, int err)

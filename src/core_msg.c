@@ -1,5 +1,7 @@
 /* Fragmentation and packet-size negotiation hooked into the protocol core
  * (see core_msg.h; docs/PROTOCOL-messages.md). */
+#include <sodium.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core_int.h"
@@ -64,6 +66,11 @@ void sio_core_msg_free(sio_core *c)
 {
 	sio_frag_rx_free(c->msg.rx);
 	c->msg.rx = NULL;
+	if (c->msg.ovf) {
+		sodium_memzero(c->msg.ovf, c->msg.ovf_cap);
+		free(c->msg.ovf);
+		c->msg.ovf = NULL;
+	}
 }
 
 uint32_t sio_core_pkt_size(const sio_core *c)
@@ -103,22 +110,65 @@ int sio_core_msg_write(sio_core *c, uint64_t now, uint32_t type, const uint8_t *
 		       uint64_t token)
 {
 	sio_core_msg *m = &c->msg;
-	if (m->tx_active) {
-		/* Messages keep their order: nothing passes a half-queued one. */
-		if (data != m->tx_data || len != m->tx.total || type != m->tx.type)
-			return SIO_EAGAIN;
-	} else {
-		if (c->o.fragmentation < 0 || len > c->o.max_message_size || len > UINT32_MAX)
-			return SIO_ETOOBIG;
-		sio_frag_tx_begin(&m->tx, type, m->next_id++, (uint32_t)len);
-		m->tx_data = data;
-		m->tx_token = token;
-		m->tx_active = 1;
-	}
-	int r = sio_core_tx_fragments(c, now, &m->tx, data, m->tx_token);
+	if (m->tx_active)
+		return SIO_EAGAIN; /* messages keep their order: wait for it */
+	if (c->o.fragmentation < 0 || len > c->o.max_message_size || len > UINT32_MAX)
+		return SIO_ETOOBIG;
+	if (token && c->tok_count == SIO_TOKENS)
+		return SIO_EAGAIN;
+	sio_frag_tx_begin(&m->tx, type, m->next_id, (uint32_t)len);
+	int r = sio_core_tx_fragments(c, now, &m->tx, data, 0, token);
+	if (r == SIO_EAGAIN && m->tx.off == 0)
+		return SIO_EAGAIN; /* nothing queued: not accepted */
+	m->next_id++;
 	if (r != SIO_EAGAIN)
-		m->tx_active = 0;
-	return r;
+		return r;
+	/* Part queued, the ring is full: keep the rest (one copy, reused). */
+	size_t rem = len - m->tx.off;
+	if (rem > m->ovf_cap) {
+		uint8_t *b = malloc(rem);
+		if (!b)
+			return SIO_ENOMEM; /* the peer times the partial message out */
+		if (m->ovf) {
+			sodium_memzero(m->ovf, m->ovf_cap);
+			free(m->ovf);
+		}
+		m->ovf = b;
+		m->ovf_cap = rem;
+	}
+	memcpy(m->ovf, data + m->tx.off, rem);
+	m->ovf_base = m->tx.off;
+	m->tx_token = token;
+	m->tx_active = 1;
+	return 0;
+}
+
+void sio_core_msg_pump(sio_core *c, uint64_t now)
+{
+	sio_core_msg *m = &c->msg;
+	if (!m->tx_active)
+		return;
+	int r = sio_core_tx_fragments(c, now, &m->tx, m->ovf, m->ovf_base, m->tx_token);
+	if (r == SIO_EAGAIN)
+		return;
+	m->tx_active = 0;
+	if (r < 0 && m->tx_token && c->cb.sent)
+		c->cb.sent(c->cb.ctx, m->tx_token, r);
+	if (m->close_after) {
+		m->close_after = 0;
+		sio_core_close_send(c, now);
+	}
+}
+
+void sio_core_msg_cancel(sio_core *c, int err)
+{
+	sio_core_msg *m = &c->msg;
+	if (!m->tx_active)
+		return;
+	m->tx_active = 0;
+	m->close_after = 0;
+	if (m->tx_token && c->cb.sent)
+		c->cb.sent(c->cb.ctx, m->tx_token, err);
 }
 
 static size_t get2(const uint8_t *p, const uint8_t *end, uint32_t *a, uint32_t *b)
@@ -180,6 +230,7 @@ void sio_core_msg_tick(sio_core *c, uint64_t now)
 	sio_core_msg *m = &c->msg;
 	if (m->rx && sio_frag_rx_tick(m->rx, now))
 		sync_stats(c);
+	sio_core_msg_pump(c, now);
 	/* Sending without hearing anything back: are big packets vanishing? */
 	if (m->pmtu_on && c->state == SIO_STATE_ESTABLISHED && c->last_send > c->last_recv &&
 	    now >= c->last_recv + LOSS_SIGNAL_NS && now >= m->last_loss_signal + LOSS_SIGNAL_NS) {

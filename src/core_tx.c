@@ -215,6 +215,7 @@ uint64_t sio_core_tx_deadline(const sio_core *c)
 
 void sio_core_tx_cancel(sio_core *c, int err)
 {
+	sio_core_msg_cancel(c, err);
 	/* Unsealed data packets are at the end of the ring. */
 	while (c->data.count) {
 		sio_pkt *p = pq_last(&c->data);
@@ -360,6 +361,7 @@ size_t sio_core_pending(sio_core *c, uint64_t now, struct iovec *iov, size_t max
 {
 	size_t n = 0;
 	uint32_t ci = 0, di = 0;
+	sio_core_msg_pump(c, now);
 	sio_core_tx_seal(c, now);
 	c->nhanded = 0;
 	for (uint32_t i = 0; i < c->kxq.count && n < max; i++) {
@@ -426,7 +428,7 @@ void sio_core_sent(sio_core *c, size_t n, int err)
 /* ---- fragments and probes (issue #4, called from core_msg.c) -------------- */
 
 int sio_core_tx_fragments(sio_core *c, uint64_t now, sio_frag_tx *t, const uint8_t *data,
-			  uint64_t token)
+			  uint32_t base, uint64_t token)
 {
 	while (!sio_frag_tx_done(t)) {
 		sio_frag_hdr h;
@@ -451,7 +453,7 @@ int sio_core_tx_fragments(sio_core *c, uint64_t now, sio_frag_tx *t, const uint8
 			return SIO_EAGAIN;
 		uint32_t at = p->end;
 		size_t hl = sio_frag_hdr_put(p->buf + at, &h, last);
-		memcpy(p->buf + at + hl, data + t->off, pl);
+		memcpy(p->buf + at + hl, data + (t->off - base), pl);
 		p->end += (uint32_t)hl + pl;
 		p->nframes++;
 		p->lf_lensz = 0;

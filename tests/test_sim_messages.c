@@ -7,7 +7,8 @@
  *    never duplicated;
  *  - the path MTU lowered mid-session -> the size adapts, traffic goes on;
  *  - the NEGOTIATION state, negotiation off, stream transports;
- *  - SIO_ETOOBIG without fragmentation / above max_message_size;
+ *  - SIO_ETOOBIG without fragmentation / above max_message_size; messages
+ *    larger than the send ring, with a close right after;
  *  - a hostile (authenticated) peer: conflicting overlaps, duplicates, huge
  *    announcements, endless partial messages, malformed fragment frames,
  *    lost fragments timing out.
@@ -420,9 +421,10 @@ static void test_toobig(void)
 	sim_free(&s);
 }
 
-/* A fragmented write interrupted by a full ring: only the same call goes on,
- * and other writes wait (order is kept). */
-static void test_partial_write(void)
+/* A message larger than the send ring is accepted whole: the core keeps
+ * its remaining bytes and queues them as packets leave; meanwhile other
+ * writes wait (order is kept), and a close sends CLOSE only after it. */
+static void test_big_write(void)
 {
 	sim s;
 	sim_config cfg = base(0);
@@ -430,31 +432,46 @@ static void test_partial_write(void)
 	CHECK_OK(sim_init(&s, 17, &cfg));
 	CHECK(sim_run(&s, 5 * SIM_S, both_established, NULL));
 	size_t len = 4u << 20; /* much more than the ring holds */
-	uint8_t *big = malloc(len), small[3] = {1, 2, 3};
+	uint8_t *big = malloc(len), *ref = malloc(len), small[3] = {1, 2, 3};
 	gen(big, len, 0, 3, 0);
+	memcpy(ref, big, len);
 	sio_core *c = s.p[0].core;
-	CHECK_EQ(sio_core_write(c, s.now, chan_type(3), big, len, 77), SIO_EAGAIN);
+	CHECK_OK(sio_core_write(c, s.now, chan_type(3), big, len, 77));
+	memset(big, 0, len); /* the caller's buffer is free at once */
+	CHECK(c->msg.tx_active);
 	CHECK_EQ(sio_core_write(c, s.now, chan_type(3), small, 3, 0), SIO_EAGAIN);
-	uint8_t *copy = malloc(len);
-	memcpy(copy, big, len);
-	CHECK_EQ(sio_core_write(c, s.now, chan_type(3), copy, len, 0), SIO_EAGAIN); /* not the same call */
-	int rounds = 0, r;
-	while ((r = sio_core_write(c, s.now, chan_type(3), big, len, 77)) == SIO_EAGAIN &&
-	       rounds++ < 100000)
-		sim_run(&s, s.now + SIM_MS / 10, NULL, NULL);
-	CHECK_OK(r);
-	CHECK(rounds > 1);
-	CHECK_OK(sio_core_write(c, s.now, chan_type(3), small, 3, 0));
-	sim_run(&s, s.now + 5 * SIM_S, NULL, NULL);
-	CHECK_EQ(s.p[1].nmsgs, 2);
-	if (s.p[1].nmsgs == 2) {
-		CHECK(s.p[1].msgs[0].len == len && memcmp(s.p[1].msgs[0].data, big, len) == 0);
+	CHECK_EQ(sio_core_write(c, s.now, chan_type(4), small, 3, 0), SIO_EAGAIN);
+	CHECK_OK(write_retry(&s, 0, chan_type(3), small, 3));
+	/* A second big one, then close at once: both arrive before the end. */
+	CHECK_OK(write_retry(&s, 0, chan_type(5), ref, len));
+	CHECK_OK(sio_core_close(c, s.now));
+	CHECK_EQ(sio_core_state(c), SIO_STATE_CLOSING);
+	CHECK_EQ(sio_core_write(c, s.now, chan_type(3), small, 3, 0), SIO_ECLOSED);
+	sim_run(&s, s.now + 20 * SIM_S, NULL, NULL);
+	CHECK_EQ(s.p[1].nmsgs, 3);
+	if (s.p[1].nmsgs == 3) {
+		CHECK(s.p[1].msgs[0].len == len && memcmp(s.p[1].msgs[0].data, ref, len) == 0);
 		CHECK_EQ(s.p[1].msgs[1].len, 3);
+		CHECK(s.p[1].msgs[2].len == len && memcmp(s.p[1].msgs[2].data, ref, len) == 0);
+		CHECK_EQ(s.p[1].msgs[2].type, chan_type(5));
 	}
-	CHECK(s.p[0].sent_ok >= 1);
-	free(big);
-	free(copy);
+	CHECK_EQ(sio_core_state(c), SIO_STATE_CLOSED);
+	CHECK_EQ(sio_core_state(s.p[1].core), SIO_STATE_CLOSED);
+	CHECK_EQ(s.p[0].nerrors, 0);
+	CHECK_EQ(s.p[0].sent_ok, 1); /* token 77 */
+	CHECK_EQ(s.p[0].sent_fail, 0);
 	sim_free(&s);
+
+	/* Freed while the rest is still waiting: its token fails. */
+	CHECK_OK(sim_init(&s, 19, &cfg));
+	CHECK(sim_run(&s, 5 * SIM_S, both_established, NULL));
+	CHECK_OK(sio_core_write(s.p[0].core, s.now, 1, ref, len, 5));
+	sio_core_free(s.p[0].core);
+	s.p[0].core = NULL;
+	CHECK_EQ(s.p[0].sent_fail, 1);
+	sim_free(&s);
+	free(big);
+	free(ref);
 }
 
 /* ---- a hostile peer: crafted fragment frames under valid keys ------------- */
@@ -596,7 +613,7 @@ int main(void)
 	test_negotiation();
 	test_mtu_lowered();
 	test_toobig();
-	test_partial_write();
+	test_big_write();
 	test_attacks();
 	return check_done("test_sim_messages");
 }
