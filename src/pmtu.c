@@ -34,7 +34,7 @@ void sio_pmtu_init(sio_pmtu *p, const sio_pmtu_cfg *cfg)
 	if (c->per_round > SIO_PMTU_MAX_PER_ROUND)
 		c->per_round = SIO_PMTU_MAX_PER_ROUND;
 	if (!c->max_rounds)
-		c->max_rounds = 8;
+		c->max_rounds = 12;
 	if (!c->granularity)
 		c->granularity = 8;
 	if (!c->confirm_ns)

@@ -45,7 +45,7 @@ typedef struct sio_pmtu_cfg {
 	uint32_t max;         /* largest size to try (configured packet size), required */
 	uint64_t timeout_ns;  /* 0 = 500 ms: bound on one search */
 	uint32_t per_round;   /* 0 = 3 probes per round (max SIO_PMTU_MAX_PER_ROUND) */
-	uint32_t max_rounds;  /* 0 = 8 */
+	uint32_t max_rounds;  /* 0 = 12 */
 	uint32_t granularity; /* 0 = 8 bytes */
 	uint64_t confirm_ns;  /* 0 = 10 s; UINT64_MAX = never confirm */
 	uint64_t raise_ns;    /* 0 = 600 s; UINT64_MAX = never raise */
