@@ -14,7 +14,7 @@
 #include "frag.h"
 #include "secureio.h"
 
-#define BUDGET (64u << 10)
+#define BUDGET   (64u << 10)
 #define PARTIALS 8u
 
 #define IDS 1024
@@ -99,7 +99,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		sio_frag_rx_add(r, now, &h, f + n, deliver, &x);
 		sio_frag_stats st;
 		sio_frag_rx_stats(r, &st);
-		if (st.bytes > BUDGET || sio_frag_rx_partials(r) > PARTIALS || st.peak_bytes > BUDGET)
+		if (st.bytes > BUDGET || sio_frag_rx_partials(r) > PARTIALS ||
+		    st.peak_bytes > BUDGET)
 			abort();
 		if (sio_frag_rx_deadline(r) != UINT64_MAX && sio_frag_rx_partials(r) == 0)
 			abort();

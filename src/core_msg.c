@@ -107,7 +107,7 @@ int sio_core_msg_negotiate(sio_core *c, uint64_t now)
 }
 
 int sio_core_msg_write(sio_core *c, uint64_t now, uint32_t type, const uint8_t *data, size_t len,
-		       uint64_t token)
+                       uint64_t token)
 {
 	sio_core_msg *m = &c->msg;
 	if (m->tx_active)
@@ -180,7 +180,7 @@ static size_t get2(const uint8_t *p, const uint8_t *end, uint32_t *a, uint32_t *
 }
 
 size_t sio_core_msg_frame(sio_core *c, uint64_t now, uint8_t kind, int last, const uint8_t *p,
-			  const uint8_t *end, int live)
+                          const uint8_t *end, int live)
 {
 	sio_core_msg *m = &c->msg;
 	uint32_t id, size;

@@ -44,7 +44,7 @@ int sio_core_msg_negotiate(sio_core *c, uint64_t now);
  * a fragmented message is still being queued. Same returns as
  * sio_core_write(): the message is accepted whole (0) or not at all. */
 int sio_core_msg_write(sio_core *c, uint64_t now, uint32_t type, const uint8_t *data, size_t len,
-		       uint64_t token);
+                       uint64_t token);
 
 /* Queues more of the accepted fragmented message as ring space allows
  * (from sio_core_pending and the tick); sends the deferred CLOSE after it. */
@@ -58,7 +58,7 @@ void sio_core_msg_cancel(sio_core *c, int err);
  * bit 7) in [P, END) of an authentic packet. LIVE: messages may be
  * delivered. Returns the bytes consumed after the kind byte, 0 = malformed. */
 size_t sio_core_msg_frame(sio_core *c, uint64_t now, uint8_t kind, int last, const uint8_t *p,
-			  const uint8_t *end, int live);
+                          const uint8_t *end, int live);
 
 /* Timers: reassembly timeouts, probes, end of negotiation. */
 void sio_core_msg_tick(sio_core *c, uint64_t now);
@@ -69,7 +69,7 @@ uint64_t sio_core_msg_deadline(const sio_core *c);
  * the last one is queued (TOKEN then follows its packet), SIO_EAGAIN when
  * the ring is full (progress kept in T), SIO_ELIMIT. */
 int sio_core_tx_fragments(sio_core *c, uint64_t now, sio_frag_tx *t, const uint8_t *data,
-			  uint32_t base, uint64_t token);
+                          uint32_t base, uint64_t token);
 
 /* core.c: appends the CLOSE frame and arms its retransmission (the tail of
  * sio_core_close, run later when a fragmented message was still queued). */

@@ -102,8 +102,8 @@ int main(void)
 {
 	alarm(120);
 	CHECK_OK(sio_init());
-	run(0, 0, 1452, 1452);         /* defaults: negotiated, loopback carries 1452 */
+	run(0, 0, 1452, 1452);           /* defaults: negotiated, loopback carries 1452 */
 	run(65535, 0, 65507 - 8, 65507); /* the IPv4 UDP payload limit */
-	run(1400, -1, 1400, 1400);     /* negotiation off */
+	run(1400, -1, 1400, 1400);       /* negotiation off */
 	return check_done("test_session_pmtu");
 }

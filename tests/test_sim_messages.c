@@ -21,7 +21,7 @@
 #include "core_int.h"
 #include "lib/sim.h"
 
-#define NCH 9 /* channels 0..7 and SIO_TYPE_READWRITE */
+#define NCH     9 /* channels 0..7 and SIO_TYPE_READWRITE */
 #define MAXSENT 4096
 
 static uint32_t chan_type(int ch)
@@ -41,9 +41,10 @@ static int chan_of(uint32_t type)
 static void gen(uint8_t *b, size_t len, int side, int ch, uint32_t seq)
 {
 	uint8_t hdr[5] = {(uint8_t)seq, (uint8_t)(seq >> 8), (uint8_t)(seq >> 16),
-			  (uint8_t)(seq >> 24), (uint8_t)(ch | side << 7)};
+	                  (uint8_t)(seq >> 24), (uint8_t)(ch | side << 7)};
 	for (size_t k = 0; k < len; k++)
-		b[k] = k < 5 ? hdr[k] : (uint8_t)(k * 131 + seq * 7 + (size_t)ch * 13 + (size_t)side);
+		b[k] =
+		    k < 5 ? hdr[k] : (uint8_t)(k * 131 + seq * 7 + (size_t)ch * 13 + (size_t)side);
 }
 
 typedef struct traffic {
@@ -83,7 +84,7 @@ static int write_retry(sim *s, int side, uint32_t type, const uint8_t *d, size_t
 /* Writes N random messages (0 .. MAXLEN bytes, MINLEN at least) on random
  * channels from both sides. Returns the number that failed to queue. */
 static int send_random(sim *s, traffic *t, uint64_t *rng, int n, size_t minlen, size_t maxlen,
-		       int both)
+                       int both)
 {
 	uint8_t *buf = malloc(maxlen + 1);
 	int failed = 0;
@@ -224,9 +225,10 @@ static void run_lossless(uint64_t seed, int datagram)
 	sio_frag_rx_stats(s.p[1].core->msg.rx, &fs);
 	CHECK(fs.delivered > t.total[0] / 4); /* many were fragmented */
 	if (getenv("SIO_SIM_VERBOSE"))
-		fprintf(stderr, "lossless seed %llu dg %d: %zu+%zu msgs, %llu reassembled, %llu packets\n",
-			(unsigned long long)seed, datagram, t.total[0], t.total[1],
-			(unsigned long long)fs.delivered, (unsigned long long)s.packets);
+		fprintf(stderr,
+		        "lossless seed %llu dg %d: %zu+%zu msgs, %llu reassembled, %llu packets\n",
+		        (unsigned long long)seed, datagram, t.total[0], t.total[1],
+		        (unsigned long long)fs.delivered, (unsigned long long)s.packets);
 	if (check_failed != f0)
 		sim_replay_hint("test_sim_messages", seed);
 	sim_free(&s);
@@ -270,9 +272,10 @@ static void run_lossy(uint64_t seed)
 	sio_core_stats(s.p[1].core, &st);
 	CHECK(st.drop_fragments > 0); /* lost fragments timed out */
 	if (getenv("SIO_SIM_VERBOSE"))
-		fprintf(stderr, "lossy seed %llu loss %.2f: %zu/%zu arrived, %llu fragments dropped\n",
-			(unsigned long long)seed, cfg.net.loss, got1, t.total[0],
-			(unsigned long long)st.drop_fragments);
+		fprintf(stderr,
+		        "lossy seed %llu loss %.2f: %zu/%zu arrived, %llu fragments dropped\n",
+		        (unsigned long long)seed, cfg.net.loss, got1, t.total[0],
+		        (unsigned long long)st.drop_fragments);
 	CHECK_EQ(sio_frag_rx_partials(s.p[1].core->msg.rx), 0);
 	if (check_failed != f0)
 		sim_replay_hint("test_sim_messages", seed);
@@ -406,7 +409,7 @@ static void test_toobig(void)
 	/* Fragmentation off: the largest that fits goes, one more is refused. */
 	CHECK_OK(sio_core_write(s.p[0].core, s.now, SIO_TYPE_READWRITE, buf, room, 0));
 	CHECK_EQ(sio_core_write(s.p[0].core, s.now, SIO_TYPE_READWRITE, buf, room + 1, 0),
-		 SIO_ETOOBIG);
+	         SIO_ETOOBIG);
 	CHECK_EQ(sio_core_write(s.p[0].core, s.now, 5, buf, 5000, 0), SIO_ETOOBIG);
 	/* Fragmentation on: up to max_message_size, not one byte more. */
 	CHECK_OK(write_retry(&s, 1, 5, buf, 100000));
