@@ -56,7 +56,8 @@ void sio_core_fail(sio_core *c, int err, const char *msg)
 int sio_core_can_send(const sio_core *c)
 {
 	return c->tx_slot >= 0 &&
-	       (c->state == SIO_STATE_ESTABLISHED || c->state == SIO_STATE_CLOSING);
+	       (c->state == SIO_STATE_ESTABLISHED || c->state == SIO_STATE_CLOSING ||
+		c->state == SIO_STATE_NEGOTIATION); /* probes, and what was queued */
 }
 
 int sio_core_new(sio_core **out, const sio_core_config *cfg, const sio_core_cbs *cbs)
@@ -102,7 +103,7 @@ int sio_core_new(sio_core **out, const sio_core_config *cfg, const sio_core_cbs 
 			return r;
 		}
 	}
-	if ((r = sio_core_queues_new(c))) {
+	if ((r = sio_core_queues_new(c)) || (r = sio_core_msg_init(c))) {
 		sio_core_free(c);
 		return r;
 	}
@@ -137,6 +138,7 @@ void sio_core_free(sio_core *c)
 			c->cb.sent(c->cb.ctx, t, SIO_ECANCELED);
 	}
 	sio_core_queues_free(c);
+	sio_core_msg_free(c);
 	for (int i = 0; i < SIO_KEY_SLOTS; i++) {
 		sio_aead_free(&c->keys[i].tx);
 		sio_aead_free(&c->keys[i].rx);
@@ -201,8 +203,9 @@ static void promote(sio_core *c, uint64_t now, int slot)
 		c->last_recv = now;
 		c->last_send = now;
 		sio_core_set_state(c, SIO_STATE_NEGOTIATION);
-		/* Packet-size negotiation (issue #4) hooks in here. */
-		sio_core_set_state(c, SIO_STATE_ESTABLISHED);
+		/* Packet-size negotiation (core_msg.c) on datagram transports. */
+		if (sio_core_msg_negotiate(c, now))
+			sio_core_set_state(c, SIO_STATE_ESTABLISHED);
 	}
 	sio_core_tx_seal(c, now);
 }
@@ -450,24 +453,33 @@ void sio_core_close_received(sio_core *c, uint64_t now, int ack)
 
 int sio_core_close(sio_core *c, uint64_t now)
 {
-	uint8_t fr = SIO_FR_CLOSE;
 	if (c->state >= SIO_STATE_CLOSING)
 		return 0;
-	if (c->state != SIO_STATE_ESTABLISHED) {
+	if (c->state != SIO_STATE_ESTABLISHED && c->state != SIO_STATE_NEGOTIATION) {
 		sio_core_set_state(c, SIO_STATE_CLOSING);
 		sio_core_set_state(c, SIO_STATE_CLOSED);
 		return 0;
 	}
 	sio_core_set_state(c, SIO_STATE_CLOSING);
+	if (c->msg.tx_active) {
+		c->msg.close_after = 1; /* after the fragmented message (core_msg.c) */
+		return 0;
+	}
+	sio_core_close_send(c, now);
+	return 0;
+}
+
+void sio_core_close_send(sio_core *c, uint64_t now)
+{
+	uint8_t fr = SIO_FR_CLOSE;
 	if (sio_core_tx_frame(c, now, &fr, 1, NULL, 0, 1) != 0) {
 		sio_core_set_state(c, SIO_STATE_CLOSED);
-		return 0;
+		return;
 	}
 	sio_core_tx_seal(c, now);
 	c->close_sent = 1;
 	c->close_retry = now + (uint64_t)c->o.kx_retry_ns;
 	c->close_deadline = now + 10 * (uint64_t)c->o.kx_retry_ns;
-	return 0;
 }
 
 void sio_core_transport_closed(sio_core *c, uint64_t now, int err)
@@ -533,6 +545,7 @@ void sio_core_tick(sio_core *c, uint64_t now)
 			c->close_retry = now + (uint64_t)c->o.kx_retry_ns;
 		}
 	}
+	sio_core_msg_tick(c, now);
 	sio_core_tx_seal(c, now);
 }
 
@@ -563,6 +576,7 @@ uint64_t sio_core_deadline(const sio_core *c)
 	}
 	if (c->state == SIO_STATE_CLOSING && c->close_sent && !c->close_acked)
 		d = min64(d, min64(c->close_deadline, c->close_retry));
+	d = min64(d, sio_core_msg_deadline(c));
 	if (sio_core_can_send(c) && c->keys[c->tx_slot].tx_pn < SIO_PN_LIMIT)
 		d = min64(d, sio_core_tx_deadline(c));
 	return d;

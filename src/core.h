@@ -73,7 +73,13 @@ int sio_core_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len);
  * Returns 0, SIO_EAGAIN when the send ring is full (retry after packets were
  * sent), SIO_ETOOBIG, SIO_ECLOSED, SIO_ELIMIT. A nonzero TOKEN is reported
  * through cbs.sent when the packet that completes the message is handed out
- * by sio_core_pending() and acknowledged by sio_core_sent(). */
+ * by sio_core_pending() and acknowledged by sio_core_sent().
+ * A message larger than one packet is fragmented (SIO_ETOOBIG only when
+ * fragmentation is off or LEN > max_message_size). A message is accepted
+ * whole or not at all: when the ring fills in the middle of one, the core
+ * keeps a copy of the rest (one buffer, reused) and queues it as packets
+ * leave; until then every other write gets SIO_EAGAIN (order is kept) and
+ * a close sends its CLOSE after it. */
 int sio_core_write(sio_core *c, uint64_t now, uint32_t type, const uint8_t *data, size_t len,
 		   uint64_t token);
 

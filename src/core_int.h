@@ -14,6 +14,7 @@
 
 #include "aead.h"
 #include "core.h"
+#include "core_msg.h"
 #include "kx.h"
 #include "replay.h"
 
@@ -66,6 +67,7 @@ typedef struct sio_pkt {
 	/* Last data frame, for dropping its length field at seal time. */
 	uint32_t lf_kind, lf_lenpos, lf_payload, lf_plen;
 	uint8_t lf_lensz;
+	uint32_t lim;     /* data ring: packet size limit when it was opened */
 } sio_pkt;
 
 typedef struct sio_pq {
@@ -139,6 +141,7 @@ struct sio_core {
 	uint64_t close_retry, close_deadline;
 
 	sio_stats st;
+	sio_core_msg msg; /* fragmentation, packet-size negotiation (core_msg.c) */
 };
 
 /* core.c */

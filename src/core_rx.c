@@ -62,9 +62,16 @@ static void frames(sio_core *c, uint64_t now, const uint8_t *p, const uint8_t *e
 		case SIO_FR_CLOSE_ACK:
 			sio_core_close_received(c, now, 1);
 			break;
+		case SIO_FR_FRAGMENT:
+		case SIO_FR_PROBE:
+		case SIO_FR_PROBE_ACK: /* core_msg.c */
+			if (!(n = sio_core_msg_frame(c, now, kind, last != 0, p, end, live)))
+				goto bad;
+			p += n;
+			break;
 		default:
 			if (kind < SIO_FR_EXT_MIN)
-				goto bad; /* includes the reserved fragment/probe kinds */
+				goto bad;
 			if (last) {
 				p = end;
 			} else {
@@ -135,6 +142,7 @@ int sio_core_data_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len)
 	c->last_recv = now;
 	if (!ks->confirmed)
 		sio_core_key_confirmed(c, now, ks);
+	c->msg.rx_pkt_len = len;
 	frames(c, now, pkt + SIO_HDR_LEN, pkt + SIO_HDR_LEN + clen);
 	return 1;
 }

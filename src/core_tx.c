@@ -229,6 +229,7 @@ uint64_t sio_core_tx_deadline(const sio_core *c)
 
 void sio_core_tx_cancel(sio_core *c, int err)
 {
+	sio_core_msg_cancel(c, err);
 	/* Unsealed data packets are at the end of the ring. */
 	while (c->data.count) {
 		sio_pkt *p = pq_last(&c->data);
@@ -253,7 +254,7 @@ void sio_core_tx_cancel(sio_core *c, int err)
 /* Room left for plaintext in P. */
 static uint32_t room(const sio_pkt *p)
 {
-	uint32_t limit = SIO_SLACK + p->cap - SIO_TAG_LEN;
+	uint32_t limit = SIO_SLACK + p->lim - SIO_TAG_LEN;
 	return limit > p->end ? limit - p->end : 0;
 }
 
@@ -271,6 +272,7 @@ static sio_pkt *open_packet(sio_core *c, uint64_t now, uint32_t need, int reserv
 	p = pq_push(&c->data);
 	p->state = PKT_FILL;
 	p->end = SIO_SLACK + SIO_HDR_LEN;
+	p->lim = sio_core_pkt_size(c) < p->cap ? sio_core_pkt_size(c) : p->cap;
 	p->id = ++c->pkt_ids;
 	p->deadline = c->o.send_delay_ns > 0 ? now + (uint64_t)c->o.send_delay_ns : now;
 	return p;
@@ -280,7 +282,7 @@ int sio_core_tx_frame(sio_core *c, uint64_t now, const uint8_t *hdr, size_t hlen
 		      const uint8_t *body, size_t blen, int close_packet)
 {
 	uint32_t need = (uint32_t)(hlen + blen);
-	if (need > c->o.max_packet_size - SIO_OVERHEAD)
+	if (need > sio_core_pkt_size(c) - SIO_OVERHEAD)
 		return SIO_ETOOBIG;
 	sio_pkt *p = open_packet(c, now, need, 0);
 	if (!p)
@@ -312,10 +314,12 @@ int sio_core_write(sio_core *c, uint64_t now, uint32_t type, const uint8_t *data
 		hdr[hl++] = SIO_FR_DATA;
 		hl += sio_varint_put(hdr + hl, type);
 	}
-	size_t lenpos = hl, ptcap = c->o.max_packet_size - SIO_OVERHEAD;
-	/* A message alone in its packet needs no length field (SIO_FR_LAST). */
-	if (hl + len > ptcap)
-		return SIO_ETOOBIG; /* fragmentation (issue #4) starts here */
+	size_t lenpos = hl, ptcap = sio_core_pkt_size(c) - SIO_OVERHEAD;
+	/* A message alone in its packet needs no length field (SIO_FR_LAST).
+	 * Larger ones are fragmented (core_msg.c), as is everything written
+	 * while a fragmented message is half queued (order is kept). */
+	if (hl + len > ptcap || c->msg.tx_active)
+		return sio_core_msg_write(c, now, type, data, len, token);
 	int alone = hl + sio_varint_len(len) + len > ptcap;
 	if (alone)
 		hdr[0] |= SIO_FR_LAST;
@@ -371,6 +375,7 @@ size_t sio_core_pending(sio_core *c, uint64_t now, struct iovec *iov, size_t max
 {
 	size_t n = 0;
 	uint32_t ci = 0, di = 0;
+	sio_core_msg_pump(c, now);
 	sio_core_tx_seal(c, now);
 	c->nhanded = 0;
 	for (uint32_t i = 0; i < c->kxq.count && n < max; i++) {
@@ -432,4 +437,78 @@ void sio_core_sent(sio_core *c, size_t n, int err)
 	}
 	/* What was handed but not reported stays first in its queue. */
 	c->nhanded = 0;
+}
+
+/* ---- fragments and probes (issue #4, called from core_msg.c) -------------- */
+
+int sio_core_tx_fragments(sio_core *c, uint64_t now, sio_frag_tx *t, const uint8_t *data,
+			  uint32_t base, uint64_t token)
+{
+	while (!sio_frag_tx_done(t)) {
+		sio_frag_hdr h;
+		int last;
+		uint32_t pl = 0;
+		if (c->tx_slot >= 0 && c->keys[c->tx_slot].tx_pn >= SIO_PN_LIMIT)
+			return SIO_ELIMIT;
+		sio_pkt *p = pq_last(&c->data);
+		if (p && p->state == PKT_FILL)
+			pl = sio_frag_tx_plan(t, room(p), &h, &last);
+		if (!pl) {
+			/* Too little room left: this fragment starts a new packet. */
+			if (p && p->state == PKT_FILL)
+				p->state = PKT_READY;
+			if (!(p = open_packet(c, now, 1, 1)))
+				return SIO_EAGAIN;
+			if (!(pl = sio_frag_tx_plan(t, room(p), &h, &last)))
+				return SIO_ETOOBIG; /* packets below the minimum size */
+		}
+		int final = pl == t->total - t->off;
+		if (final && token && c->tok_count == SIO_TOKENS)
+			return SIO_EAGAIN;
+		uint32_t at = p->end;
+		size_t hl = sio_frag_hdr_put(p->buf + at, &h, last);
+		memcpy(p->buf + at + hl, data + (t->off - base), pl);
+		p->end += (uint32_t)hl + pl;
+		p->nframes++;
+		p->lf_lensz = 0;
+		sio_frag_tx_advance(t, pl);
+		if (final) {
+			if (token) {
+				sio_token *tk = &c->tokens[(c->tok_head + c->tok_count) % SIO_TOKENS];
+				tk->token = token;
+				tk->pkt_id = p->id;
+				c->tok_count++;
+			}
+			c->st.messages_sent++;
+			c->st.bytes_sent += t->total;
+		}
+		if (last || c->o.send_delay_ns < 0 || room(p) < 2)
+			p->state = PKT_READY;
+	}
+	sio_core_tx_seal(c, now);
+	return 0;
+}
+
+int sio_core_tx_probe(sio_core *c, uint64_t now, uint32_t id, uint32_t size)
+{
+	if (!sio_core_can_send(c))
+		return SIO_ESTATE;
+	if (size > c->o.max_packet_size || size < SIO_OVERHEAD + 11)
+		return SIO_EINVAL;
+	sio_core_tx_close_open(c);
+	sio_pkt *p = open_packet(c, now, 1, 1);
+	if (!p)
+		return SIO_EAGAIN;
+	uint32_t at = p->end, end = SIO_SLACK + size - SIO_TAG_LEN;
+	p->buf[at++] = SIO_FR_PROBE | SIO_FR_LAST;
+	at += (uint32_t)sio_varint_put(p->buf + at, id);
+	at += (uint32_t)sio_varint_put(p->buf + at, size);
+	memset(p->buf + at, 0, end - at); /* padding, part of the PROBE frame */
+	p->end = end;
+	p->lim = size;
+	p->nframes = 1;
+	p->lf_lensz = 0;
+	p->state = PKT_READY;
+	sio_core_tx_seal(c, now);
+	return 0;
 }

@@ -160,7 +160,7 @@ void sio_frag_tx_advance(sio_frag_tx *t, uint32_t len)
 /* ---- receiver -------------------------------------------------------------- */
 
 #define CACHE_SLOTS 4
-#define ALLOC_UNIT 4096u
+#define ALLOC_UNIT  4096u
 
 typedef struct partial {
 	int used;
@@ -432,7 +432,7 @@ static int drop(sio_frag_rx *r, uint64_t *counter, int err)
 }
 
 int sio_frag_rx_add(sio_frag_rx *r, uint64_t now, const sio_frag_hdr *h, const uint8_t *payload,
-		    sio_frag_deliver_fn fn, void *ctx)
+                    sio_frag_deliver_fn fn, void *ctx)
 {
 	if (!h->len || !h->total || h->off > h->total || h->len > h->total - h->off)
 		return drop(r, NULL, SIO_EPROTO);

@@ -85,7 +85,7 @@ typedef struct sio_frag_cfg {
 } sio_frag_cfg;
 
 /* Defaults not in sio_options. */
-#define SIO_FRAG_DEFAULT_ID_WINDOW 1024u
+#define SIO_FRAG_DEFAULT_ID_WINDOW  1024u
 #define SIO_FRAG_DEFAULT_TIMEOUT_NS 3000000000ull
 
 typedef struct sio_frag_stats {
@@ -93,10 +93,10 @@ typedef struct sio_frag_stats {
 	uint64_t fragments;     /* fragments accepted (stored) */
 	uint64_t dup_fragments; /* fragments whose bytes were all already held (same bytes) */
 	uint64_t dropped;       /* fragments dropped for any reason below, or held by a
-				   discarded partial */
+	                           discarded partial */
 	uint64_t timeouts;      /* partial messages timed out */
 	uint64_t conflicts;     /* partial messages discarded: overlapping bytes differ, or
-				   type/total differ between fragments */
+	                           type/total differ between fragments */
 	uint64_t too_big;       /* fragments announcing total > max_message */
 	uint64_t evicted;       /* partial messages evicted for a newer one (bound) */
 	uint64_t refused;       /* new partial messages refused (bound, no older to evict) */
@@ -125,7 +125,7 @@ void sio_frag_rx_free(sio_frag_rx *r);
  * dropped (SIO_ETOOBIG, SIO_EPROTO conflict, SIO_EAGAIN bound/refused,
  * SIO_ELOST stale or duplicate id, SIO_ENOMEM). Every drop is counted. */
 int sio_frag_rx_add(sio_frag_rx *r, uint64_t now, const sio_frag_hdr *h, const uint8_t *payload,
-		    sio_frag_deliver_fn fn, void *ctx);
+                    sio_frag_deliver_fn fn, void *ctx);
 
 /* Drops partial messages idle for timeout_ns at NOW. Returns how many. */
 int sio_frag_rx_tick(sio_frag_rx *r, uint64_t now);

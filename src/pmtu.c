@@ -5,8 +5,8 @@
 
 #define DEF_TIMEOUT_NS 500000000ull
 #define DEF_CONFIRM_NS 10000000000ull
-#define DEF_RAISE_NS 600000000000ull
-#define MIN_WAIT_NS 2000000ull /* after a first answer, wait at least this for the rest */
+#define DEF_RAISE_NS   600000000000ull
+#define MIN_WAIT_NS    2000000ull /* after a first answer, wait at least this for the rest */
 
 static uint64_t min64(uint64_t a, uint64_t b)
 {
@@ -34,7 +34,7 @@ void sio_pmtu_init(sio_pmtu *p, const sio_pmtu_cfg *cfg)
 	if (c->per_round > SIO_PMTU_MAX_PER_ROUND)
 		c->per_round = SIO_PMTU_MAX_PER_ROUND;
 	if (!c->max_rounds)
-		c->max_rounds = 8;
+		c->max_rounds = 12;
 	if (!c->granularity)
 		c->granularity = 8;
 	if (!c->confirm_ns)
@@ -57,10 +57,10 @@ static void settle(sio_pmtu *p, uint64_t now, uint32_t size)
 	p->misses = 0;
 	/* Nothing to confirm at the base size: it cannot go lower. */
 	p->next_confirm = p->cfg.confirm_ns == UINT64_MAX || size <= p->cfg.base
-				  ? UINT64_MAX
-				  : now + p->cfg.confirm_ns;
+	                      ? UINT64_MAX
+	                      : now + p->cfg.confirm_ns;
 	p->next_raise = p->cfg.raise_ns == UINT64_MAX || size >= p->cfg.max ? UINT64_MAX
-									   : now + p->cfg.raise_ns;
+	                                                                    : now + p->cfg.raise_ns;
 }
 
 /* Time to wait for the answers of a round. */
@@ -254,7 +254,7 @@ size_t sio_pmtu_poll(sio_pmtu *p, uint64_t now, sio_pmtu_probe *out, size_t max)
 		p->confirm_sent = now;
 		remember(p, p->confirm_id, p->size, now);
 		p->confirm_deadline =
-			now + min64(max64(4 * p->rtt, 10 * MIN_WAIT_NS), p->cfg.timeout_ns);
+		    now + min64(max64(4 * p->rtt, 10 * MIN_WAIT_NS), p->cfg.timeout_ns);
 		out[n].id = p->confirm_id;
 		out[n].size = p->size;
 		n++;
@@ -298,18 +298,18 @@ int sio_pmtu_ack(sio_pmtu *p, uint64_t now, uint32_t id, uint32_t size)
 				end_round(p, now);
 			else
 				p->round_deadline =
-					min64(p->round_deadline, now + max64(3 * p->rtt, MIN_WAIT_NS));
+				    min64(p->round_deadline, now + max64(3 * p->rtt, MIN_WAIT_NS));
 			return 1;
 		}
 	} else if (p->phase == SIO_PMTU_SETTLED && p->confirm_state == 2 && id == p->confirm_id &&
-		   size == p->size) {
+	           size == p->size) {
 		p->st.acks++;
 		forget(p, id);
 		rtt_sample(p, now - p->confirm_sent);
 		p->confirm_state = 0;
 		p->misses = 0;
 		p->next_confirm =
-			p->cfg.confirm_ns == UINT64_MAX ? UINT64_MAX : now + p->cfg.confirm_ns;
+		    p->cfg.confirm_ns == UINT64_MAX ? UINT64_MAX : now + p->cfg.confirm_ns;
 		return 1;
 	}
 	/* A late answer (its round or confirmation already ended). */

@@ -35,17 +35,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SIO_PMTU_BASE 1200u           /* fits any IPv6 path (1280 - 40 - 8) */
-#define SIO_PMTU_MAX_PER_ROUND 8 /* plus one probe of the known size */
+#define SIO_PMTU_BASE           1200u /* fits any IPv6 path (1280 - 40 - 8) */
+#define SIO_PMTU_MAX_PER_ROUND  8     /* plus one probe of the known size */
 #define SIO_PMTU_CONFIRM_MISSES 3
-#define SIO_PMTU_HISTORY 32
+#define SIO_PMTU_HISTORY        32
 
 typedef struct sio_pmtu_cfg {
 	uint32_t base;        /* 0 = SIO_PMTU_BASE; clamped to <= max */
 	uint32_t max;         /* largest size to try (configured packet size), required */
 	uint64_t timeout_ns;  /* 0 = 500 ms: bound on one search */
 	uint32_t per_round;   /* 0 = 3 probes per round (max SIO_PMTU_MAX_PER_ROUND) */
-	uint32_t max_rounds;  /* 0 = 8 */
+	uint32_t max_rounds;  /* 0 = 12 */
 	uint32_t granularity; /* 0 = 8 bytes */
 	uint64_t confirm_ns;  /* 0 = 10 s; UINT64_MAX = never confirm */
 	uint64_t raise_ns;    /* 0 = 600 s; UINT64_MAX = never raise */
@@ -58,9 +58,9 @@ typedef struct sio_pmtu_probe {
 
 typedef struct sio_pmtu_stats {
 	uint64_t probes_sent, acks, bad_acks;
-	uint64_t searches;     /* searches started (initial, path change, raise) */
-	uint64_t path_changes; /* black holes detected by confirmation */
-	uint64_t fallbacks;    /* searches that ended without any answer */
+	uint64_t searches;       /* searches started (initial, path change, raise) */
+	uint64_t path_changes;   /* black holes detected by confirmation */
+	uint64_t fallbacks;      /* searches that ended without any answer */
 	uint64_t last_search_ns; /* duration of the last finished search */
 } sio_pmtu_stats;
 

@@ -52,7 +52,7 @@ typedef struct frame {
 /* Cuts MSG into frames for packets of ROOM bytes each (the first packet has
  * FIRST bytes left), through the sender helper. Returns the frame count. */
 static size_t cut(const uint8_t *msg, uint32_t len, uint32_t type, uint32_t id, size_t first,
-		  size_t room, frame *out, size_t max)
+                  size_t room, frame *out, size_t max)
 {
 	sio_frag_tx t;
 	size_t n = 0, avail = first;
@@ -224,7 +224,7 @@ static void test_in_order_and_shuffled(void)
 		uint32_t len = 1 + rnd32() % 40000;
 		fill(msg, len);
 		size_t m = cut(msg, len, (uint32_t)round, (uint32_t)(2 + round), 1 + rnd32() % 1400,
-			       600 + rnd32() % 1000, fr, MAXF);
+		               600 + rnd32() % 1000, fr, MAXF);
 		for (size_t i = m; i > 1; i--) {
 			size_t j = rnd32() % i;
 			frame tmp = fr[i - 1];

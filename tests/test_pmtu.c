@@ -123,9 +123,9 @@ static void test_lower_mtu(uint32_t max, uint32_t mtu, uint64_t rtt)
 	CHECK(s + tol >= mtu);
 	CHECK(t <= 500 * MS); /* bounded by the negotiation timeout */
 	if (getenv("SIO_PMTU_VERBOSE"))
-		fprintf(stderr, "max %u mtu %u rtt %llu us: size %u after %llu us, %llu probes\n", max,
-			mtu, (unsigned long long)(rtt / US), s, (unsigned long long)(t / US),
-			(unsigned long long)p.st.probes_sent);
+		fprintf(stderr, "max %u mtu %u rtt %llu us: size %u after %llu us, %llu probes\n",
+		        max, mtu, (unsigned long long)(rtt / US), s, (unsigned long long)(t / US),
+		        (unsigned long long)p.st.probes_sent);
 }
 
 static void test_no_answers(void)
