@@ -473,9 +473,9 @@ SIO_API int sio_close(sio_session *s);
  * does not wait and returns 0. Thread: any. */
 SIO_API int sio_close_and_wait(sio_session *s, int timeout_ms);
 
-/* Closes abruptly if needed (the peer sees a truncation unless it was
- * closed), joins the I/O thread, wipes keys and frees; the transport is
- * closed only if close_fds was set. Pending completions fail with
+/* Closes abruptly if needed (no close message: once the transport ends the
+ * peer sees a truncation), joins the I/O thread, wipes keys and frees; the
+ * transport is closed only if close_fds was set. Pending completions fail with
  * SIO_ECANCELED; messengers still open become inert (close them later).
  * From a handler, the I/O thread frees the session once the handler
  * returned. Thread: any; no other call on S may run concurrently or follow.
