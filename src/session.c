@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "options.h"
 #include "session_int.h"
 
 uint64_t sio_now_ns(void)
@@ -19,6 +20,15 @@ uint64_t sio_now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t sio_now_cached(sio_session *s)
+{
+	if (s->now_cache == 0 || ++s->now_uses >= 16) {
+		s->now_cache = sio_now_ns();
+		s->now_uses = 0;
+	}
+	return s->now_cache;
 }
 
 static uint64_t wall_ns(void)
@@ -102,8 +112,13 @@ void sio_kick(sio_session *s)
 	}
 	if (s->wake_pending)
 		return;
+	/* a write can only add a deadline of now + send delay or later (a
+	 * packet opened now), so while the I/O thread sleeps no longer than
+	 * that, there is no need to look */
 	if (s->evn > 0 || s->tx_blocked || s->close_requested ||
-	    (s->io_sleep_until != 0 && sio_core_deadline(s->core) < s->io_sleep_until) ||
+	    (s->io_sleep_until != 0 &&
+	     (s->now_cache == 0 || s->io_sleep_until > s->now_cache + s->send_delay_ns) &&
+	     sio_core_deadline(s->core) < s->io_sleep_until) ||
 	    (s->input_stalled && sio_input_ok(s)))
 		sio_wake(s);
 }
@@ -555,6 +570,7 @@ static void *io_thread(void *arg)
 		if (to == 0) {
 			continue;
 		}
+		s->now_cache = 0; /* time passes while asleep */
 		unlock(s);
 		int r = poll(p, (nfds_t)np, to);
 		lock(s);
@@ -632,6 +648,9 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 	int r = sio_core_new(&s->core, &cfg, &ccb);
 	if (r < 0)
 		goto fail;
+	sio_options ro;
+	if (sio_options_resolve(&cfg.opts, datagram, &ro) == 0 && ro.send_delay_ns > 0)
+		s->send_delay_ns = (uint64_t)ro.send_delay_ns;
 	r = sio_tp_open(&s->tp, t, sio_core_max_packet(s->core));
 	if (r < 0)
 		goto fail;

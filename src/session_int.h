@@ -109,6 +109,11 @@ struct sio_session {
 	const sio_remote *remote;
 	sio_callbacks cbs;
 
+	/* cached clock for the write path (see sio_now_cached) */
+	uint64_t now_cache;
+	unsigned now_uses;
+	uint64_t send_delay_ns; /* resolved option */
+
 	int mode;
 	pthread_t thread;
 	int thread_started;
@@ -161,6 +166,10 @@ const uint8_t *sio_identity_secret_key(const sio_identity *id);
 
 /* session.c */
 uint64_t sio_now_ns(void);
+/* Lock held. The clock, read at most every few writes while the I/O thread
+ * is busy: reading it costs more than queueing a small message here. A
+ * slightly old time only makes a packet's merge deadline earlier. */
+uint64_t sio_now_cached(sio_session *s);
 int sio_is_io_thread(const sio_session *s);
 int sio_core_enter(sio_session *s); /* lock held; 0 or SIO_ESTATE (inside the core) */
 void sio_kick(sio_session *s);      /* lock held: wake the I/O thread if it must act */

@@ -259,7 +259,7 @@ static int check_type(uint32_t type)
 static int queue_write(sio_session *s, uint32_t type, const void *data, size_t len,
 		       sio_send_info *si, int may_block)
 {
-	uint64_t now = sio_now_ns();
+	uint64_t now = sio_now_cached(s);
 	uint64_t token = si ? (uint64_t)(uintptr_t)si : 0;
 	for (;;) {
 		if (atomic_load(&s->state) >= SIO_STATE_CLOSING)
