@@ -289,8 +289,7 @@ static void cb_state(void *ctx, sio_state old_state, sio_state new_state)
 			}
 		}
 	}
-	if (s->waiters)
-		pthread_cond_broadcast(&s->cond);
+	sio_signal(s); /* also wakes a reader polling the transport */
 	pthread_cond_broadcast(&s->sh->si_cond);
 }
 

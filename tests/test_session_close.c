@@ -252,9 +252,17 @@ static void test_vanish_udp(void)
 	CHECK_OK(pair_start(&p));
 	usleep(600000); /* alive: keepalives flow both ways */
 	CHECK_EQ(sio_session_state(p.a), SIO_STATE_ESTABLISHED);
+	/* a reader blocked (polling the transport itself) must be woken by a
+	 * timer-driven end, when no packet arrives at all */
+	struct reader ra = {p.a, 99};
+	pthread_t tr;
+	pthread_create(&tr, NULL, blocked_reader, &ra);
+	usleep(50000);
 	sio_session_free(p.b);
 	p.b = NULL;
 	CHECK_OK(sio_session_wait_state(p.a, SIO_STATE_CLOSED, 20000));
+	pthread_join(tr, NULL);
+	CHECK_EQ(ra.r, SIO_EPEERDEAD);
 	CHECK(has_err(&e, SIO_EPEERDEAD));
 	char buf[4];
 	CHECK_EQ(sio_read_timeout(p.a, buf, 4, 1000), SIO_EPEERDEAD);

@@ -342,6 +342,32 @@ static void test_udp(void)
 	close(c);
 }
 
+/* IPv6 UDP gets "don't fragment" too (skipped where ::1 is unavailable). */
+static void test_udp6(void)
+{
+	int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+	struct sockaddr_in6 a;
+	memset(&a, 0, sizeof a);
+	a.sin6_family = AF_INET6;
+	a.sin6_addr = in6addr_loopback;
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+		fprintf(stderr, "no IPv6 loopback: IPv6 case skipped\n");
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	sio_transport t = fdt(fd, fd);
+	sio_tp tp;
+	CHECK_OK(sio_tp_open(&tp, &t, 1452));
+	int v = -1;
+	socklen_t l = sizeof v;
+	CHECK_OK(getsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &v, &l));
+	CHECK_EQ(v, IPV6_PMTUDISC_DO);
+	CHECK_EQ(tp.peer_mode, SIO_TP_PEER_LEARN);
+	sio_tp_close(&tp);
+	close(fd);
+}
+
 static void test_unix_dgram_seqpacket(void)
 {
 	int sv[2];
@@ -498,6 +524,7 @@ int main(void)
 	test_stream_backpressure();
 	test_pipes();
 	test_udp();
+	test_udp6();
 	test_unix_dgram_seqpacket();
 	test_custom();
 	test_exact();
