@@ -5,6 +5,7 @@
  * with completion callbacks, a message larger than one packet, graceful close
  * seen by the peer as end of stream. */
 #include <pthread.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -206,6 +207,49 @@ static void test_flow_control(enum pair_kind k)
 	pair_free(&p);
 }
 
+/* An unconnected UDP server learns its peer only from authentic packets:
+ * junk from a third socket, before and after the real client, neither
+ * redirects nor stops the session. */
+static void test_learn_ignores_junk(void)
+{
+	struct pair p;
+	fprintf(stderr, "-- udp learning with junk\n");
+	memset(&p, 0, sizeof p);
+	sio_transport ta, tb;
+	CHECK_OK(pair_identities(&p, 1, 2));
+	CHECK_OK(pair_transports(&p, PK_UDP_UNCONNECTED, &ta, &tb)); /* b learns */
+	struct sockaddr_storage baddr;
+	socklen_t bl = sizeof baddr;
+	CHECK_OK(getsockname(p.fds[1], (struct sockaddr *)&baddr, &bl));
+	int junk = socket(AF_INET, SOCK_DGRAM, 0);
+	CHECK(junk >= 0);
+	uint8_t garbage[200];
+	memset(garbage, 0xa5, sizeof garbage);
+	CHECK_OK(sio_session_new(&p.a, p.ida, p.ra, &ta, NULL, NULL));
+	CHECK_OK(sio_session_new(&p.b, p.idb, p.rb, &tb, NULL, NULL));
+	CHECK_OK(sio_session_start(p.b));
+	for (int i = 0; i < 5; i++)
+		CHECK_EQ(sendto(junk, garbage, sizeof garbage, 0, (struct sockaddr *)&baddr, bl),
+			 (ssize_t)sizeof garbage);
+	usleep(50000);
+	CHECK_OK(sio_session_start(p.a));
+	CHECK_OK(sio_session_wait_state(p.a, SIO_STATE_ESTABLISHED, 20000));
+	CHECK_OK(sio_session_wait_state(p.b, SIO_STATE_ESTABLISHED, 20000));
+	for (int i = 0; i < 5; i++)
+		sendto(junk, garbage, sizeof garbage, 0, (struct sockaddr *)&baddr, bl);
+	char buf[8];
+	CHECK_EQ(sio_write(p.b, "reply", 5), 5); /* goes to a, not to the junk socket */
+	CHECK_EQ(sio_read_timeout(p.a, buf, sizeof buf, 10000), 5);
+	CHECK_EQ(sio_write(p.a, "again", 5), 5);
+	CHECK_EQ(sio_read_timeout(p.b, buf, sizeof buf, 10000), 5);
+	CHECK_EQ(recv(junk, buf, sizeof buf, MSG_DONTWAIT), -1); /* nothing came back */
+	sio_stats st;
+	sio_session_stats(p.b, &st);
+	CHECK(st.drop_malformed + st.drop_kx + st.drop_unknown_key + st.drop_decrypt >= 10);
+	close(junk);
+	pair_free(&p);
+}
+
 int main(void)
 {
 	alarm(300);
@@ -215,5 +259,6 @@ int main(void)
 		run((enum pair_kind)k);
 	test_flow_control(PK_UNIX_STREAM);
 	test_flow_control(PK_SEQPACKET);
+	test_learn_ignores_junk();
 	return check_done("test_session_transports");
 }
