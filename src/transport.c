@@ -657,3 +657,13 @@ int sio_tp_detect(const sio_transport *t)
 	int type = sock_type(t->read_fd);
 	return type == SOCK_DGRAM || type == SOCK_SEQPACKET;
 }
+
+int sio_tp_is_unix(const sio_transport *t)
+{
+	if (!t || t->read_fd < 0)
+		return 0;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	memset(&ss, 0, sizeof(ss));
+	return getsockname(t->read_fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_UNIX;
+}

@@ -109,6 +109,9 @@ int sio_tp_open(sio_tp *tp, const sio_transport *t, size_t max_record);
 /* 1 if T carries datagrams, 0 if a stream, or SIO_EINVAL (nothing changed). */
 int sio_tp_detect(const sio_transport *t);
 
+/* 1 if T is a UNIX-domain socket (no path MTU: datagrams up to 64 KiB). */
+int sio_tp_is_unix(const sio_transport *t);
+
 /* Frees buffers; closes the descriptors if asked, else restores their flags. */
 void sio_tp_close(sio_tp *tp);
 
