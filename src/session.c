@@ -680,6 +680,10 @@ static int start_common(sio_session *s, int mode)
 		unlock(s);
 		return SIO_ESTATE;
 	}
+	if (atomic_load(&s->state) >= SIO_STATE_CLOSING) {
+		unlock(s); /* closed before it was started */
+		return SIO_ECLOSED;
+	}
 	s->mode = mode;
 	if (mode == MODE_LOOP) {
 		s->epfd = epoll_create1(EPOLL_CLOEXEC);

@@ -71,6 +71,16 @@ static void test_close_from_b(void)
 	CHECK_EQ(sio_read_timeout(p.a, buf, sizeof buf, 1000), 0);
 	CHECK_OK(sio_close(p.a)); /* closing a closed session is fine */
 	pair_free(&p);
+
+	/* closed before it was started: straight to CLOSED, cannot start */
+	CHECK_OK(pair_open(&p, PK_UNIX_STREAM, NULL, NULL, NULL, NULL));
+	CHECK_EQ(sio_session_state(p.a), SIO_STATE_NEW);
+	CHECK_OK(sio_close(p.a));
+	CHECK_EQ(sio_session_state(p.a), SIO_STATE_CLOSED);
+	CHECK_EQ(sio_session_start(p.a), SIO_ECLOSED);
+	CHECK_EQ(sio_session_wait_state(p.a, SIO_STATE_ESTABLISHED, 100), SIO_ECLOSED);
+	CHECK_EQ(sio_write(p.a, "x", 1), SIO_ECLOSED);
+	pair_free(&p);
 }
 
 /* A handler that closes its own session, and waits for it (which must not
