@@ -2,7 +2,9 @@
  * another thread while a reader blocks, both at once; sessions freed with
  * completions outstanding; a peer that vanishes (stream: truncation; UDP:
  * dead-peer timeout), each reported as an error event and a state change. */
+#include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
 #include <pthread.h>
 #include <signal.h>
@@ -279,6 +281,51 @@ static void test_vanish_udp(void)
 	pair_free(&p);
 }
 
+/* A callback transport that fails: the error becomes an event and CLOSED. */
+static int broken_fd = -1;
+static atomic_int broken;
+
+static ssize_t brk_send(void *ctx, const void *buf, size_t len)
+{
+	ssize_t r = send(*(int *)ctx, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	return r < 0 ? -errno : r;
+}
+
+static ssize_t brk_recv(void *ctx, void *buf, size_t len)
+{
+	if (*(int *)ctx == broken_fd && atomic_load(&broken))
+		return -ECONNRESET;
+	ssize_t r = recv(*(int *)ctx, buf, len, MSG_DONTWAIT);
+	return r < 0 ? -errno : r;
+}
+
+static void test_custom_error(void)
+{
+	struct pair p;
+	struct evrec e;
+	memset(&e, 0, sizeof e);
+	pthread_mutex_init(&e.mu, NULL);
+	sio_callbacks ca = {.ctx = &e, .on_state = on_state, .on_error = on_error};
+	memset(&p, 0, sizeof p);
+	sio_transport ta, tb;
+	CHECK_OK(pair_identities(&p, 1, 2));
+	CHECK_OK(pair_transports(&p, PK_CUSTOM, &ta, &tb));
+	ta.send = tb.send = brk_send;
+	ta.recv = tb.recv = brk_recv;
+	ta.poll_fd = -1; /* polled: the failure is found without any input */
+	broken_fd = p.fds[0];
+	atomic_store(&broken, 0);
+	CHECK_OK(sio_session_new(&p.a, p.ida, p.ra, &ta, NULL, &ca));
+	CHECK_OK(sio_session_new(&p.b, p.idb, p.rb, &tb, NULL, NULL));
+	CHECK_OK(pair_start(&p));
+	atomic_store(&broken, 1);
+	CHECK_OK(sio_session_wait_state(p.a, SIO_STATE_CLOSED, 10000));
+	CHECK(has_err(&e, SIO_EIO));
+	char buf[2];
+	CHECK_EQ(sio_read_timeout(p.a, buf, 2, 1000), SIO_EIO);
+	pair_free(&p);
+}
+
 static void freeing_handler(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
 {
 	sio_session_free(s); /* the I/O thread frees it once this returns */
@@ -329,5 +376,6 @@ int main(void)
 	test_vanish_stream(PK_SEQPACKET);
 	test_vanish_udp();
 	test_free_in_handler();
+	test_custom_error();
 	return check_done("test_session_close");
 }
