@@ -151,7 +151,7 @@ static struct sio_ev *ev_push(sio_session *s, int kind)
 		s->evcap = nc;
 	}
 	struct sio_ev *e = &s->evq[s->evn++];
-	memset(e, 0, offsetof(struct sio_ev, msg) + 1);
+	memset(e, 0, sizeof(*e));
 	e->kind = (uint8_t)kind;
 	return e;
 }
@@ -180,7 +180,7 @@ static void dispatch(sio_session *s)
 			struct sio_ev *e = &q[i];
 			switch (e->kind) {
 			case EV_MSG:
-				e->fn(s, e->type, e->in_arena ? ar.buf + e->off : e->ptr, e->len, e->ctx);
+				e->u.fn(s, e->type, e->in_arena ? ar.buf + e->off : e->ptr, e->len, e->ctx);
 				break;
 			case EV_STATE:
 				if (s->cbs.on_state)
@@ -192,20 +192,20 @@ static void dispatch(sio_session *s)
 				break;
 			case EV_ERROR:
 				if (s->cbs.on_error)
-					s->cbs.on_error(s, e->a, e->msg, s->cbs.ctx);
+					s->cbs.on_error(s, e->a, (const char *)ar.buf + e->off, s->cbs.ctx);
 				break;
 			case EV_HERR:
-				e->efn(s, e->type, e->a, e->ctx);
+				e->u.efn(s, e->type, e->a, e->ctx);
 				break;
 			case EV_SENT:
-				e->si->fn(e->si, e->si->err, e->si->ctx);
+				e->u.si->fn(e->u.si, e->u.si->err, e->u.si->ctx);
 				break;
 			}
 		}
 		lock(s);
 		for (size_t i = 0; i < n; i++)
 			if (q[i].kind == EV_SENT)
-				sio_si_after_callback(q[i].si);
+				sio_si_after_callback(q[i].u.si);
 		s->evq2 = q;
 		s->evcap2 = cap;
 		s->arena2 = ar;
@@ -243,7 +243,7 @@ static void cb_deliver(void *ctx, uint32_t type, const uint8_t *data, size_t len
 	if (!e)
 		return;
 	e->type = type;
-	e->fn = fn;
+	e->u.fn = fn;
 	e->ctx = fctx;
 	e->len = len;
 	if (s->cur_pkt && data >= s->cur_pkt && data + len <= s->cur_pkt + s->cur_len) {
@@ -283,7 +283,7 @@ static void cb_state(void *ctx, sio_state old_state, sio_state new_state)
 			struct sio_ev *he = ev_push(s, EV_HERR);
 			if (he) {
 				he->type = s->h[i].type;
-				he->efn = s->h[i].efn;
+				he->u.efn = s->h[i].efn;
 				he->ctx = s->h[i].ctx;
 				he->a = sio_closed_err(s);
 			}
@@ -301,7 +301,15 @@ static void cb_error(void *ctx, int err, const char *msg)
 	struct sio_ev *e = ev_push(s, EV_ERROR);
 	if (e) {
 		e->a = err;
-		snprintf(e->msg, sizeof(e->msg), "%s", msg ? msg : sio_strerror(err));
+		/* the text is copied (NUL included): the core's may be short-lived */
+		const char *t = msg ? msg : sio_strerror(err);
+		size_t off = s->arena.len;
+		if (sio_bq_put(&s->arena, t, strlen(t) + 1, NULL, 0) == 0) {
+			e->in_arena = 1;
+			e->off = off;
+		} else {
+			s->evn--;
+		}
 	}
 }
 
@@ -330,7 +338,7 @@ static void cb_sent(void *ctx, uint64_t token, int err)
 	if (si->cb_pending) {
 		struct sio_ev *e = ev_push(s, EV_SENT);
 		if (e)
-			e->si = si;
+			e->u.si = si;
 		else
 			si->cb_pending = 0;
 	}
@@ -936,7 +944,7 @@ static void session_destroy(sio_session *s)
 	for (size_t i = 0; i < s->evn; i++) {
 		if (s->evq[i].kind != EV_SENT)
 			continue;
-		sio_send_info *si = s->evq[i].si;
+		sio_send_info *si = s->evq[i].u.si;
 		si->fn(si, si->err, si->ctx);
 		pthread_mutex_lock(&s->sh->mu);
 		sio_si_after_callback(si);

@@ -55,18 +55,20 @@ struct sio_send_info {
 
 enum ev_kind { EV_MSG, EV_STATE, EV_CONNECT, EV_ERROR, EV_SENT, EV_HERR };
 
+/* One deferred event (kept small: one per delivered message). */
 struct sio_ev {
 	uint8_t kind;
-	uint8_t in_arena; /* message bytes copied into s->arena at off */
+	uint8_t in_arena; /* message bytes (or error text) copied into the arena */
 	uint32_t type;
 	int a, b; /* state old/new, error code */
 	size_t off, len;
 	const uint8_t *ptr; /* message bytes in place in the receive buffer */
-	sio_message_fn fn;
-	sio_handler_error_fn efn;
+	union {
+		sio_message_fn fn;
+		sio_handler_error_fn efn;
+		sio_send_info *si;
+	} u;
 	void *ctx;
-	sio_send_info *si;
-	char msg[96];
 };
 
 struct sio_handler {
