@@ -40,8 +40,10 @@ struct sio_shared {
 	struct si_chunk *chunks;
 };
 
+/* One cache line each: the writer, the I/O thread and the releasing thread
+ * touch different objects at the same time. */
 struct sio_send_info {
-	struct sio_shared *sh;
+	_Alignas(64) struct sio_shared *sh;
 	struct sio_send_info *next;
 	sio_session *s; /* valid while inflight or cb_pending */
 	sio_send_done_fn fn;

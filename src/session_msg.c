@@ -91,9 +91,10 @@ sio_send_info *sio_si_get(sio_session *s)
 {
 	struct sio_shared *sh = s->sh;
 	if (!sh->free) {
-		struct si_chunk *c = calloc(1, sizeof(*c));
+		struct si_chunk *c = aligned_alloc(64, sizeof(*c));
 		if (!c)
 			return NULL;
+		memset(c, 0, sizeof(*c));
 		c->next = sh->chunks;
 		sh->chunks = c;
 		for (int i = SI_CHUNK - 1; i >= 0; i--) {
