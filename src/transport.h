@@ -54,6 +54,7 @@ typedef struct sio_tp {
 	int rsock, wsock; /* descriptors are sockets (use send/recv with MSG_NOSIGNAL) */
 	int family;    /* socket address family of the read socket, 0 if none */
 	int seqpacket; /* SOCK_SEQPACKET: an empty packet means end of file */
+	int gso;       /* UDP: try UDP_SEGMENT for runs of equal-sized datagrams */
 	int peer_mode;
 	int close_fds;
 	int rflags, wflags; /* original O_ flags, restored on close */

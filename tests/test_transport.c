@@ -314,6 +314,22 @@ static void test_udp(void)
 	CHECK_EQ(sio_tp_send(&B, v, 3), 3);
 	memset(&g, 0, sizeof g);
 	CHECK_EQ(recv_until(&A, &g, 3), 3);
+	/* a run of equal-sized datagrams (UDP_SEGMENT where offered) still
+	 * arrives as separate datagrams, in order, the shorter last one too */
+	struct iovec ev[11];
+	for (int i = 0; i < 11; i++) {
+		ev[i].iov_base = x[i];
+		ev[i].iov_len = i < 10 ? 250 : 90;
+	}
+	CHECK_EQ(sio_tp_send(&A, ev, 11), 11);
+	memset(&g, 0, sizeof g);
+	CHECK_EQ(recv_until(&B, &g, 11), 11);
+	for (int i = 0; i < g.n; i++)
+		CHECK(g.len[i] == (i < 10 ? 250u : 90u) && memcmp(g.data[i], x[i], g.len[i]) == 0);
+	CHECK_EQ(sio_tp_send(&B, ev, 11), 11); /* unconnected: to the learned peer */
+	memset(&g, 0, sizeof g);
+	CHECK_EQ(recv_until(&A, &g, 11), 11);
+	CHECK_EQ(g.len[10], 90);
 	/* a datagram larger than the path with DF set is refused by the kernel:
 	 * lost (counted), never fragmented, never fatal */
 	static uint8_t huge[65000];
