@@ -290,7 +290,8 @@ static void cb_state(void *ctx, sio_state old_state, sio_state new_state)
 		}
 	}
 	sio_signal(s); /* also wakes a reader polling the transport */
-	pthread_cond_broadcast(&s->sh->si_cond);
+	s->sh->si_completed = 1;
+	sio_si_broadcast(s->sh);
 }
 
 static void cb_error(void *ctx, int err, const char *msg)
@@ -377,10 +378,15 @@ void sio_flush_out(sio_session *s, uint64_t now)
 		if (r <= 0)
 			goto out;
 	}
-	for (int iter = 0; iter < 64 && !s->tp_dead; iter++) {
+	s->out_more = 0;
+	for (int iter = 0; !s->tp_dead; iter++) {
 		size_t n = sio_core_pending(s->core, now, iov, SIO_TP_BATCH);
 		if (n == 0)
 			break;
+		if (iter == 64) {
+			s->out_more = 1; /* fairness: the I/O thread comes back at once */
+			break;
+		}
 		if (unlocked)
 			unlock(s);
 		int r = sio_tp_send(&s->tp, iov, n);
@@ -397,11 +403,12 @@ void sio_flush_out(sio_session *s, uint64_t now)
 			sio_core_sent(s->core, (size_t)r, 0);
 			sio_signal(s); /* writers waiting for room in the core */
 		}
-		if ((size_t)r < n)
-			break; /* blocked: the I/O thread waits for POLLOUT */
+		if ((size_t)r < n && blocked)
+			break; /* the I/O thread waits for POLLOUT */
 	}
 out:
 	s->sending = 0;
+	sio_si_broadcast(s->sh);
 }
 
 struct rx_ctx {
@@ -515,12 +522,13 @@ static void step(sio_session *s, int allow_input)
 		sio_flush_out(s, now);
 		dispatch(s);
 	}
+	sio_si_broadcast(s->sh);
 }
 
 static int timeout_ms_locked(const sio_session *s, uint64_t now)
 {
 	uint64_t d = sio_core_deadline(s->core);
-	if (s->evn > 0 || s->close_requested)
+	if (s->evn > 0 || s->close_requested || (s->out_more && !s->tx_blocked))
 		return 0;
 	if (s->tp.custom && !s->tp_dead && (s->tp.cb_poll_fd < 0 || s->tx_blocked)) {
 		/* no descriptor tells us when a callback transport has data or
@@ -938,6 +946,7 @@ static void session_destroy(sio_session *s)
 		pthread_mutex_lock(&s->sh->mu);
 		sio_core_free(s->core); /* fails pending tokens: SIO_ECANCELED */
 		s->core = NULL;
+		sio_si_broadcast(s->sh);
 		pthread_mutex_unlock(&s->sh->mu);
 	}
 	/* completion callbacks still queued run here, on the freeing thread */

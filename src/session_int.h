@@ -34,6 +34,7 @@ struct sio_shared {
 	pthread_mutex_t mu;     /* the session lock */
 	pthread_cond_t si_cond; /* completion of any send-info object */
 	int si_waiters;
+	int si_completed; /* completions since the last broadcast */
 	int session_alive;
 	size_t live;               /* send-info objects not in the free list */
 	struct sio_send_info *free; /* free list */
@@ -108,6 +109,7 @@ struct sio_session {
 	int tp_dead;      /* transport ended: no more I/O on it */
 	int sending;      /* a thread is inside sio_flush_out (maybe unlocked) */
 	int tx_blocked;   /* the transport is full: wait for POLLOUT */
+	int out_more;     /* sio_flush_out stopped with packets still due */
 	int input_stalled; /* I/O thread stopped reading (flow control) */
 	const sio_identity *id;
 	const sio_remote *remote;
@@ -190,6 +192,9 @@ int sio_input_ok(const sio_session *s);
 /* session_msg.c */
 sio_send_info *sio_si_get(sio_session *s);
 void sio_si_complete(sio_send_info *si, int err);
+/* Lock held: wakes completion waiters once for all completions since the
+ * last call (not once per message). */
+void sio_si_broadcast(struct sio_shared *sh);
 void sio_si_after_callback(sio_send_info *si);
 void sio_shared_unref(struct sio_shared *sh); /* session gone */
 int sio_bq_put(struct sio_bq *q, const void *a, size_t alen, const void *b, size_t blen);

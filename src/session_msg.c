@@ -138,8 +138,14 @@ void sio_si_complete(sio_send_info *si, int err)
 		si->cb_pending = 1; /* the caller queues the callback */
 	else if (!si->user)
 		si_put(si);
-	if (sh->si_waiters)
+	sh->si_completed = 1; /* waiters are woken once per batch: sio_si_broadcast */
+}
+
+void sio_si_broadcast(struct sio_shared *sh)
+{
+	if (sh->si_completed && sh->si_waiters)
 		pthread_cond_broadcast(&sh->si_cond);
+	sh->si_completed = 0;
 }
 
 void sio_si_after_callback(sio_send_info *si)

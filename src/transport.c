@@ -353,8 +353,13 @@ static int send_dgram(sio_tp *tp, const struct iovec *pkts, size_t n)
 	}
 	for (;;) {
 		int r = sendmmsg(tp->wfd, m, (unsigned)n, MSG_NOSIGNAL);
-		if (r > 0)
+		if (r > 0) {
+			/* stopping early means the next one would block (or fail:
+			 * the next call reports it) */
+			if ((size_t)r < n)
+				tp->wblocked = 1;
 			return r;
+		}
 		if (r == 0)
 			return 0;
 		if (errno == EINTR)
