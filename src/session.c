@@ -338,10 +338,12 @@ static void cb_sent(void *ctx, uint64_t token, int err)
 	sio_si_complete(si, err);
 	if (si->cb_pending) {
 		struct sio_ev *e = ev_push(s, EV_SENT);
-		if (e)
+		if (e) {
 			e->u.si = si;
-		else
+		} else {
 			si->cb_pending = 0;
+			sio_si_unref_locked(si);
+		}
 	}
 }
 
@@ -615,7 +617,7 @@ static struct sio_shared *shared_new(void)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&sh->si_cond, &ca);
 	pthread_condattr_destroy(&ca);
-	sh->session_alive = 1;
+	atomic_store(&sh->session_alive, 1);
 	return sh;
 }
 

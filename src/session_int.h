@@ -35,9 +35,14 @@ struct sio_shared {
 	pthread_cond_t si_cond; /* completion of any send-info object */
 	int si_waiters;
 	int si_completed; /* completions since the last broadcast */
-	int session_alive;
-	size_t live;               /* send-info objects not in the free list */
-	struct sio_send_info *free; /* free list */
+	atomic_int session_alive;
+	size_t live;               /* send-info objects out of the free list */
+	struct sio_send_info *free; /* free list (lock held) */
+	/* Released objects come back without the lock: a stack pushed by
+	 * sio_send_info_release() and taken whole (lock held) by sio_si_get()
+	 * and at session end, which first waits for releasers in flight. */
+	_Atomic(struct sio_send_info *) returned;
+	atomic_int releasing;
 	struct si_chunk *chunks;
 };
 
@@ -51,8 +56,9 @@ struct sio_send_info {
 	void *ctx;
 	int err;
 	atomic_int done;
-	uint8_t user;       /* held by the program (not yet released) */
-	uint8_t inflight;   /* the core still holds its token */
+	/* references: the program's (until released) and the session's (until
+	 * completed and its callback ran); the last one returns it to the pool */
+	atomic_int refs;
 	uint8_t cb_pending; /* completion callback queued for the I/O thread */
 };
 
@@ -196,6 +202,7 @@ void sio_si_complete(sio_send_info *si, int err);
  * last call (not once per message). */
 void sio_si_broadcast(struct sio_shared *sh);
 void sio_si_after_callback(sio_send_info *si);
+void sio_si_unref_locked(sio_send_info *si);
 void sio_shared_unref(struct sio_shared *sh); /* session gone */
 int sio_bq_put(struct sio_bq *q, const void *a, size_t alen, const void *b, size_t blen);
 struct sio_handler *sio_find_handler(sio_session *s, uint32_t type);
