@@ -351,8 +351,9 @@ SIO_API int sio_session_fd(const sio_session *s);
 
 /* Event-loop mode: reads what is available, runs timers, sends what is due,
  * and runs handlers and events. Returns 0, or once the session is CLOSED the
- * error that ended it (SIO_ECLOSED after a graceful close). Thread: the
- * program's loop (one thread at a time). */
+ * error that ended it (SIO_ECLOSED after a graceful close). If a handler
+ * called sio_session_free() during this call, S is freed before it returns
+ * (SIO_ECLOSED). Thread: the program's loop (one thread at a time). */
 SIO_API int sio_session_process(sio_session *s);
 
 /* Event-loop mode: milliseconds until sio_session_process() must be called

@@ -797,6 +797,12 @@ int sio_session_process(sio_session *s)
 	drain_wake(s);
 	if (sio_core_enter(s) == 0)
 		step(s, 1);
+	if (s->free_on_exit) {
+		/* a handler freed the session during this call */
+		unlock(s);
+		session_destroy(s);
+		return SIO_ECLOSED;
+	}
 	loop_update_fds(s);
 	int st = atomic_load(&s->state);
 	int r = st == SIO_STATE_CLOSED ? sio_closed_err(s) : 0;
@@ -990,8 +996,9 @@ void sio_session_free(sio_session *s)
 	if (!s)
 		return;
 	lock(s);
-	if (sio_is_io_thread(s)) {
-		/* from a handler: the I/O thread frees the session on its way out */
+	if (sio_is_io_thread(s) || (s->mode == MODE_LOOP && s->dispatching)) {
+		/* from a handler: the I/O thread (or sio_session_process) frees
+		 * the session on its way out */
 		s->stop = 1;
 		s->free_on_exit = 1;
 		unlock(s);
