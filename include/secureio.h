@@ -351,8 +351,9 @@ SIO_API int sio_session_fd(const sio_session *s);
 
 /* Event-loop mode: reads what is available, runs timers, sends what is due,
  * and runs handlers and events. Returns 0, or once the session is CLOSED the
- * error that ended it (SIO_ECLOSED after a graceful close). Thread: the
- * program's loop (one thread at a time). */
+ * error that ended it (SIO_ECLOSED after a graceful close). If a handler
+ * called sio_session_free() during this call, S is freed before it returns
+ * (SIO_ECLOSED). Thread: the program's loop (one thread at a time). */
 SIO_API int sio_session_process(sio_session *s);
 
 /* Event-loop mode: milliseconds until sio_session_process() must be called
@@ -473,9 +474,9 @@ SIO_API int sio_close(sio_session *s);
  * does not wait and returns 0. Thread: any. */
 SIO_API int sio_close_and_wait(sio_session *s, int timeout_ms);
 
-/* Closes abruptly if needed (the peer sees a truncation unless it was
- * closed), joins the I/O thread, wipes keys and frees; the transport is
- * closed only if close_fds was set. Pending completions fail with
+/* Closes abruptly if needed (no close message: once the transport ends the
+ * peer sees a truncation), joins the I/O thread, wipes keys and frees; the
+ * transport is closed only if close_fds was set. Pending completions fail with
  * SIO_ECANCELED; messengers still open become inert (close them later).
  * From a handler, the I/O thread frees the session once the handler
  * returned. Thread: any; no other call on S may run concurrently or follow.

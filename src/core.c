@@ -519,6 +519,9 @@ void sio_core_tick(sio_core *c, uint64_t now)
 			c->next_retry = now + (uint64_t)c->o.kx_retry_ns;
 		}
 	}
+	/* Messages first: packet-size negotiation may end here, and an
+	 * ESTABLISHED session's timers below must then run in this same tick. */
+	sio_core_msg_tick(c, now);
 	if (c->state == SIO_STATE_ESTABLISHED) {
 		if (round_complete(c) && c->tx_slot == (int)(c->gen & 3) &&
 		    (now >= c->next_rekey || c->keys[c->tx_slot].tx_pn >= c->o.kx_rekey_packets))
@@ -545,7 +548,6 @@ void sio_core_tick(sio_core *c, uint64_t now)
 			c->close_retry = now + (uint64_t)c->o.kx_retry_ns;
 		}
 	}
-	sio_core_msg_tick(c, now);
 	sio_core_tx_seal(c, now);
 }
 

@@ -225,15 +225,26 @@ size_t sio_core_msg_frame(sio_core *c, uint64_t now, uint8_t kind, int last, con
 	return 0;
 }
 
+/* When the current silence began: the first send after the last receive.
+ * Sends happen after a tick (when the output is taken), so a send not yet
+ * seen by a tick counts from itself. */
+static uint64_t quiet_start(const sio_core *c)
+{
+	return c->msg.quiet_since > c->last_recv ? c->msg.quiet_since : c->last_send;
+}
+
 void sio_core_msg_tick(sio_core *c, uint64_t now)
 {
 	sio_core_msg *m = &c->msg;
+	if (c->last_send > c->last_recv && m->quiet_since <= c->last_recv)
+		m->quiet_since = c->last_send;
 	if (m->rx && sio_frag_rx_tick(m->rx, now))
 		sync_stats(c);
 	sio_core_msg_pump(c, now);
-	/* Sending without hearing anything back: are big packets vanishing? */
+	/* Sending without hearing anything back for a while (counted from the
+	 * first send after the last receive): are big packets vanishing? */
 	if (m->pmtu_on && c->state == SIO_STATE_ESTABLISHED && c->last_send > c->last_recv &&
-	    now >= c->last_recv + LOSS_SIGNAL_NS && now >= m->last_loss_signal + LOSS_SIGNAL_NS) {
+	    now >= quiet_start(c) + LOSS_SIGNAL_NS && now >= m->last_loss_signal + LOSS_SIGNAL_NS) {
 		m->last_loss_signal = now;
 		sio_pmtu_loss(&m->pmtu, now);
 	}
@@ -250,7 +261,7 @@ uint64_t sio_core_msg_deadline(const sio_core *c)
 		if (p < d)
 			d = p;
 		if (c->state == SIO_STATE_ESTABLISHED && c->last_send > c->last_recv) {
-			uint64_t l = c->last_recv + LOSS_SIGNAL_NS;
+			uint64_t l = quiet_start(c) + LOSS_SIGNAL_NS;
 			if (l < m->last_loss_signal + LOSS_SIGNAL_NS)
 				l = m->last_loss_signal + LOSS_SIGNAL_NS;
 			if (l < d)

@@ -30,6 +30,7 @@ typedef struct sio_core_msg {
 	uint32_t next_id;
 	/* loss heuristic: a full-size packet sealed, nothing authentic since */
 	uint64_t big_sealed_at, last_loss_signal;
+	uint64_t quiet_since; /* first send seen after the last receive */
 } sio_core_msg;
 
 /* sio_core_new / sio_core_free. */

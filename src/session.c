@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "options.h"
 #include "session_int.h"
 
 uint64_t sio_now_ns(void)
@@ -19,6 +20,15 @@ uint64_t sio_now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t sio_now_cached(sio_session *s)
+{
+	if (s->now_cache == 0 || ++s->now_uses >= 16) {
+		s->now_cache = sio_now_ns();
+		s->now_uses = 0;
+	}
+	return s->now_cache;
 }
 
 static uint64_t wall_ns(void)
@@ -102,8 +112,13 @@ void sio_kick(sio_session *s)
 	}
 	if (s->wake_pending)
 		return;
+	/* a write can only add a deadline of now + send delay or later (a
+	 * packet opened now), so while the I/O thread sleeps no longer than
+	 * that, there is no need to look */
 	if (s->evn > 0 || s->tx_blocked || s->close_requested ||
-	    (s->io_sleep_until != 0 && sio_core_deadline(s->core) < s->io_sleep_until) ||
+	    (s->io_sleep_until != 0 &&
+	     (s->now_cache == 0 || s->io_sleep_until > s->now_cache + s->send_delay_ns) &&
+	     sio_core_deadline(s->core) < s->io_sleep_until) ||
 	    (s->input_stalled && sio_input_ok(s)))
 		sio_wake(s);
 }
@@ -136,7 +151,7 @@ static struct sio_ev *ev_push(sio_session *s, int kind)
 		s->evcap = nc;
 	}
 	struct sio_ev *e = &s->evq[s->evn++];
-	memset(e, 0, offsetof(struct sio_ev, msg) + 1);
+	memset(e, 0, sizeof(*e));
 	e->kind = (uint8_t)kind;
 	return e;
 }
@@ -165,7 +180,7 @@ static void dispatch(sio_session *s)
 			struct sio_ev *e = &q[i];
 			switch (e->kind) {
 			case EV_MSG:
-				e->fn(s, e->type, e->in_arena ? ar.buf + e->off : e->ptr, e->len, e->ctx);
+				e->u.fn(s, e->type, e->in_arena ? ar.buf + e->off : e->ptr, e->len, e->ctx);
 				break;
 			case EV_STATE:
 				if (s->cbs.on_state)
@@ -177,20 +192,20 @@ static void dispatch(sio_session *s)
 				break;
 			case EV_ERROR:
 				if (s->cbs.on_error)
-					s->cbs.on_error(s, e->a, e->msg, s->cbs.ctx);
+					s->cbs.on_error(s, e->a, (const char *)ar.buf + e->off, s->cbs.ctx);
 				break;
 			case EV_HERR:
-				e->efn(s, e->type, e->a, e->ctx);
+				e->u.efn(s, e->type, e->a, e->ctx);
 				break;
 			case EV_SENT:
-				e->si->fn(e->si, e->si->err, e->si->ctx);
+				e->u.si->fn(e->u.si, e->u.si->err, e->u.si->ctx);
 				break;
 			}
 		}
 		lock(s);
 		for (size_t i = 0; i < n; i++)
 			if (q[i].kind == EV_SENT)
-				sio_si_after_callback(q[i].si);
+				sio_si_after_callback(q[i].u.si);
 		s->evq2 = q;
 		s->evcap2 = cap;
 		s->arena2 = ar;
@@ -228,7 +243,7 @@ static void cb_deliver(void *ctx, uint32_t type, const uint8_t *data, size_t len
 	if (!e)
 		return;
 	e->type = type;
-	e->fn = fn;
+	e->u.fn = fn;
 	e->ctx = fctx;
 	e->len = len;
 	if (s->cur_pkt && data >= s->cur_pkt && data + len <= s->cur_pkt + s->cur_len) {
@@ -268,15 +283,15 @@ static void cb_state(void *ctx, sio_state old_state, sio_state new_state)
 			struct sio_ev *he = ev_push(s, EV_HERR);
 			if (he) {
 				he->type = s->h[i].type;
-				he->efn = s->h[i].efn;
+				he->u.efn = s->h[i].efn;
 				he->ctx = s->h[i].ctx;
 				he->a = sio_closed_err(s);
 			}
 		}
 	}
-	if (s->waiters)
-		pthread_cond_broadcast(&s->cond);
-	pthread_cond_broadcast(&s->sh->si_cond);
+	sio_signal(s); /* also wakes a reader polling the transport */
+	s->sh->si_completed = 1;
+	sio_si_broadcast(s->sh);
 }
 
 static void cb_error(void *ctx, int err, const char *msg)
@@ -287,7 +302,15 @@ static void cb_error(void *ctx, int err, const char *msg)
 	struct sio_ev *e = ev_push(s, EV_ERROR);
 	if (e) {
 		e->a = err;
-		snprintf(e->msg, sizeof(e->msg), "%s", msg ? msg : sio_strerror(err));
+		/* the text is copied (NUL included): the core's may be short-lived */
+		const char *t = msg ? msg : sio_strerror(err);
+		size_t off = s->arena.len;
+		if (sio_bq_put(&s->arena, t, strlen(t) + 1, NULL, 0) == 0) {
+			e->in_arena = 1;
+			e->off = off;
+		} else {
+			s->evn--;
+		}
 	}
 }
 
@@ -315,10 +338,12 @@ static void cb_sent(void *ctx, uint64_t token, int err)
 	sio_si_complete(si, err);
 	if (si->cb_pending) {
 		struct sio_ev *e = ev_push(s, EV_SENT);
-		if (e)
-			e->si = si;
-		else
+		if (e) {
+			e->u.si = si;
+		} else {
 			si->cb_pending = 0;
+			sio_si_unref_locked(si);
+		}
 	}
 }
 
@@ -355,10 +380,15 @@ void sio_flush_out(sio_session *s, uint64_t now)
 		if (r <= 0)
 			goto out;
 	}
-	for (int iter = 0; iter < 64 && !s->tp_dead; iter++) {
+	s->out_more = 0;
+	for (int iter = 0; !s->tp_dead; iter++) {
 		size_t n = sio_core_pending(s->core, now, iov, SIO_TP_BATCH);
 		if (n == 0)
 			break;
+		if (iter == 64) {
+			s->out_more = 1; /* fairness: the I/O thread comes back at once */
+			break;
+		}
 		if (unlocked)
 			unlock(s);
 		int r = sio_tp_send(&s->tp, iov, n);
@@ -375,11 +405,12 @@ void sio_flush_out(sio_session *s, uint64_t now)
 			sio_core_sent(s->core, (size_t)r, 0);
 			sio_signal(s); /* writers waiting for room in the core */
 		}
-		if ((size_t)r < n)
-			break; /* blocked: the I/O thread waits for POLLOUT */
+		if ((size_t)r < n && blocked)
+			break; /* the I/O thread waits for POLLOUT */
 	}
 out:
 	s->sending = 0;
+	sio_si_broadcast(s->sh);
 }
 
 struct rx_ctx {
@@ -493,12 +524,13 @@ static void step(sio_session *s, int allow_input)
 		sio_flush_out(s, now);
 		dispatch(s);
 	}
+	sio_si_broadcast(s->sh);
 }
 
 static int timeout_ms_locked(const sio_session *s, uint64_t now)
 {
 	uint64_t d = sio_core_deadline(s->core);
-	if (s->evn > 0 || s->close_requested)
+	if (s->evn > 0 || s->close_requested || (s->out_more && !s->tx_blocked))
 		return 0;
 	if (s->tp.custom && !s->tp_dead && (s->tp.cb_poll_fd < 0 || s->tx_blocked)) {
 		/* no descriptor tells us when a callback transport has data or
@@ -555,6 +587,7 @@ static void *io_thread(void *arg)
 		if (to == 0) {
 			continue;
 		}
+		s->now_cache = 0; /* time passes while asleep */
 		unlock(s);
 		int r = poll(p, (nfds_t)np, to);
 		lock(s);
@@ -584,7 +617,7 @@ static struct sio_shared *shared_new(void)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&sh->si_cond, &ca);
 	pthread_condattr_destroy(&ca);
-	sh->session_alive = 1;
+	atomic_store(&sh->session_alive, 1);
 	return sh;
 }
 
@@ -627,11 +660,18 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 	cfg.datagram = datagram;
 	if (opts)
 		cfg.opts = *opts;
+	/* UNIX datagram and seqpacket sockets have no path MTU: their default
+	 * packet size is the stream one (64 KiB), as the header documents */
+	if (datagram && cfg.opts.max_packet_size == 0 && sio_tp_is_unix(t))
+		cfg.opts.max_packet_size = SIO_DEFAULT_MAX_PACKET_STREAM;
 	cfg.wallclock_ns = wall_ns();
 	sio_core_cbs ccb = {s, cb_deliver, cb_state, cb_error, cb_remote_identity, cb_sent, NULL};
 	int r = sio_core_new(&s->core, &cfg, &ccb);
 	if (r < 0)
 		goto fail;
+	sio_options ro;
+	if (sio_options_resolve(&cfg.opts, datagram, &ro) == 0 && ro.send_delay_ns > 0)
+		s->send_delay_ns = (uint64_t)ro.send_delay_ns;
 	r = sio_tp_open(&s->tp, t, sio_core_max_packet(s->core));
 	if (r < 0)
 		goto fail;
@@ -657,6 +697,10 @@ static int start_common(sio_session *s, int mode)
 	if (s->mode != MODE_NEW) {
 		unlock(s);
 		return SIO_ESTATE;
+	}
+	if (atomic_load(&s->state) >= SIO_STATE_CLOSING) {
+		unlock(s); /* closed before it was started */
+		return SIO_ECLOSED;
 	}
 	s->mode = mode;
 	if (mode == MODE_LOOP) {
@@ -753,6 +797,12 @@ int sio_session_process(sio_session *s)
 	drain_wake(s);
 	if (sio_core_enter(s) == 0)
 		step(s, 1);
+	if (s->free_on_exit) {
+		/* a handler freed the session during this call */
+		unlock(s);
+		session_destroy(s);
+		return SIO_ECLOSED;
+	}
 	loop_update_fds(s);
 	int st = atomic_load(&s->state);
 	int r = st == SIO_STATE_CLOSED ? sio_closed_err(s) : 0;
@@ -904,13 +954,14 @@ static void session_destroy(sio_session *s)
 		pthread_mutex_lock(&s->sh->mu);
 		sio_core_free(s->core); /* fails pending tokens: SIO_ECANCELED */
 		s->core = NULL;
+		sio_si_broadcast(s->sh);
 		pthread_mutex_unlock(&s->sh->mu);
 	}
 	/* completion callbacks still queued run here, on the freeing thread */
 	for (size_t i = 0; i < s->evn; i++) {
 		if (s->evq[i].kind != EV_SENT)
 			continue;
-		sio_send_info *si = s->evq[i].si;
+		sio_send_info *si = s->evq[i].u.si;
 		si->fn(si, si->err, si->ctx);
 		pthread_mutex_lock(&s->sh->mu);
 		sio_si_after_callback(si);
@@ -945,8 +996,9 @@ void sio_session_free(sio_session *s)
 	if (!s)
 		return;
 	lock(s);
-	if (sio_is_io_thread(s)) {
-		/* from a handler: the I/O thread frees the session on its way out */
+	if (sio_is_io_thread(s) || (s->mode == MODE_LOOP && s->dispatching)) {
+		/* from a handler: the I/O thread (or sio_session_process) frees
+		 * the session on its way out */
 		s->stop = 1;
 		s->free_on_exit = 1;
 		unlock(s);

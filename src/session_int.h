@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "core.h"
+#include "identity.h"
 #include "secureio.h"
 #include "transport.h"
 
@@ -34,39 +35,50 @@ struct sio_shared {
 	pthread_mutex_t mu;     /* the session lock */
 	pthread_cond_t si_cond; /* completion of any send-info object */
 	int si_waiters;
-	int session_alive;
-	size_t live;               /* send-info objects not in the free list */
-	struct sio_send_info *free; /* free list */
+	int si_completed; /* completions since the last broadcast */
+	atomic_int session_alive;
+	size_t live;               /* send-info objects out of the free list */
+	struct sio_send_info *free; /* free list (lock held) */
+	/* Released objects come back without the lock: a stack pushed by
+	 * sio_send_info_release() and taken whole (lock held) by sio_si_get()
+	 * and at session end, which first waits for releasers in flight. */
+	_Atomic(struct sio_send_info *) returned;
+	atomic_int releasing;
 	struct si_chunk *chunks;
 };
 
+/* One cache line each: the writer, the I/O thread and the releasing thread
+ * touch different objects at the same time. */
 struct sio_send_info {
-	struct sio_shared *sh;
+	_Alignas(64) struct sio_shared *sh;
 	struct sio_send_info *next;
 	sio_session *s; /* valid while inflight or cb_pending */
 	sio_send_done_fn fn;
 	void *ctx;
 	int err;
 	atomic_int done;
-	uint8_t user;       /* held by the program (not yet released) */
-	uint8_t inflight;   /* the core still holds its token */
+	/* references: the program's (until released) and the session's (until
+	 * completed and its callback ran); the last one returns it to the pool */
+	atomic_int refs;
 	uint8_t cb_pending; /* completion callback queued for the I/O thread */
 };
 
 enum ev_kind { EV_MSG, EV_STATE, EV_CONNECT, EV_ERROR, EV_SENT, EV_HERR };
 
+/* One deferred event (kept small: one per delivered message). */
 struct sio_ev {
 	uint8_t kind;
-	uint8_t in_arena; /* message bytes copied into s->arena at off */
+	uint8_t in_arena; /* message bytes (or error text) copied into the arena */
 	uint32_t type;
 	int a, b; /* state old/new, error code */
 	size_t off, len;
 	const uint8_t *ptr; /* message bytes in place in the receive buffer */
-	sio_message_fn fn;
-	sio_handler_error_fn efn;
+	union {
+		sio_message_fn fn;
+		sio_handler_error_fn efn;
+		sio_send_info *si;
+	} u;
 	void *ctx;
-	sio_send_info *si;
-	char msg[96];
 };
 
 struct sio_handler {
@@ -104,10 +116,16 @@ struct sio_session {
 	int tp_dead;      /* transport ended: no more I/O on it */
 	int sending;      /* a thread is inside sio_flush_out (maybe unlocked) */
 	int tx_blocked;   /* the transport is full: wait for POLLOUT */
+	int out_more;     /* sio_flush_out stopped with packets still due */
 	int input_stalled; /* I/O thread stopped reading (flow control) */
 	const sio_identity *id;
 	const sio_remote *remote;
 	sio_callbacks cbs;
+
+	/* cached clock for the write path (see sio_now_cached) */
+	uint64_t now_cache;
+	unsigned now_uses;
+	uint64_t send_delay_ns; /* resolved option */
 
 	int mode;
 	pthread_t thread;
@@ -155,12 +173,12 @@ struct sio_session {
 	uint64_t drop_unknown_type;
 };
 
-/* From the identity module (src/identity.h): the 64-byte libsodium secret
- * key of ID. Declared here too so this layer builds before that merge. */
-const uint8_t *sio_identity_secret_key(const sio_identity *id);
-
 /* session.c */
 uint64_t sio_now_ns(void);
+/* Lock held. The clock, read at most every few writes while the I/O thread
+ * is busy: reading it costs more than queueing a small message here. A
+ * slightly old time only makes a packet's merge deadline earlier. */
+uint64_t sio_now_cached(sio_session *s);
 int sio_is_io_thread(const sio_session *s);
 int sio_core_enter(sio_session *s); /* lock held; 0 or SIO_ESTATE (inside the core) */
 void sio_kick(sio_session *s);      /* lock held: wake the I/O thread if it must act */
@@ -177,7 +195,11 @@ int sio_input_ok(const sio_session *s);
 /* session_msg.c */
 sio_send_info *sio_si_get(sio_session *s);
 void sio_si_complete(sio_send_info *si, int err);
+/* Lock held: wakes completion waiters once for all completions since the
+ * last call (not once per message). */
+void sio_si_broadcast(struct sio_shared *sh);
 void sio_si_after_callback(sio_send_info *si);
+void sio_si_unref_locked(sio_send_info *si);
 void sio_shared_unref(struct sio_shared *sh); /* session gone */
 int sio_bq_put(struct sio_bq *q, const void *a, size_t alen, const void *b, size_t blen);
 struct sio_handler *sio_find_handler(sio_session *s, uint32_t type);

@@ -1,6 +1,7 @@
 /* Public session API, message part (layer 3): read/write, synchronous and
  * asynchronous messages with pooled completion objects, handlers,
  * messengers. See session_int.h for the locking rules. */
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -76,10 +77,28 @@ static void shared_free(struct sio_shared *sh)
 	free(sh);
 }
 
+/* Lock held: moves released objects back to the free list. */
+static void drain_returned(struct sio_shared *sh)
+{
+	sio_send_info *l = atomic_exchange(&sh->returned, NULL);
+	while (l) {
+		sio_send_info *n = l->next;
+		l->next = sh->free;
+		sh->free = l;
+		sh->live--;
+		l = n;
+	}
+}
+
 void sio_shared_unref(struct sio_shared *sh)
 {
 	pthread_mutex_lock(&sh->mu);
-	sh->session_alive = 0;
+	atomic_store(&sh->session_alive, 0);
+	/* a releaser that saw the session alive is pushing: let it finish
+	 * (a few instructions), then everything returned is in the stack */
+	while (atomic_load(&sh->releasing))
+		sched_yield();
+	drain_returned(sh);
 	int dead = sh->live == 0;
 	pthread_mutex_unlock(&sh->mu);
 	if (dead)
@@ -90,10 +109,13 @@ void sio_shared_unref(struct sio_shared *sh)
 sio_send_info *sio_si_get(sio_session *s)
 {
 	struct sio_shared *sh = s->sh;
+	if (!sh->free)
+		drain_returned(sh);
 	if (!sh->free) {
-		struct si_chunk *c = calloc(1, sizeof(*c));
+		struct si_chunk *c = aligned_alloc(64, sizeof(*c));
 		if (!c)
 			return NULL;
+		memset(c, 0, sizeof(*c));
 		c->next = sh->chunks;
 		sh->chunks = c;
 		for (int i = SI_CHUNK - 1; i >= 0; i--) {
@@ -111,8 +133,7 @@ sio_send_info *sio_si_get(sio_session *s)
 	si->ctx = NULL;
 	si->err = 0;
 	atomic_store_explicit(&si->done, 0, memory_order_relaxed);
-	si->user = 1;
-	si->inflight = 1;
+	atomic_store_explicit(&si->refs, 2, memory_order_relaxed);
 	si->cb_pending = 0;
 	return si;
 }
@@ -126,33 +147,42 @@ static void si_put(sio_send_info *si)
 	sh->live--;
 }
 
+void sio_si_unref_locked(sio_send_info *si)
+{
+	if (atomic_fetch_sub(&si->refs, 1) == 1)
+		si_put(si);
+}
+
 /* Lock held (the core reported the token). */
 void sio_si_complete(sio_send_info *si, int err)
 {
 	struct sio_shared *sh = si->sh;
 	si->err = err;
-	si->inflight = 0;
 	atomic_store_explicit(&si->done, 1, memory_order_release);
 	if (si->fn)
-		si->cb_pending = 1; /* the caller queues the callback */
-	else if (!si->user)
-		si_put(si);
-	if (sh->si_waiters)
+		si->cb_pending = 1; /* the caller queues the callback; ref kept */
+	else
+		sio_si_unref_locked(si);
+	sh->si_completed = 1; /* waiters are woken once per batch: sio_si_broadcast */
+}
+
+void sio_si_broadcast(struct sio_shared *sh)
+{
+	if (sh->si_completed && sh->si_waiters)
 		pthread_cond_broadcast(&sh->si_cond);
+	sh->si_completed = 0;
 }
 
 void sio_si_after_callback(sio_send_info *si)
 {
 	si->cb_pending = 0;
-	if (!si->user)
-		si_put(si);
+	sio_si_unref_locked(si);
 }
 
 /* The core never took the token. Lock held. */
 static void si_abort(sio_send_info *si)
 {
-	si->inflight = 0;
-	si->user = 0;
+	atomic_store(&si->refs, 0);
 	si_put(si);
 }
 
@@ -237,11 +267,24 @@ void sio_send_info_release(sio_send_info *si)
 	if (!si)
 		return;
 	struct sio_shared *sh = si->sh;
+	if (atomic_fetch_sub(&si->refs, 1) != 1)
+		return; /* the session still holds it: it returns it later */
+	/* Last reference. While the session lives, push it back without its
+	 * lock (no contention with writers and the I/O thread). */
+	atomic_fetch_add(&sh->releasing, 1);
+	if (atomic_load(&sh->session_alive)) {
+		si->s = NULL;
+		sio_send_info *head = atomic_load(&sh->returned);
+		do
+			si->next = head;
+		while (!atomic_compare_exchange_weak(&sh->returned, &head, si));
+		atomic_fetch_sub(&sh->releasing, 1);
+		return;
+	}
+	atomic_fetch_sub(&sh->releasing, 1);
 	pthread_mutex_lock(&sh->mu);
-	si->user = 0;
-	if (!si->inflight && !si->cb_pending)
-		si_put(si);
-	int dead = !sh->session_alive && sh->live == 0;
+	si_put(si);
+	int dead = !atomic_load(&sh->session_alive) && sh->live == 0;
 	pthread_mutex_unlock(&sh->mu);
 	if (dead)
 		shared_free(sh);
@@ -259,7 +302,7 @@ static int check_type(uint32_t type)
 static int queue_write(sio_session *s, uint32_t type, const void *data, size_t len,
 		       sio_send_info *si, int may_block)
 {
-	uint64_t now = sio_now_ns();
+	uint64_t now = sio_now_cached(s);
 	uint64_t token = si ? (uint64_t)(uintptr_t)si : 0;
 	for (;;) {
 		if (atomic_load(&s->state) >= SIO_STATE_CLOSING)
@@ -319,8 +362,7 @@ int sio_write_message(sio_session *s, uint32_t type, const void *data, size_t le
 			sh_wait(s->sh, UINT64_MAX);
 		}
 		r = si->err;
-		si->user = 0;
-		si_put(si);
+		sio_si_unref_locked(si); /* our reference; the session's went */
 	}
 	sio_kick(s);
 	pthread_mutex_unlock(&s->sh->mu);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -109,6 +110,7 @@ int sio_tp_open(sio_tp *tp, const sio_transport *t, size_t max_record)
 				if (rtype == SOCK_DGRAM && ss.ss_family != AF_UNIX) {
 					set_dont_fragment(tp->rfd, ss.ss_family);
 					grow_bufs(tp->rfd);
+					tp->gso = tp->rfd == tp->wfd;
 				}
 			}
 		}
@@ -244,10 +246,62 @@ static int fatal_tx(sio_tp *tp, int e)
 	return SIO_EIO;
 }
 
+/* UDP generic segmentation offload: a run of equal-sized datagrams (the
+ * last may be shorter) leaves in one sendmsg and one trip through the stack.
+ * Returns the datagrams sent, 0 to fall back to sendmmsg, or <0. */
+static int send_gso(sio_tp *tp, const struct iovec *pkts, size_t n)
+{
+	size_t seg = pkts[0].iov_len, k = 1, total = seg;
+	while (k < n && k < 64 && pkts[k].iov_len <= seg && total + pkts[k].iov_len <= 65000) {
+		total += pkts[k].iov_len;
+		k++;
+		if (pkts[k - 1].iov_len < seg)
+			break; /* only the last may be shorter */
+	}
+	if (k < 2)
+		return 0;
+	union {
+		char buf[CMSG_SPACE(sizeof(uint16_t))];
+		struct cmsghdr align;
+	} ctl;
+	memset(&ctl, 0, sizeof(ctl));
+	struct msghdr mh;
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = (struct iovec *)pkts;
+	mh.msg_iovlen = k;
+	if (tp->peer_mode != SIO_TP_PEER_CONNECTED) {
+		mh.msg_name = &tp->peer;
+		mh.msg_namelen = tp->peer_len;
+	}
+	mh.msg_control = ctl.buf;
+	mh.msg_controllen = sizeof(ctl.buf);
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_UDP;
+	cm->cmsg_type = UDP_SEGMENT;
+	cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+	uint16_t segsz = (uint16_t)seg;
+	memcpy(CMSG_DATA(cm), &segsz, sizeof(segsz));
+	for (;;) {
+		ssize_t r = sendmsg(tp->wfd, &mh, MSG_NOSIGNAL);
+		if (r >= 0)
+			return (int)k;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			tp->wblocked = 1;
+			return 0;
+		}
+		if (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT || errno == EOPNOTSUPP)
+			tp->gso = 0; /* no offload here: plain batches from now on */
+		return 0;
+	}
+}
+
 static int send_dgram(sio_tp *tp, const struct iovec *pkts, size_t n)
 {
 	if (n > SIO_TP_BATCH)
 		n = SIO_TP_BATCH;
+	tp->wblocked = 0; /* set again below if the kernel is full */
 	if (tp->peer_mode == SIO_TP_PEER_LEARN && tp->peer_len == 0) {
 		tp->drop_send += n; /* nobody to send to yet */
 		return (int)n;
@@ -282,6 +336,11 @@ static int send_dgram(sio_tp *tp, const struct iovec *pkts, size_t n)
 		}
 		return (int)i;
 	}
+	if (tp->gso && n >= 2) {
+		int r = send_gso(tp, pkts, n);
+		if (r != 0 || tp->wblocked)
+			return r;
+	}
 	struct mmsghdr m[SIO_TP_BATCH];
 	memset(m, 0, n * sizeof(m[0]));
 	for (size_t i = 0; i < n; i++) {
@@ -294,8 +353,13 @@ static int send_dgram(sio_tp *tp, const struct iovec *pkts, size_t n)
 	}
 	for (;;) {
 		int r = sendmmsg(tp->wfd, m, (unsigned)n, MSG_NOSIGNAL);
-		if (r > 0)
+		if (r > 0) {
+			/* stopping early means the next one would block (or fail:
+			 * the next call reports it) */
+			if ((size_t)r < n)
+				tp->wblocked = 1;
 			return r;
+		}
 		if (r == 0)
 			return 0;
 		if (errno == EINTR)
@@ -656,4 +720,14 @@ int sio_tp_detect(const sio_transport *t)
 		return SIO_EINVAL;
 	int type = sock_type(t->read_fd);
 	return type == SOCK_DGRAM || type == SOCK_SEQPACKET;
+}
+
+int sio_tp_is_unix(const sio_transport *t)
+{
+	if (!t || t->read_fd < 0)
+		return 0;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	memset(&ss, 0, sizeof(ss));
+	return getsockname(t->read_fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_UNIX;
 }

@@ -54,6 +54,7 @@ typedef struct sio_tp {
 	int rsock, wsock; /* descriptors are sockets (use send/recv with MSG_NOSIGNAL) */
 	int family;    /* socket address family of the read socket, 0 if none */
 	int seqpacket; /* SOCK_SEQPACKET: an empty packet means end of file */
+	int gso;       /* UDP: try UDP_SEGMENT for runs of equal-sized datagrams */
 	int peer_mode;
 	int close_fds;
 	int rflags, wflags; /* original O_ flags, restored on close */
@@ -108,6 +109,9 @@ int sio_tp_open(sio_tp *tp, const sio_transport *t, size_t max_record);
 
 /* 1 if T carries datagrams, 0 if a stream, or SIO_EINVAL (nothing changed). */
 int sio_tp_detect(const sio_transport *t);
+
+/* 1 if T is a UNIX-domain socket (no path MTU: datagrams up to 64 KiB). */
+int sio_tp_is_unix(const sio_transport *t);
 
 /* Frees buffers; closes the descriptors if asked, else restores their flags. */
 void sio_tp_close(sio_tp *tp);

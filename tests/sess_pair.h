@@ -13,6 +13,7 @@ enum pair_kind {
 	PK_UDP_UNCONNECTED, /* a: fixed peer address, b: learns its peer */
 	PK_PIPES,
 	PK_CUSTOM, /* callbacks over a seqpacket socketpair, poll_fd set */
+	PK_CUSTOM_STREAM, /* stream callbacks over a stream socketpair, no poll_fd */
 	PK_COUNT
 };
 

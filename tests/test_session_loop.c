@@ -96,6 +96,36 @@ static void run(enum pair_kind k)
 	pair_free(&p);
 }
 
+static void self_free(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
+{
+	*(int *)ctx = 1;
+	sio_session_free(s); /* freed when sio_session_process returns */
+}
+
+/* A handler frees its own session in loop mode: no use after free (ASan). */
+static void test_free_in_loop_handler(void)
+{
+	struct pair p;
+	int called = 0;
+	CHECK_OK(pair_open(&p, PK_SEQPACKET, NULL, NULL, NULL, NULL));
+	CHECK_OK(sio_set_handler(p.b, 1, self_free, NULL, &called));
+	CHECK_OK(sio_session_start_loop(p.a));
+	CHECK_OK(sio_session_start_loop(p.b));
+	CHECK_OK(spin_until_state(&p, SIO_STATE_ESTABLISHED));
+	CHECK_OK(sio_write_message(p.a, 1, "bye", 3));
+	for (int i = 0; i < 2000 && !called; i++) {
+		struct pollfd f[2] = {{sio_session_fd(p.a), POLLIN, 0}, {sio_session_fd(p.b), POLLIN, 0}};
+		poll(f, 2, 10);
+		sio_session_process(p.a);
+		int r = sio_session_process(p.b);
+		if (called)
+			CHECK_EQ(r, SIO_ECLOSED);
+	}
+	CHECK_EQ(called, 1);
+	p.b = NULL; /* gone */
+	pair_free(&p);
+}
+
 int main(void)
 {
 	alarm(120);
@@ -104,5 +134,6 @@ int main(void)
 	run(PK_UNIX_STREAM);
 	run(PK_UDP_CONNECTED);
 	run(PK_PIPES);
+	test_free_in_loop_handler();
 	return check_done("test_session_loop");
 }

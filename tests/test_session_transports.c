@@ -5,6 +5,7 @@
  * with completion callbacks, a message larger than one packet, graceful close
  * seen by the peer as end of stream. */
 #include <pthread.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -137,8 +138,11 @@ static void run(enum pair_kind k)
 
 	/* a message larger than one datagram packet */
 	static uint8_t big[60000], bigr[60000];
-	/* datagram kinds: a whole packet (fragmentation is tested separately) */
-	size_t blen = pair_kind_datagram(k) ? 1300 : sizeof big;
+	/* UDP and callback datagrams: one packet of the default 1452 bytes
+	 * (fragmentation is the core's, tested there); UNIX datagram sockets
+	 * default to 64 KiB packets */
+	int small = pair_kind_datagram(k) && k != PK_UNIX_DGRAM && k != PK_SEQPACKET;
+	size_t blen = small ? 1300 : sizeof big;
 	for (size_t i = 0; i < blen; i++)
 		big[i] = (uint8_t)(i * 7 + 1);
 	CHECK_EQ(sio_write(p.a, big, blen), (ssize_t)blen);
@@ -154,6 +158,101 @@ static void run(enum pair_kind k)
 	pair_free(&p);
 }
 
+/* Flow control: 8 MB written while the receiver does not read at first.
+ * The session stops reading the transport past its bound, the sender's
+ * transport fills and its writes wait for room; once the receiver reads,
+ * everything arrives intact and in order. */
+enum { FC_MSG = 1000, FC_COUNT = 8000 };
+static sio_send_info *fc_si[FC_COUNT];
+
+static void *fc_writer(void *arg)
+{
+	static uint8_t m[FC_MSG];
+	for (int i = 0; i < FC_COUNT; i++) {
+		memset(m, (uint8_t)i, FC_MSG);
+		int err;
+		fc_si[i] = sio_write_message_async(arg, SIO_TYPE_READWRITE, m, FC_MSG, NULL, NULL, &err);
+	}
+	return NULL;
+}
+
+static void test_flow_control(enum pair_kind k)
+{
+	struct pair p;
+	fprintf(stderr, "-- flow control %s\n", pair_kind_name(k));
+	CHECK_OK(pair_open(&p, k, NULL, NULL, NULL, NULL));
+	CHECK_OK(pair_start(&p));
+	pthread_t th;
+	pthread_create(&th, NULL, fc_writer, p.a);
+	usleep(300000);
+	sio_stats st;
+	sio_session_stats(p.b, &st);
+	CHECK(st.bytes_received < (uint64_t)FC_COUNT * FC_MSG); /* it held back */
+	static uint8_t r[FC_MSG];
+	int bad = 0;
+	for (int i = 0; i < FC_COUNT; i++) {
+		if (read_full(p.b, r, FC_MSG) != FC_MSG) {
+			bad++;
+			break;
+		}
+		for (int j = 0; j < FC_MSG; j++)
+			bad += r[j] != (uint8_t)i;
+	}
+	CHECK_EQ(bad, 0);
+	pthread_join(th, NULL);
+	for (int i = 0; i < FC_COUNT; i++) {
+		CHECK(fc_si[i] != NULL);
+		if (!fc_si[i])
+			continue;
+		CHECK_OK(sio_send_info_wait(fc_si[i], 20000));
+		sio_send_info_release(fc_si[i]);
+	}
+	pair_free(&p);
+}
+
+/* An unconnected UDP server learns its peer only from authentic packets:
+ * junk from a third socket, before and after the real client, neither
+ * redirects nor stops the session. */
+static void test_learn_ignores_junk(void)
+{
+	struct pair p;
+	fprintf(stderr, "-- udp learning with junk\n");
+	memset(&p, 0, sizeof p);
+	sio_transport ta, tb;
+	CHECK_OK(pair_identities(&p, 1, 2));
+	CHECK_OK(pair_transports(&p, PK_UDP_UNCONNECTED, &ta, &tb)); /* b learns */
+	struct sockaddr_storage baddr;
+	socklen_t bl = sizeof baddr;
+	CHECK_OK(getsockname(p.fds[1], (struct sockaddr *)&baddr, &bl));
+	int junk = socket(AF_INET, SOCK_DGRAM, 0);
+	CHECK(junk >= 0);
+	uint8_t garbage[200];
+	memset(garbage, 0xa5, sizeof garbage);
+	CHECK_OK(sio_session_new(&p.a, p.ida, p.ra, &ta, NULL, NULL));
+	CHECK_OK(sio_session_new(&p.b, p.idb, p.rb, &tb, NULL, NULL));
+	CHECK_OK(sio_session_start(p.b));
+	for (int i = 0; i < 5; i++)
+		CHECK_EQ(sendto(junk, garbage, sizeof garbage, 0, (struct sockaddr *)&baddr, bl),
+			 (ssize_t)sizeof garbage);
+	usleep(50000);
+	CHECK_OK(sio_session_start(p.a));
+	CHECK_OK(sio_session_wait_state(p.a, SIO_STATE_ESTABLISHED, 20000));
+	CHECK_OK(sio_session_wait_state(p.b, SIO_STATE_ESTABLISHED, 20000));
+	for (int i = 0; i < 5; i++)
+		sendto(junk, garbage, sizeof garbage, 0, (struct sockaddr *)&baddr, bl);
+	char buf[8];
+	CHECK_EQ(sio_write(p.b, "reply", 5), 5); /* goes to a, not to the junk socket */
+	CHECK_EQ(sio_read_timeout(p.a, buf, sizeof buf, 10000), 5);
+	CHECK_EQ(sio_write(p.a, "again", 5), 5);
+	CHECK_EQ(sio_read_timeout(p.b, buf, sizeof buf, 10000), 5);
+	CHECK_EQ(recv(junk, buf, sizeof buf, MSG_DONTWAIT), -1); /* nothing came back */
+	sio_stats st;
+	sio_session_stats(p.b, &st);
+	CHECK(st.drop_malformed + st.drop_kx + st.drop_unknown_key + st.drop_decrypt >= 10);
+	close(junk);
+	pair_free(&p);
+}
+
 int main(void)
 {
 	alarm(300);
@@ -161,5 +260,8 @@ int main(void)
 	CHECK_OK(sio_init());
 	for (int k = 0; k < PK_COUNT; k++)
 		run((enum pair_kind)k);
+	test_flow_control(PK_UNIX_STREAM);
+	test_flow_control(PK_SEQPACKET);
+	test_learn_ignores_junk();
 	return check_done("test_session_transports");
 }

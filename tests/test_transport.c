@@ -314,6 +314,22 @@ static void test_udp(void)
 	CHECK_EQ(sio_tp_send(&B, v, 3), 3);
 	memset(&g, 0, sizeof g);
 	CHECK_EQ(recv_until(&A, &g, 3), 3);
+	/* a run of equal-sized datagrams (UDP_SEGMENT where offered) still
+	 * arrives as separate datagrams, in order, the shorter last one too */
+	struct iovec ev[11];
+	for (int i = 0; i < 11; i++) {
+		ev[i].iov_base = x[i];
+		ev[i].iov_len = i < 10 ? 250 : 90;
+	}
+	CHECK_EQ(sio_tp_send(&A, ev, 11), 11);
+	memset(&g, 0, sizeof g);
+	CHECK_EQ(recv_until(&B, &g, 11), 11);
+	for (int i = 0; i < g.n; i++)
+		CHECK(g.len[i] == (i < 10 ? 250u : 90u) && memcmp(g.data[i], x[i], g.len[i]) == 0);
+	CHECK_EQ(sio_tp_send(&B, ev, 11), 11); /* unconnected: to the learned peer */
+	memset(&g, 0, sizeof g);
+	CHECK_EQ(recv_until(&A, &g, 11), 11);
+	CHECK_EQ(g.len[10], 90);
 	/* a datagram larger than the path with DF set is refused by the kernel:
 	 * lost (counted), never fragmented, never fatal */
 	static uint8_t huge[65000];
@@ -340,6 +356,32 @@ static void test_udp(void)
 	close(a);
 	close(b);
 	close(c);
+}
+
+/* IPv6 UDP gets "don't fragment" too (skipped where ::1 is unavailable). */
+static void test_udp6(void)
+{
+	int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+	struct sockaddr_in6 a;
+	memset(&a, 0, sizeof a);
+	a.sin6_family = AF_INET6;
+	a.sin6_addr = in6addr_loopback;
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+		fprintf(stderr, "no IPv6 loopback: IPv6 case skipped\n");
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	sio_transport t = fdt(fd, fd);
+	sio_tp tp;
+	CHECK_OK(sio_tp_open(&tp, &t, 1452));
+	int v = -1;
+	socklen_t l = sizeof v;
+	CHECK_OK(getsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &v, &l));
+	CHECK_EQ(v, IPV6_PMTUDISC_DO);
+	CHECK_EQ(tp.peer_mode, SIO_TP_PEER_LEARN);
+	sio_tp_close(&tp);
+	close(fd);
 }
 
 static void test_unix_dgram_seqpacket(void)
@@ -498,6 +540,7 @@ int main(void)
 	test_stream_backpressure();
 	test_pipes();
 	test_udp();
+	test_udp6();
 	test_unix_dgram_seqpacket();
 	test_custom();
 	test_exact();

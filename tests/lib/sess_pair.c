@@ -12,7 +12,8 @@
 const char *pair_kind_name(enum pair_kind k)
 {
 	static const char *n[PK_COUNT] = {"unix-stream", "unix-dgram", "seqpacket", "tcp",
-					  "udp-connected", "udp-unconnected", "pipes", "custom"};
+					  "udp-connected", "udp-unconnected", "pipes", "custom",
+					  "custom-stream"};
 	return k < PK_COUNT ? n[k] : "?";
 }
 
@@ -73,13 +74,16 @@ int pair_transports(struct pair *p, enum pair_kind k, sio_transport *ta, sio_tra
 	case PK_UNIX_STREAM:
 	case PK_UNIX_DGRAM:
 	case PK_SEQPACKET:
-	case PK_CUSTOM: {
-		int type = k == PK_UNIX_STREAM ? SOCK_STREAM : k == PK_UNIX_DGRAM ? SOCK_DGRAM : SOCK_SEQPACKET;
+	case PK_CUSTOM:
+	case PK_CUSTOM_STREAM: {
+		int type = k == PK_UNIX_STREAM || k == PK_CUSTOM_STREAM ? SOCK_STREAM
+			   : k == PK_UNIX_DGRAM			  ? SOCK_DGRAM
+								  : SOCK_SEQPACKET;
 		if (socketpair(AF_UNIX, type, 0, sv))
 			return -1;
 		p->fds[0] = sv[0];
 		p->fds[1] = sv[1];
-		if (k != PK_CUSTOM) {
+		if (k != PK_CUSTOM && k != PK_CUSTOM_STREAM) {
 			sio_transport_fd(ta, sv[0], sv[0]);
 			sio_transport_fd(tb, sv[1], sv[1]);
 			return 0;
@@ -90,8 +94,10 @@ int pair_transports(struct pair *p, enum pair_kind k, sio_transport *ta, sio_tra
 			t[i]->read_fd = t[i]->write_fd = -1;
 			t[i]->send = cb_send;
 			t[i]->recv = cb_recv;
-			t[i]->poll_fd = p->fds[i];
+			t[i]->poll_fd = k == PK_CUSTOM ? p->fds[i] : -1; /* -1: polled */
 			t[i]->ctx = &p->fds[i];
+			if (k == PK_CUSTOM_STREAM)
+				t[i]->kind = SIO_TRANSPORT_STREAM;
 		}
 		return 0;
 	}
