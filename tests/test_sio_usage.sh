@@ -26,6 +26,7 @@ expect_usage "bad channel" connect --channel 2147483648 udp:127.0.0.1:5000
 expect_usage "negative channel" connect --channel -1 udp:127.0.0.1:5000
 expect_usage "bad timeout" connect --timeout soon udp:127.0.0.1:5000
 expect_usage "zero rekey" connect --rekey 0 udp:127.0.0.1:5000
+expect_usage "tiny rekey" connect --rekey 0.01 udp:127.0.0.1:5000
 expect_usage "flag with value" connect --lines=yes udp:127.0.0.1:5000
 for a in udp:127.0.0.1 udp:127.0.0.1:0 udp:127.0.0.1:65536 udp:127.0.0.1:http udp:::1:5000 \
 	'udp:[::1]5000' 'udp:[::1:5000' 'udp:[]:5000' 'udp:[1.2.3.4]:5000' tcp::5000 sctp:1.2.3.4:5 \

@@ -44,7 +44,7 @@ static const char help_text[] =
 "                   default read/write type\n"
 "  --timeout SEC    give up if no session is established within SEC seconds (default 30;\n"
 "                   0 = wait forever)\n"
-"  --rekey SEC      key renewal interval (default 60)\n"
+"  --rekey SEC      key renewal interval (default 60, at least 0.1)\n"
 "  --stats          on exit print to stderr: bytes and messages each way, packets dropped by\n"
 "                   reason, key renewals, negotiated packet size, elapsed time, throughput\n"
 "  -q               print nothing but errors\n"
@@ -198,6 +198,8 @@ int cli_parse_session_args(int argc, char **argv, struct cli_opts *o)
 		} else if (strcmp(name, "--rekey") == 0) {
 			if (parse_seconds(cmd, name, val, 0, &o->rekey_s))
 				return CLI_USAGE;
+			if (o->rekey_s < 0.1)
+				return cli_usage_error(cmd, "--rekey: at least 0.1 seconds");
 		} else if (strcmp(name, "--lines") == 0) {
 			o->lines = 1;
 		} else if (strcmp(name, "--stats") == 0) {
