@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Identity pinning (-r) and pre-shared keys (--psk-file) through `sio`:
+# success, and failure with exit 3 and one line saying which; timeouts.
+source "$SIO_SOURCE_DIR/tests/sio_lib.sh"
+mkid a
+mkid b
+mkid c
+head -c 32 /dev/urandom >"$T/psk1"
+head -c 64 /dev/urandom >"$T/psk2"
+echo "hello through an authenticated session" >"$T/msg"
+
+for k in udp tcp unixgram; do
+	# pinned both ways, with the .pub files and with the printed key lines
+	a=$(new_addr "$k")
+	run_pair "$a" "-q -i $T/a -r $T/b/id_ed25519.pub" "-q -i $T/b -r $T/a.pub.line" "$T/msg"
+	check_eq "$k pinned both ways: exits" "0 0" "$CRC $LRC"
+	check_eq "$k pinned both ways: data" "$(sha "$T/msg")" "$(sha "$T/l.out")"
+
+	# the listener pins c, but b connects: no session, exit 3 on both sides
+	a=$(new_addr "$k")
+	run_pair "$a" "-q -i $T/a -r $T/c/id_ed25519.pub --timeout 4" "-q -i $T/b --timeout 4" "$T/msg"
+	check_eq "$k wrong identity: connect exit" 3 "$CRC"
+	check_eq "$k wrong identity: listen exit" 3 "$LRC"
+	check "$k wrong identity: nothing delivered" test ! -s "$T/l.out"
+	check "$k wrong identity: listener says why ($(cat "$T/l.err"))" \
+		grep -qiE 'not authenticated|identity' "$T/l.err"
+	check_eq "$k wrong identity: one error line (connect)" 1 "$(grep -c . "$T/c.err")"
+
+	# the connecting side pins c, but a listens
+	a=$(new_addr "$k")
+	run_pair "$a" "-q -i $T/a --timeout 4" "-q -i $T/b -r $T/c/id_ed25519.pub --timeout 4" "$T/msg"
+	check_eq "$k connector pins another key: connect exit" 3 "$CRC"
+	check_eq "$k connector pins another key: listen exit" 3 "$LRC"
+	check "$k connector pins another key: says why ($(cat "$T/c.err"))" \
+		grep -qiE 'not authenticated|identity' "$T/c.err"
+
+	# same PSK: works
+	a=$(new_addr "$k")
+	run_pair "$a" "-q -i $T/a --psk-file $T/psk1" "-q -i $T/b --psk-file $T/psk1" "$T/msg"
+	check_eq "$k same PSK: exits" "0 0" "$CRC $LRC"
+	check_eq "$k same PSK: data" "$(sha "$T/msg")" "$(sha "$T/l.out")"
+
+	# different PSK / PSK on one side only: exit 3, nothing delivered
+	a=$(new_addr "$k")
+	run_pair "$a" "-q -i $T/a --psk-file $T/psk1 --timeout 4" "-q -i $T/b --psk-file $T/psk2 --timeout 4" "$T/msg"
+	check_eq "$k wrong PSK: exits" "3 3" "$CRC $LRC"
+	check "$k wrong PSK: nothing delivered" test ! -s "$T/l.out"
+	check "$k wrong PSK: one line naming the PSK ($(cat "$T/c.err"))" \
+		grep -qi 'psk' "$T/c.err"
+	check_eq "$k wrong PSK: one line only" 1 "$(grep -c . "$T/c.err")"
+	a=$(new_addr "$k")
+	run_pair "$a" "-q -i $T/a --timeout 4" "-q -i $T/b --psk-file $T/psk2 --timeout 4" "$T/msg"
+	check_eq "$k PSK on one side only: exits" "3 3" "$CRC $LRC"
+done
+
+# nobody there: exit 3 after --timeout
+for k in udp tcp unix unixgram; do
+	a=$(new_addr "$k")
+	timeout -k 5 60 "$SIO" connect -i "$T/a" --timeout 1 "$a" <"$T/msg" >"$T/c.out" 2>"$T/c.err"
+	check_eq "$k connect to nobody: exit 3" 3 $?
+	check "$k connect to nobody: says no session ($(cat "$T/c.err"))" grep -qi 'no session' "$T/c.err"
+	timeout -k 5 60 "$SIO" listen -i "$T/a" --timeout 1 "$a" <"$T/msg" >"$T/l.out" 2>"$T/l.err"
+	check_eq "$k listen without peer: exit 3" 3 $?
+done
+
+# a UDP listener accepts the first peer that completes a valid key exchange
+# and ignores others: a wrong-PSK peer first, then the right one
+a=$(new_addr udp)
+hold="$T/hold.first"
+mkfifo "$hold"
+exec {H}<>"$hold"
+timeout -k 5 "$TMO" "$SIO" listen -q -i "$T/a" --psk-file "$T/psk1" --timeout 30 "$a" <"$hold" >"$T/l.out" 2>"$T/l.err" &
+lpid=$!
+BG_PIDS+=("$lpid")
+wait_ready "$a" "$lpid"
+timeout -k 5 60 "$SIO" connect -q -i "$T/c" --psk-file "$T/psk2" --timeout 3 "$a" <"$T/msg" >/dev/null 2>"$T/c1.err"
+check_eq "intruder with a wrong PSK: exit 3" 3 $?
+timeout -k 5 60 "$SIO" connect -q -i "$T/b" --psk-file "$T/psk1" "$a" <"$T/msg" >/dev/null 2>"$T/c2.err"
+check_eq "right peer after an intruder: connect exit" 0 $?
+wait "$lpid"
+check_eq "right peer after an intruder: listen exit" 0 $?
+exec {H}>&-
+check_eq "right peer after an intruder: data" "$(sha "$T/msg")" "$(sha "$T/l.out")"
+finish

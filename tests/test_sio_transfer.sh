@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# `sio listen` + `sio connect` end to end on every address kind: several MB
+# of random (binary) data arrive identical (sha256), empty input, --lines,
+# --channel, --stats and -q.
+source "$SIO_SOURCE_DIR/tests/sio_lib.sh"
+mkid a
+mkid b
+KINDS="udp tcp unix unixgram"
+have_ipv6 && KINDS="$KINDS udp6 tcp6"
+
+head -c $((3 * 1024 * 1024 + 12345)) /dev/urandom >"$T/random.bin"
+: >"$T/empty"
+# every byte value, NUL runs, no trailing newline
+{ for i in $(seq 0 255); do printf "\\x$(printf %02x "$i")"; done; head -c 70000 /dev/zero; printf 'end'; } >"$T/bytes.bin"
+
+for k in $KINDS; do
+	for f in random.bin empty bytes.bin; do
+		a=$(new_addr "$k")
+		run_pair "$a" "-q -i $T/a --timeout 60" "-q -i $T/b --timeout 60" "$T/$f"
+		check_eq "$k $f: connect exit" 0 "$CRC"
+		check_eq "$k $f: listen exit" 0 "$LRC"
+		check_eq "$k $f: data arrived identical" "$(sha "$T/$f")" "$(sha "$T/l.out")"
+		check "$k $f: -q keeps stderr empty ($(head -c 300 "$T/l.err" "$T/c.err"))" \
+			test ! -s "$T/l.err" -a ! -s "$T/c.err"
+	done
+done
+
+# the other direction: the listener sends, the connecting side receives
+a=$(new_addr udp)
+hold="$T/hold.rev"
+mkfifo "$hold"
+exec {H}<>"$hold"
+timeout -k 5 "$TMO" "$SIO" listen -q -i "$T/a" "$a" <"$T/random.bin" >"$T/l.out" 2>"$T/l.err" &
+lpid=$!
+BG_PIDS+=("$lpid")
+wait_ready "$a" "$lpid"
+timeout -k 5 "$TMO" "$SIO" connect -q -i "$T/b" "$a" <"$hold" >"$T/c.out" 2>"$T/c.err"
+check_eq "listener sends: connect exit" 0 $?
+wait "$lpid"
+check_eq "listener sends: listen exit" 0 $?
+exec {H}>&-
+check_eq "listener sends: data identical" "$(sha "$T/random.bin")" "$(sha "$T/c.out")"
+
+# --lines: each line one message, written back as one line (empty lines too)
+{ for i in $(seq 1 300); do echo "line $i $RANDOM"; [ $((i % 50)) -eq 0 ] && echo; done; printf 'last line without newline'; } >"$T/lines.txt"
+{ cat "$T/lines.txt"; echo; } >"$T/lines.expected"
+for k in $KINDS; do
+	a=$(new_addr "$k")
+	run_pair "$a" "-q -i $T/a --lines" "-q -i $T/b --lines" "$T/lines.txt"
+	check_eq "$k --lines: exits" "0 0" "$CRC $LRC"
+	check_eq "$k --lines: every line arrived as sent" "$(sha "$T/lines.expected")" "$(sha "$T/l.out")"
+done
+
+# --channel: same channel works (stream and lines); different channels carry nothing
+for k in udp tcp; do
+	a=$(new_addr "$k")
+	run_pair "$a" "-q -i $T/a --channel 7" "-q -i $T/b --channel 7" "$T/random.bin"
+	check_eq "$k --channel 7 stream: exits" "0 0" "$CRC $LRC"
+	check_eq "$k --channel 7 stream: data identical" "$(sha "$T/random.bin")" "$(sha "$T/l.out")"
+	a=$(new_addr "$k")
+	run_pair "$a" "-q -i $T/a --lines --channel 2147483647" "-q -i $T/b --lines --channel 2147483647" "$T/lines.txt"
+	check_eq "$k --channel max --lines: data identical" "$(sha "$T/lines.expected")" "$(sha "$T/l.out")"
+	a=$(new_addr "$k")
+	run_pair "$a" "-q -i $T/a --lines --channel 1" "-q -i $T/b --lines --channel 2" "$T/lines.txt"
+	check_eq "$k other channel: exits" "0 0" "$CRC $LRC"
+	check "$k other channel: nothing delivered" test ! -s "$T/l.out"
+done
+
+# listening on all addresses (empty HOST), reached over IPv4 and IPv6
+for proto in udp tcp; do
+	p=$(pick_port)
+	run_pair "$proto::$p" "-q -i $T/a" "-q -i $T/b" "$T/bytes.bin" "$proto:127.0.0.1:$p"
+	check_eq "$proto::PORT via 127.0.0.1" "0 0 $(sha "$T/bytes.bin")" "$CRC $LRC $(sha "$T/l.out")"
+	if have_ipv6; then
+		p=$(pick_port)
+		run_pair "$proto::$p" "-q -i $T/a" "-q -i $T/b" "$T/bytes.bin" "$proto:[::1]:$p"
+		check_eq "$proto::PORT via [::1]" "0 0 $(sha "$T/bytes.bin")" "$CRC $LRC $(sha "$T/l.out")"
+	fi
+done
+
+# --rekey: keys are renewed during a transfer without losing anything
+a=$(new_addr udp)
+mkfifo "$T/slow"
+(head -c 100000 "$T/random.bin"; sleep 3.5; tail -c +100001 "$T/random.bin") >"$T/slow" &
+BG_PIDS+=($!)
+run_pair "$a" "-q -i $T/a --rekey 1 --stats" "-q -i $T/b --rekey 1 --stats" "$T/slow"
+check_eq "--rekey 1: exits" "0 0" "$CRC $LRC"
+check_eq "--rekey 1: data identical" "$(sha "$T/random.bin")" "$(sha "$T/l.out")"
+renewals=$(sed -n 's/.*key renewals \([0-9]*\).*/\1/p' "$T/c.err")
+check "--rekey 1: keys were renewed (${renewals:-none})" test "${renewals:-0}" -ge 1
+
+# --stats on both ends; without -q the learned identity is reported
+a=$(new_addr unix)
+run_pair "$a" "-i $T/a --stats" "-i $T/b --stats" "$T/random.bin"
+check_eq "--stats: exits" "0 0" "$CRC $LRC"
+for side in l c; do
+	for w in "bytes" "messages" "dropped" "malformed" "decrypt" "replay" "key renewals" "packet size" "elapsed" "throughput"; do
+		check "--stats ($side) mentions $w" grep -q "^sio: stats:.*$w" "$T/$side.err"
+	done
+done
+check "--stats counts the bytes sent" grep -q "sent $(stat -c %s "$T/random.bin") bytes" "$T/c.err"
+check "--stats counts the bytes received" grep -q "received $(stat -c %s "$T/random.bin") bytes" "$T/l.err"
+check "unpinned peer's key line is printed (listener sees b)" grep -qF "$(cut -d' ' -f1,2 "$T/b.pub.line")" "$T/l.err"
+check "unpinned peer's key line is printed (connector sees a)" grep -qF "$(cut -d' ' -f1,2 "$T/a.pub.line")" "$T/c.err"
+finish

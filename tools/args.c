@@ -1,0 +1,218 @@
+/* Command-line options and usage text of the `sio` command. */
+#include <errno.h>
+#include <math.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static const char *const usage_lines[][2] = {
+    {"keygen", "sio keygen [-i DIR]"},
+    {"pubkey", "sio pubkey [-i DIR | -f FILE]"},
+    {"fingerprint", "sio fingerprint FILE"},
+    {"listen", "sio listen  [OPTIONS] ADDRESS"},
+    {"connect", "sio connect [OPTIONS] ADDRESS"},
+};
+
+/* clang-format off */
+static const char help_text[] =
+"sio: encrypted, mutually authenticated netcat and Ed25519 key tool (secureio " SIO_VERSION_STRING ")\n"
+"\n"
+"usage:\n"
+"  sio keygen [-i DIR]              create DIR/id_ed25519{,.pub} if missing; print the public key line\n"
+"  sio pubkey [-i DIR | -f FILE]    print the public key line of an identity or key file\n"
+"  sio fingerprint FILE             print \"SHA256:...\" as ssh-keygen -l does\n"
+"  sio listen  [OPTIONS] ADDRESS    wait for one peer, then relay stdin -> session -> stdout\n"
+"  sio connect [OPTIONS] ADDRESS    connect to a listening peer, same relay\n"
+"\n"
+"ADDRESS:  udp:HOST:PORT | tcp:HOST:PORT | unix:PATH | unixgram:PATH   (HOST may be [IPv6])\n"
+"          listen may leave HOST empty (udp::5000) for all addresses; unix:@NAME is abstract\n"
+"OPTIONS:\n"
+"  -i DIR           local identity directory (default ~/.ssh; generated if missing)\n"
+"  -r FILE          pin the remote public key (any format the library reads);\n"
+"                   without it any identity is accepted and its public key line is printed to stderr\n"
+"  --psk-file FILE  pre-shared key (the file's bytes, 16 to 1024 of them)\n"
+"  --lines          message mode: each stdin line is one message (newline not included);\n"
+"                   each received message is written as one line.\n"
+"                   Over udp: and unixgram: the session is a datagram service: lines lost\n"
+"                   on the network are lost (never altered or duplicated)\n"
+"  --channel N      send and receive on user channel N (0..2147483647) instead of the\n"
+"                   default read/write type\n"
+"  --timeout SEC    give up if no session is established within SEC seconds (default 30;\n"
+"                   0 = wait forever)\n"
+"  --rekey SEC      key renewal interval (default 60, at least 0.1)\n"
+"  --stats          on exit print to stderr: bytes and messages each way, packets dropped by\n"
+"                   reason, key renewals, negotiated packet size, elapsed time, throughput\n"
+"  -q               print nothing but errors\n"
+"\n"
+"Stream mode (the default) carries stdin bytes in order and writes them to stdout unchanged;\n"
+"over udp: and unixgram: reordered data is put back in order and lost data is sent again;\n"
+"data that cannot get through ends the transfer with \"data lost in transit\" (what was\n"
+"written before is an exact prefix). Both peers must use the same mode and channel.\n"
+"When stdin ends, everything is sent, the session is closed gracefully and the peer exits\n"
+"after writing all it received. SIGINT/SIGTERM close gracefully.\n"
+"\n"
+"Exit codes: 0 success; 1 error (address in use, bad key file, transport failure, data lost,\n"
+"session truncated); 2 usage error; 3 peer not authenticated or no session established\n"
+"(wrong identity, wrong PSK, timeout).\n";
+/* clang-format on */
+
+void cli_help(void)
+{
+	fputs(help_text, stdout);
+}
+
+void cli_err(const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	/* one line, whatever the message holds */
+	for (char *p = buf; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	fprintf(stderr, "sio: %s\n", buf);
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "sio: %s\n", buf);
+	int shown = 0;
+	for (size_t i = 0; i < sizeof usage_lines / sizeof usage_lines[0]; i++) {
+		if (cmd && strcmp(cmd, usage_lines[i][0]) != 0)
+			continue;
+		fprintf(stderr, "%s %s\n", shown ? "      " : "usage:", usage_lines[i][1]);
+		shown++;
+	}
+	if (!shown)
+		for (size_t i = 0; i < sizeof usage_lines / sizeof usage_lines[0]; i++)
+			fprintf(stderr, "%s %s\n", i ? "      " : "usage:", usage_lines[i][1]);
+	fputs("(sio --help describes ADDRESS and OPTIONS)\n", stderr);
+	return CLI_USAGE;
+}
+
+const char *cli_default_id_dir(void)
+{
+	static char buf[4096];
+	const char *home = getenv("HOME");
+	if (!home || !*home) {
+		struct passwd *pw = getpwuid(getuid());
+		home = pw ? pw->pw_dir : "/";
+	}
+	snprintf(buf, sizeof buf, "%s/.ssh", home);
+	return buf;
+}
+
+static int parse_seconds(const char *cmd, const char *opt, const char *v, int allow_zero,
+                         double *out)
+{
+	char *end;
+	errno = 0;
+	double d = strtod(v, &end);
+	if (errno || end == v || *end || !isfinite(d) || d < 0 || (!allow_zero && d == 0) ||
+	    d > 1e7)
+		return cli_usage_error(cmd, "%s: '%s' is not a number of seconds%s", opt, v,
+		                       allow_zero ? "" : " above 0");
+	*out = d;
+	return 0;
+}
+
+int cli_parse_session_args(int argc, char **argv, struct cli_opts *o)
+{
+	const char *cmd = argv[0];
+	memset(o, 0, sizeof *o);
+	o->cmd = cmd;
+	o->timeout_s = 30;
+	o->rekey_s = 60;
+	int only_args = 0;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *val = NULL;
+		if (only_args || a[0] != '-' || a[1] == '\0') {
+			if (o->address)
+				return cli_usage_error(cmd, "unexpected argument '%s'", a);
+			o->address = a;
+			continue;
+		}
+		if (strcmp(a, "--") == 0) {
+			only_args = 1;
+			continue;
+		}
+		/* options taking a value: "-i DIR", "--opt VALUE", "--opt=VALUE" */
+		static const char *const with_value[] = {"-i",        "-r",        "--psk-file",
+		                                         "--channel", "--timeout", "--rekey"};
+		const char *name = a;
+		char namebuf[32];
+		const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+		if (eq) {
+			size_t n = (size_t)(eq - a);
+			if (n >= sizeof namebuf)
+				return cli_usage_error(cmd, "unknown option '%s'", a);
+			memcpy(namebuf, a, n);
+			namebuf[n] = '\0';
+			name = namebuf;
+			val = eq + 1;
+		}
+		int takes = 0;
+		for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
+			if (strcmp(name, with_value[k]) == 0)
+				takes = 1;
+		if (takes && !val) {
+			if (i + 1 >= argc)
+				return cli_usage_error(cmd, "option %s needs a value", name);
+			val = argv[++i];
+		} else if (!takes && val) {
+			return cli_usage_error(cmd, "option %s takes no value", name);
+		}
+		if (strcmp(name, "-i") == 0) {
+			o->id_dir = val;
+		} else if (strcmp(name, "-r") == 0) {
+			o->remote = val;
+		} else if (strcmp(name, "--psk-file") == 0) {
+			o->psk_file = val;
+		} else if (strcmp(name, "--channel") == 0) {
+			char *end;
+			errno = 0;
+			unsigned long long c = strtoull(val, &end, 10);
+			if (errno || end == val || *end || val[0] == '-' || val[0] == '+' ||
+			    c > SIO_CHANNEL_MAX)
+				return cli_usage_error(
+				    cmd, "--channel: '%s' is not a channel number (0..%u)", val,
+				    SIO_CHANNEL_MAX);
+			o->channel = (uint32_t)c;
+			o->have_channel = 1;
+		} else if (strcmp(name, "--timeout") == 0) {
+			if (parse_seconds(cmd, name, val, 1, &o->timeout_s))
+				return CLI_USAGE;
+		} else if (strcmp(name, "--rekey") == 0) {
+			if (parse_seconds(cmd, name, val, 0, &o->rekey_s))
+				return CLI_USAGE;
+			if (o->rekey_s < 0.1)
+				return cli_usage_error(cmd, "--rekey: at least 0.1 seconds");
+		} else if (strcmp(name, "--lines") == 0) {
+			o->lines = 1;
+		} else if (strcmp(name, "--stats") == 0) {
+			o->stats = 1;
+		} else if (strcmp(name, "-q") == 0) {
+			o->quiet = 1;
+		} else {
+			return cli_usage_error(cmd, "unknown option '%s'", a);
+		}
+	}
+	if (!o->address)
+		return cli_usage_error(cmd, "missing ADDRESS");
+	if (!o->id_dir)
+		o->id_dir = cli_default_id_dir();
+	return 0;
+}

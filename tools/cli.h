@@ -1,0 +1,95 @@
+/* Private declarations of the `sio` command (the files of tools/). The command is built
+ * on the public API (include/secureio.h) only; nothing here is installed. */
+#ifndef SIO_CLI_H
+#define SIO_CLI_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "secureio.h"
+
+/* Exit codes, fixed by the interface (see sio --help). */
+enum {
+	CLI_OK = 0,
+	CLI_ERR = 1,       /* any other error: address in use, bad key file, transport, truncated */
+	CLI_USAGE = 2,     /* usage error */
+	CLI_NOSESSION = 3, /* peer not authenticated / no session established */
+};
+
+/* ---- addresses (addrparse.c: pure, no system calls, fuzzed) ---- */
+enum cli_addr_kind { CLI_UDP, CLI_TCP, CLI_UNIX, CLI_UNIXGRAM };
+
+#define CLI_HOST_MAX 256
+#define CLI_PATH_MAX 108 /* sizeof(sun_path) */
+
+struct cli_addr {
+	enum cli_addr_kind kind;
+	char host[CLI_HOST_MAX]; /* inet: without brackets; "" = any address (listen only) */
+	char port[6];            /* inet: decimal 1..65535 */
+	char path[CLI_PATH_MAX]; /* unix: path, or "@name" for the abstract namespace */
+	int ipv6_literal;        /* host was written in [brackets] */
+};
+
+/* Parses ADDRESS (udp:HOST:PORT, tcp:HOST:PORT, unix:PATH, unixgram:PATH, HOST
+ * may be [IPv6]). LISTENING allows an empty HOST (all addresses). Returns 0,
+ * or -1 with a one-line reason in ERR. */
+int cli_addr_parse(const char *text, int listening, struct cli_addr *a, char *err, size_t errlen);
+
+/* Writes the canonical text of A (what cli_addr_parse reads back). Returns
+ * the length, or -1 if it does not fit. */
+int cli_addr_format(const struct cli_addr *a, char *out, size_t outlen);
+
+/* ---- options (args.c) ---- */
+struct cli_opts {
+	const char *cmd;      /* "listen" or "connect" */
+	const char *id_dir;   /* -i */
+	const char *remote;   /* -r */
+	const char *psk_file; /* --psk-file */
+	const char *address;
+	int lines;        /* --lines */
+	int have_channel; /* --channel given */
+	uint32_t channel;
+	double timeout_s; /* --timeout (0 = no limit) */
+	double rekey_s;   /* --rekey */
+	int stats;        /* --stats */
+	int quiet;        /* -q */
+};
+
+/* Prints "sio: MSG" and the usage line of CMD (NULL: all) to stderr; returns CLI_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Full help on stdout. */
+void cli_help(void);
+/* Parses listen/connect arguments (argv[0] is the subcommand). Returns 0 or CLI_USAGE. */
+int cli_parse_session_args(int argc, char **argv, struct cli_opts *o);
+/* Prints "sio: ..." on stderr (one line). */
+void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Default identity directory: $HOME/.ssh. */
+const char *cli_default_id_dir(void);
+
+/* ---- key commands (keys.c) ---- */
+int cli_keygen(int argc, char **argv);
+int cli_pubkey(int argc, char **argv);
+int cli_fingerprint(int argc, char **argv);
+
+/* ---- sockets (net.c) ---- */
+struct cli_conn {
+	int fd;
+	int datagram;   /* 1: datagram socket */
+	int learn_peer; /* unconnected listening datagram socket: peer learned by the library */
+	char unlink_path[CLI_PATH_MAX]; /* socket file to remove at exit ("" = none) */
+};
+
+/* Opens the transport for ADDRESS: listen (waits for one peer on stream
+ * sockets) or connect (retries while nobody listens, until the deadline).
+ * DEADLINE_MS is a monotonic time in ms (0 = none); the wait ends early when
+ * *STOP becomes nonzero. Returns 0 or an exit code with a message in ERR. */
+int cli_open(const struct cli_addr *a, int listening, int64_t deadline_ms,
+             volatile sig_atomic_t *stop, struct cli_conn *c, char *err, size_t errlen);
+void cli_conn_close(struct cli_conn *c);
+int64_t cli_now_ms(void);
+
+/* ---- the relay (relay.c, stream.c) ---- */
+int cli_session(struct cli_opts *o);
+
+#endif

@@ -1,0 +1,43 @@
+/* The `sio` command: encrypted netcat and Ed25519 key tool (see sio --help).
+ * Built on the public API of libsecureio only. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+		return cli_usage_error(NULL, "missing command");
+	const char *cmd = argv[1];
+	if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+		cli_help();
+		return CLI_OK;
+	}
+	if (strcmp(cmd, "--version") == 0) {
+		printf("sio (secureio) %s\n", SIO_VERSION_STRING);
+		return CLI_OK;
+	}
+	for (int i = 2; i < argc; i++)
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			cli_help();
+			return CLI_OK;
+		}
+	if (strcmp(cmd, "listen") == 0 || strcmp(cmd, "connect") == 0) {
+		struct cli_opts o;
+		int rc = cli_parse_session_args(argc - 1, argv + 1, &o);
+		return rc ? rc : cli_session(&o);
+	}
+	int rc = sio_init();
+	if (rc < 0) {
+		cli_err("cannot initialise the library: %s", sio_strerror(rc));
+		return CLI_ERR;
+	}
+	if (strcmp(cmd, "keygen") == 0)
+		return cli_keygen(argc - 1, argv + 1);
+	if (strcmp(cmd, "pubkey") == 0)
+		return cli_pubkey(argc - 1, argv + 1);
+	if (strcmp(cmd, "fingerprint") == 0)
+		return cli_fingerprint(argc - 1, argv + 1);
+	return cli_usage_error(NULL, "unknown command '%s'", cmd);
+}

@@ -1,0 +1,756 @@
+/* `sio listen` / `sio connect`: open the transport, run one session, relay
+ * stdin -> session -> stdout until either side ends, map the outcome to the
+ * exit codes of the interface. Built on include/secureio.h only. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "relay.h"
+
+#define CLOSE_WAIT_MS     5000  /* graceful close: wait this long for the peer */
+#define FINAL_ACK_WAIT_MS 10000 /* stream end: no ACK progress this long = give up */
+#define LINE_MAX_BYTES    (16u << 20)
+
+static volatile sig_atomic_t g_sig;
+static int g_wake_fd = -1;
+
+static volatile sig_atomic_t g_sig_count;
+
+/* The first SIGINT/SIGTERM asks for a graceful close; a third one (the
+ * first may arrive twice: from `timeout` and to the process group) ends
+ * the program at once. */
+static void on_signal(int sig)
+{
+	if (++g_sig_count >= 3) {
+		signal(sig, SIG_DFL);
+		raise(sig);
+		return;
+	}
+	if (!g_sig)
+		g_sig = sig;
+	if (g_wake_fd >= 0) {
+		char c = 0;
+		ssize_t n = write(g_wake_fd, &c, 1);
+		(void)n;
+	}
+}
+
+static void cb_error(sio_session *s, int err, const char *msg, void *ctx)
+{
+	struct relay *r = ctx;
+	(void)s;
+	(void)msg;
+	pthread_mutex_lock(&r->mu);
+	if (err == SIO_EAUTH || err == SIO_EREFUSED)
+		r->saw_auth = 1;
+	else if (err != SIO_EDECRYPT && !r->err)
+		r->err = err; /* decrypt-failure runs are events, not the end */
+	pthread_mutex_unlock(&r->mu);
+	relay_wake(r);
+}
+
+static void cb_state(sio_session *s, sio_state old_state, sio_state new_state, void *ctx)
+{
+	struct relay *r = ctx;
+	(void)s;
+	(void)old_state;
+	if (new_state == SIO_STATE_ESTABLISHED) {
+		pthread_mutex_lock(&r->mu);
+		r->connected = 1;
+		pthread_mutex_unlock(&r->mu);
+	}
+	if (new_state >= SIO_STATE_CLOSING) {
+		pthread_mutex_lock(&r->mu);
+		r->closing = 1;
+		pthread_cond_broadcast(&r->cond);
+		pthread_mutex_unlock(&r->mu);
+		relay_wake(r);
+	}
+}
+
+static void cb_connect(sio_session *s, void *ctx)
+{
+	struct relay *r = ctx;
+	(void)s;
+	pthread_mutex_lock(&r->mu);
+	r->connected = 1;
+	pthread_mutex_unlock(&r->mu);
+	relay_wake(r);
+}
+
+static int session_connected(struct relay *r)
+{
+	pthread_mutex_lock(&r->mu);
+	int c = r->connected;
+	pthread_mutex_unlock(&r->mu);
+	return c || sio_session_state(r->s) == SIO_STATE_ESTABLISHED;
+}
+
+static int cb_remote_identity(sio_session *s, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], void *ctx)
+{
+	struct relay *r = ctx;
+	(void)s;
+	if (!r->o->quiet) {
+		char line[SIO_PUBKEY_LINE_MAX];
+		if (sio_public_key_line(pk, NULL, line, sizeof line) >= 0)
+			fprintf(stderr,
+			        "sio: remote identity not pinned (-r FILE pins it); it is:\n%s\n",
+			        line);
+	}
+	return 0; /* without -r any identity is accepted */
+}
+
+static int read_psk(const char *path, uint8_t *buf, size_t cap, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		cli_err("%s: %s", path, strerror(errno));
+		return CLI_ERR;
+	}
+	size_t n = 0;
+	for (;;) {
+		ssize_t k = read(fd, buf + n, cap - n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			cli_err("%s: %s", path, strerror(errno));
+			close(fd);
+			return CLI_ERR;
+		}
+		if (k == 0)
+			break;
+		n += (size_t)k;
+		if (n == cap)
+			break;
+	}
+	close(fd);
+	if (n < 16 || n >= cap) {
+		cli_err("%s: a pre-shared key file must hold 16 to %zu bytes (it holds %s%zu)",
+		        path, cap - 1, n >= cap ? "more than " : "", n >= cap ? cap - 1 : n);
+		return CLI_ERR;
+	}
+	*len = n;
+	return 0;
+}
+
+/* What may have kept the peer out, for the error line. */
+static const char *auth_hint(const struct relay *r)
+{
+	if (r->o->remote && r->o->psk_file)
+		return "wrong identity (not the key pinned with -r) or wrong PSK";
+	if (r->o->remote)
+		return "its identity is not the key pinned with -r";
+	if (r->o->psk_file)
+		return "wrong PSK";
+	return "it failed the key exchange";
+}
+
+/* Outcome of a session that did not reach "established": exit code 3 with
+ * one line saying why (1 only for local failures). */
+static int report_no_session(struct relay *r, int err, double timeout_s)
+{
+	sio_stats st;
+	memset(&st, 0, sizeof st);
+	sio_session_stats(r->s, &st);
+	pthread_mutex_lock(&r->mu);
+	int auth = r->saw_auth || st.drop_kx > 0;
+	if (!err)
+		err = r->err;
+	pthread_mutex_unlock(&r->mu);
+	switch (err) {
+	case SIO_EAUTH:
+	case SIO_EREFUSED:
+		cli_err("peer not authenticated: %s", auth_hint(r));
+		return CLI_NOSESSION;
+	case SIO_ETIMEDOUT:
+	case SIO_ENOKEYX:
+	case 0:
+		if (auth)
+			cli_err(
+			    "peer not authenticated within %g s: its key exchange was refused (%s)",
+			    timeout_s, auth_hint(r));
+		else
+			cli_err("no session established within %g s: no valid key exchange from "
+			        "the peer "
+			        "(%s)",
+			        timeout_s,
+			        r->o->psk_file
+			            ? "wrong PSK, wrong identity, or no peer"
+			            : "no peer, or it refused our identity or needs a PSK");
+		return CLI_NOSESSION;
+	case SIO_ETRUNCATED:
+	case SIO_EPEERDEAD:
+	case SIO_EIO:
+	case SIO_ECLOSED:
+		cli_err("no session established: the peer %s during the key exchange (%s)",
+		        err == SIO_EIO ? "went away" : "closed the transport",
+		        auth ? auth_hint(r) : "did it refuse our identity or PSK?");
+		return CLI_NOSESSION;
+	case SIO_EANSWERS:
+	case SIO_ECLOCK:
+	case SIO_EPROTO:
+	case SIO_EDECRYPT:
+		cli_err("no session established: %s", sio_strerror(err));
+		return CLI_NOSESSION;
+	default:
+		cli_err("session failed: %s", sio_strerror(err));
+		return CLI_ERR;
+	}
+}
+
+/* Message after the session ended by itself (peer close or failure). */
+static int report_end(struct relay *r, int write_err)
+{
+	pthread_mutex_lock(&r->mu);
+	int err = r->err ? r->err : write_err;
+	int lost = r->lost || r->peer_lost;
+	int peer_lost = r->peer_lost;
+	int incomplete = !r->o->lines && (!r->rx_have_end || r->rx_written < r->rx_end);
+	int out_err = r->out_err;
+	pthread_mutex_unlock(&r->mu);
+	if (out_err) {
+		cli_err("stdout: %s", strerror(out_err));
+		return CLI_ERR;
+	}
+	if (err == SIO_ETRUNCATED || err == SIO_EPEERDEAD) {
+		cli_err("session truncated: the peer vanished without a graceful close (%s)",
+		        sio_strerror(err));
+		return CLI_ERR;
+	}
+	if (err && err != SIO_ECLOSED) {
+		cli_err("session failed: %s", sio_strerror(err));
+		return CLI_ERR;
+	}
+	if (lost || incomplete) {
+		cli_err("data lost in transit%s", peer_lost ? " (reported by the peer)"
+		                                  : incomplete && !lost
+		                                      ? " (the end of the stream never arrived)"
+		                                      : "");
+		return CLI_ERR;
+	}
+	return CLI_OK;
+}
+
+static void print_stats(struct relay *r, int64_t t0, int64_t t_est, int64_t t_end)
+{
+	sio_stats st;
+	memset(&st, 0, sizeof st);
+	sio_session_stats(r->s, &st);
+	pthread_mutex_lock(&r->mu);
+	uint64_t in_b = r->in_bytes, in_m = r->in_msgs, out_b = r->out_bytes, out_m = r->out_msgs;
+	pthread_mutex_unlock(&r->mu);
+	double el = (double)(t_end - (t_est ? t_est : t0)) / 1000.0;
+	double hs = t_est ? (double)(t_est - t0) / 1000.0 : 0;
+	fprintf(
+	    stderr,
+	    "sio: stats: sent %llu bytes in %llu messages, received %llu bytes in %llu messages\n",
+	    (unsigned long long)in_b, (unsigned long long)in_m, (unsigned long long)out_b,
+	    (unsigned long long)out_m);
+	fprintf(stderr,
+	        "sio: stats: packets: %llu out (%llu bytes on the wire), %llu in (%llu bytes)\n",
+	        (unsigned long long)st.packets_sent, (unsigned long long)st.wire_bytes_sent,
+	        (unsigned long long)st.packets_received,
+	        (unsigned long long)st.wire_bytes_received);
+	fprintf(
+	    stderr,
+	    "sio: stats: packets dropped: malformed %llu, decrypt %llu, replay %llu, too old %llu, "
+	    "unknown key %llu, key exchange %llu, unknown type %llu, fragments %llu\n",
+	    (unsigned long long)st.drop_malformed, (unsigned long long)st.drop_decrypt,
+	    (unsigned long long)st.drop_replay, (unsigned long long)st.drop_too_old,
+	    (unsigned long long)st.drop_unknown_key, (unsigned long long)st.drop_kx,
+	    (unsigned long long)st.drop_unknown_type, (unsigned long long)st.drop_fragments);
+	fprintf(stderr,
+	        "sio: stats: key renewals %llu, packet size %u, elapsed %.3f s (set-up %.3f s), "
+	        "throughput %.2f MB/s\n",
+	        (unsigned long long)st.rekeys, st.packet_size, el, hs,
+	        el > 0 ? (double)(in_b + out_b) / el / 1e6 : 0.0);
+}
+
+static void drain_fd(int fd)
+{
+	char b[64];
+	while (read(fd, b, sizeof b) > 0)
+		;
+}
+
+/* Sends one stdin chunk in stream mode. */
+static int send_chunk(struct relay *r, uint8_t *frame, size_t n)
+{
+	struct chunk *keep = NULL;
+	if (r->datagram) {
+		keep = malloc(sizeof *keep + n + F_DATA_HDR);
+		if (!keep)
+			return SIO_ENOMEM;
+	}
+	pthread_mutex_lock(&r->mu);
+	uint64_t seq = r->tx_next++;
+	r->tx_bytes += n;
+	r->in_bytes += n;
+	r->in_msgs++;
+	frame[0] = F_DATA;
+	relay_put_u64(frame + 1, seq);
+	if (keep) {
+		keep->len = n + F_DATA_HDR;
+		memcpy(keep->data, frame, keep->len);
+		free(r->tx_slot[seq % RX_SLOTS]);
+		r->tx_slot[seq % RX_SLOTS] = keep;
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (!r->datagram)
+		return relay_send_frame(r, frame, n + F_DATA_HDR);
+	/* datagrams: queue without waiting so that the library batches packets;
+	 * a loss is repaired from tx_slot, a failure shows in the session state */
+	int err = 0;
+	sio_send_info *si =
+	    sio_write_message_async(r->s, r->type, frame, n + F_DATA_HDR, NULL, NULL, &err);
+	if (!si)
+		return err ? err : SIO_ENOMEM;
+	sio_send_info_release(si);
+	return 0;
+}
+
+/* Datagram transports: sends the first unacknowledged frames again. */
+static int resend_unacked(struct relay *r)
+{
+	uint8_t *copy[RESEND_BURST];
+	size_t len[RESEND_BURST], n = 0;
+	pthread_mutex_lock(&r->mu);
+	/* a stall means loss: halve the congestion window */
+	r->tx_ssthresh = r->tx_cwnd / 2 > CWND_MIN ? r->tx_cwnd / 2 : CWND_MIN;
+	r->tx_cwnd = r->tx_ssthresh;
+	for (uint64_t q = r->tx_acked; q < r->tx_next && n < RESEND_BURST; q++) {
+		struct chunk *c = r->tx_slot[q % RX_SLOTS];
+		if (!c || !(copy[n] = malloc(c->len)))
+			break;
+		memcpy(copy[n], c->data, c->len);
+		len[n++] = c->len;
+	}
+	pthread_mutex_unlock(&r->mu);
+	int rc = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!rc)
+			rc = relay_send_frame(r, copy[i], len[i]);
+		free(copy[i]);
+	}
+	return rc;
+}
+
+static int send_u64_frame(struct relay *r, uint8_t kind, uint64_t v)
+{
+	uint8_t f[9];
+	f[0] = kind;
+	relay_put_u64(f + 1, v);
+	return relay_send_frame(r, f, sizeof f);
+}
+
+/* Lines mode: sends every complete line of BUF[0..*LEN) (all of it at EOF). */
+static int send_lines(struct relay *r, uint8_t *buf, size_t *len, int eof)
+{
+	size_t start = 0;
+	for (size_t i = 0; i < *len; i++) {
+		if (buf[i] != '\n')
+			continue;
+		int rc = sio_write_message(r->s, r->type, buf + start, i - start);
+		if (rc < 0)
+			return rc;
+		pthread_mutex_lock(&r->mu);
+		r->in_msgs++;
+		r->in_bytes += i - start;
+		pthread_mutex_unlock(&r->mu);
+		start = i + 1;
+	}
+	if (eof && start < *len) {
+		int rc = sio_write_message(r->s, r->type, buf + start, *len - start);
+		if (rc < 0)
+			return rc;
+		pthread_mutex_lock(&r->mu);
+		r->in_msgs++;
+		r->in_bytes += *len - start;
+		pthread_mutex_unlock(&r->mu);
+		start = *len;
+	}
+	memmove(buf, buf + start, *len - start);
+	*len -= start;
+	return 0;
+}
+
+/* The relay loop once the session is established. Returns the exit code. */
+static int relay_loop(struct relay *r, size_t chunk)
+{
+	const int lines = r->o->lines;
+	size_t cap = lines ? 65536 : chunk + F_DATA_HDR;
+	size_t used = 0;
+	uint8_t *buf = malloc(cap);
+	if (!buf) {
+		cli_err("out of memory");
+		return CLI_ERR;
+	}
+	int eof = 0, end_sent = 0, interrupted = 0, write_err = 0, rc = -1;
+	int64_t last_req = cli_now_ms(), last_progress = last_req;
+	uint64_t last_acked = 0;
+	while (rc < 0) {
+		int64_t now = cli_now_ms();
+		pthread_mutex_lock(&r->mu);
+		int closing = r->closing, lost = r->lost, peer_lost = r->peer_lost;
+		int out_err = r->out_err;
+		int gap_dead = r->gap_since && now - r->gap_since > GAP_TIMEOUT_MS;
+		uint64_t win = r->tx_window;
+		if (r->datagram && r->tx_cwnd < win)
+			win = r->tx_cwnd;
+		int room = lines || (r->tx_bytes - r->tx_acked_bytes < win &&
+		                     r->tx_next - r->tx_acked < RX_SLOTS);
+		int all_acked = r->tx_acked >= r->tx_next;
+		size_t acklen = 0;
+		uint8_t ack[F_ACK_LEN];
+		if (!lines && r->rx_written_bytes > r->rx_acked_bytes &&
+		    now - r->rx_last_ack_ms >= ACK_DELAY_MS)
+			acklen = relay_ack_frame(r, ack);
+		int64_t last_ack = r->tx_last_ack_ms;
+		if (r->tx_acked != last_acked) {
+			last_acked = r->tx_acked;
+			last_progress = now;
+		}
+		uint64_t tx_next = r->tx_next;
+		pthread_mutex_unlock(&r->mu);
+		if (acklen)
+			relay_send_frame(r, ack, acklen);
+		int stalled =
+		    !all_acked && now - (last_ack > last_req ? last_ack : last_req) > STALL_MS;
+
+		if (out_err) {
+			cli_err("stdout: %s", strerror(out_err));
+			sio_close_and_wait(r->s, CLOSE_WAIT_MS);
+			rc = CLI_ERR;
+			break;
+		}
+		if (lost || gap_dead) {
+			if (!peer_lost)
+				send_u64_frame(r, F_LOST, 0);
+			rc = -2; /* reported below, after stdout got everything before the gap */
+			break;
+		}
+		if (closing || write_err)
+			break;
+		if (g_sig && !interrupted) {
+			interrupted = 1;
+			eof = 1;
+		}
+		if (eof) {
+			if (lines) {
+				sio_close_and_wait(r->s, CLOSE_WAIT_MS);
+				rc = interrupted ? CLI_ERR : CLI_OK;
+				break;
+			}
+			if (!end_sent) {
+				end_sent = 1;
+				last_req = now;
+				last_progress = now;
+				write_err = send_u64_frame(r, F_END, tx_next);
+				continue;
+			}
+			if (all_acked) {
+				sio_close_and_wait(r->s, CLOSE_WAIT_MS);
+				rc = interrupted ? CLI_ERR : CLI_OK;
+				break;
+			}
+			if (now - last_progress > (interrupted ? 2000 : FINAL_ACK_WAIT_MS)) {
+				if (!interrupted)
+					cli_err(
+					    "the peer did not confirm that it received everything");
+				sio_close_and_wait(r->s, CLOSE_WAIT_MS);
+				rc = CLI_ERR;
+				break;
+			}
+			if (now - last_req > STALL_MS) {
+				last_req = now;
+				if (r->datagram && stalled)
+					write_err = resend_unacked(r);
+				if (!write_err)
+					write_err = send_u64_frame(r, F_END, tx_next);
+			}
+		} else if (stalled && (!room || r->datagram)) {
+			last_req = now;
+			if (r->datagram)
+				write_err = resend_unacked(r);
+			if (!write_err)
+				write_err = send_u64_frame(r, F_ACKREQ, tx_next);
+		}
+
+		struct pollfd p[2] = {{.fd = r->wake[0], .events = POLLIN},
+		                      {.fd = STDIN_FILENO, .events = POLLIN}};
+		int nfds = (!eof && room) ? 2 : 1;
+		int pr = poll(p, (nfds_t)nfds, 100);
+		if (pr < 0 && errno != EINTR) {
+			cli_err("poll: %s", strerror(errno));
+			rc = CLI_ERR;
+			break;
+		}
+		if (pr > 0 && (p[0].revents & POLLIN))
+			drain_fd(r->wake[0]);
+		if (pr <= 0 || nfds < 2 || !(p[1].revents & (POLLIN | POLLHUP | POLLERR)))
+			continue;
+		ssize_t n;
+		if (lines) {
+			if (used == cap) {
+				if (cap >= LINE_MAX_BYTES) {
+					cli_err("stdin: a line is longer than %u bytes",
+					        LINE_MAX_BYTES);
+					sio_close_and_wait(r->s, CLOSE_WAIT_MS);
+					rc = CLI_ERR;
+					break;
+				}
+				uint8_t *nb = realloc(buf, cap * 2);
+				if (!nb) {
+					cli_err("out of memory");
+					rc = CLI_ERR;
+					break;
+				}
+				buf = nb;
+				cap *= 2;
+			}
+			n = read(STDIN_FILENO, buf + used, cap - used);
+		} else {
+			n = read(STDIN_FILENO, buf + F_DATA_HDR, chunk);
+		}
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n < 0 && errno != EBADF) {
+			cli_err("stdin: %s", strerror(errno));
+			sio_close_and_wait(r->s, CLOSE_WAIT_MS);
+			rc = CLI_ERR;
+			break;
+		}
+		if (n <= 0) {
+			eof = 1;
+			if (lines)
+				write_err = send_lines(r, buf, &used, 1);
+			continue;
+		}
+		if (lines) {
+			used += (size_t)n;
+			write_err = send_lines(r, buf, &used, 0);
+		} else {
+			write_err = send_chunk(r, buf, (size_t)n);
+		}
+	}
+	free(buf);
+	if (rc == -1) {
+		/* the session ended by itself: wait for it, then write what arrived */
+		sio_session_wait_state(r->s, SIO_STATE_CLOSED, CLOSE_WAIT_MS);
+		relay_data_finish(r);
+		return report_end(r, write_err);
+	}
+	if (rc == -2) {
+		sio_close_and_wait(r->s, CLOSE_WAIT_MS);
+		relay_data_finish(r);
+		pthread_mutex_lock(&r->mu);
+		int peer_lost = r->peer_lost;
+		pthread_mutex_unlock(&r->mu);
+		cli_err("data lost in transit%s", peer_lost ? " (reported by the peer)" : "");
+		return CLI_ERR;
+	}
+	relay_data_finish(r);
+	if (interrupted && rc != CLI_OK)
+		cli_err("interrupted by %s: session closed",
+		        g_sig == SIGINT ? "SIGINT" : "SIGTERM");
+	pthread_mutex_lock(&r->mu);
+	int out_err = r->out_err;
+	pthread_mutex_unlock(&r->mu);
+	if (out_err && rc == CLI_OK) {
+		cli_err("stdout: %s", strerror(out_err));
+		rc = CLI_ERR;
+	}
+	return rc;
+}
+
+static size_t window_for(const struct cli_conn *c)
+{
+	if (!c->datagram)
+		return 8u << 20;
+	int v = 0;
+	socklen_t l = sizeof v;
+	if (getsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &v, &l) != 0 || v <= 0)
+		return 65536;
+	size_t w = (size_t)v / 4; /* the kernel reports twice the buffer; keep headroom */
+	return w < 65536 ? 65536 : w > (8u << 20) ? 8u << 20 : w;
+}
+
+int cli_session(struct cli_opts *o)
+{
+	const int listening = strcmp(o->cmd, "listen") == 0;
+	struct cli_addr addr;
+	char err[512];
+	if (cli_addr_parse(o->address, listening, &addr, err, sizeof err))
+		return cli_usage_error(o->cmd, "bad ADDRESS '%s': %s", o->address, err);
+	int rc = sio_init();
+	if (rc < 0) {
+		cli_err("cannot initialise the library: %s", sio_strerror(rc));
+		return CLI_ERR;
+	}
+	int64_t t0 = cli_now_ms();
+	int64_t deadline = o->timeout_s > 0 ? t0 + (int64_t)(o->timeout_s * 1000) : 0;
+	int code = CLI_ERR;
+	sio_identity *id = NULL;
+	sio_remote *remote = NULL;
+	uint8_t psk[1025];
+	size_t psk_len = 0;
+	struct cli_conn conn = {.fd = -1};
+	struct relay r;
+	memset(&r, 0, sizeof r);
+	r.o = o;
+	r.wake[0] = r.wake[1] = -1;
+	r.sig = &g_sig;
+	r.type = o->have_channel ? o->channel : SIO_TYPE_READWRITE;
+	r.tx_window = TX_INITIAL_WINDOW;
+	r.tx_cwnd = CWND_INITIAL;
+	r.tx_ssthresh = UINT64_MAX;
+	pthread_mutex_init(&r.mu, NULL);
+	pthread_cond_init(&r.cond, NULL);
+
+	errno = 0;
+	rc = sio_identity_from_dir(&id, o->id_dir);
+	if (rc < 0) {
+		cli_err("identity %s: %s", o->id_dir,
+		        rc == SIO_EIO && errno ? strerror(errno) : sio_strerror(rc));
+		goto out;
+	}
+	if (o->remote) {
+		errno = 0;
+		rc = sio_remote_load(&remote, o->remote);
+		if (rc < 0) {
+			cli_err("%s: %s", o->remote,
+			        rc == SIO_EIO && errno ? strerror(errno) : sio_strerror(rc));
+			goto out;
+		}
+	}
+	if (o->psk_file && read_psk(o->psk_file, psk, sizeof psk, &psk_len))
+		goto out;
+
+	if (pipe2(r.wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+		cli_err("pipe: %s", strerror(errno));
+		goto out;
+	}
+	g_wake_fd = r.wake[1];
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	code = cli_open(&addr, listening, deadline, &g_sig, &conn, err, sizeof err);
+	if (code) {
+		cli_err("%s", err);
+		goto out;
+	}
+	r.datagram = conn.datagram;
+	r.rx_window = (uint32_t)window_for(&conn);
+
+	sio_transport t;
+	sio_transport_fd(&t, conn.fd, conn.fd);
+	t.kind = conn.datagram ? SIO_TRANSPORT_DATAGRAM : SIO_TRANSPORT_STREAM;
+	t.peer_len =
+	    0; /* connected, or (listening datagram) learned from the first authentic packet */
+	t.close_fds = 0;
+
+	sio_options opts;
+	memset(&opts, 0, sizeof opts);
+	opts.kx_interval_ns = (int64_t)(o->rekey_s * 1e9);
+	if (deadline) {
+		int64_t left = deadline - cli_now_ms();
+		opts.kx_timeout_ns = (left < 1000 ? 1000 : left) * 1000000LL + 1000000000LL;
+	} else {
+		opts.kx_timeout_ns = INT64_MAX / 4; /* --timeout 0: wait for a peer forever */
+	}
+	if (psk_len) {
+		opts.psk = psk;
+		opts.psk_len = psk_len;
+	}
+	sio_callbacks cbs;
+	memset(&cbs, 0, sizeof cbs);
+	cbs.ctx = &r;
+	cbs.on_error = cb_error;
+	cbs.on_state = cb_state;
+	cbs.on_connect = cb_connect;
+	cbs.on_remote_identity = cb_remote_identity;
+
+	code = CLI_ERR;
+	rc = sio_session_new(&r.s, id, remote, &t, &opts, &cbs);
+	if (rc < 0) {
+		cli_err("cannot create the session: %s", sio_strerror(rc));
+		goto out;
+	}
+	rc = relay_data_start(&r);
+	if (rc >= 0)
+		rc = sio_session_start(r.s);
+	if (rc < 0) {
+		cli_err("cannot start the session: %s", sio_strerror(rc));
+		goto out;
+	}
+	for (;;) {
+		rc = sio_session_wait_state(r.s, SIO_STATE_ESTABLISHED, 100);
+		if (rc != SIO_ETIMEDOUT)
+			break;
+		if (g_sig) {
+			cli_err("interrupted while establishing the session");
+			goto out;
+		}
+		if (deadline && cli_now_ms() >= deadline)
+			break;
+	}
+	if (!session_connected(&r) && rc != 0) {
+		code = report_no_session(&r, rc == SIO_ETIMEDOUT ? 0 : rc, o->timeout_s);
+		goto out;
+	}
+	int64_t t_est = cli_now_ms();
+	if (!o->quiet) {
+		uint8_t pk[SIO_PUBLIC_KEY_BYTES];
+		char fp[SIO_FINGERPRINT_MAX] = "?";
+		if (sio_session_remote_key(r.s, pk) >= 0)
+			sio_fingerprint(pk, fp, sizeof fp);
+		fprintf(stderr, "sio: session established with %s%s\n", fp,
+		        remote ? " (pinned)" : "");
+	}
+	sio_stats st;
+	sio_session_stats(r.s, &st);
+	size_t chunk = st.packet_size > 1024 ? st.packet_size - 160 : 1024;
+	if (chunk > 65536 - F_DATA_HDR)
+		chunk = 65536 - F_DATA_HDR;
+	if (!o->lines) {
+		/* announce our receive window at once */
+		uint8_t ack[F_ACK_LEN];
+		pthread_mutex_lock(&r.mu);
+		size_t n = relay_ack_frame(&r, ack);
+		pthread_mutex_unlock(&r.mu);
+		relay_send_frame(&r, ack, n);
+	}
+	code = relay_loop(&r, chunk);
+	if (o->stats)
+		print_stats(&r, t0, t_est, cli_now_ms());
+out:
+	if (r.s) {
+		relay_data_finish(&r);
+		sio_session_free(r.s);
+	}
+	relay_data_free(&r);
+	cli_conn_close(&conn);
+	g_wake_fd = -1;
+	if (r.wake[0] >= 0) {
+		close(r.wake[0]);
+		close(r.wake[1]);
+	}
+	explicit_bzero(psk, sizeof psk);
+	sio_remote_free(remote);
+	sio_identity_free(id);
+	pthread_mutex_destroy(&r.mu);
+	pthread_cond_destroy(&r.cond);
+	return code;
+}
