@@ -148,6 +148,9 @@ void sio_core_error(sio_core *c, int err, const char *msg);
 int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len);
 void sio_core_key_confirmed(sio_core *c, uint64_t now, sio_keyslot *ks);
 void sio_core_close_received(sio_core *c, uint64_t now, int ack);
+/* Parses and delivers the frames of one authenticated, decrypted packet
+ * payload [P, END) (core_rx.c; exposed for fuzz/fuzz_framing.c). */
+void sio_core_rx_frames(sio_core *c, uint64_t now, const uint8_t *p, const uint8_t *end);
 int sio_core_can_send(const sio_core *c);
 
 /* core_tx.c */
