@@ -27,6 +27,7 @@ struct mitm {
 	void *ctx;
 	struct rec rec[2][MITM_MAX_RECORD];
 	size_t n[2];
+	int norec;
 };
 
 static int udp_bound(struct sockaddr_in *a)
@@ -69,7 +70,7 @@ static void *relay(void *arg)
 			size_t len = (size_t)r;
 			int dir = side == 0 ? MITM_A2B : MITM_B2A, fwd = 1;
 			pthread_mutex_lock(&m->mu);
-			if (m->n[dir] < MITM_MAX_RECORD) {
+			if (!m->norec && m->n[dir] < MITM_MAX_RECORD) {
 				struct rec *rc = &m->rec[dir][m->n[dir]];
 				rc->p = malloc(len ? len : 1);
 				if (rc->p) {
@@ -125,6 +126,13 @@ void mitm_set_filter(mitm *m, mitm_filter_fn fn, void *ctx)
 	pthread_mutex_lock(&m->mu);
 	m->filter = fn;
 	m->ctx = ctx;
+	pthread_mutex_unlock(&m->mu);
+}
+
+void mitm_record(mitm *m, int on)
+{
+	pthread_mutex_lock(&m->mu);
+	m->norec = !on;
 	pthread_mutex_unlock(&m->mu);
 }
 

@@ -23,6 +23,8 @@ typedef int (*mitm_filter_fn)(void *ctx, int dir, uint8_t *pkt, size_t *len);
  * must come after the sessions are freed). */
 int mitm_open(mitm **out, int *fd_a, int *fd_b);
 void mitm_set_filter(mitm *m, mitm_filter_fn fn, void *ctx);
+/* Recording on (default) or off (long runs). */
+void mitm_record(mitm *m, int on);
 /* Packets recorded in direction DIR so far. */
 size_t mitm_count(mitm *m, int dir);
 /* Copies recorded packet I of DIR into BUF; returns its length (0 if none). */
