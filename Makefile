@@ -48,5 +48,11 @@ fuzz:
 	cmake --build build-fuzz -j $(JOBS)
 	scripts/fuzz.sh build-fuzz $(FUZZ_SECONDS)
 
+# Long soak (not in CI): SOAK_SECONDS of traffic both ways through a fault
+# relay with key renewal every second; fails on heap growth after warm-up.
+SOAK_SECONDS ?= 60
+soak: build
+	SIO_SOAK_SECONDS=$(SOAK_SECONDS) $(BUILD)/test_soak
+
 clean:
 	rm -rf build build-asan build-tsan build-fuzz build-clang

@@ -1,14 +1,8 @@
 /* Internal state of the protocol core, shared by core.c (state machine, key
  * exchange, timers), core_tx.c (queues, framing, merging, sealing) and
  * core_rx.c (opening, replay, frame parsing). docs/PROTOCOL.md is the spec.
- *
- * Extension points for the fragmentation / packet-size modules (issue #4):
- *  - frame kinds SIO_FR_FRAGMENT, SIO_FR_PROBE, SIO_FR_PROBE_ACK are reserved
- *    and parsed in core_rx.c:frames() (today: counted as malformed);
- *  - sio_core_tx_frame() appends any frame to the data stream and
- *    sio_core_ctrl_packet() builds a packet of its own (e.g. a padded probe);
- *  - sio_core_write() returns SIO_ETOOBIG where fragmentation would start;
- *  - NEGOTIATION is entered and left at once in core.c:promote(). */
+ * Messages, fragments and packet-size probes live in core_msg.c (on top of
+ * frag.c and pmtu.c); their frames are parsed in sio_core_rx_frames(). */
 #ifndef SIO_CORE_INT_H
 #define SIO_CORE_INT_H
 
@@ -151,6 +145,9 @@ void sio_core_error(sio_core *c, int err, const char *msg);
 int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len);
 void sio_core_key_confirmed(sio_core *c, uint64_t now, sio_keyslot *ks);
 void sio_core_close_received(sio_core *c, uint64_t now, int ack);
+/* Parses and delivers the frames of one authenticated, decrypted packet
+ * payload [P, END) (core_rx.c; exposed for fuzz/fuzz_framing.c). */
+void sio_core_rx_frames(sio_core *c, uint64_t now, const uint8_t *p, const uint8_t *end);
 int sio_core_can_send(const sio_core *c);
 
 /* core_tx.c */

@@ -22,7 +22,7 @@ static int deliver(sio_core *c, uint32_t type, const uint8_t *data, size_t len)
 
 /* Parses the frames of an authenticated packet. A malformed frame ends the
  * packet (what came before it was already delivered) and is counted. */
-static void frames(sio_core *c, uint64_t now, const uint8_t *p, const uint8_t *end)
+void sio_core_rx_frames(sio_core *c, uint64_t now, const uint8_t *p, const uint8_t *end)
 {
 	int live = c->state == SIO_STATE_ESTABLISHED || c->state == SIO_STATE_CLOSING ||
 		   c->state == SIO_STATE_NEGOTIATION;
@@ -143,7 +143,7 @@ int sio_core_data_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len)
 	if (!ks->confirmed)
 		sio_core_key_confirmed(c, now, ks);
 	c->msg.rx_pkt_len = len;
-	frames(c, now, pkt + SIO_HDR_LEN, pkt + SIO_HDR_LEN + clen);
+	sio_core_rx_frames(c, now, pkt + SIO_HDR_LEN, pkt + SIO_HDR_LEN + clen);
 	return 1;
 }
 

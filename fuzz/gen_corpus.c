@@ -1,0 +1,145 @@
+/* Writes the seed corpora of fuzz_packet, fuzz_kx and fuzz_framing into
+ * DIR/<target>/ (usage: fuzz-gen-corpus DIR, normally fuzz/corpus). Built
+ * with -DSIO_FUZZ=ON. The cores are the fuzzers' own deterministic pair
+ * (fuzz_pair.h), so captured key-exchange messages are valid inputs for
+ * fuzz_kx. fuzz_packet salts its keys per process (so it cannot forge),
+ * so there a captured packet is a well-shaped but stale packet; its seeds
+ * are mostly programs of operations on packets captured during the run. */
+#include <errno.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "fuzz_pair.h"
+#include "wire.h"
+
+static const char *root;
+
+static void put(const char *target, const char *name, const uint8_t *d, size_t len)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/%s", root, target);
+	if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+		perror(path);
+		exit(1);
+	}
+	snprintf(path, sizeof path, "%s/%s/%s", root, target, name);
+	FILE *f = fopen(path, "wb");
+	if (!f || fwrite(d, 1, len, f) != len || fclose(f) != 0) {
+		perror(path);
+		exit(1);
+	}
+}
+
+static void kx_seeds(void)
+{
+	for (int psk = 0; psk < 2; psk++) {
+		fz_ctx r = {1, 0, 0};
+		sio_core *c = fz_core(0, &r, psk);
+		struct iovec iov[4];
+		uint8_t seed[1 + 4096];
+		size_t n = sio_core_pending(c, 0, iov, 4);
+		if (n < 1 || iov[0].iov_len > 4096)
+			abort();
+		seed[0] = (uint8_t)psk;
+		memcpy(seed + 1, iov[0].iov_base, iov[0].iov_len);
+		put("fuzz_kx", psk ? "kx_psk_wire" : "kx_plain", seed, 1 + iov[0].iov_len);
+		if (psk) { /* the plain message, wrapped by the target */
+			seed[0] = 3;
+			memcpy(seed + 1, c->local_msg, SIO_KX_MSG_LEN);
+			put("fuzz_kx", "kx_psk_inner", seed, 1 + SIO_KX_MSG_LEN);
+		}
+		sio_core_sent(c, n, 0);
+		sio_core_free(c);
+	}
+}
+
+static void packet_seeds(void)
+{
+	for (int psk = 0; psk < 2; psk++) {
+		fz_ctx r[2] = {{1, 0, 0}, {2, 0, 0}};
+		fz_wire w;
+		uint8_t m[64], seed[512];
+		size_t n = 0;
+		memset(&w, 0, sizeof w);
+		sio_core *a = fz_core(0, &r[0], psk), *b = fz_core(1, &r[1], psk);
+		uint64_t now = fz_handshake(a, b, 1000, NULL);
+		/* The first genuine message fuzz_packet's op 0 (a = 2, b = 4)
+		 * would write: seq 0, 16 bytes. Captured here as raw bytes. */
+		uint32_t seq = 0, l = 16;
+		memcpy(m, &seq, 4);
+		memcpy(m + 4, &l, 4);
+		for (size_t i = 8; i < l; i++)
+			m[i] = (uint8_t)(seq * 31u + (uint32_t)i * 7u + 3u);
+		sio_core_write(a, now, SIO_TYPE_READWRITE, m, l, 0);
+		sio_core_flush(a, now);
+		fz_pump(a, NULL, now, &w);
+		if (!w.n || w.len[0] > 255)
+			abort();
+		seed[n++] = (uint8_t)psk;
+		/* op 1 (genuine, lost) then op 5 raw = the captured packet */
+		seed[n++] = 0x81; seed[n++] = 1; seed[n++] = 4;
+		seed[n++] = 0x85; seed[n++] = (uint8_t)w.len[0]; seed[n++] = 0;
+		memcpy(seed + n, w.pkt[0], w.len[0]);
+		n += w.len[0];
+		/* replay it, flip a byte of it, truncate it */
+		seed[n++] = 0x82; seed[n++] = 0; seed[n++] = 0;
+		seed[n++] = 0x83; seed[n++] = 0; seed[n++] = 0; seed[n++] = 20;
+		seed[n++] = 0x84; seed[n++] = 0; seed[n++] = 30;
+		put("fuzz_packet", psk ? "captured_psk" : "captured", seed, n);
+		sio_core_free(a);
+		sio_core_free(b);
+	}
+	/* A conversation: traffic both ways, time jumps (timers, renewal),
+	 * replays of old packets, third-identity packets, duplicates. */
+	static const uint8_t talk[] = {0x00, 0x00, 5, 40, 0x80, 3, 1, 0x06, 0x03, 0xe8,
+				       0x80, 200, 2, 0x02, 1, 0, 0x82, 3, 0, 0x42, 0, 0,
+				       0xc2, 0, 0, 0x06, 0x27, 0x10, 0x00, 7, 7, 0x87, 1, 0,
+				       0x83, 1, 0, 9, 0x04, 0, 12, 0x05, 4, 0, 1, 2, 3, 4};
+	put("fuzz_packet", "conversation", talk, sizeof talk);
+	uint8_t talk_psk[sizeof talk];
+	memcpy(talk_psk, talk, sizeof talk);
+	talk_psk[0] = 1;
+	put("fuzz_packet", "conversation_psk", talk_psk, sizeof talk_psk);
+}
+
+static void framing_seeds(void)
+{
+	uint8_t f[128];
+	size_t n = 0;
+	/* mode 0: a data frame with length, a typed data frame, keepalive,
+	 * answer, an unknown extension frame, then a last data frame */
+	f[n++] = 0;
+	f[n++] = SIO_FR_DATA_RW; f[n++] = 3; f[n++] = 'a'; f[n++] = 'b'; f[n++] = 'c';
+	f[n++] = SIO_FR_DATA; n += sio_varint_put(f + n, 7); f[n++] = 2; f[n++] = 'x'; f[n++] = 'y';
+	f[n++] = SIO_FR_KEEPALIVE;
+	f[n++] = SIO_FR_ANSWER;
+	f[n++] = SIO_FR_EXT_MIN + 1; f[n++] = 2; f[n++] = 0; f[n++] = 0;
+	f[n++] = SIO_FR_DATA_RW | SIO_FR_LAST; f[n++] = 'z'; f[n++] = 'z';
+	put("fuzz_framing", "data", f, n);
+	n = 0;
+	f[n++] = 2; /* parsed twice: close, then data after the close */
+	f[n++] = SIO_FR_CLOSE; f[n++] = SIO_FR_DATA_RW; f[n++] = 1; f[n++] = 'q';
+	f[n++] = SIO_FR_CLOSE_ACK; f[n++] = SIO_FR_PAD; f[n++] = 0; f[n++] = 0;
+	put("fuzz_framing", "close", f, n);
+	n = 0;
+	f[n++] = 1; /* closing core receives a close ack and a typed message */
+	f[n++] = SIO_FR_CLOSE_ACK;
+	f[n++] = SIO_FR_DATA | SIO_FR_LAST; n += sio_varint_put(f + n, SIO_TYPE_READWRITE);
+	f[n++] = '!';
+	put("fuzz_framing", "closing", f, n);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 2) {
+		fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
+		return 2;
+	}
+	root = argv[1];
+	mkdir(root, 0755);
+	fz_init();
+	kx_seeds();
+	packet_seeds();
+	framing_seeds();
+	return 0;
+}
