@@ -379,10 +379,14 @@ static int async_fail_lost(struct async_st *a, uint64_t base, uint64_t n)
 	sio_stats sa, sb;
 	sio_session_stats(a->p.a, &sa);
 	sio_session_stats(a->p.b, &sb);
-	bench_fail("only %llu of %llu messages delivered (sender: %llu packets sent; receiver: %llu "
-		   "packets received, drops: malformed %llu decrypt %llu replay %llu old %llu frag %llu)",
+	bench_fail("only %llu of %llu messages delivered in this run (totals: sender %llu messages in "
+		   "%llu packets, %llu completions pending; receiver %llu messages in %llu packets, %llu "
+		   "delivered; drops: malformed %llu decrypt %llu replay %llu old %llu frag %llu)",
 		   (unsigned long long)(atomic_load(&a->delivered) - base), (unsigned long long)n,
-		   (unsigned long long)sa.packets_sent, (unsigned long long)sb.packets_received,
+		   (unsigned long long)sa.messages_sent, (unsigned long long)sa.packets_sent,
+		   (unsigned long long)(atomic_load(&a->head) - atomic_load(&a->tail)),
+		   (unsigned long long)sb.messages_received, (unsigned long long)sb.packets_received,
+		   (unsigned long long)atomic_load(&a->delivered),
 		   (unsigned long long)sb.drop_malformed, (unsigned long long)sb.drop_decrypt,
 		   (unsigned long long)sb.drop_replay, (unsigned long long)sb.drop_too_old,
 		   (unsigned long long)sb.drop_fragments);
@@ -422,8 +426,16 @@ static int async_run(void *st, uint64_t n)
 		atomic_store(&a->head, h + 1);
 		bench_gate_notify(a->hgate);
 	}
-	int lost = bench_gate_wait(a->dgate, &a->delivered, base + n, 5000);
+	/* 15 s: above the 10 s keepalive, which ends the stalls seen so far */
+	uint64_t t_last_write = bench_now_ns();
+	int lost = bench_gate_wait(a->dgate, &a->delivered, base + n, 15000);
 	bench_stop();
+	uint64_t tail_ns = bench_now_ns() - t_last_write;
+	if (!lost && tail_ns > 1000000000u)
+		fprintf(stderr,
+			"# warning: the last messages took %.1f s to arrive after the last write "
+			"(a stalled sender: see docs/BENCHMARKS.md)\n",
+			(double)tail_ns / 1e9);
 	if (lost)
 		return async_fail_lost(a, base, n);
 	/* drain the completions (outside the measured window) */
