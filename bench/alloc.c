@@ -51,6 +51,8 @@ void bench_alloc_read(uint64_t *c, uint64_t *b)
 
 #ifdef BENCH_SANITIZER
 
+/* Declared by the sanitizer runtimes (gcc knows it as a builtin, with a
+ * different return type than clang's header: the result is not used). */
 void __sanitizer_install_malloc_and_free_hooks(void (*m)(const volatile void *, size_t),
 					       void (*f)(const volatile void *));
 static int hooks_ok;
@@ -68,8 +70,10 @@ static void on_free(const volatile void *p)
 
 int bench_alloc_available(void)
 {
-	if (!hooks_ok)
-		hooks_ok = __sanitizer_install_malloc_and_free_hooks(on_malloc, on_free) != 0;
+	if (!hooks_ok) {
+		__sanitizer_install_malloc_and_free_hooks(on_malloc, on_free);
+		hooks_ok = 1;
+	}
 	return hooks_ok;
 }
 

@@ -10,7 +10,9 @@
 /* A row. setup() runs once per measurement series (sessions, threads,
  * handshake); run() performs N operations and brackets the measured part
  * with bench_start()/bench_stop(); teardown() frees what setup() made.
- * run() returns 0, or -1 after bench_fail() said why. */
+ * run() returns 0, or -1 after bench_fail() said why (1 after bench_fail():
+ * skipped, a feature the row needs is missing from this build). setup()
+ * returns the same codes. */
 struct bench_row {
 	const char *name;  /* without the "Benchmark" prefix and "-N" suffix */
 	const char *group; /* "limit", "session", "tool" */

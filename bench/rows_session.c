@@ -419,6 +419,11 @@ static int async_run(void *st, uint64_t n)
 			sio_write_message_async(a->p.a, CHAN, a->buf, a->cfg->size, NULL, NULL, &err);
 		if (!si) {
 			bench_stop();
+			if (err == SIO_ETOOBIG && i == 0 && a->cfg->max_packet &&
+			    a->cfg->size > a->cfg->max_packet) {
+				bench_fail("fragmentation is not in this build yet: %s", sio_strerror(err));
+				return 1;
+			}
 			bench_fail("sio_write_message_async: %s", sio_strerror(err));
 			return -1;
 		}
