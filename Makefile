@@ -30,7 +30,10 @@ test: build
 demo: build
 	SIO=$(BUILD)/sio scripts/demo.sh
 
+# Benchmarks (docs/BENCHMARKS.md). BENCH_ARGS=--quick runs every row briefly;
+# bench/tools.sh installs socat/spiped for the comparison rows when root.
 bench: build
+	@bench/tools.sh
 	$(BUILD)/sio-bench $(BENCH_ARGS)
 
 install: build
