@@ -273,6 +273,12 @@ typedef struct sio_options {
 	/* Detach (stop using the transport, leave it open) after N received
 	 * messages; 0 = never. */
 	uint32_t detach_on_messages;
+
+	/* Nonzero: the peer is a sio_listener (server mode). Datagram sockets
+	 * only: every datagram sent starts with a 9-byte prefix naming this
+	 * session (a random connection id), so the listener finds the session
+	 * whatever our source address is (roaming). Ignored on streams. */
+	int listener_peer;
 } sio_options;
 
 /* Fills O with all the documented defaults, resolved. Thread: any. */
@@ -522,6 +528,103 @@ SIO_API void sio_messenger_counts(const sio_messenger *m, uint64_t *msgs_in, uin
  * (counted) unless a handler is set. Valid after sio_session_free().
  * Thread: any, once. */
 SIO_API void sio_messenger_close(sio_messenger *m);
+
+/* ------------------------------------------------------------------------ */
+/* Listener: server mode, many peers on one datagram socket                 */
+/* ------------------------------------------------------------------------ */
+
+/* A listener serves many peers through one UDP (or unixgram) socket with one
+ * local identity. Clients are ordinary sessions created with the option
+ * listener_peer set: their datagrams carry a connection id, by which the
+ * listener finds the session (not by source address). A peer's address moves
+ * only when an authenticated data packet arrives from the new address.
+ * Each authenticated peer becomes a normal sio_session (read/write,
+ * handlers, messengers, close...) handed to the program once established;
+ * the program owns it then and frees it with sio_session_free(). */
+typedef struct sio_listener sio_listener;
+
+typedef struct sio_listener_options {
+	uint32_t max_sessions;        /* 0 = default (65536) */
+	uint32_t max_half_open;       /* key exchanges in progress; 0 = default (1024) */
+	int64_t half_open_timeout_ns; /* a key exchange not done by then is dropped; 0 = 10 s */
+	/* Half-open count from which new peers must first echo a stateless
+	 * cookie (docs/PROTOCOL.md, "Listener"); 0 = default (max_half_open / 2),
+	 * 1 = always, negative = never. */
+	int32_t cookie_threshold;
+	const sio_options *session_opts; /* options of every peer session (copied) */
+	const sio_callbacks *session_cbs; /* callbacks of every peer session (copied) */
+	/* A new peer proved its identity PK (and is in the allowed set, if one is
+	 * set). Return 0 to accept, nonzero to refuse (counted in drop_refused;
+	 * the peer gets nothing). Runs on a peer session's thread. */
+	int (*on_peer)(sio_listener *l, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], void *ctx);
+	void *ctx;
+	int close_fd; /* nonzero: sio_listener_free() closes the socket */
+} sio_listener_options;
+
+typedef struct sio_listener_stats {
+	uint64_t sessions;          /* live established peer sessions */
+	uint64_t half_open;         /* key exchanges in progress */
+	uint64_t accepted;          /* peers established since creation */
+	uint64_t roams;             /* peer address changes (authenticated) */
+	uint64_t cookies_sent;      /* cookie replies sent under load */
+	uint64_t drop_malformed;    /* not a listener datagram, or bad layout */
+	uint64_t drop_unknown;      /* unknown connection id, not a key exchange */
+	uint64_t drop_unauthorized; /* identity not in the allowed set */
+	uint64_t drop_refused;      /* refused by on_peer */
+	uint64_t drop_half_open;    /* half-open table full */
+	uint64_t drop_sessions;     /* session table full */
+	uint64_t drop_cookie;       /* missing or wrong cookie under load */
+	uint64_t drop_queue;        /* peer's input queue full */
+	uint64_t expired;           /* half-open exchanges that timed out or failed */
+} sio_listener_stats;
+
+/* Creates a listener on the bound datagram socket FD, answering as ID (which
+ * must outlive it). ALLOWED (NULL = any identity, subject to on_peer) is
+ * copied. LO may be NULL. Nothing is read before a start call. Returns 0,
+ * SIO_EINVAL (FD not a datagram socket, bad option), SIO_ENOMEM, SIO_EIO.
+ * Thread: any. */
+SIO_API int sio_listener_new(sio_listener **out, const sio_identity *id, int fd, const sio_remote *allowed,
+		     const sio_listener_options *lo);
+
+/* Blocking style: starts the listener's thread; each peer session runs its
+ * own I/O thread (sio_session_start). Returns 0 or SIO_ESTATE. Thread: any, once. */
+SIO_API int sio_listener_start(sio_listener *l);
+
+/* Waits (timeout ms, -1 forever, 0 poll) for the next established peer and
+ * returns its session in *OUT (now the program's). Returns 0, SIO_ETIMEDOUT
+ * (SIO_EAGAIN for 0 and in event-loop mode), SIO_ECLOSED once the listener
+ * is being freed. Thread: any. */
+SIO_API int sio_listener_accept(sio_listener *l, sio_session **out, int timeout_ms);
+
+/* Event-loop style: starts without threads. Poll sio_listener_fd() for
+ * POLLIN and call sio_listener_process() when readable or when
+ * sio_listener_timeout_ms() passed; it reads the socket, routes packets and
+ * drives peers until established; then sio_listener_accept(l, &s, 0) hands
+ * them over, started in event-loop mode: the program drives them with
+ * sio_session_fd()/sio_session_process(). Thread: any, once. */
+SIO_API int sio_listener_start_loop(sio_listener *l);
+SIO_API int sio_listener_fd(const sio_listener *l);
+/* Returns 0 or SIO_EIO (socket error). Thread: the program's loop. */
+SIO_API int sio_listener_process(sio_listener *l);
+/* Milliseconds until sio_listener_process() is due (-1 none). Thread: any. */
+SIO_API int sio_listener_timeout_ms(const sio_listener *l);
+
+/* Replaces the allowed set (copied; NULL = any identity). Applies to new
+ * peers; established ones are not closed. Returns 0 or SIO_ENOMEM.
+ * Thread: any. */
+SIO_API int sio_listener_set_allowed(sio_listener *l, const sio_remote *allowed);
+
+/* Reloads the allowed set from an authorized_keys-style file (see
+ * sio_remote_load); on error the old set stays. Thread: any. */
+SIO_API int sio_listener_reload_allowed(sio_listener *l, const char *path);
+
+/* Copies the counters. Thread: any. */
+SIO_API void sio_listener_stats_get(const sio_listener *l, sio_listener_stats *st);
+
+/* Stops the listener, frees sessions not yet accepted; accepted sessions
+ * stay valid but can no longer send or receive (they end with
+ * SIO_ETRUNCATED). Thread: any, once; not concurrently with other calls. */
+SIO_API void sio_listener_free(sio_listener *l);
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                  */

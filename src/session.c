@@ -365,7 +365,9 @@ void sio_flush_out(sio_session *s, uint64_t now)
 {
 	if (s->sending || s->tp_dead)
 		return;
-	int unlocked = !s->tp.custom && s->tp.peer_mode == SIO_TP_PEER_CONNECTED;
+	/* (with a listener prefix, which the receiving side may change, the
+	 * send stays under the lock) */
+	int unlocked = !s->tp.custom && s->tp.peer_mode == SIO_TP_PEER_CONNECTED && !s->tp.tx_prefix_len;
 	struct iovec iov[SIO_TP_BATCH];
 	s->sending = 1;
 	if (s->tx_blocked) {
@@ -424,10 +426,16 @@ static void on_packet(void *ctx, uint8_t *buf, size_t len, const struct sockaddr
 	sio_session *s = rx->s;
 	if (s->tp_dead)
 		return;
+	if (s->tp.tx_prefix_len && sio_tp_listener_cookie(&s->tp, buf, len))
+		return; /* a listener under load asks us to echo a cookie */
 	s->cur_pkt = buf;
 	s->cur_len = len;
 	int auth = sio_core_recv(s->core, rx->now, buf, len);
 	s->cur_pkt = NULL;
+	if (s->pkt_hook)
+		s->pkt_hook(s->hook_ctx, buf, auth);
+	if (auth == 1 && s->tp.tx_prefix_len > 1 + SIO_LISTENER_CID_BYTES)
+		s->tp.tx_prefix_len = 1 + SIO_LISTENER_CID_BYTES; /* the listener knows us now */
 	if (auth == 1 && from)
 		sio_tp_adopt_peer(&s->tp, from, fl);
 }
@@ -676,6 +684,13 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 	if (r < 0)
 		goto fail;
 	s->tp_open = 1;
+	if (opts && opts->listener_peer && datagram && !s->tp.custom) {
+		/* talking to a sio_listener: every datagram starts with the
+		 * connection id (docs/PROTOCOL.md, "Listener") */
+		s->tp.tx_prefix[0] = SIO_LISTENER_MARK;
+		randombytes_buf(s->tp.tx_prefix + 1, SIO_LISTENER_CID_BYTES);
+		s->tp.tx_prefix_len = 1 + SIO_LISTENER_CID_BYTES;
+	}
 	s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	s->rwake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (s->wake_fd < 0 || s->rwake_fd < 0) {
@@ -969,6 +984,8 @@ static void session_destroy(sio_session *s)
 	}
 	if (s->tp_open)
 		sio_tp_close(&s->tp);
+	if (s->free_hook)
+		s->free_hook(s->hook_ctx);
 	if (s->wake_fd >= 0)
 		close(s->wake_fd);
 	if (s->rwake_fd >= 0)

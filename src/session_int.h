@@ -171,6 +171,13 @@ struct sio_session {
 	sio_message_fn def_fn;
 	void *def_ctx;
 	uint64_t drop_unknown_type;
+
+	/* Listener hooks (src/listener.c), NULL otherwise: pkt_hook runs after
+	 * each received packet was fed to the core (AUTH = its result, lock
+	 * held); free_hook runs once when the session is destroyed. */
+	void (*pkt_hook)(void *ctx, const uint8_t *pkt, int auth);
+	void (*free_hook)(void *ctx);
+	void *hook_ctx;
 };
 
 /* session.c */

@@ -297,6 +297,8 @@ static int send_gso(sio_tp *tp, const struct iovec *pkts, size_t n)
 	}
 }
 
+static int send_prefixed(sio_tp *tp, const struct iovec *pkts, size_t n);
+
 static int send_dgram(sio_tp *tp, const struct iovec *pkts, size_t n)
 {
 	if (n > SIO_TP_BATCH)
@@ -336,6 +338,8 @@ static int send_dgram(sio_tp *tp, const struct iovec *pkts, size_t n)
 		}
 		return (int)i;
 	}
+	if (tp->tx_prefix_len)
+		return send_prefixed(tp, pkts, n);
 	if (tp->gso && n >= 2) {
 		int r = send_gso(tp, pkts, n);
 		if (r != 0 || tp->wblocked)
@@ -371,6 +375,46 @@ static int send_dgram(sio_tp *tp, const struct iovec *pkts, size_t n)
 		if (transient_dgram_error(tp, errno)) {
 			tp->drop_send++;
 			return 1; /* the first datagram is lost; the caller goes on */
+		}
+		return fatal_tx(tp, errno);
+	}
+}
+
+/* Datagram socket with a listener prefix: two iovecs per datagram. */
+static int send_prefixed(sio_tp *tp, const struct iovec *pkts, size_t n)
+{
+	struct mmsghdr m[SIO_TP_BATCH];
+	struct iovec iov[SIO_TP_BATCH][2];
+	memset(m, 0, n * sizeof(m[0]));
+	for (size_t i = 0; i < n; i++) {
+		iov[i][0].iov_base = tp->tx_prefix;
+		iov[i][0].iov_len = tp->tx_prefix_len;
+		iov[i][1] = pkts[i];
+		m[i].msg_hdr.msg_iov = iov[i];
+		m[i].msg_hdr.msg_iovlen = 2;
+		if (tp->peer_mode != SIO_TP_PEER_CONNECTED) {
+			m[i].msg_hdr.msg_name = &tp->peer;
+			m[i].msg_hdr.msg_namelen = tp->peer_len;
+		}
+	}
+	for (;;) {
+		int r = sendmmsg(tp->wfd, m, (unsigned)n, MSG_NOSIGNAL);
+		if (r > 0) {
+			if ((size_t)r < n)
+				tp->wblocked = 1;
+			return r;
+		}
+		if (r == 0)
+			return 0;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			tp->wblocked = 1;
+			return 0;
+		}
+		if (transient_dgram_error(tp, errno)) {
+			tp->drop_send++;
+			return 1;
 		}
 		return fatal_tx(tp, errno);
 	}

@@ -94,7 +94,21 @@ typedef struct sio_tp {
 	/* counters */
 	uint64_t drop_malformed; /* truncated datagrams, empty packets */
 	uint64_t drop_send;      /* datagrams the kernel refused (EMSGSIZE, ...) */
+
+	/* datagram sockets: bytes put before every datagram sent (a
+	 * sio_listener's connection id), 0 = none */
+	uint8_t tx_prefix[32];
+	size_t tx_prefix_len;
 } sio_tp;
+
+/* Listener datagram prefix (docs/PROTOCOL.md, "Listener"). */
+#define SIO_LISTENER_MARK 0x20
+#define SIO_LISTENER_CID_BYTES 8
+
+/* Client of a listener: if BUF is a cookie reply for our connection id,
+ * puts the cookie into the prefix of what we send next and returns 1 (the
+ * packet is consumed); else 0. (src/listener_kx.c) */
+int sio_tp_listener_cookie(sio_tp *tp, const uint8_t *buf, size_t len);
 
 /* One received packet. BUF may be modified in place and stays valid until the
  * next sio_tp_recv() call. FROM/FROMLEN is the source address for

@@ -1,0 +1,104 @@
+/*
+ * Listener internals (src/listener.c: tables, routing, threads;
+ * src/listener_kx.c: checks of a new peer's first packet and cookies).
+ *
+ * Locking: l->mu protects the peer table, every peer's queue and address,
+ * the allowed set and the counters. It is never held while calling into a
+ * session (sessions call our transport callbacks with their own lock held,
+ * and those take l->mu: the order is session lock, then l->mu).
+ */
+#ifndef SIO_LISTENER_INT_H
+#define SIO_LISTENER_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "secureio.h"
+#include "transport.h"
+
+#define SIO_L_PREFIX (1 + SIO_LISTENER_CID_BYTES)
+#define SIO_L_QMAX 64 /* packets queued per peer */
+#define SIO_L_COOKIE_BYTES 16
+#define SIO_L_COOKIE_MARK 0x21 /* listener -> client: cookie reply */
+#define SIO_L_COOKIE_ROTATE_NS 120000000000ull
+
+struct lpkt {
+	uint8_t *data;
+	uint16_t len;
+	socklen_t flen;
+	struct sockaddr_storage from;
+};
+
+struct lpeer {
+	uint8_t cid[SIO_LISTENER_CID_BYTES];
+	struct lpeer *hnext;        /* hash chain */
+	struct lpeer *next, *prev;  /* list of all peers */
+	struct sio_listener *l;
+	sio_session *s;
+	struct sockaddr_storage addr; /* where replies go */
+	socklen_t alen;
+	struct sockaddr_storage cand; /* source of the packet being processed */
+	socklen_t clen;
+	uint8_t cand_kind;            /* first byte of that packet */
+	int handed;                   /* one packet handed to the session */
+	struct lpkt q[SIO_L_QMAX];
+	unsigned qhead, qlen;
+	int efd;                      /* eventfd: readable while q is not empty */
+	uint64_t created_ns;
+	int established, accepted, failed, detached, in_acceptq;
+	struct lpeer *anext;          /* accept queue */
+};
+
+struct sio_listener {
+	pthread_mutex_t mu;
+	pthread_cond_t cond; /* accept queue */
+	int fd, close_fd;
+	int family;
+	const sio_identity *id;
+	sio_remote *allowed;
+	sio_listener_options lo;
+	sio_options sopts;
+	sio_callbacks ucbs; /* the program's session callbacks */
+	int has_ucbs;
+	int mode; /* 0 new, 1 thread, 2 loop */
+	int stop;
+	pthread_t thread;
+	int wake_fd;
+	int refs; /* 1 for the program + 1 per live peer */
+
+	struct lpeer **ht;
+	size_t hsize;
+	struct lpeer *all;
+	struct lpeer *aq_head, *aq_tail;
+	uint32_t nsessions, nhalf;
+	uint64_t half_open_timeout_ns;
+
+	/* cookies: secret rotated every SIO_L_COOKIE_ROTATE_NS; the previous
+	 * one is still accepted */
+	uint8_t secret[32], prev_secret[32];
+	uint64_t secret_at;
+
+	sio_listener_stats st;
+
+	/* receive batch */
+	uint8_t *rbuf;
+	size_t slot;
+};
+
+/* listener_kx.c */
+/* Checks a datagram (prefix removed) that would create a new peer, lock held.
+ * Returns 0 to create it, 1 when a cookie reply was sent instead, or -1 when
+ * dropped (counted). */
+int sio_l_admit(struct sio_listener *l, const uint8_t *cid, const uint8_t *pkt, size_t len,
+		const uint8_t *cookie, const struct sockaddr *from, socklen_t flen, uint64_t now);
+/* Splits a datagram: checks the prefix, returns the inner packet and any
+ * cookie (a client's echo: MARK || cid || 0x22 || cookie(16) || packet).
+ * Returns 0 or -1 (malformed). */
+int sio_l_parse(const uint8_t *buf, size_t len, const uint8_t **cid, const uint8_t **pkt, size_t *plen,
+		const uint8_t **cookie);
+void sio_l_cookie(struct sio_listener *l, const uint8_t *secret, const uint8_t *cid,
+		  const struct sockaddr *from, socklen_t flen, uint8_t out[SIO_L_COOKIE_BYTES]);
+
+#endif

@@ -1,0 +1,153 @@
+/*
+ * Listener admission: what a datagram from an unknown connection id must be
+ * before the listener spends any state or signature work on it
+ * (docs/PROTOCOL.md, "Listener"). Everything here is cheap: length and byte
+ * checks, a set lookup, one keyed BLAKE2b.
+ */
+#include <netinet/in.h>
+#include <sodium.h>
+#include <string.h>
+
+#include "listener_int.h"
+#include "wire.h"
+
+#define KX_PLAIN 0x80
+#define KX_PSK 0x81
+#define KX_PLAIN_LEN 175
+#define KX_PSK_LEN 216
+#define COOKIE_ECHO 0x22
+
+int sio_l_parse(const uint8_t *buf, size_t len, const uint8_t **cid, const uint8_t **pkt, size_t *plen,
+		const uint8_t **cookie)
+{
+	if (len < SIO_L_PREFIX + 1 || buf[0] != SIO_LISTENER_MARK)
+		return -1;
+	*cid = buf + 1;
+	*cookie = NULL;
+	const uint8_t *p = buf + SIO_L_PREFIX;
+	size_t n = len - SIO_L_PREFIX;
+	if (p[0] == COOKIE_ECHO) {
+		if (n < 1 + SIO_L_COOKIE_BYTES + 1)
+			return -1;
+		*cookie = p + 1;
+		p += 1 + SIO_L_COOKIE_BYTES;
+		n -= 1 + SIO_L_COOKIE_BYTES;
+	}
+	*pkt = p;
+	*plen = n;
+	return 0;
+}
+
+void sio_l_cookie(struct sio_listener *l, const uint8_t *secret, const uint8_t *cid,
+		  const struct sockaddr *from, socklen_t flen, uint8_t out[SIO_L_COOKIE_BYTES])
+{
+	(void)l;
+	crypto_generichash_state st;
+	crypto_generichash_init(&st, secret, 32, SIO_L_COOKIE_BYTES);
+	static const char dom[] = "secureio/1 listener cookie";
+	crypto_generichash_update(&st, (const uint8_t *)dom, sizeof(dom) - 1);
+	crypto_generichash_update(&st, cid, SIO_LISTENER_CID_BYTES);
+	/* the address bytes that identify the sender: family, port, address */
+	if (from->sa_family == AF_INET && flen >= sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)from;
+		crypto_generichash_update(&st, (const uint8_t *)&a->sin_family, sizeof(a->sin_family));
+		crypto_generichash_update(&st, (const uint8_t *)&a->sin_port, 2);
+		crypto_generichash_update(&st, (const uint8_t *)&a->sin_addr, 4);
+	} else if (from->sa_family == AF_INET6 && flen >= sizeof(struct sockaddr_in6)) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)from;
+		crypto_generichash_update(&st, (const uint8_t *)&a->sin6_family, sizeof(a->sin6_family));
+		crypto_generichash_update(&st, (const uint8_t *)&a->sin6_port, 2);
+		crypto_generichash_update(&st, (const uint8_t *)&a->sin6_addr, 16);
+	} else {
+		crypto_generichash_update(&st, (const uint8_t *)from, flen);
+	}
+	crypto_generichash_final(&st, out, SIO_L_COOKIE_BYTES);
+}
+
+static int cookie_ok(struct sio_listener *l, const uint8_t *cid, const uint8_t *cookie,
+		     const struct sockaddr *from, socklen_t flen)
+{
+	uint8_t c[SIO_L_COOKIE_BYTES];
+	sio_l_cookie(l, l->secret, cid, from, flen, c);
+	if (sodium_memcmp(c, cookie, sizeof(c)) == 0)
+		return 1;
+	sio_l_cookie(l, l->prev_secret, cid, from, flen, c);
+	return sodium_memcmp(c, cookie, sizeof(c)) == 0;
+}
+
+static int under_load(const struct sio_listener *l)
+{
+	int32_t t = l->lo.cookie_threshold;
+	if (t < 0)
+		return 0;
+	uint32_t th = t == 0 ? l->lo.max_half_open / 2 : (uint32_t)t;
+	return l->nhalf + 1 >= th;
+}
+
+int sio_l_admit(struct sio_listener *l, const uint8_t *cid, const uint8_t *pkt, size_t len,
+		const uint8_t *cookie, const struct sockaddr *from, socklen_t flen, uint64_t now)
+{
+	/* layout of a first key-exchange message (generation 1, receiver
+	 * session id unknown); anything else cannot start a session */
+	if (pkt[0] == KX_PLAIN) {
+		static const uint8_t zero[16];
+		if (len != KX_PLAIN_LEN || pkt[1] != 1 || sio_get_le32(pkt + 34) != 1 ||
+		    memcmp(pkt + 18, zero, 16) != 0 || (pkt[38] & 0xfc) != 0) {
+			l->st.drop_malformed++;
+			return -1;
+		}
+	} else if (pkt[0] == KX_PSK) {
+		if (len != KX_PSK_LEN) {
+			l->st.drop_malformed++;
+			return -1;
+		}
+	} else {
+		l->st.drop_unknown++;
+		return -1;
+	}
+	if (now - l->secret_at > SIO_L_COOKIE_ROTATE_NS) {
+		memcpy(l->prev_secret, l->secret, 32);
+		randombytes_buf(l->secret, 32);
+		l->secret_at = now;
+	}
+	if (l->nsessions >= l->lo.max_sessions) {
+		l->st.drop_sessions++;
+		return -1;
+	}
+	if (cookie && !cookie_ok(l, cid, cookie, from, flen)) {
+		l->st.drop_cookie++;
+		return -1;
+	}
+	if (!cookie && under_load(l)) {
+		uint8_t reply[SIO_L_PREFIX + SIO_L_COOKIE_BYTES];
+		reply[0] = SIO_L_COOKIE_MARK;
+		memcpy(reply + 1, cid, SIO_LISTENER_CID_BYTES);
+		sio_l_cookie(l, l->secret, cid, from, flen, reply + SIO_L_PREFIX);
+		/* smaller than the request: no amplification */
+		(void)sendto(l->fd, reply, sizeof(reply), MSG_NOSIGNAL | MSG_DONTWAIT, from, flen);
+		l->st.cookies_sent++;
+		return 1;
+	}
+	if (l->nhalf >= l->lo.max_half_open) {
+		l->st.drop_half_open++;
+		return -1;
+	}
+	/* plain messages name the identity: strangers cost nothing more */
+	if (pkt[0] == KX_PLAIN && l->allowed && !sio_remote_contains(l->allowed, pkt + 79)) {
+		l->st.drop_unauthorized++;
+		return -1;
+	}
+	return 0;
+}
+
+int sio_tp_listener_cookie(sio_tp *tp, const uint8_t *buf, size_t len)
+{
+	if (len != SIO_L_PREFIX + SIO_L_COOKIE_BYTES || buf[0] != SIO_L_COOKIE_MARK)
+		return 0;
+	if (memcmp(buf + 1, tp->tx_prefix + 1, SIO_LISTENER_CID_BYTES) != 0)
+		return 1; /* not ours: dropped */
+	tp->tx_prefix[SIO_L_PREFIX] = COOKIE_ECHO;
+	memcpy(tp->tx_prefix + SIO_L_PREFIX + 1, buf + SIO_L_PREFIX, SIO_L_COOKIE_BYTES);
+	tp->tx_prefix_len = SIO_L_PREFIX + 1 + SIO_L_COOKIE_BYTES;
+	return 1;
+}

@@ -1,0 +1,408 @@
+/* Listener (server mode): many clients through one UDP socket on loopback,
+ * each exchanging verified data; unauthorised and refused identities;
+ * reloading the allowed set; roaming to a new source port and a forged
+ * packet that must not move the peer; a flood of key-exchange-shaped junk
+ * under which the cookie round keeps state bounded while real clients still
+ * connect; event-loop style. No timing assertions: only generous timeouts. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "session_int.h"
+#include "secureio.h"
+
+#define NPEERS 100
+
+static sio_identity *srv_id;
+static uint8_t srv_pk[32];
+
+static int udp_bound(struct sockaddr_in *addr)
+{
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_in a = {0};
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
+		return -1;
+	socklen_t l = sizeof(a);
+	getsockname(fd, (struct sockaddr *)&a, &l);
+	if (addr)
+		*addr = a;
+	return fd;
+}
+
+struct client {
+	sio_identity *id;
+	sio_remote *srv;
+	sio_session *s;
+	int fd;
+};
+
+static int client_open(struct client *c, const struct sockaddr_in *srv, int64_t kx_timeout_ns)
+{
+	if (!c->id && sio_identity_generate(&c->id) != 0)
+		return -1;
+	if (!c->srv && sio_remote_from_public_key(&c->srv, srv_pk) != 0)
+		return -1;
+	c->fd = udp_bound(NULL);
+	sio_transport t;
+	sio_transport_fd(&t, c->fd, c->fd);
+	memcpy(&t.peer, srv, sizeof(*srv));
+	t.peer_len = sizeof(*srv);
+	t.close_fds = 1;
+	sio_options o;
+	memset(&o, 0, sizeof(o));
+	o.listener_peer = 1;
+	o.kx_timeout_ns = kx_timeout_ns;
+	o.kx_retry_ns = 200000000;
+	if (sio_session_new(&c->s, c->id, c->srv, &t, &o, NULL) != 0)
+		return -1;
+	return sio_session_start(c->s);
+}
+
+static void client_close(struct client *c)
+{
+	sio_session_free(c->s);
+	c->s = NULL;
+	sio_remote_free(c->srv);
+	c->srv = NULL;
+	sio_identity_free(c->id);
+	c->id = NULL;
+}
+
+/* Server side of one accepted session: reads "peer N" and answers
+ * "ack N <fingerprint>"; checks that N's key is the one proven. */
+static int serve_one(sio_session *s, struct client *cl, int n)
+{
+	char buf[256];
+	ssize_t r = sio_read_timeout(s, buf, sizeof(buf) - 1, 20000);
+	if (r <= 0)
+		return -1;
+	buf[r] = 0;
+	int idx = -1;
+	if (sscanf(buf, "peer %d", &idx) != 1 || idx < 0 || idx >= n)
+		return -1;
+	uint8_t pk[32], want[32];
+	if (sio_session_remote_key(s, pk) != 0)
+		return -1;
+	sio_identity_public_key(cl[idx].id, want);
+	if (memcmp(pk, want, 32) != 0)
+		return -1;
+	char fp[SIO_FINGERPRINT_MAX];
+	sio_fingerprint(pk, fp, sizeof(fp));
+	int m = snprintf(buf, sizeof(buf), "ack %d %s", idx, fp);
+	return sio_write(s, buf, (size_t)m) == m ? 0 : -1;
+}
+
+static int client_check(struct client *c, int idx)
+{
+	char buf[256];
+	ssize_t r = sio_read_timeout(c->s, buf, sizeof(buf) - 1, 20000);
+	if (r <= 0)
+		return -1;
+	buf[r] = 0;
+	uint8_t pk[32];
+	sio_identity_public_key(c->id, pk);
+	char fp[SIO_FINGERPRINT_MAX], want[256];
+	sio_fingerprint(pk, fp, sizeof(fp));
+	snprintf(want, sizeof(want), "ack %d %s", idx, fp);
+	return strcmp(buf, want) == 0 ? 0 : -1;
+}
+
+static uint8_t refused_pk[32];
+static int on_peer(sio_listener *l, const uint8_t pk[32], void *ctx)
+{
+	(void)l;
+	(void)ctx;
+	return memcmp(pk, refused_pk, 32) == 0;
+}
+
+static void test_many_and_auth(void)
+{
+	struct sockaddr_in sa;
+	int sfd = udp_bound(&sa);
+	static struct client cl[NPEERS + 2];
+	memset(cl, 0, sizeof(cl));
+	sio_remote *allowed = NULL;
+	for (int i = 0; i < NPEERS + 2; i++) {
+		CHECK_OK(sio_identity_generate(&cl[i].id));
+		uint8_t pk[32];
+		sio_identity_public_key(cl[i].id, pk);
+		if (i == NPEERS + 1)
+			memcpy(refused_pk, pk, 32); /* allowed, but on_peer refuses it */
+		if (i == NPEERS)
+			continue; /* not in the allowed set */
+		if (!allowed)
+			CHECK_OK(sio_remote_from_public_key(&allowed, pk));
+		else
+			CHECK_OK(sio_remote_add(allowed, pk));
+	}
+	sio_listener_options lo;
+	memset(&lo, 0, sizeof(lo));
+	lo.on_peer = on_peer;
+	lo.close_fd = 1;
+	sio_listener *l = NULL;
+	CHECK_OK(sio_listener_new(&l, srv_id, sfd, allowed, &lo));
+	CHECK_OK(sio_listener_start(l));
+
+	for (int i = 0; i < NPEERS; i++)
+		CHECK_OK(client_open(&cl[i], &sa, 0));
+	static sio_session *acc[NPEERS];
+	int nacc = 0;
+	for (int i = 0; i < NPEERS; i++)
+		if (sio_listener_accept(l, &acc[nacc], 30000) == 0)
+			nacc++;
+	CHECK_EQ(nacc, NPEERS);
+	for (int i = 0; i < NPEERS; i++) {
+		char msg[32];
+		int m = snprintf(msg, sizeof(msg), "peer %d", i);
+		CHECK_EQ(sio_write(cl[i].s, msg, (size_t)m), m);
+	}
+	int served = 0;
+	for (int i = 0; i < nacc; i++)
+		served += serve_one(acc[i], cl, NPEERS) == 0;
+	CHECK_EQ(served, NPEERS);
+	int ok = 0;
+	for (int i = 0; i < NPEERS; i++)
+		ok += client_check(&cl[i], i) == 0;
+	CHECK_EQ(ok, NPEERS);
+	sio_listener_stats st;
+	sio_listener_stats_get(l, &st);
+	CHECK_EQ(st.sessions, NPEERS);
+	CHECK_EQ(st.accepted, NPEERS);
+
+	/* not in the allowed set: nothing comes back, the client times out */
+	CHECK_OK(client_open(&cl[NPEERS], &sa, 1500000000));
+	int r = sio_session_wait_state(cl[NPEERS].s, SIO_STATE_ESTABLISHED, 20000);
+	CHECK(r == SIO_ENOKEYX || r == SIO_ETIMEDOUT || r == SIO_EAUTH);
+	/* allowed, refused by the program's callback */
+	CHECK_OK(client_open(&cl[NPEERS + 1], &sa, 1500000000));
+	r = sio_session_wait_state(cl[NPEERS + 1].s, SIO_STATE_ESTABLISHED, 20000);
+	CHECK(r < 0 && r != SIO_EAGAIN);
+	sio_listener_stats_get(l, &st);
+	CHECK(st.drop_unauthorized >= 1);
+	CHECK(st.drop_refused >= 1);
+	CHECK_EQ(st.sessions, NPEERS);
+
+	/* reload: the stranger is allowed now and gets in */
+	uint8_t pk[32];
+	sio_identity_public_key(cl[NPEERS].id, pk);
+	CHECK_OK(sio_remote_add(allowed, pk));
+	CHECK_OK(sio_listener_set_allowed(l, allowed));
+	sio_session_free(cl[NPEERS].s);
+	sio_remote_free(cl[NPEERS].srv);
+	cl[NPEERS].srv = NULL;
+	CHECK_OK(client_open(&cl[NPEERS], &sa, 0));
+	sio_session *late = NULL;
+	CHECK_OK(sio_listener_accept(l, &late, 30000));
+	CHECK_EQ(sio_write(cl[NPEERS].s, "peer 100", 8), 8);
+	if (late)
+		CHECK_OK(serve_one(late, cl, NPEERS + 1));
+	CHECK_OK(client_check(&cl[NPEERS], NPEERS));
+
+	for (int i = 0; i < NPEERS + 2; i++)
+		client_close(&cl[i]);
+	for (int i = 0; i < nacc; i++)
+		sio_session_free(acc[i]);
+	sio_session_free(late);
+	sio_listener_stats_get(l, &st);
+	CHECK_EQ(st.sessions, 0);
+	sio_listener_free(l);
+	sio_remote_free(allowed);
+}
+
+static void test_roaming(void)
+{
+	struct sockaddr_in sa;
+	int sfd = udp_bound(&sa);
+	sio_listener_options lo;
+	memset(&lo, 0, sizeof(lo));
+	lo.close_fd = 1;
+	sio_listener *l = NULL;
+	CHECK_OK(sio_listener_new(&l, srv_id, sfd, NULL, &lo));
+	CHECK_OK(sio_listener_start(l));
+	struct client c;
+	memset(&c, 0, sizeof(c));
+	CHECK_OK(client_open(&c, &sa, 0));
+	sio_session *s = NULL;
+	CHECK_OK(sio_listener_accept(l, &s, 30000));
+	if (!s)
+		return;
+	char buf[64];
+	CHECK_EQ(sio_write(c.s, "one", 3), 3);
+	CHECK_EQ(sio_read_timeout(s, buf, sizeof(buf), 20000), 3);
+
+	/* forged packet with the client's connection id from another address:
+	 * the listener routes it to the session, which cannot authenticate
+	 * it, so the peer address stays */
+	uint8_t forged[64];
+	randombytes_buf(forged, sizeof(forged));
+	memcpy(forged, c.s->tp.tx_prefix, 1 + 8);
+	forged[9] = 0x40;
+	int evil = udp_bound(NULL);
+	for (int i = 0; i < 10; i++)
+		sendto(evil, forged, sizeof(forged), 0, (struct sockaddr *)&sa, sizeof(sa));
+	CHECK_EQ(sio_write(s, "two", 3), 3);
+	CHECK_EQ(sio_read_timeout(c.s, buf, sizeof(buf), 20000), 3);
+	sio_listener_stats st;
+	sio_listener_stats_get(l, &st);
+	CHECK_EQ(st.roams, 0);
+	close(evil);
+
+	/* the client moves to a new source port (a new socket under the same
+	 * descriptor number) */
+	int nfd = udp_bound(NULL);
+	CHECK(dup2(nfd, c.fd) == c.fd);
+	close(nfd);
+	CHECK_EQ(sio_write(c.s, "three", 5), 5);
+	CHECK_EQ(sio_read_timeout(s, buf, sizeof(buf), 20000), 5);
+	CHECK_EQ(sio_write(s, "four", 4), 4);
+	CHECK_EQ(sio_read_timeout(c.s, buf, sizeof(buf), 20000), 4);
+	sio_listener_stats_get(l, &st);
+	CHECK_EQ(st.roams, 1);
+	client_close(&c);
+	sio_session_free(s);
+	sio_listener_free(l);
+}
+
+static void test_flood(void)
+{
+	struct sockaddr_in sa;
+	int sfd = udp_bound(&sa);
+	sio_listener_options lo;
+	memset(&lo, 0, sizeof(lo));
+	lo.close_fd = 1;
+	lo.max_half_open = 64;
+	lo.cookie_threshold = 4;
+	lo.half_open_timeout_ns = 3000000000;
+	sio_listener *l = NULL;
+	CHECK_OK(sio_listener_new(&l, srv_id, sfd, NULL, &lo));
+	CHECK_OK(sio_listener_start(l));
+	int evil = udp_bound(NULL);
+	enum { NC = 10 };
+	struct client c[NC];
+	memset(c, 0, sizeof(c));
+	int opened = 0;
+	/* junk: plain key-exchange-shaped messages with random identities and
+	 * connection ids, pure garbage, wrong prefixes */
+	for (int round = 0; round < 40; round++) {
+		for (int i = 0; i < 100; i++) {
+			uint8_t p[9 + 175];
+			randombytes_buf(p, sizeof(p));
+			p[0] = 0x20;
+			size_t n = sizeof(p);
+			if (i % 3 == 0) {
+				p[9] = 0x80;
+				p[10] = 1;
+				memset(p + 9 + 18, 0, 16);
+				p[9 + 34] = 1;
+				memset(p + 9 + 35, 0, 3);
+				p[9 + 38] = 1;
+			} else if (i % 3 == 1) {
+				n = 1 + (size_t)(p[1] % 100);
+			}
+			sendto(evil, p, n, 0, (struct sockaddr *)&sa, sizeof(sa));
+		}
+		if (round % 4 == 0 && opened < NC) {
+			CHECK_OK(client_open(&c[opened], &sa, 0));
+			opened++;
+		}
+		sio_listener_stats st;
+		sio_listener_stats_get(l, &st);
+		CHECK(st.half_open <= 64);
+	}
+	int est = 0;
+	for (int i = 0; i < opened; i++)
+		est += sio_session_wait_state(c[i].s, SIO_STATE_ESTABLISHED, 30000) == 0;
+	CHECK_EQ(est, NC);
+	int acc = 0;
+	sio_session *s[NC];
+	for (int i = 0; i < NC; i++)
+		if (sio_listener_accept(l, &s[acc], 30000) == 0)
+			acc++;
+	CHECK_EQ(acc, NC);
+	sio_listener_stats st;
+	sio_listener_stats_get(l, &st);
+	CHECK(st.cookies_sent > 0);
+	CHECK(st.drop_malformed + st.drop_unknown > 0);
+	CHECK(st.half_open <= 64);
+	printf("flood: half_open %llu cookies %llu malformed %llu unknown %llu expired %llu\n",
+	       (unsigned long long)st.half_open, (unsigned long long)st.cookies_sent,
+	       (unsigned long long)st.drop_malformed, (unsigned long long)st.drop_unknown,
+	       (unsigned long long)st.expired);
+	for (int i = 0; i < opened; i++)
+		client_close(&c[i]);
+	for (int i = 0; i < acc; i++)
+		sio_session_free(s[i]);
+	close(evil);
+	sio_listener_free(l);
+}
+
+/* Event-loop style: the listener and accepted sessions driven by poll(). */
+static void test_loop(void)
+{
+	struct sockaddr_in sa;
+	int sfd = udp_bound(&sa);
+	sio_listener *l = NULL;
+	CHECK_OK(sio_listener_new(&l, srv_id, sfd, NULL, NULL));
+	CHECK_OK(sio_listener_start_loop(l));
+	CHECK(sio_listener_fd(l) == sfd);
+	enum { NC = 5 };
+	struct client c[NC];
+	memset(c, 0, sizeof(c));
+	for (int i = 0; i < NC; i++)
+		CHECK_OK(client_open(&c[i], &sa, 0));
+	sio_session *s[NC];
+	int acc = 0;
+	for (int iter = 0; iter < 20000 && acc < NC; iter++) {
+		struct pollfd pf = {sio_listener_fd(l), POLLIN, 0};
+		int to = sio_listener_timeout_ms(l);
+		poll(&pf, 1, to < 0 || to > 50 ? 50 : to);
+		CHECK_OK(sio_listener_process(l));
+		while (acc < NC && sio_listener_accept(l, &s[acc], 0) == 0)
+			acc++;
+	}
+	CHECK_EQ(acc, NC);
+	for (int i = 0; i < acc; i++)
+		CHECK_EQ(sio_write(c[i].s, "hi", 2), 2);
+	int got = 0, have[NC] = {0};
+	for (int iter = 0; iter < 20000 && got < acc; iter++) {
+		CHECK_OK(sio_listener_process(l)); /* routes the socket's input */
+		for (int i = 0; i < acc; i++) {
+			sio_session_process(s[i]);
+			char b[8];
+			if (!have[i] && sio_read_timeout(s[i], b, sizeof(b), 0) == 2) {
+				have[i] = 1;
+				got++;
+			}
+		}
+		if (got < acc)
+			usleep(1000);
+	}
+	CHECK_EQ(got, acc);
+	for (int i = 0; i < NC; i++)
+		client_close(&c[i]);
+	for (int i = 0; i < acc; i++)
+		sio_session_free(s[i]);
+	sio_listener_free(l);
+}
+
+int main(void)
+{
+	CHECK_OK(sio_init());
+	CHECK_OK(sio_identity_generate(&srv_id));
+	sio_identity_public_key(srv_id, srv_pk);
+	test_many_and_auth();
+	test_roaming();
+	test_flood();
+	test_loop();
+	sio_identity_free(srv_id);
+	return check_done("test_listener");
+}
