@@ -559,6 +559,12 @@ typedef struct sio_listener_options {
 	int (*on_peer)(sio_listener *l, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], void *ctx);
 	void *ctx;
 	int close_fd; /* nonzero: sio_listener_free() closes the socket */
+	/* Called for each new peer session before it starts (its identity is
+	 * not known yet): the place to set handlers and messengers, so that no
+	 * early message reaches sio_read instead. The session may still fail
+	 * the key exchange and be freed by the listener without being
+	 * accepted. Thread: the listener's (or sio_listener_process). */
+	void (*on_session)(sio_listener *l, sio_session *s, void *ctx);
 } sio_listener_options;
 
 typedef struct sio_listener_stats {

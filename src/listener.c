@@ -514,6 +514,8 @@ static void peer_start(struct sio_listener *l, struct lpeer *p)
 		s->pkt_hook = pkt_hook;
 		s->free_hook = free_hook;
 		s->hook_ctx = p;
+		if (l->lo.on_session)
+			l->lo.on_session(l, s, l->lo.ctx);
 		pthread_mutex_lock(&l->mu);
 		p->s = s;
 		pthread_mutex_unlock(&l->mu);

@@ -47,6 +47,10 @@ static const char help_text[] =
 "  --rekey SEC      key renewal interval (default 60, at least 0.1)\n"
 "  --stats          on exit print to stderr: bytes and messages each way, packets dropped by\n"
 "                   reason, key renewals, negotiated packet size, elapsed time, throughput\n"
+"  --multi          listen: serve many peers on one udp:/unixgram: socket (server mode):\n"
+"                   each message received is printed as \"FINGERPRINT MESSAGE\", each stdin\n"
+"                   line goes to every peer; -r FILE lists the allowed keys (SIGHUP reloads).\n"
+"                   connect: talk to such a listener (use with --lines)\n"
 "  -q               print nothing but errors\n"
 "\n"
 "Stream mode (the default) carries stdin bytes in order and writes them to stdout unchanged;\n"
@@ -202,6 +206,8 @@ int cli_parse_session_args(int argc, char **argv, struct cli_opts *o)
 				return cli_usage_error(cmd, "--rekey: at least 0.1 seconds");
 		} else if (strcmp(name, "--lines") == 0) {
 			o->lines = 1;
+		} else if (strcmp(name, "--multi") == 0) {
+			o->multi = 1;
 		} else if (strcmp(name, "--stats") == 0) {
 			o->stats = 1;
 		} else if (strcmp(name, "-q") == 0) {

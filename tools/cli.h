@@ -54,6 +54,7 @@ struct cli_opts {
 	double rekey_s;   /* --rekey */
 	int stats;        /* --stats */
 	int quiet;        /* -q */
+	int multi;        /* --multi: listen serves many peers; connect talks to such a listener */
 };
 
 /* Prints "sio: MSG" and the usage line of CMD (NULL: all) to stderr; returns CLI_USAGE. */
@@ -91,5 +92,7 @@ int64_t cli_now_ms(void);
 
 /* ---- the relay (relay.c, stream.c) ---- */
 int cli_session(struct cli_opts *o);
+/* sio listen --multi (multi.c) */
+int cli_multi(struct cli_opts *o);
 
 #endif

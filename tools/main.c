@@ -26,6 +26,8 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "listen") == 0 || strcmp(cmd, "connect") == 0) {
 		struct cli_opts o;
 		int rc = cli_parse_session_args(argc - 1, argv + 1, &o);
+		if (!rc && o.multi && strcmp(cmd, "listen") == 0)
+			return cli_multi(&o);
 		return rc ? rc : cli_session(&o);
 	}
 	int rc = sio_init();

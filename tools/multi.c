@@ -1,0 +1,331 @@
+/* `sio listen --multi ADDRESS`: a hub serving many peers on one datagram
+ * socket through the library's listener (server mode).
+ *
+ * Every message a peer sends (one line in the clients' --lines mode) is
+ * written to stdout as one line "FINGERPRINT MESSAGE"; every stdin line is
+ * sent to every connected peer. Peers come and go; stderr says so. -r names
+ * an authorized_keys-style file of allowed peers, reloaded on SIGHUP.
+ * SIGINT/SIGTERM (or the end of stdin) close every session and exit. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#define MAX_PEERS 65536
+
+static volatile sig_atomic_t m_stop, m_hup;
+
+static void on_sig(int sig)
+{
+	if (sig == SIGHUP)
+		m_hup = 1;
+	else
+		m_stop = 1;
+}
+
+struct peer {
+	sio_session *s;
+	char fp[SIO_FINGERPRINT_MAX];
+	int gone;
+	int accepted;
+	struct peer *all; /* every peer ever made, freed at exit */
+};
+
+static struct peer *g_all;
+static pthread_mutex_t g_all_mu = PTHREAD_MUTEX_INITIALIZER;
+
+struct hub {
+	pthread_mutex_t mu; /* stdout and the peer list */
+	struct peer **p;
+	size_t n, cap;
+	uint32_t type;
+	int quiet;
+};
+
+static void on_msg(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
+{
+	struct peer *p = ctx;
+	(void)type;
+	/* one line: newlines inside the message would forge other peers' lines */
+	char *line = malloc(len + 1);
+	if (!line)
+		return;
+	for (size_t i = 0; i < len; i++)
+		line[i] = d[i] == '\n' || d[i] == '\r' ? ' ' : (char)d[i];
+	line[len] = 0;
+	if (!p->fp[0]) {
+		uint8_t pk[SIO_PUBLIC_KEY_BYTES];
+		if (sio_session_remote_key(s, pk) == 0)
+			sio_fingerprint(pk, p->fp, sizeof p->fp);
+	}
+	flockfile(stdout);
+	printf("%s %s\n", p->fp, line);
+	fflush(stdout);
+	funlockfile(stdout);
+	free(line);
+}
+
+static void on_herr(sio_session *s, uint32_t type, int err, void *ctx)
+{
+	struct peer *p = ctx;
+	(void)s;
+	(void)type;
+	if (__atomic_load_n(&p->accepted, __ATOMIC_ACQUIRE))
+		fprintf(stderr, "sio: peer %s left: %s\n", p->fp,
+		        err == SIO_ECLOSED ? "closed" : sio_strerror(err));
+	__atomic_store_n(&p->gone, 1, __ATOMIC_RELEASE);
+}
+
+/* Each new peer session gets its handler before it starts. */
+static void on_session(sio_listener *l, sio_session *s, void *ctx)
+{
+	struct hub *h = ctx;
+	(void)l;
+	struct peer *p = calloc(1, sizeof *p);
+	if (!p)
+		return;
+	p->s = s;
+	pthread_mutex_lock(&g_all_mu);
+	p->all = g_all;
+	g_all = p;
+	pthread_mutex_unlock(&g_all_mu);
+	sio_set_handler(s, h->type, on_msg, on_herr, p);
+}
+
+static struct peer *peer_of(sio_session *s)
+{
+	pthread_mutex_lock(&g_all_mu);
+	struct peer *p = g_all;
+	while (p && p->s != s)
+		p = p->all;
+	pthread_mutex_unlock(&g_all_mu);
+	return p;
+}
+
+static void broadcast(struct hub *h, const char *line, size_t len)
+{
+	pthread_mutex_lock(&h->mu);
+	for (size_t i = 0; i < h->n; i++)
+		if (!__atomic_load_n(&h->p[i]->gone, __ATOMIC_ACQUIRE))
+			(void)sio_write_message_async(h->p[i]->s, h->type, line, len, NULL, NULL, NULL);
+	pthread_mutex_unlock(&h->mu);
+}
+
+/* Frees the sessions of peers that left. */
+static void reap(struct hub *h)
+{
+	pthread_mutex_lock(&h->mu);
+	for (size_t i = 0; i < h->n;) {
+		struct peer *p = h->p[i];
+		if (__atomic_load_n(&p->gone, __ATOMIC_ACQUIRE)) {
+			h->p[i] = h->p[--h->n];
+			pthread_mutex_unlock(&h->mu);
+			sio_session_free(p->s);
+			pthread_mutex_lock(&h->mu);
+			continue;
+		}
+		i++;
+	}
+	pthread_mutex_unlock(&h->mu);
+}
+
+int cli_multi(struct cli_opts *o)
+{
+	int code = CLI_ERR, rc;
+	char err[512];
+	struct cli_addr addr;
+	if (cli_addr_parse(o->address, 1, &addr, err, sizeof err) != 0)
+		return cli_usage_error(o->cmd, "%s", err);
+	if (addr.kind != CLI_UDP && addr.kind != CLI_UNIXGRAM)
+		return cli_usage_error(o->cmd, "--multi needs a datagram address (udp: or unixgram:)");
+	if ((rc = sio_init()) < 0) {
+		cli_err("cannot initialise the library: %s", sio_strerror(rc));
+		return CLI_ERR;
+	}
+	sio_identity *id = NULL;
+	sio_remote *allowed = NULL;
+	sio_listener *l = NULL;
+	struct cli_conn conn = {.fd = -1};
+	struct hub h;
+	memset(&h, 0, sizeof h);
+	pthread_mutex_init(&h.mu, NULL);
+	h.type = o->have_channel ? o->channel : SIO_TYPE_READWRITE;
+	h.quiet = o->quiet;
+	uint8_t psk[1025];
+	size_t psk_len = 0;
+
+	errno = 0;
+	rc = sio_identity_from_dir(&id, o->id_dir);
+	if (rc < 0) {
+		cli_err("identity %s: %s", o->id_dir, rc == SIO_EIO && errno ? strerror(errno) : sio_strerror(rc));
+		goto out;
+	}
+	if (o->remote && (rc = sio_remote_load(&allowed, o->remote)) < 0) {
+		cli_err("%s: %s", o->remote, rc == SIO_EIO && errno ? strerror(errno) : sio_strerror(rc));
+		goto out;
+	}
+	if (o->psk_file) {
+		int fd = open(o->psk_file, O_RDONLY | O_CLOEXEC);
+		ssize_t k = fd < 0 ? -1 : read(fd, psk, sizeof psk);
+		if (fd >= 0)
+			close(fd);
+		if (k < 16 || k >= (ssize_t)sizeof psk) {
+			cli_err("%s: a pre-shared key file must hold 16 to 1024 bytes", o->psk_file);
+			goto out;
+		}
+		psk_len = (size_t)k;
+	}
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_sig;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	int c = cli_open(&addr, 1, 0, &m_stop, &conn, err, sizeof err);
+	if (c) {
+		cli_err("%s", err);
+		code = c;
+		goto out;
+	}
+	sio_options so;
+	memset(&so, 0, sizeof so);
+	so.kx_interval_ns = (int64_t)(o->rekey_s * 1e9);
+	if (psk_len) {
+		so.psk = psk;
+		so.psk_len = psk_len;
+	}
+	sio_listener_options lo;
+	memset(&lo, 0, sizeof lo);
+	lo.session_opts = &so;
+	lo.on_session = on_session;
+	lo.ctx = &h;
+	rc = sio_listener_new(&l, id, conn.fd, allowed, &lo);
+	if (rc == 0)
+		rc = sio_listener_start(l);
+	if (rc < 0) {
+		cli_err("cannot start the listener: %s", sio_strerror(rc));
+		goto out;
+	}
+	if (!o->quiet)
+		fprintf(stderr, "sio: serving many peers on %s%s\n", o->address,
+		        allowed ? " (allowed keys from -r; SIGHUP reloads)" : "");
+	code = CLI_OK;
+	char line[65536];
+	size_t used = 0;
+	int in_open = 1;
+	while (!m_stop) {
+		if (m_hup) {
+			m_hup = 0;
+			if (o->remote) {
+				rc = sio_listener_reload_allowed(l, o->remote);
+				if (rc < 0)
+					cli_err("%s: reload failed, keeping the old keys: %s", o->remote, sio_strerror(rc));
+				else if (!o->quiet)
+					fprintf(stderr, "sio: allowed keys reloaded from %s\n", o->remote);
+			}
+		}
+		sio_session *s = NULL;
+		while (sio_listener_accept(l, &s, 0) == 0) {
+			struct peer *p = peer_of(s);
+			uint8_t pk[SIO_PUBLIC_KEY_BYTES];
+			if (!p) {
+				sio_session_free(s);
+				continue;
+			}
+			if (!p->fp[0] && sio_session_remote_key(s, pk) == 0)
+				sio_fingerprint(pk, p->fp, sizeof p->fp);
+			__atomic_store_n(&p->accepted, 1, __ATOMIC_RELEASE);
+			if (!o->quiet)
+				fprintf(stderr, "sio: peer %s joined\n", p->fp);
+			int added = 0;
+			pthread_mutex_lock(&h.mu);
+			if (h.n == h.cap) {
+				size_t nc = h.cap ? h.cap * 2 : 16;
+				struct peer **np = realloc(h.p, nc * sizeof *np);
+				if (np) {
+					h.p = np;
+					h.cap = nc;
+				}
+			}
+			if (h.n < h.cap) {
+				h.p[h.n++] = p;
+				added = 1;
+			}
+			pthread_mutex_unlock(&h.mu);
+			if (!added)
+				sio_session_free(s);
+		}
+		reap(&h);
+		struct pollfd pf = {in_open ? 0 : -1, POLLIN, 0};
+		int pr = poll(&pf, 1, 100);
+		if (pr > 0 && in_open) {
+			ssize_t k = read(0, line + used, sizeof line - used);
+			if (k <= 0) {
+				in_open = 0;
+				if (used)
+					broadcast(&h, line, used);
+				break;
+			}
+			used += (size_t)k;
+			size_t start = 0;
+			for (size_t i = 0; i < used; i++)
+				if (line[i] == '\n') {
+					broadcast(&h, line + start, i - start);
+					start = i + 1;
+				}
+			if (start == 0 && used == sizeof line) {
+				broadcast(&h, line, used); /* an overlong line goes as is */
+				start = used;
+			}
+			memmove(line, line + start, used - start);
+			used -= start;
+		}
+	}
+	if (o->stats) {
+		sio_listener_stats st;
+		sio_listener_stats_get(l, &st);
+		fprintf(stderr,
+		        "sio: listener: %llu peers accepted, %llu roams, %llu cookies; dropped: malformed %llu, "
+		        "unknown %llu, unauthorized %llu, refused %llu, half-open full %llu, sessions full %llu, "
+		        "bad cookie %llu, queue %llu, expired %llu\n",
+		        (unsigned long long)st.accepted, (unsigned long long)st.roams,
+		        (unsigned long long)st.cookies_sent, (unsigned long long)st.drop_malformed,
+		        (unsigned long long)st.drop_unknown, (unsigned long long)st.drop_unauthorized,
+		        (unsigned long long)st.drop_refused, (unsigned long long)st.drop_half_open,
+		        (unsigned long long)st.drop_sessions, (unsigned long long)st.drop_cookie,
+		        (unsigned long long)st.drop_queue, (unsigned long long)st.expired);
+	}
+	/* graceful goodbye to everyone */
+	pthread_mutex_lock(&h.mu);
+	for (size_t i = 0; i < h.n; i++)
+		sio_close(h.p[i]->s);
+	for (size_t i = 0; i < h.n; i++)
+		sio_close_and_wait(h.p[i]->s, 2000);
+	pthread_mutex_unlock(&h.mu);
+out:
+	for (size_t i = 0; i < h.n; i++)
+		sio_session_free(h.p[i]->s);
+	free(h.p);
+	sio_listener_free(l);
+	while (g_all) {
+		struct peer *p = g_all;
+		g_all = p->all;
+		free(p);
+	}
+	cli_conn_close(&conn);
+	explicit_bzero(psk, sizeof psk);
+	sio_remote_free(allowed);
+	sio_identity_free(id);
+	pthread_mutex_destroy(&h.mu);
+	return code;
+}
