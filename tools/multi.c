@@ -113,8 +113,11 @@ static void broadcast(struct hub *h, const char *line, size_t len)
 {
 	pthread_mutex_lock(&h->mu);
 	for (size_t i = 0; i < h->n; i++)
-		if (!__atomic_load_n(&h->p[i]->gone, __ATOMIC_ACQUIRE))
-			(void)sio_write_message_async(h->p[i]->s, h->type, line, len, NULL, NULL, NULL);
+		if (!__atomic_load_n(&h->p[i]->gone, __ATOMIC_ACQUIRE)) {
+			sio_send_info *si = sio_write_message_async(h->p[i]->s, h->type, line, len, NULL, NULL, NULL);
+			if (si)
+				sio_send_info_release(si); /* the message still leaves */
+		}
 	pthread_mutex_unlock(&h->mu);
 }
 
