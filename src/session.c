@@ -672,6 +672,9 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 	 * packet size is the stream one (64 KiB), as the header documents */
 	if (datagram && cfg.opts.max_packet_size == 0 && sio_tp_is_unix(t))
 		cfg.opts.max_packet_size = SIO_DEFAULT_MAX_PACKET_STREAM;
+	/* the listener prefix (9 bytes) must fit in the same datagram size */
+	if (datagram && cfg.opts.listener_peer && cfg.opts.max_packet_size == 0 && !sio_tp_is_unix(t))
+		cfg.opts.max_packet_size = SIO_DEFAULT_MAX_PACKET_DGRAM - (1 + SIO_LISTENER_CID_BYTES);
 	cfg.wallclock_ns = wall_ns();
 	sio_core_cbs ccb = {s, cb_deliver, cb_state, cb_error, cb_remote_identity, cb_sent, NULL};
 	int r = sio_core_new(&s->core, &cfg, &ccb);

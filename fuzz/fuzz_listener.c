@@ -1,0 +1,91 @@
+/* libFuzzer target: what a sio_listener does with a datagram from anyone
+ * before any session exists (src/listener_kx.c): the envelope parser, the
+ * admission checks of an unknown connection id (with and without an allowed
+ * set, under load or not, with cookies) and the client's cookie-reply
+ * parser. Properties: no crash, no read past the datagram (ASan), the inner
+ * packet lies inside the datagram, admission never leaves the counters
+ * unchanged when it refuses, and a cookie computed for an address is
+ * accepted for it. */
+#include <netinet/in.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/listener_int.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static uint64_t total(const sio_listener_stats *s)
+{
+	return s->cookies_sent + s->drop_malformed + s->drop_unknown + s->drop_unauthorized +
+	       s->drop_half_open + s->drop_sessions + s->drop_cookie;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static struct sio_listener l;
+	static int init;
+	if (!init) {
+		if (sodium_init() < 0)
+			abort();
+		init = 1;
+	}
+	if (size < 2)
+		return 0;
+	uint8_t flags = data[0];
+	data++;
+	size--;
+	memset(&l.st, 0, sizeof(l.st));
+	l.fd = -1; /* cookie replies go nowhere */
+	l.lo.max_half_open = 8;
+	l.lo.max_sessions = 16;
+	l.lo.cookie_threshold = (flags & 1) ? 1 : -1;
+	l.nhalf = flags >> 4 & 7;
+	l.nsessions = (flags & 2) ? 16 : 0;
+	memset(l.secret, 7, sizeof(l.secret));
+	memset(l.prev_secret, 9, sizeof(l.prev_secret));
+	l.secret_at = 0;
+	sio_remote *allowed = NULL;
+	if (flags & 4) {
+		uint8_t pk[32];
+		memset(pk, 0x42, 32);
+		if (sio_remote_from_public_key(&allowed, pk) != 0)
+			abort();
+	}
+	l.allowed = allowed;
+
+	uint8_t *buf = malloc(size);
+	memcpy(buf, data, size);
+	struct sockaddr_in from;
+	memset(&from, 0, sizeof(from));
+	from.sin_family = AF_INET;
+	from.sin_port = htons(4242);
+	from.sin_addr.s_addr = htonl(0x7f000001);
+	const uint8_t *cid, *pkt, *cookie;
+	size_t plen;
+	if (sio_l_parse(buf, size, &cid, &pkt, &plen, &cookie) == 0) {
+		if (pkt < buf || pkt + plen > buf + size || plen == 0)
+			abort();
+		uint8_t good[SIO_L_COOKIE_BYTES];
+		sio_l_cookie(&l, l.secret, cid, (struct sockaddr *)&from, sizeof(from), good);
+		if (flags & 8)
+			cookie = good;
+		int r = sio_l_admit(&l, cid, pkt, plen, cookie, (struct sockaddr *)&from, sizeof(from), 1);
+		if (r != 0 && total(&l.st) == 0)
+			abort(); /* every refusal is counted */
+	}
+	/* the client side: a cookie reply */
+	sio_tp tp;
+	memset(&tp, 0, sizeof(tp));
+	tp.tx_prefix[0] = SIO_LISTENER_MARK;
+	if (size > 1 + SIO_LISTENER_CID_BYTES)
+		memcpy(tp.tx_prefix + 1, buf + 1, SIO_LISTENER_CID_BYTES);
+	tp.tx_prefix_len = SIO_L_PREFIX;
+	(void)sio_tp_listener_cookie(&tp, buf, size);
+	if (tp.tx_prefix_len > sizeof(tp.tx_prefix))
+		abort();
+	free(buf);
+	sio_remote_free(allowed);
+	l.allowed = NULL;
+	return 0;
+}
