@@ -213,6 +213,8 @@ static int report_end(struct relay *r, int write_err)
 	int peer_lost = r->peer_lost;
 	int incomplete = !r->o->lines && (!r->rx_have_end || r->rx_written < r->rx_end);
 	int out_err = r->out_err;
+	/* stream mode: stdin bytes sent but never confirmed written by the peer */
+	uint64_t unconfirmed = r->o->lines ? 0 : r->tx_bytes - r->tx_acked_bytes;
 	pthread_mutex_unlock(&r->mu);
 	if (out_err) {
 		cli_err("stdout: %s", strerror(out_err));
@@ -227,11 +229,17 @@ static int report_end(struct relay *r, int write_err)
 		cli_err("session failed: %s", sio_strerror(err));
 		return CLI_ERR;
 	}
-	if (lost || incomplete) {
-		cli_err("data lost in transit%s", peer_lost ? " (reported by the peer)"
-		                                  : incomplete && !lost
-		                                      ? " (the end of the stream never arrived)"
-		                                      : "");
+	if (lost) {
+		cli_err("data lost in transit%s", peer_lost ? " (reported by the peer)" : "");
+		return CLI_ERR;
+	}
+	if (unconfirmed) {
+		cli_err("data lost: the peer closed the session before confirming %llu bytes of stdin",
+		        (unsigned long long)unconfirmed);
+		return CLI_ERR;
+	}
+	if (incomplete) {
+		cli_err("data lost in transit (the end of the stream never arrived)");
 		return CLI_ERR;
 	}
 	return CLI_OK;
