@@ -220,6 +220,11 @@ void sio_core_tx_seal(sio_core *c, uint64_t now)
 	}
 }
 
+uint64_t sio_core_opened(const sio_core *c)
+{
+	return c->pkt_ids;
+}
+
 uint64_t sio_core_tx_deadline(const sio_core *c)
 {
 	sio_pkt *p = pq_last(&c->data);
