@@ -468,6 +468,11 @@ out:
 		if (cp > 0)
 			kill(cp, SIGTERM);
 	}
+	/* the sender ends first: sio listen keeps its stdin until then (its
+	 * stdin ending would close the session under the sender's feet) */
+	int s1 = hold[1] >= 0 ? reap(cp, 10000) : 0;
+	if (hold[1] >= 0)
+		cp = -1;
 	for (int i = 0; i < 2; i++) {
 		if (in[i] >= 0)
 			close(in[i]);
@@ -482,7 +487,9 @@ out:
 		close(src);
 	if (ls >= 0)
 		close(ls);
-	int s1 = reap(cp, 10000), s2 = reap(lp, 10000);
+	if (cp > 0)
+		s1 = reap(cp, 10000);
+	int s2 = reap(lp, 10000);
 	if (rc == 0 && t->kind != T_SPIPED && (s1 || s2)) {
 		bench_fail("exit status connect %d, listen %d; stderr: %s", s1, s2, log_tail(errlog));
 		rc = -1;
