@@ -25,11 +25,7 @@ static void sync_stats(sio_core *c)
 
 static void frag_deliver(void *ctx, uint32_t type, const uint8_t *data, size_t len)
 {
-	sio_core *c = ctx;
-	c->st.messages_received++;
-	c->st.bytes_received += len;
-	if (c->cb.deliver)
-		c->cb.deliver(c->cb.ctx, type, data, len);
+	sio_core_deliver(ctx, type, data, len);
 }
 
 int sio_core_msg_init(sio_core *c)
