@@ -248,6 +248,11 @@ typedef struct sio_options {
 	uint32_t max_message_size;     /* 0 = default (16 MiB) */
 	uint32_t max_reassembly_bytes; /* per session; 0 = default (4 MiB) */
 	uint32_t max_partial_messages; /* concurrent partial messages; 0 = default (64) */
+	/* Go's MaxChainIDDiff: a partial message whose id falls this far behind
+	 * the newest fragmented message id is abandoned (counted in
+	 * drop_fragments), and its late fragments are dropped. 0 = default
+	 * (1024); rounded up to a multiple of 64, at most 2^20. */
+	uint32_t max_chain_id_diff;
 
 	/* Key exchange */
 	int64_t kx_interval_ns;  /* renewal period; 0 = default (60 s) */

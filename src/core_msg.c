@@ -50,6 +50,7 @@ int sio_core_msg_init(sio_core *c)
 		fc.max_message = c->o.max_message_size;
 		fc.budget = c->o.max_reassembly_bytes;
 		fc.max_partials = c->o.max_partial_messages;
+		fc.id_window = c->o.max_chain_id_diff;
 		int r = sio_frag_rx_new(&m->rx, &fc);
 		if (r)
 			return r;
