@@ -7,9 +7,13 @@
  * libcrypto, libc) resolves malloc to these wrappers, and every thread is
  * counted. Sanitizer builds must not replace the allocator; they use the
  * sanitizer runtime's malloc hooks instead. */
+#include <execinfo.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "bench.h"
 
@@ -24,16 +28,43 @@
 static atomic_int counting;
 static _Atomic uint64_t n_allocs, n_bytes;
 
+/* SIO_BENCH_ALLOC_TRACE=N: print the call stacks of the first N allocations
+ * counted inside measured windows (to find who allocates in steady state). */
+static int trace_left = -1;
+static __thread int in_trace;
+
+static void trace(size_t n)
+{
+	if (in_trace || trace_left <= 0)
+		return;
+	in_trace = 1; /* backtrace() may allocate on its first call */
+	trace_left--;
+	void *pc[16];
+	int k = backtrace(pc, 16);
+	char head[64];
+	int hl = snprintf(head, sizeof head, "sio-bench: allocation of %zu bytes at\n", n);
+	if (hl > 0)
+		(void)!write(2, head, (size_t)hl);
+	backtrace_symbols_fd(pc, k, 2);
+	in_trace = 0;
+}
+
 static inline void count(size_t n)
 {
 	if (atomic_load_explicit(&counting, memory_order_relaxed)) {
 		atomic_fetch_add_explicit(&n_allocs, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&n_bytes, n, memory_order_relaxed);
+		if (trace_left > 0)
+			trace(n);
 	}
 }
 
 void bench_alloc_enable(int on)
 {
+	if (trace_left < 0) {
+		const char *e = getenv("SIO_BENCH_ALLOC_TRACE");
+		trace_left = e ? atoi(e) : 0;
+	}
 	atomic_store(&counting, on);
 }
 

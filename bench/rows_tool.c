@@ -1,6 +1,9 @@
 /* Tool rows: BENCH_STREAM_BYTES (1 GiB by default) through TCP loopback,
  * side by side:
- *  - StreamSio:            sio connect (stdin) -> sio listen (stdout), stream mode
+ *  - StreamSio:            sio connect (stdin) -> sio listen (stdout), stream mode;
+ *                          every child's stdin is /dev/null or a pipe of ours
+ *                          (never the bench's own), and the listener's is a
+ *                          pipe held open until the transfer ends
  *  - StreamSocat:          socat -u STDIN TCP -> socat -u TCP-LISTEN STDOUT, plain
  *  - StreamSocatTLSChaCha: the same over OPENSSL with TLS 1.2
  *                          ECDHE-RSA-CHACHA20-POLY1305 (self-signed cert)
@@ -308,6 +311,10 @@ static int tool_run(void *st, uint64_t n)
 	char errlog[128], a1[512], a2[512], a3[512], a4[512], a5[64], a6[64];
 	snprintf(errlog, sizeof errlog, "%s/stderr.log", t->dir);
 	int in[2] = {-1, -1}, out[2] = {-1, -1};
+	/* sio listen's stdin: a pipe the bench holds open until the end. A
+	 * receiving sio keeps its stdin open (README, "Ending"): from /dev/null
+	 * it would close the session at once and the sender's data with it. */
+	int hold[2] = {-1, -1};
 	pid_t lp = -1, cp = -1;
 	int sink = -1, src = -1, ls = -1;
 	int rc = -1;
@@ -358,7 +365,13 @@ static int tool_run(void *st, uint64_t n)
 		}
 		largv[li] = NULL;
 		cargv[ci] = NULL;
-		lp = spawn(largv, -1, out[1], errlog);
+		if (t->kind == T_SIO && pipe2(hold, O_CLOEXEC))
+			goto out;
+		lp = spawn(largv, hold[0], out[1], errlog);
+		if (hold[0] >= 0) {
+			close(hold[0]);
+			hold[0] = -1;
+		}
 		close(out[1]);
 		out[1] = -1;
 		if (lp < 0 || wait_listening(port, 10000)) {
@@ -455,11 +468,18 @@ out:
 		if (cp > 0)
 			kill(cp, SIGTERM);
 	}
+	/* the sender ends first: sio listen keeps its stdin until then (its
+	 * stdin ending would close the session under the sender's feet) */
+	int s1 = hold[1] >= 0 ? reap(cp, 10000) : 0;
+	if (hold[1] >= 0)
+		cp = -1;
 	for (int i = 0; i < 2; i++) {
 		if (in[i] >= 0)
 			close(in[i]);
 		if (out[i] >= 0)
 			close(out[i]);
+		if (hold[i] >= 0)
+			close(hold[i]);
 	}
 	if (sink >= 0)
 		close(sink);
@@ -467,7 +487,9 @@ out:
 		close(src);
 	if (ls >= 0)
 		close(ls);
-	int s1 = reap(cp, 10000), s2 = reap(lp, 10000);
+	if (cp > 0)
+		s1 = reap(cp, 10000);
+	int s2 = reap(lp, 10000);
 	if (rc == 0 && t->kind != T_SPIPED && (s1 || s2)) {
 		bench_fail("exit status connect %d, listen %d; stderr: %s", s1, s2, log_tail(errlog));
 		rc = -1;

@@ -67,6 +67,7 @@ enum sio_error {
 	SIO_ECANCELED = -26,  /* operation cancelled (session freed/closed) */
 	SIO_ENOKEYX = -27,    /* key exchange timed out without any valid message */
 	SIO_ELOST = -28,      /* data lost in transit (ordered stream over datagrams) */
+	SIO_EDETACHED = -29,  /* session detached itself after detach_on_messages messages */
 };
 
 /* Returns a static, human-readable description of an SIO_E... code.
@@ -247,6 +248,11 @@ typedef struct sio_options {
 	uint32_t max_message_size;     /* 0 = default (16 MiB) */
 	uint32_t max_reassembly_bytes; /* per session; 0 = default (4 MiB) */
 	uint32_t max_partial_messages; /* concurrent partial messages; 0 = default (64) */
+	/* Go's MaxChainIDDiff: a partial message whose id falls this far behind
+	 * the newest fragmented message id is abandoned (counted in
+	 * drop_fragments), and its late fragments are dropped. 0 = default
+	 * (1024); rounded up to a multiple of 64, at most 2^20. */
+	uint32_t max_chain_id_diff;
 
 	/* Key exchange */
 	int64_t kx_interval_ns;  /* renewal period; 0 = default (60 s) */
@@ -270,8 +276,18 @@ typedef struct sio_options {
 	 * detach (close) after M (0/negative = never). */
 	int32_t error_on_decrypt_fails;
 	int32_t detach_on_decrypt_fails;
-	/* Detach (stop using the transport, leave it open) after N received
-	 * messages; 0 = never. */
+	/* Detach after N received messages (Go's DetachOnMessagesCount); 0 =
+	 * never. Right after the Nth message is delivered the session stops
+	 * using the transport: nothing after it is delivered (later messages
+	 * of the same packet and packets read in the same batch are discarded
+	 * uncounted), nothing more is sent (no CLOSE either), on_error reports
+	 * SIO_EDETACHED, the state becomes SIO_STATE_CLOSED and later calls
+	 * return SIO_EDETACHED. Descriptors given
+	 * with close_fds = 0 stay open for the program, with their flags
+	 * restored when the session is freed. Meant for a short secured
+	 * exchange before the program uses the transport for something else;
+	 * on a stream transport, bytes the session had already read past the
+	 * Nth message's packet are not given back. */
 	uint32_t detach_on_messages;
 
 	/* Nonzero: the peer is a sio_listener (server mode). Datagram sockets

@@ -210,6 +210,16 @@ static void promote(sio_core *c, uint64_t now, int slot)
 	sio_core_tx_seal(c, now);
 }
 
+/* Queue our key-exchange message of the current round again and restart
+ * its retry timer. */
+static void resend_local(sio_core *c, uint64_t now)
+{
+	if (!c->have_local || c->state == SIO_STATE_CLOSED)
+		return;
+	sio_core_queue_kx(c, c->local_wire, c->local_wire_len);
+	c->next_retry = now + (uint64_t)c->o.kx_retry_ns;
+}
+
 static void answer(sio_core *c, uint64_t now, int slot)
 {
 	uint8_t fr = SIO_FR_ANSWER;
@@ -334,6 +344,9 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 				   now >= c->dup_answered + (uint64_t)c->o.kx_retry_ns / 4)) {
 			c->dup_answered = now ? now : 1;
 			answer(c, now, (int)(c->gen & 3));
+			/* ... and it may lack ours too, unless it proved otherwise. */
+			if (sodium_is_zero(f.sid_receiver, 16) && !c->keys[c->gen & 3].confirmed)
+				resend_local(c, now);
 		}
 		return 1;
 	}
@@ -413,6 +426,12 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 	memcpy(c->peer_epub, f.epub, 32);
 	c->peer_created = f.created_ns;
 	c->last_recv = now;
+	/* The peer has not seen our message (it names no receiver): it started
+	 * after our earlier sends, or they went nowhere (a UDP listener learns
+	 * its peer's address only now). Send ours at once instead of at the
+	 * next retry, so a late peer is not kept waiting up to a retry period. */
+	if (sodium_is_zero(f.sid_receiver, 16) && c->round_start != now)
+		resend_local(c, now);
 	return 1;
 }
 

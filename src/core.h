@@ -102,6 +102,8 @@ void sio_core_tick(sio_core *c, uint64_t now);
 
 /* Absolute time of the next timer, UINT64_MAX if none. */
 uint64_t sio_core_deadline(const sio_core *c);
+/* Data packets opened so far (grows while writers fill packets). */
+uint64_t sio_core_opened(const sio_core *c);
 
 /* Graceful close: sends what is queued, then a close message. */
 int sio_core_close(sio_core *c, uint64_t now);

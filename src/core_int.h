@@ -141,6 +141,9 @@ struct sio_core {
 /* core.c */
 void sio_core_set_state(sio_core *c, sio_state st);
 void sio_core_fail(sio_core *c, int err, const char *msg);
+/* Counts and hands one received user message to the program; detaches the
+ * session after options.detach_on_messages of them (core_rx.c). */
+void sio_core_deliver(sio_core *c, uint32_t type, const uint8_t *data, size_t len);
 void sio_core_error(sio_core *c, int err, const char *msg);
 int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len);
 void sio_core_key_confirmed(sio_core *c, uint64_t now, sio_keyslot *ks);

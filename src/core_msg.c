@@ -25,11 +25,7 @@ static void sync_stats(sio_core *c)
 
 static void frag_deliver(void *ctx, uint32_t type, const uint8_t *data, size_t len)
 {
-	sio_core *c = ctx;
-	c->st.messages_received++;
-	c->st.bytes_received += len;
-	if (c->cb.deliver)
-		c->cb.deliver(c->cb.ctx, type, data, len);
+	sio_core_deliver(ctx, type, data, len);
 }
 
 int sio_core_msg_init(sio_core *c)
@@ -54,6 +50,7 @@ int sio_core_msg_init(sio_core *c)
 		fc.max_message = c->o.max_message_size;
 		fc.budget = c->o.max_reassembly_bytes;
 		fc.max_partials = c->o.max_partial_messages;
+		fc.id_window = c->o.max_chain_id_diff;
 		int r = sio_frag_rx_new(&m->rx, &fc);
 		if (r)
 			return r;

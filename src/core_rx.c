@@ -7,16 +7,28 @@
 #include "options.h"
 #include "wire.h"
 
+void sio_core_deliver(sio_core *c, uint32_t type, const uint8_t *data, size_t len)
+{
+	if (c->state == SIO_STATE_CLOSED)
+		return; /* detached by an earlier message of the same packet */
+	c->st.messages_received++;
+	c->st.bytes_received += len;
+	if (c->cb.deliver)
+		c->cb.deliver(c->cb.ctx, type, data, len);
+	if (c->o.detach_on_messages && c->st.messages_received >= c->o.detach_on_messages &&
+	    c->state != SIO_STATE_CLOSED) {
+		/* Detach: no CLOSE, nothing more sent or delivered. */
+		sio_core_fail(c, SIO_EDETACHED, "detached after detach_on_messages messages");
+	}
+}
+
 static int deliver(sio_core *c, uint32_t type, const uint8_t *data, size_t len)
 {
 	if (type > SIO_TYPE_READWRITE) {
 		c->st.drop_unknown_type++;
 		return 0;
 	}
-	c->st.messages_received++;
-	c->st.bytes_received += len;
-	if (c->cb.deliver)
-		c->cb.deliver(c->cb.ctx, type, data, len);
+	sio_core_deliver(c, type, data, len);
 	return 0;
 }
 

@@ -36,9 +36,12 @@ static void pq_free(sio_pq *q)
 	q->p = NULL;
 }
 
+/* head < cap and i <= count <= cap: one conditional subtraction wraps (a
+ * division here cost more than the rest of queueing a 1-byte message). */
 static sio_pkt *pq_at(const sio_pq *q, uint32_t i)
 {
-	return &q->p[(q->head + i) % q->cap];
+	uint32_t k = q->head + i;
+	return &q->p[k >= q->cap ? k - q->cap : k];
 }
 
 static sio_pkt *pq_last(const sio_pq *q)
@@ -63,7 +66,7 @@ static sio_pkt *pq_push(sio_pq *q)
 static void pq_pop(sio_pq *q)
 {
 	q->p[q->head].state = PKT_FREE;
-	q->head = (q->head + 1) % q->cap;
+	q->head = q->head + 1 == q->cap ? 0 : q->head + 1;
 	q->count--;
 }
 
@@ -215,6 +218,11 @@ void sio_core_tx_seal(sio_core *c, uint64_t now)
 			break;
 		c->data_sealed++;
 	}
+}
+
+uint64_t sio_core_opened(const sio_core *c)
+{
+	return c->pkt_ids;
 }
 
 uint64_t sio_core_tx_deadline(const sio_core *c)

@@ -37,6 +37,7 @@ const char *sio_strerror(int err)
 	case SIO_ENOKEYX:
 		return "key exchange timed out without a valid message from the peer (wrong PSK, wrong identity, or no peer)";
 	case SIO_ELOST: return "data lost in transit";
+	case SIO_EDETACHED: return "session detached after the configured number of messages";
 	}
 	return "unknown error";
 }

@@ -26,6 +26,11 @@ static void fill_defaults(sio_options *o, int datagram)
 		o->max_reassembly_bytes = SIO_DEFAULT_REASSEMBLY;
 	if (o->max_partial_messages == 0)
 		o->max_partial_messages = SIO_DEFAULT_PARTIALS;
+	if (o->max_chain_id_diff == 0)
+		o->max_chain_id_diff = 1024;
+	o->max_chain_id_diff = (o->max_chain_id_diff + 63) & ~63u;
+	if (o->max_chain_id_diff == 0 || o->max_chain_id_diff > (1u << 20))
+		o->max_chain_id_diff = 1u << 20;
 	if (o->kx_interval_ns <= 0)
 		o->kx_interval_ns = SIO_DEFAULT_KX_INTERVAL_NS;
 	if (o->kx_rekey_packets == 0)

@@ -568,6 +568,7 @@ static void session_destroy(sio_session *s);
 static void *io_thread(void *arg)
 {
 	sio_session *s = arg;
+	uint64_t opened_seen = 0, opened_at = sio_now_ns();
 	lock(s);
 	while (!s->stop) {
 		step(s, 1);
@@ -595,9 +596,34 @@ static void *io_thread(void *arg)
 		if (to == 0) {
 			continue;
 		}
+		/* Sleep to the deadline itself, not to the next millisecond: the
+		 * merge delay (50 us by default) is what a packet waits for, and
+		 * a 1 ms poll() turned it into 1 ms (measured: small async
+		 * messages then waited for the token ring, not the CPU). But
+		 * while writers open packets faster than one per merge delay,
+		 * they close them themselves and waking at each delay only
+		 * costs wake-ups (measured on 1300-byte messages): then sleep
+		 * as poll() would; the writers' kicks still wake us. */
+		uint64_t opened = sio_core_opened(s->core);
+		int streaming = s->send_delay_ns > 0 && opened - opened_seen > 1 &&
+				(now - opened_at) / (opened - opened_seen) < s->send_delay_ns;
+		opened_seen = opened;
+		opened_at = now;
+		struct timespec ts, *tsp = NULL;
+		if (to > 0 && streaming) {
+			ts.tv_sec = to / 1000;
+			ts.tv_nsec = (long)(to % 1000) * 1000000L;
+			tsp = &ts;
+		} else if (to > 0) {
+			uint64_t ns = d > now && d - now < (uint64_t)to * 1000000u ? d - now
+										       : (uint64_t)to * 1000000u;
+			ts.tv_sec = (time_t)(ns / 1000000000u);
+			ts.tv_nsec = (long)(ns % 1000000000u);
+			tsp = &ts;
+		}
 		s->now_cache = 0; /* time passes while asleep */
 		unlock(s);
-		int r = poll(p, (nfds_t)np, to);
+		int r = ppoll(p, (nfds_t)np, tsp, NULL);
 		lock(s);
 		s->io_sleep_until = 0;
 		if (r > 0 && (p[0].revents & POLLIN))

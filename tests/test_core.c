@@ -142,6 +142,28 @@ static void test_merging(void)
 }
 
 /* Data written before "established" is queued and sent afterwards. */
+/* A peer that starts while the other has been retrying: the first key
+ * exchange it sends names no receiver, and the other side answers with its
+ * own message at once (PROTOCOL.md §4.3) rather than at its next retry, so
+ * both are established within a few round trips of virtual time. */
+static void test_late_peer(int datagram)
+{
+	sim s;
+	sim_config cfg = base(datagram);
+	cfg.no_start[1] = 1;
+	CHECK_OK(sim_init(&s, 5, &cfg));
+	sim_run(&s, 2 * SIM_S + 500 * SIM_MS, NULL, NULL);
+	CHECK_EQ(sio_core_state(s.p[0].core), SIO_STATE_KEY_EXCHANGING);
+	uint64_t t0 = s.now;
+	CHECK_OK(sio_core_start(s.p[1].core, s.now));
+	/* virtual time: the retry period is 1 s and the next retry is at 3 s,
+	 * so establishing within 100 ms needs the immediate answer */
+	CHECK(sim_run(&s, t0 + 100 * SIM_MS, both_established, NULL));
+	CHECK_EQ(s.p[0].nerrors, 0);
+	CHECK_EQ(s.p[1].nerrors, 0);
+	sim_free(&s);
+}
+
 static void test_early_writes(void)
 {
 	sim s;
@@ -276,6 +298,8 @@ int main(void)
 	test_sizes(0);
 	test_merging();
 	test_early_writes();
+	test_late_peer(1);
+	test_late_peer(0);
 	test_close(1);
 	test_close(0);
 	test_free_cancels();

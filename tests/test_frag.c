@@ -6,6 +6,7 @@
 
 #include "check.h"
 #include "frag.h"
+#include "options.h"
 #include "secureio.h"
 
 /* ---- helpers ---- */
@@ -361,6 +362,55 @@ static void test_timeouts(void)
 	got_reset(&g);
 }
 
+/* MaxChainIDDiff: a partial message whose id falls a window behind the
+ * newest id is abandoned and counted; its late fragments never complete it,
+ * while a partial within the window still completes. */
+static void test_id_window(void)
+{
+	got g = {0};
+	sio_frag_cfg cfg = {1 << 20, 1 << 20, 8, 64, 1000000000ull};
+	sio_frag_rx *r = NULL;
+	CHECK_OK(sio_frag_rx_new(&r, &cfg));
+	static uint8_t msg[3000];
+	static frame a[8], b[8], c[8];
+	fill(msg, sizeof msg);
+	size_t na = cut(msg, sizeof msg, 1, 10, 1400, 1400, a, 8);
+	size_t nb = cut(msg, sizeof msg, 1, 50, 1400, 1400, b, 8);
+	size_t nc = cut(msg, sizeof msg, 1, 10 + 64, 1400, 1400, c, 8);
+	CHECK(na >= 2 && nb >= 2 && nc >= 2);
+	CHECK_EQ(offer(r, 1, &a[0], &g), 0);
+	CHECK_EQ(offer(r, 1, &b[0], &g), 0);
+	CHECK_EQ(sio_frag_rx_partials(r), 2);
+	/* id 74 is 64 ahead of id 10: 10 falls out of the window, 50 does not */
+	CHECK_EQ(offer(r, 1, &c[0], &g), 0);
+	CHECK_EQ(sio_frag_rx_partials(r), 2);
+	sio_frag_stats st;
+	sio_frag_rx_stats(r, &st);
+	CHECK_EQ(st.evicted, 1);
+	for (size_t i = 1; i < na; i++)
+		CHECK(offer(r, 1, &a[i], &g) < 0);
+	for (size_t i = 1; i < nb; i++)
+		offer(r, 1, &b[i], &g);
+	CHECK_EQ(g.n, 1);
+	sio_frag_rx_free(r);
+	got_reset(&g);
+}
+
+/* The session option reaches the reassembler resolved. */
+static void test_id_window_option(void)
+{
+	sio_options in, out;
+	sio_options_default(&out);
+	CHECK_EQ(out.max_chain_id_diff, 1024);
+	memset(&in, 0, sizeof in);
+	in.max_chain_id_diff = 100;
+	CHECK_OK(sio_options_resolve(&in, 1, &out));
+	CHECK_EQ(out.max_chain_id_diff, 128);
+	in.max_chain_id_diff = UINT32_MAX;
+	CHECK_OK(sio_options_resolve(&in, 1, &out));
+	CHECK_EQ(out.max_chain_id_diff, 1u << 20);
+}
+
 static void test_memory_bound(void)
 {
 	got g = {0};
@@ -521,6 +571,8 @@ int main(void)
 	test_in_order_and_shuffled();
 	test_duplicates_and_overlaps();
 	test_timeouts();
+	test_id_window();
+	test_id_window_option();
 	test_memory_bound();
 	test_scattered();
 	test_max_size();

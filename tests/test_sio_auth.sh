@@ -18,7 +18,7 @@ for k in udp tcp unixgram; do
 
 	# the listener pins c, but b connects: no session, exit 3 on both sides
 	a=$(new_addr "$k")
-	run_pair "$a" "-q -i $T/a -r $T/c/id_ed25519.pub --timeout 4" "-q -i $T/b --timeout 4" "$T/msg"
+	run_pair "$a" "-q -i $T/a -r $T/c/id_ed25519.pub --timeout 2" "-q -i $T/b --timeout 2" "$T/msg"
 	check_eq "$k wrong identity: connect exit" 3 "$CRC"
 	check_eq "$k wrong identity: listen exit" 3 "$LRC"
 	check "$k wrong identity: nothing delivered" test ! -s "$T/l.out"
@@ -28,7 +28,7 @@ for k in udp tcp unixgram; do
 
 	# the connecting side pins c, but a listens
 	a=$(new_addr "$k")
-	run_pair "$a" "-q -i $T/a --timeout 4" "-q -i $T/b -r $T/c/id_ed25519.pub --timeout 4" "$T/msg"
+	run_pair "$a" "-q -i $T/a --timeout 2" "-q -i $T/b -r $T/c/id_ed25519.pub --timeout 2" "$T/msg"
 	check_eq "$k connector pins another key: connect exit" 3 "$CRC"
 	check_eq "$k connector pins another key: listen exit" 3 "$LRC"
 	check "$k connector pins another key: says why ($(cat "$T/c.err"))" \
@@ -42,14 +42,14 @@ for k in udp tcp unixgram; do
 
 	# different PSK / PSK on one side only: exit 3, nothing delivered
 	a=$(new_addr "$k")
-	run_pair "$a" "-q -i $T/a --psk-file $T/psk1 --timeout 4" "-q -i $T/b --psk-file $T/psk2 --timeout 4" "$T/msg"
+	run_pair "$a" "-q -i $T/a --psk-file $T/psk1 --timeout 2" "-q -i $T/b --psk-file $T/psk2 --timeout 2" "$T/msg"
 	check_eq "$k wrong PSK: exits" "3 3" "$CRC $LRC"
 	check "$k wrong PSK: nothing delivered" test ! -s "$T/l.out"
 	check "$k wrong PSK: one line naming the PSK ($(cat "$T/c.err"))" \
 		grep -qi 'psk' "$T/c.err"
 	check_eq "$k wrong PSK: one line only" 1 "$(grep -c . "$T/c.err")"
 	a=$(new_addr "$k")
-	run_pair "$a" "-q -i $T/a --timeout 4" "-q -i $T/b --psk-file $T/psk2 --timeout 4" "$T/msg"
+	run_pair "$a" "-q -i $T/a --timeout 2" "-q -i $T/b --psk-file $T/psk2 --timeout 2" "$T/msg"
 	check_eq "$k PSK on one side only: exits" "3 3" "$CRC $LRC"
 done
 

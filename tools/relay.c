@@ -9,12 +9,14 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "relay.h"
 
 #define CLOSE_WAIT_MS     5000  /* graceful close: wait this long for the peer */
 #define FINAL_ACK_WAIT_MS 10000 /* stream end: no ACK progress this long = give up */
+#define FINAL_FLUSH_MS    2000  /* closing: wait this long for stdout before the last ACK */
 #define LINE_MAX_BYTES    (16u << 20)
 
 static volatile sig_atomic_t g_sig;
@@ -213,6 +215,8 @@ static int report_end(struct relay *r, int write_err)
 	int peer_lost = r->peer_lost;
 	int incomplete = !r->o->lines && (!r->rx_have_end || r->rx_written < r->rx_end);
 	int out_err = r->out_err;
+	/* stream mode: stdin bytes sent but never confirmed written by the peer */
+	uint64_t unconfirmed = r->o->lines ? 0 : r->tx_bytes - r->tx_acked_bytes;
 	pthread_mutex_unlock(&r->mu);
 	if (out_err) {
 		cli_err("stdout: %s", strerror(out_err));
@@ -227,11 +231,17 @@ static int report_end(struct relay *r, int write_err)
 		cli_err("session failed: %s", sio_strerror(err));
 		return CLI_ERR;
 	}
-	if (lost || incomplete) {
-		cli_err("data lost in transit%s", peer_lost ? " (reported by the peer)"
-		                                  : incomplete && !lost
-		                                      ? " (the end of the stream never arrived)"
-		                                      : "");
+	if (lost) {
+		cli_err("data lost in transit%s", peer_lost ? " (reported by the peer)" : "");
+		return CLI_ERR;
+	}
+	if (unconfirmed) {
+		cli_err("data lost: the peer closed the session before confirming %llu bytes of stdin",
+		        (unsigned long long)unconfirmed);
+		return CLI_ERR;
+	}
+	if (incomplete) {
+		cli_err("data lost in transit (the end of the stream never arrived)");
 		return CLI_ERR;
 	}
 	return CLI_OK;
@@ -380,6 +390,36 @@ static int send_lines(struct relay *r, uint8_t *buf, size_t *len, int eof)
 	return 0;
 }
 
+/* Stream mode, before closing the session ourselves: let the writer put
+ * what is queued on stdout (up to FINAL_FLUSH_MS), then acknowledge all of
+ * it. Without this ACK a peer still sending learnt nothing of the last
+ * chunks we wrote (ACKs go out every ACK_DELAY_MS or quarter window) and
+ * reported them as lost although they reached our stdout. */
+static void final_ack(struct relay *r)
+{
+	if (r->o->lines)
+		return;
+	int64_t until = cli_now_ms() + FINAL_FLUSH_MS;
+	pthread_mutex_lock(&r->mu);
+	while (r->qbytes && !r->out_err && r->writer_started && cli_now_ms() < until) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 20 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&r->cond, &r->mu, &ts);
+	}
+	uint8_t ack[F_ACK_LEN];
+	size_t n = 0;
+	if (!r->out_err && r->rx_written_bytes > r->rx_acked_bytes)
+		n = relay_ack_frame(r, ack);
+	pthread_mutex_unlock(&r->mu);
+	if (n)
+		relay_send_frame(r, ack, n);
+}
+
 /* The relay loop once the session is established. Returns the exit code. */
 static int relay_loop(struct relay *r, size_t chunk)
 {
@@ -455,6 +495,7 @@ static int relay_loop(struct relay *r, size_t chunk)
 				continue;
 			}
 			if (all_acked) {
+				final_ack(r);
 				sio_close_and_wait(r->s, CLOSE_WAIT_MS);
 				rc = interrupted ? CLI_ERR : CLI_OK;
 				break;
@@ -463,6 +504,7 @@ static int relay_loop(struct relay *r, size_t chunk)
 				if (!interrupted)
 					cli_err(
 					    "the peer did not confirm that it received everything");
+				final_ack(r);
 				sio_close_and_wait(r->s, CLOSE_WAIT_MS);
 				rc = CLI_ERR;
 				break;
