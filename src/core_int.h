@@ -66,6 +66,9 @@ typedef struct sio_pkt {
 
 typedef struct sio_pq {
 	sio_pkt *p;
+	uint8_t *mem; /* all packet buffers, one block (see pq_new) */
+	size_t mem_len;
+	uint64_t pushes; /* slots are used in order: pushes % cap is the next */
 	uint32_t cap, head, count;
 } sio_pq;
 

@@ -3,10 +3,28 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core_int.h"
 #include "options.h"
 #include "wire.h"
+
+/* Zeroed memory that becomes resident only where it is touched (anonymous
+ * mappings): the packet ring and the token ring are sized for a busy
+ * session, and a listener holds thousands of mostly idle ones. malloc would
+ * give heap memory once glibc's mmap threshold has grown, and calloc would
+ * touch all of it. */
+static void *lazy_alloc(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void lazy_free(void *p, size_t len)
+{
+	if (p)
+		munmap(p, len);
+}
 
 static int pq_new(sio_pq *q, uint32_t n, uint32_t cap)
 {
@@ -14,10 +32,18 @@ static int pq_new(sio_pq *q, uint32_t n, uint32_t cap)
 	if (!q->p)
 		return SIO_ENOMEM;
 	q->cap = n;
+	/* One block for every buffer, not one allocation each: large blocks
+	 * are mapped on demand, so an idle session's ring costs address space
+	 * but almost no resident memory until packets really fill it (a
+	 * listener holds thousands of mostly idle sessions). Strides stay
+	 * 16-byte aligned. */
+	size_t stride = (SIO_SLACK + (size_t)cap + 15) & ~(size_t)15;
+	q->mem_len = stride * n;
+	q->mem = lazy_alloc(q->mem_len);
+	if (!q->mem)
+		return SIO_ENOMEM;
 	for (uint32_t i = 0; i < n; i++) {
-		q->p[i].buf = malloc(SIO_SLACK + (size_t)cap);
-		if (!q->p[i].buf)
-			return SIO_ENOMEM;
+		q->p[i].buf = q->mem + stride * i;
 		q->p[i].cap = cap;
 	}
 	return 0;
@@ -27,11 +53,13 @@ static void pq_free(sio_pq *q)
 {
 	if (!q->p)
 		return;
-	for (uint32_t i = 0; i < q->cap; i++) {
-		if (q->p[i].buf)
-			sodium_memzero(q->p[i].buf, SIO_SLACK + (size_t)q->p[i].cap);
-		free(q->p[i].buf);
-	}
+	/* Only buffers that were used can hold plaintext; wiping the rest
+	 * would fault in pages that were never touched. */
+	uint64_t used = q->pushes < q->cap ? q->pushes : q->cap;
+	for (uint64_t i = 0; i < used; i++)
+		sodium_memzero(q->p[i].buf, SIO_SLACK + (size_t)q->p[i].cap);
+	lazy_free(q->mem, q->mem_len);
+	q->mem = NULL;
 	free(q->p);
 	q->p = NULL;
 }
@@ -55,6 +83,7 @@ static sio_pkt *pq_push(sio_pq *q)
 		return NULL;
 	sio_pkt *p = pq_at(q, q->count);
 	q->count++;
+	q->pushes++;
 	uint8_t *buf = p->buf;
 	uint32_t cap = p->cap;
 	memset(p, 0, sizeof *p);
@@ -85,7 +114,7 @@ int sio_core_queues_new(sio_core *c)
 		return r;
 	c->handed_cap = SIO_KX_QUEUE + SIO_CTRL_QUEUE + n;
 	c->handed = calloc(c->handed_cap, sizeof *c->handed);
-	c->tokens = calloc(SIO_TOKENS, sizeof *c->tokens);
+	c->tokens = lazy_alloc(SIO_TOKENS * sizeof *c->tokens);
 	if (!c->handed || !c->tokens)
 		return SIO_ENOMEM;
 	return 0;
@@ -97,7 +126,7 @@ void sio_core_queues_free(sio_core *c)
 	pq_free(&c->ctrlq);
 	pq_free(&c->data);
 	free(c->handed);
-	free(c->tokens);
+	lazy_free(c->tokens, SIO_TOKENS * sizeof *c->tokens);
 	c->handed = NULL;
 	c->tokens = NULL;
 }
