@@ -20,6 +20,10 @@ command -v python3 >/dev/null || skip "no python3"
 NA="sio$$a" NR="sio$$r" NB="sio$$b"
 ip netns add "$NA" 2>/dev/null || skip "cannot create network namespaces here"
 netns_cleanup() {
+	local ns
+	for ns in "$NA" "$NR" "$NB"; do
+		ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
+	done
 	cleanup
 	ip netns del "$NA" 2>/dev/null
 	ip netns del "$NR" 2>/dev/null
@@ -39,9 +43,9 @@ done
 ip -n "$NA" route add default via 10.77.1.2
 ip -n "$NB" route add default via 10.77.2.2
 ip netns exec "$NR" sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward'
+# (Background processes are started with `ip netns exec` itself, not
+# through a shell function, so that $! is the process to stop.)
 inA() { ip netns exec "$NA" "$@"; }
-inR() { ip netns exec "$NR" "$@"; }
-inB() { ip netns exec "$NB" "$@"; }
 
 mkid a
 mkid b
@@ -144,12 +148,12 @@ relay_run() {
 	hold="$T/hold.$name"
 	mkfifo "$hold"
 	exec {H}<>"$hold"
-	inB timeout -k 5 "$TMO" "$SIO" listen -q --stats --rekey 1 $mode -i "$T/a" \
+	ip netns exec "$NB" timeout -k 5 "$TMO" "$SIO" listen -q --stats --rekey 1 $mode -i "$T/a" \
 		"udp:10.77.2.1:$port" <"$hold" >"$T/$name.out" 2>"$T/$name.lerr" &
 	lpid=$!
 	BG_PIDS+=("$lpid")
 	bound_in "$NB" udp "$port" "$lpid"
-	inR python3 "$T/relay.py" 10.77.1.2 "$rport" 10.77.2.1 "$port" "$loss" "$delay" \
+	ip netns exec "$NR" python3 "$T/relay.py" 10.77.1.2 "$rport" 10.77.2.1 "$port" "$loss" "$delay" \
 		"$reorder" "$dup" 7 &
 	rpid=$!
 	BG_PIDS+=("$rpid")
@@ -199,7 +203,7 @@ port=$(pick_port)
 hold="$T/hold.tcp"
 mkfifo "$hold"
 exec {H}<>"$hold"
-inB timeout -k 5 "$TMO" "$SIO" listen -q --rekey 1 -i "$T/a" "tcp:10.77.2.1:$port" <"$hold" >"$T/tcp.out" 2>"$T/tcp.lerr" &
+ip netns exec "$NB" timeout -k 5 "$TMO" "$SIO" listen -q --rekey 1 -i "$T/a" "tcp:10.77.2.1:$port" <"$hold" >"$T/tcp.out" 2>"$T/tcp.lerr" &
 lpid=$!
 BG_PIDS+=("$lpid")
 bound_in "$NB" tcp "$port" "$lpid"
@@ -216,7 +220,7 @@ port=$(pick_port)
 hold="$T/hold.udp"
 mkfifo "$hold"
 exec {H}<>"$hold"
-inB timeout -k 5 "$TMO" "$SIO" listen -q --stats -i "$T/a" "udp:10.77.2.1:$port" <"$hold" >"$T/udp.out" 2>"$T/udp.lerr" &
+ip netns exec "$NB" timeout -k 5 "$TMO" "$SIO" listen -q --stats -i "$T/a" "udp:10.77.2.1:$port" <"$hold" >"$T/udp.out" 2>"$T/udp.lerr" &
 lpid=$!
 BG_PIDS+=("$lpid")
 bound_in "$NB" udp "$port" "$lpid"
