@@ -1,5 +1,5 @@
 /* Fragmentation and packet-size negotiation hooked into the protocol core
- * (see core_msg.h; docs/PROTOCOL-messages.md). */
+ * (see core_msg.h; docs/PROTOCOL.md §14). */
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>

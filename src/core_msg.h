@@ -1,6 +1,6 @@
 /* Fragmentation and packet-size negotiation inside the protocol core
  * (issue #4). The engine files call these few hooks; the logic lives in
- * core_msg.c, frag.c and pmtu.c. Spec: docs/PROTOCOL-messages.md. */
+ * core_msg.c, frag.c and pmtu.c. Spec: docs/PROTOCOL.md §14. */
 #ifndef SIO_CORE_MSG_H
 #define SIO_CORE_MSG_H
 

@@ -1,4 +1,4 @@
-/* Fragmentation and bounded reassembly (see frag.h, docs/PROTOCOL-messages.md). */
+/* Fragmentation and bounded reassembly (see frag.h, docs/PROTOCOL.md §14). */
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /*
  * Fragmentation and reassembly of messages larger than one packet
- * (docs/PROTOCOL-messages.md §2). Pure module: no clock, no I/O; the caller
+ * (docs/PROTOCOL.md §14.2). Pure module: no clock, no I/O; the caller
  * passes the current time. Not thread-safe (the core serialises calls).
  *
  * Sender: sio_frag_tx_* cuts a message into FRAGMENT frames that fill the

@@ -1,4 +1,4 @@
-/* Packet-size negotiation state machine (see pmtu.h, docs/PROTOCOL-messages.md). */
+/* Packet-size negotiation state machine (see pmtu.h, docs/PROTOCOL.md §14). */
 #include <string.h>
 
 #include "pmtu.h"
