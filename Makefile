@@ -7,7 +7,7 @@ CMAKE_ARGS ?=
 CTEST_ARGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps configure build test demo bench install asan tsan fuzz soak clean
+.PHONY: all deps configure build test demo bench install asan tsan fuzz soak valgrind clean
 
 all: build
 
@@ -56,6 +56,10 @@ fuzz:
 SOAK_SECONDS ?= 60
 soak: build
 	SIO_SOAK_SECONDS=$(SOAK_SECONDS) $(BUILD)/test_soak
+
+# The C tests and examples under valgrind memcheck (not in CI: slow).
+valgrind: build
+	scripts/valgrind.sh $(BUILD)
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz build-clang
