@@ -24,7 +24,7 @@ for k in tcp unix udp; do
 	(exec cat /dev/zero) 2>/dev/null >"$T/src.$k" &
 	spid=$!
 	BG_PIDS+=("$spid")
-	timeout -k 5 "$TMO" "$SIO" connect -q -i "$T/b" "$a" <"$T/src.$k" >/dev/null 2>"$T/c.err" &
+	timeout -k 5 "$TMO" "$SIO" connect -q --stats -i "$T/b" "$a" <"$T/src.$k" >/dev/null 2>"$T/c.err" &
 	cpid=$!
 	BG_PIDS+=("$cpid")
 	for i in $(seq 1 200); do [ -s "$T/l.out" ] && break; sleep 0.05; done
@@ -36,17 +36,21 @@ for k in tcp unix udp; do
 	crc=$?
 	kill "$spid" 2>/dev/null
 	check_eq "$k: receiver that closed exits 0" 0 "$lrc"
-	if [ "$k" = udp ] && [ "$crc" = 0 ]; then
-		# over UDP the sender's small window may be full, waiting, when
-		# the receiver's last ACK confirms all it sent: nothing it sent
-		# was lost, and 0 is right
-		ok
+	n=$(stat -c %s "$T/l.out")
+	if [ "$crc" = 0 ]; then
+		# the sender's window may be full, waiting, when the receiver's
+		# last ACK confirms all it sent: nothing it sent was lost, and 0
+		# is right then, but only then: what it reports as sent must be
+		# exactly what the receiver wrote
+		sent=$(sed -n 's/.*sent \([0-9]*\) bytes in.*/\1/p' "$T/c.err" | head -1)
+		check_eq "$k: a sender that exits 0 sent exactly what arrived" "$n" "$sent"
+		check "$k: a sender that exits 0 reports no loss" \
+			sh -c "! grep -q 'data lost' '$T/c.err'"
 	else
 		check_eq "$k: sender whose data was not all confirmed exits 1" 1 "$crc"
 		check "$k: sender says data was lost ($(cat "$T/c.err"))" \
 			grep -q 'data lost: the peer closed the session before confirming [0-9]* bytes of stdin' "$T/c.err"
 	fi
-	n=$(stat -c %s "$T/l.out")
 	check "$k: receiver got data ($n bytes)" test "$n" -gt 0
 	check "$k: what arrived is an exact prefix" cmp -s -n "$n" /dev/zero "$T/l.out"
 done
