@@ -96,8 +96,15 @@ int main(int argc, char **argv)
 	int n = argc > 1 ? atoi(argv[1]) : 10000;
 	struct rlimit rl;
 	getrlimit(RLIMIT_NOFILE, &rl);
-	rl.rlim_cur = rl.rlim_max;
-	setrlimit(RLIMIT_NOFILE, &rl);
+	/* 5 descriptors per peer and some spare; raising the hard limit works
+	 * for root (CAP_SYS_RESOURCE), else the soft limit goes to the hard. */
+	rlim_t want = (rlim_t)n * 5 + 64;
+	struct rlimit up = {want, want > rl.rlim_max ? want : rl.rlim_max};
+	if (setrlimit(RLIMIT_NOFILE, &up) != 0) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	getrlimit(RLIMIT_NOFILE, &rl);
 	int maxn = (int)((rl.rlim_cur - 64) / 5);
 	if (n > maxn) {
 		printf("RLIMIT_NOFILE %llu: %d peers at most (asked %d)\n", (unsigned long long)rl.rlim_cur, maxn, n);
