@@ -26,6 +26,19 @@ static void lazy_free(void *p, size_t len)
 		munmap(p, len);
 }
 
+/* Under AddressSanitizer every packet buffer is its own allocation, so an
+ * overrun of one buffer hits a redzone instead of the next slot. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SIO_PQ_SEPARATE 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SIO_PQ_SEPARATE 1
+#endif
+#endif
+#ifndef SIO_PQ_SEPARATE
+#define SIO_PQ_SEPARATE 0
+#endif
+
 static int pq_new(sio_pq *q, uint32_t n, uint32_t cap)
 {
 	q->p = calloc(n, sizeof *q->p);
@@ -38,12 +51,16 @@ static int pq_new(sio_pq *q, uint32_t n, uint32_t cap)
 	 * listener holds thousands of mostly idle sessions). Strides stay
 	 * 16-byte aligned. */
 	size_t stride = (SIO_SLACK + (size_t)cap + 15) & ~(size_t)15;
-	q->mem_len = stride * n;
-	q->mem = lazy_alloc(q->mem_len);
-	if (!q->mem)
-		return SIO_ENOMEM;
+	if (!SIO_PQ_SEPARATE) {
+		q->mem_len = stride * n;
+		q->mem = lazy_alloc(q->mem_len);
+		if (!q->mem)
+			return SIO_ENOMEM;
+	}
 	for (uint32_t i = 0; i < n; i++) {
-		q->p[i].buf = q->mem + stride * i;
+		q->p[i].buf = SIO_PQ_SEPARATE ? malloc(stride) : q->mem + stride * i;
+		if (!q->p[i].buf)
+			return SIO_ENOMEM;
 		q->p[i].cap = cap;
 	}
 	return 0;
@@ -58,6 +75,9 @@ static void pq_free(sio_pq *q)
 	uint64_t used = q->pushes < q->cap ? q->pushes : q->cap;
 	for (uint64_t i = 0; i < used; i++)
 		sodium_memzero(q->p[i].buf, SIO_SLACK + (size_t)q->p[i].cap);
+	if (SIO_PQ_SEPARATE)
+		for (uint32_t i = 0; i < q->cap; i++)
+			free(q->p[i].buf);
 	lazy_free(q->mem, q->mem_len);
 	q->mem = NULL;
 	free(q->p);
