@@ -116,7 +116,9 @@ SIO_API int sio_identity_save(const sio_identity *id, const char *path, const ch
 /* Copies the 32-byte public key. Thread: any. */
 SIO_API void sio_identity_public_key(const sio_identity *id, uint8_t pk[SIO_PUBLIC_KEY_BYTES]);
 
-/* Wipes and frees. NULL is allowed. Thread: any (not concurrently with use). */
+/* Releases the program's handle. The key is wiped and freed at once unless
+ * a session or listener still uses it, then when the last of them is freed.
+ * NULL is allowed. Thread: any. */
 SIO_API void sio_identity_free(sio_identity *id);
 
 /* Loads one or several public keys from a file: "ssh-ed25519 BASE64 [comment]"
@@ -139,7 +141,9 @@ SIO_API int sio_remote_contains(const sio_remote *r, const uint8_t pk[SIO_PUBLIC
 SIO_API size_t sio_remote_count(const sio_remote *r);
 SIO_API int sio_remote_key(const sio_remote *r, size_t i, uint8_t pk[SIO_PUBLIC_KEY_BYTES]);
 
-/* Frees. NULL is allowed. Thread: any (not concurrently with use). */
+/* Releases the program's handle; the set is freed now or, if a session
+ * still uses it, when the last such session is freed. NULL is allowed.
+ * Thread: any. */
 SIO_API void sio_remote_free(sio_remote *r);
 
 /* Writes "SHA256:<unpadded base64>" like `ssh-keygen -l`. Thread: any. */
@@ -345,8 +349,10 @@ typedef struct sio_stats {
 /* Creates a session over T between ID and REMOTE (NULL = learn the remote
  * identity from the first valid key exchange and report it through
  * on_remote_identity). OPTS and CBS may be NULL; T and OPTS are copied (the
- * PSK too). ID, REMOTE are referenced, not copied, and must outlive the
- * session. Nothing is sent or read until sio_session_start() or
+ * PSK too). ID and REMOTE are not copied but referenced (counted): the
+ * program may free its handles at any time after this call, the session
+ * keeps them alive until it is freed; REMOTE must not be changed
+ * (sio_remote_add) while a session uses it. Nothing is sent or read until sio_session_start() or
  * sio_session_start_loop(). Handlers and messengers may be set up before.
  * Thread: any. */
 SIO_API int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote *remote,
@@ -500,8 +506,10 @@ SIO_API int sio_close_and_wait(sio_session *s, int timeout_ms);
  * peer sees a truncation), joins the I/O thread, wipes keys and frees; the
  * transport is closed only if close_fds was set. Pending completions fail with
  * SIO_ECANCELED; messengers still open become inert (close them later).
- * From a handler, the I/O thread frees the session once the handler
- * returned. Thread: any; no other call on S may run concurrently or follow.
+ * From a handler: once the handler returns nothing more is read, sent or
+ * delivered for S (only completion callbacks still run, failing with
+ * SIO_ECANCELED), and the I/O thread (or sio_session_process) frees the
+ * session on its way out. Thread: any; no other call on S may run concurrently or follow.
  * NULL is allowed. */
 SIO_API void sio_session_free(sio_session *s);
 
@@ -601,7 +609,7 @@ typedef struct sio_listener_stats {
 } sio_listener_stats;
 
 /* Creates a listener on the bound datagram socket FD, answering as ID (which
- * must outlive it). ALLOWED (NULL = any identity, subject to on_peer) is
+ * referenced as sio_session_new() does). ALLOWED (NULL = any identity, subject to on_peer) is
  * copied. LO may be NULL. Nothing is read before a start call. Returns 0,
  * SIO_EINVAL (FD not a datagram socket, bad option), SIO_ENOMEM, SIO_EIO.
  * Thread: any. */

@@ -1,19 +1,26 @@
 /* Identities (Ed25519 key pairs) and remote key sets, in memory. The file
  * formats live in keyfile.c (parsing/formatting) and keyfile_io.c (files). */
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "identity.h"
 
+/* Both are reference-counted: the program's handle is one reference, each
+ * session or listener using the object holds another, so the program may
+ * free its handle while a session (say, one freed from its own handler,
+ * whose I/O thread ends later) still uses the object. */
 struct sio_identity {
 	uint8_t sk[SIO_SECRET_KEY_BYTES]; /* seed || public key */
+	atomic_int refs;
 };
 
 struct sio_remote {
 	size_t n, cap;
 	uint8_t (*pk)[SIO_PUBLIC_KEY_BYTES];
+	atomic_int refs;
 };
 
 static const char ssh_ed25519_name[] = "ssh-ed25519";
@@ -28,6 +35,7 @@ static int identity_alloc(sio_identity **out)
 	sio_identity *id = malloc(sizeof *id);
 	if (!id)
 		return SIO_ENOMEM;
+	atomic_init(&id->refs, 1);
 	*out = id;
 	return 0;
 }
@@ -87,9 +95,17 @@ const uint8_t *sio_identity_secret_key(const sio_identity *id)
 	return id->sk;
 }
 
+sio_identity *sio_identity_ref(const sio_identity *id)
+{
+	sio_identity *m = (sio_identity *)id;
+	if (m)
+		atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+	return m;
+}
+
 void sio_identity_free(sio_identity *id)
 {
-	if (!id)
+	if (!id || atomic_fetch_sub_explicit(&id->refs, 1, memory_order_acq_rel) != 1)
 		return;
 	sodium_memzero(id, sizeof *id);
 	free(id);
@@ -102,7 +118,10 @@ int sio_remote_new(sio_remote **out)
 	if (!out)
 		return SIO_EINVAL;
 	*out = calloc(1, sizeof **out);
-	return *out ? 0 : SIO_ENOMEM;
+	if (!*out)
+		return SIO_ENOMEM;
+	atomic_init(&(*out)->refs, 1);
+	return 0;
 }
 
 int sio_remote_from_public_key(sio_remote **out, const uint8_t pk[SIO_PUBLIC_KEY_BYTES])
@@ -162,9 +181,17 @@ int sio_remote_key(const sio_remote *r, size_t i, uint8_t pk[SIO_PUBLIC_KEY_BYTE
 	return 0;
 }
 
+sio_remote *sio_remote_ref(const sio_remote *r)
+{
+	sio_remote *m = (sio_remote *)r;
+	if (m)
+		atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+	return m;
+}
+
 void sio_remote_free(sio_remote *r)
 {
-	if (!r)
+	if (!r || atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1)
 		return;
 	free(r->pk);
 	free(r);

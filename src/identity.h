@@ -16,6 +16,12 @@ const uint8_t *sio_identity_secret_key(const sio_identity *id);
  * SIO_EMISMATCH if its public half is not the one derived from its seed. */
 int sio_identity_from_secret(sio_identity **out, const uint8_t sk[SIO_SECRET_KEY_BYTES]);
 
+/* Take one more reference (released by sio_identity_free/sio_remote_free,
+ * which free on the last): sessions and listeners hold one while they use
+ * the object. Return their argument (NULL stays NULL). Thread: any. */
+sio_identity *sio_identity_ref(const sio_identity *id);
+sio_remote *sio_remote_ref(const sio_remote *r);
+
 /* Creates an empty remote key set. */
 int sio_remote_new(sio_remote **out);
 

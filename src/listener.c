@@ -65,6 +65,7 @@ static void destroy(struct sio_listener *l)
 	if (l->wake_fd >= 0)
 		close(l->wake_fd);
 	sio_remote_free(l->allowed);
+	sio_identity_free(l->id);
 	sodium_memzero(l->secret, sizeof(l->secret));
 	sodium_memzero(l->prev_secret, sizeof(l->prev_secret));
 	free((void *)l->sopts.psk);
@@ -315,7 +316,7 @@ int sio_listener_new(sio_listener **out, const sio_identity *id, int fd, const s
 	pthread_condattr_destroy(&ca);
 	l->fd = fd;
 	l->wake_fd = -1;
-	l->id = id;
+	l->id = sio_identity_ref(id);
 	l->refs = 1;
 	if (lo)
 		l->lo = *lo;

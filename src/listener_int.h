@@ -56,7 +56,7 @@ struct sio_listener {
 	pthread_cond_t cond; /* accept queue */
 	int fd, close_fd;
 	int family;
-	const sio_identity *id;
+	sio_identity *id; /* a reference held (sio_identity_ref) */
 	sio_remote *allowed;
 	sio_listener_options lo;
 	sio_options sopts;

@@ -178,6 +178,10 @@ static void dispatch(sio_session *s)
 		unlock(s);
 		for (size_t i = 0; i < n; i++) {
 			struct sio_ev *e = &q[i];
+			/* a handler freed the session (same thread, so this
+			 * unlocked read is ours): only completions still run */
+			if (s->free_on_exit && e->kind != EV_SENT)
+				continue;
 			switch (e->kind) {
 			case EV_MSG:
 				e->u.fn(s, e->type, e->in_arena ? ar.buf + e->off : e->ptr, e->len, e->ctx);
@@ -446,7 +450,7 @@ static int read_input(sio_session *s, uint64_t now)
 {
 	/* nothing is read after the end: what follows on the transport belongs
 	 * to the program (sio_confirm_identity hands the descriptor back) */
-	if (s->tp_dead || s->dispatching || s->evn > 0 ||
+	if (s->tp_dead || s->dispatching || s->evn > 0 || s->free_on_exit ||
 	    atomic_load(&s->state) == SIO_STATE_CLOSED)
 		return 0;
 	struct rx_ctx rx = {s, now};
@@ -514,7 +518,7 @@ static void step(sio_session *s, int allow_input)
 		sio_core_tick(s->core, now);
 	sio_flush_out(s, now);
 	dispatch(s);
-	for (int round = 0; allow_input && round < 8; round++) {
+	for (int round = 0; allow_input && round < 8 && !s->free_on_exit; round++) {
 		if (!sio_input_ok(s)) {
 			s->input_stalled = 1;
 			break;
@@ -527,6 +531,8 @@ static void step(sio_session *s, int allow_input)
 			break;
 		now = sio_now_ns();
 	}
+	if (s->free_on_exit)
+		return; /* freed by a handler: nothing more is sent */
 	if (sio_core_deadline(s->core) <= now) {
 		sio_core_tick(s->core, now);
 		sio_flush_out(s, now);
@@ -680,8 +686,8 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->cond, &ca);
 	pthread_condattr_destroy(&ca);
-	s->id = id;
-	s->remote = remote;
+	s->id = sio_identity_ref(id);
+	s->remote = sio_remote_ref(remote);
 	if (cbs)
 		s->cbs = *cbs;
 	atomic_store(&s->state, SIO_STATE_NEW);
@@ -1034,6 +1040,8 @@ static void session_destroy(sio_session *s)
 	free(s->rd.buf);
 	pthread_cond_destroy(&s->cond);
 	sio_shared_unref(s->sh);
+	sio_identity_free(s->id);
+	sio_remote_free(s->remote);
 	free(s);
 }
 

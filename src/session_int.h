@@ -118,8 +118,8 @@ struct sio_session {
 	int tx_blocked;   /* the transport is full: wait for POLLOUT */
 	int out_more;     /* sio_flush_out stopped with packets still due */
 	int input_stalled; /* I/O thread stopped reading (flow control) */
-	const sio_identity *id;
-	const sio_remote *remote;
+	sio_identity *id; /* references held (sio_identity_ref, sio_remote_ref) */
+	sio_remote *remote;
 	sio_callbacks cbs;
 
 	/* cached clock for the write path (see sio_now_cached) */

@@ -328,6 +328,7 @@ static void test_custom_error(void)
 
 static void freeing_handler(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
 {
+	atomic_fetch_add((atomic_int *)ctx, 1);
 	sio_session_free(s); /* the I/O thread frees it once this returns */
 }
 
@@ -337,10 +338,15 @@ static void test_free_in_handler(void)
 {
 	struct pair p;
 	CHECK_OK(pair_open(&p, PK_UNIX_STREAM, NULL, NULL, NULL, NULL));
-	CHECK_OK(sio_set_handler(p.b, 1, freeing_handler, NULL, NULL));
+	atomic_int calls = 0;
+	CHECK_OK(sio_set_handler(p.b, 1, freeing_handler, NULL, &calls));
 	CHECK_OK(pair_start(&p));
 	CHECK(fcntl(p.fds[1], F_GETFL) & O_NONBLOCK);
+	/* three messages merged into one packet: after the first handler
+	 * freed the session, the other two are not delivered */
 	CHECK_OK(sio_write_message(p.a, 1, "x", 1));
+	CHECK_OK(sio_write_message(p.a, 1, "y", 1));
+	CHECK_OK(sio_write_message(p.a, 1, "z", 1));
 	p.b = NULL; /* freed by its handler */
 	int restored = 0;
 	for (int i = 0; i < 1000 && !restored; i++) {
@@ -349,6 +355,7 @@ static void test_free_in_handler(void)
 			usleep(5000);
 	}
 	CHECK(restored);
+	CHECK_EQ(atomic_load(&calls), 1);
 	/* b's descriptor is still open (close_fds 0); shutting it down, a sees
 	 * the end without a close message. (Not closed here: ThreadSanitizer
 	 * cannot see that the detached I/O thread that used it has ended.) */
@@ -357,6 +364,33 @@ static void test_free_in_handler(void)
 	CHECK_OK(sio_session_wait_state(p.a, SIO_STATE_CLOSED, 10000));
 	char buf[2];
 	CHECK_EQ(sio_read_timeout(p.a, buf, 2, 1000), SIO_ETRUNCATED);
+	pair_free(&p);
+}
+
+/* The program may free its identity and remote handles right after
+ * sio_session_new(): the sessions hold references (ASan would see a use
+ * after free otherwise), through the handshake and a key renewal. */
+static void test_handles_freed_early(void)
+{
+	struct pair p;
+	sio_options o = {0};
+	o.kx_interval_ns = 200000000; /* renew every 0.2 s */
+	CHECK_OK(pair_open(&p, PK_UDP_CONNECTED, &o, &o, NULL, NULL));
+	sio_identity_free(p.ida);
+	sio_identity_free(p.idb);
+	sio_remote_free(p.ra);
+	sio_remote_free(p.rb);
+	p.ida = p.idb = NULL;
+	p.ra = p.rb = NULL;
+	CHECK_OK(pair_start(&p));
+	usleep(600000);
+	CHECK_EQ(sio_write(p.a, "hello", 5), 5);
+	char buf[8];
+	CHECK_EQ(sio_read_timeout(p.b, buf, sizeof buf, 5000), 5);
+	CHECK(memcmp(buf, "hello", 5) == 0);
+	sio_stats st;
+	sio_session_stats(p.a, &st);
+	CHECK(st.rekeys > 0);
 	pair_free(&p);
 }
 
@@ -376,6 +410,7 @@ int main(void)
 	test_vanish_stream(PK_SEQPACKET);
 	test_vanish_udp();
 	test_free_in_handler();
+	test_handles_freed_early();
 	test_custom_error();
 	return check_done("test_session_close");
 }
