@@ -1,4 +1,5 @@
-/* Writes the seed corpora of fuzz_packet, fuzz_kx and fuzz_framing into
+/* Writes the seed corpora of fuzz_packet, fuzz_kx, fuzz_framing, fuzz_core
+ * and fuzz_listener into
  * DIR/<target>/ (usage: fuzz-gen-corpus DIR, normally fuzz/corpus). Built
  * with -DSIO_FUZZ=ON. The cores are the fuzzers' own deterministic pair
  * (fuzz_pair.h), so captured key-exchange messages are valid inputs for
@@ -10,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "fuzz_pair.h"
+#include "listener_int.h"
 #include "wire.h"
 
 static const char *root;
@@ -129,6 +131,90 @@ static void framing_seeds(void)
 	put("fuzz_framing", "closing", f, n);
 }
 
+/* fuzz_core: byte 0 = mode, byte 1 bit 0 = PSK. Mode 1 takes frame bytes
+ * (sealed by the target), modes 0 and 2 take 2-byte LE length-prefixed
+ * packets; a captured first key-exchange message is a valid packet for
+ * mode 2 (the target's cores pin no identity, so any signer is learned). */
+static void core_seeds(void)
+{
+	uint8_t f[64];
+	size_t n = 0;
+	f[n++] = 1; f[n++] = 0;
+	f[n++] = SIO_FR_DATA_RW; f[n++] = 3; f[n++] = 'a'; f[n++] = 'b'; f[n++] = 'c';
+	f[n++] = SIO_FR_DATA; n += sio_varint_put(f + n, 9); f[n++] = 1; f[n++] = 'x';
+	f[n++] = SIO_FR_KEEPALIVE;
+	f[n++] = SIO_FR_CLOSE;
+	put("fuzz_core", "frames", f, n);
+	f[1] = 1;
+	put("fuzz_core", "frames_psk", f, n);
+	for (int psk = 0; psk < 2; psk++) {
+		fz_ctx r = {1, 0, 0};
+		sio_core *c = fz_core(0, &r, psk);
+		struct iovec iov[4];
+		uint8_t seed[4 + 4096];
+		size_t k = sio_core_pending(c, 0, iov, 4);
+		if (k < 1 || iov[0].iov_len > 4096)
+			abort();
+		size_t len = iov[0].iov_len;
+		for (int mode = 0; mode <= 2; mode += 2) {
+			seed[0] = (uint8_t)mode;
+			seed[1] = (uint8_t)psk;
+			seed[2] = (uint8_t)len;
+			seed[3] = (uint8_t)(len >> 8);
+			memcpy(seed + 4, iov[0].iov_base, len);
+			char name[32];
+			snprintf(name, sizeof name, "mode%d_kx%s", mode, psk ? "_psk" : "");
+			put("fuzz_core", name, seed, 4 + len);
+		}
+		sio_core_sent(c, k, 0);
+		sio_core_free(c);
+	}
+}
+
+/* fuzz_listener: byte 0 = flags (bit 0 under load, 1 session cap reached,
+ * 2 allowed set, 3 correct cookie, bits 4-6 half-open count), then one
+ * datagram: mark, connection id, [cookie echo,] packet. */
+static void listener_seeds(void)
+{
+	fz_ctx r = {1, 0, 0};
+	sio_core *c = fz_core(0, &r, 0);
+	struct iovec iov[4];
+	size_t k = sio_core_pending(c, 0, iov, 4);
+	size_t len = iov[0].iov_len;
+	uint8_t d[2 + SIO_L_PREFIX + 1 + SIO_L_COOKIE_BYTES + 4096];
+	if (k < 1 || len > 4096)
+		abort();
+	static const uint8_t flags[] = {0x00, 0x01, 0x04, 0x09, 0x72};
+	for (size_t i = 0; i < sizeof flags; i++) {
+		size_t n = 0;
+		d[n++] = flags[i];
+		d[n++] = SIO_LISTENER_MARK;
+		for (int j = 0; j < SIO_LISTENER_CID_BYTES; j++)
+			d[n++] = (uint8_t)(0xa0 + j);
+		if (flags[i] & 8) { /* a cookie echo (the target substitutes the right cookie) */
+			d[n++] = 0x22;
+			memset(d + n, 0x5c, SIO_L_COOKIE_BYTES);
+			n += SIO_L_COOKIE_BYTES;
+		}
+		memcpy(d + n, iov[0].iov_base, len);
+		n += len;
+		char name[32];
+		snprintf(name, sizeof name, "kx_flags%02x", flags[i]);
+		put("fuzz_listener", name, d, n);
+	}
+	/* the client side: a cookie reply (mark, id, cookie) */
+	size_t n = 0;
+	d[n++] = 0;
+	d[n++] = SIO_L_COOKIE_MARK;
+	for (int j = 0; j < SIO_LISTENER_CID_BYTES; j++)
+		d[n++] = (uint8_t)(0xa0 + j);
+	memset(d + n, 0x5c, SIO_L_COOKIE_BYTES);
+	n += SIO_L_COOKIE_BYTES;
+	put("fuzz_listener", "cookie_reply", d, n);
+	sio_core_sent(c, k, 0);
+	sio_core_free(c);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -141,5 +227,7 @@ int main(int argc, char **argv)
 	kx_seeds();
 	packet_seeds();
 	framing_seeds();
+	core_seeds();
+	listener_seeds();
 	return 0;
 }
