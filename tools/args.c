@@ -44,7 +44,8 @@ static const char help_text[] =
 "                   default read/write type\n"
 "  --timeout SEC    give up if no session is established within SEC seconds (default 30;\n"
 "                   0 = wait forever)\n"
-"  --rekey SEC      key renewal interval (default 60, at least 0.1)\n"
+"  --rekey SEC      key renewal interval (default 60, at least 0.1); an\n"
+"                   unanswered renewal is retried every SEC/4, at most 1 s\n"
 "  --stats          on exit print to stderr: bytes and messages each way, packets dropped by\n"
 "                   reason, key renewals, negotiated packet size, elapsed time, throughput\n"
 "  --multi          listen: serve many peers on one udp:/unixgram: socket (server mode):\n"
@@ -130,6 +131,13 @@ static int parse_seconds(const char *cmd, const char *opt, const char *v, int al
 		                       allow_zero ? "" : " above 0");
 	*out = d;
 	return 0;
+}
+
+void cli_set_rekey(sio_options *o, double rekey_s)
+{
+	o->kx_interval_ns = (int64_t)(rekey_s * 1e9);
+	int64_t retry = o->kx_interval_ns / 4;
+	o->kx_retry_ns = retry < 1000000000 ? retry : 1000000000;
 }
 
 int cli_parse_session_args(int argc, char **argv, struct cli_opts *o)

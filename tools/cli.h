@@ -59,6 +59,11 @@ struct cli_opts {
 
 /* Prints "sio: MSG" and the usage line of CMD (NULL: all) to stderr; returns CLI_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Sets O's renewal interval to REKEY_S seconds and the retry of an
+ * unanswered key exchange to a quarter of it, at most the library's 1 s:
+ * with short intervals (tests, --rekey 1 on a lossy path) a renewal whose
+ * message was lost is retried well before the next one is due. */
+void cli_set_rekey(sio_options *o, double rekey_s);
 /* Full help on stdout. */
 void cli_help(void);
 /* Parses listen/connect arguments (argv[0] is the subcommand). Returns 0 or CLI_USAGE. */

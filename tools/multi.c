@@ -202,7 +202,7 @@ int cli_multi(struct cli_opts *o)
 	}
 	sio_options so;
 	memset(&so, 0, sizeof so);
-	so.kx_interval_ns = (int64_t)(o->rekey_s * 1e9);
+	cli_set_rekey(&so, o->rekey_s);
 	if (psk_len) {
 		so.psk = psk;
 		so.psk_len = psk_len;

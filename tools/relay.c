@@ -705,7 +705,7 @@ int cli_session(struct cli_opts *o)
 
 	sio_options opts;
 	memset(&opts, 0, sizeof opts);
-	opts.kx_interval_ns = (int64_t)(o->rekey_s * 1e9);
+	cli_set_rekey(&opts, o->rekey_s);
 	opts.listener_peer = o->multi && !listening; /* connect --multi: a sio listen --multi hub */
 	if (deadline) {
 		int64_t left = deadline - cli_now_ms();
