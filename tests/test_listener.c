@@ -3,7 +3,7 @@
  * reloading the allowed set; roaming to a new source port and a forged
  * packet that must not move the peer; a flood of key-exchange-shaped junk
  * under which the cookie round keeps state bounded while real clients still
- * connect; event-loop style. No timing assertions: only generous timeouts. */
+ * connect; event-loop style; IPv6 with cookies and roaming. No timing assertions: only generous timeouts. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -394,6 +394,105 @@ static void test_loop(void)
 	sio_listener_free(l);
 }
 
+/* IPv6: a listener on [::1] that asks every new peer for a cookie (the
+ * cookie binds the IPv6 address and port), three peers, then one of them
+ * roams to a new port. Skipped if ::1 cannot be bound. */
+static int udp6_bound(struct sockaddr_in6 *addr)
+{
+	int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+	struct sockaddr_in6 a;
+	memset(&a, 0, sizeof(a));
+	a.sin6_family = AF_INET6;
+	a.sin6_addr = in6addr_loopback;
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	socklen_t l = sizeof(a);
+	getsockname(fd, (struct sockaddr *)&a, &l);
+	if (addr)
+		*addr = a;
+	return fd;
+}
+
+static void test_ipv6(void)
+{
+	struct sockaddr_in6 sa;
+	int sfd = udp6_bound(&sa);
+	if (sfd < 0) {
+		printf("test_listener: IPv6 loopback unavailable, IPv6 case skipped\n");
+		return;
+	}
+	sio_listener_options lo;
+	memset(&lo, 0, sizeof(lo));
+	lo.close_fd = 1;
+	lo.cookie_threshold = 1; /* every new peer echoes a cookie first */
+	sio_listener *l = NULL;
+	CHECK_OK(sio_listener_new(&l, srv_id, sfd, NULL, &lo));
+	CHECK_OK(sio_listener_start(l));
+	enum { N6 = 3 };
+	struct client c[N6];
+	sio_session *s[N6] = {0};
+	memset(c, 0, sizeof(c));
+	for (int i = 0; i < N6; i++) {
+		CHECK_OK(sio_identity_generate(&c[i].id));
+		CHECK_OK(sio_remote_from_public_key(&c[i].srv, srv_pk));
+		c[i].fd = udp6_bound(NULL);
+		CHECK(c[i].fd >= 0);
+		sio_transport t;
+		sio_transport_fd(&t, c[i].fd, c[i].fd);
+		memcpy(&t.peer, &sa, sizeof(sa));
+		t.peer_len = sizeof(sa);
+		t.close_fds = 1;
+		sio_options o;
+		memset(&o, 0, sizeof(o));
+		o.listener_peer = 1;
+		o.kx_retry_ns = 200000000;
+		CHECK_OK(sio_session_new(&c[i].s, c[i].id, c[i].srv, &t, &o, NULL));
+		CHECK_OK(sio_session_start(c[i].s));
+	}
+	for (int i = 0; i < N6; i++) {
+		char msg[32];
+		int m = snprintf(msg, sizeof(msg), "peer %d", i);
+		CHECK_EQ(sio_write(c[i].s, msg, (size_t)m), m);
+	}
+	for (int k = 0; k < N6; k++) {
+		CHECK_OK(sio_listener_accept(l, &s[k], 30000));
+		if (s[k])
+			CHECK_OK(serve_one(s[k], c, N6));
+	}
+	for (int i = 0; i < N6; i++)
+		CHECK_OK(client_check(&c[i], i));
+	sio_listener_stats st;
+	sio_listener_stats_get(l, &st);
+	CHECK(st.cookies_sent >= N6);
+	CHECK_EQ(st.sessions, N6);
+
+	/* peer 0 moves to a new IPv6 source port */
+	int nfd = udp6_bound(NULL);
+	CHECK(dup2(nfd, c[0].fd) == c[0].fd);
+	close(nfd);
+	char buf[64];
+	uint8_t pk0[32], pk[32];
+	sio_identity_public_key(c[0].id, pk0);
+	for (int k = 0; k < N6; k++) {
+		if (!s[k] || sio_session_remote_key(s[k], pk) != 0 || memcmp(pk, pk0, 32) != 0)
+			continue;
+		CHECK_EQ(sio_write(c[0].s, "moved", 5), 5);
+		CHECK_EQ(sio_read_timeout(s[k], buf, sizeof(buf), 20000), 5);
+		CHECK_EQ(sio_write(s[k], "seen", 4), 4);
+		CHECK_EQ(sio_read_timeout(c[0].s, buf, sizeof(buf), 20000), 4);
+	}
+	sio_listener_stats_get(l, &st);
+	CHECK_EQ(st.roams, 1);
+	for (int i = 0; i < N6; i++) {
+		client_close(&c[i]);
+		sio_session_free(s[i]);
+	}
+	sio_listener_free(l);
+}
+
 int main(void)
 {
 	CHECK_OK(sio_init());
@@ -403,6 +502,7 @@ int main(void)
 	test_roaming();
 	test_flood();
 	test_loop();
+	test_ipv6();
 	sio_identity_free(srv_id);
 	return check_done("test_listener");
 }
