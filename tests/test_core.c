@@ -59,7 +59,7 @@ static void test_sizes(int datagram)
 	size_t sizes[] = {0, 1, 2, 127, 128, 129, 1000, maxp - SIO_OVERHEAD - 4,
 			  maxp - SIO_OVERHEAD - 3};
 	size_t n = sizeof sizes / sizeof *sizes;
-	uint8_t *buf = malloc(maxp);
+	uint8_t *buf = calloc(1, maxp); /* the last writes below go past sizes[n - 1] */
 	for (size_t i = 0; i < n; i++) {
 		for (size_t k = 0; k < sizes[i]; k++)
 			buf[k] = (uint8_t)(k * 7 + i);
