@@ -16,7 +16,7 @@
 #define MAXV 64
 static struct {
 	char name[64];
-	uint8_t val[512];
+	uint8_t val[1536];
 	size_t len;
 } vec[MAXV];
 static size_t nvec;
@@ -32,7 +32,7 @@ static const uint8_t *get(const char *name, size_t *len)
 		}
 	fprintf(stderr, "vector %s missing\n", name);
 	CHECK(!"vector missing");
-	static uint8_t zero[512];
+	static uint8_t zero[1536];
 	if (len)
 		*len = 0;
 	return zero;
@@ -41,7 +41,7 @@ static const uint8_t *get(const char *name, size_t *len)
 static void load(const char *path)
 {
 	FILE *f = fopen(path, "r");
-	char line[2048];
+	char line[4096];
 	CHECK(f != NULL);
 	if (!f)
 		return;
@@ -147,6 +147,69 @@ static size_t data_packet(uint8_t *pkt, const uint8_t key[32], const uint8_t sid
 			pkt[1 + i] ^= mask[1 + i];
 	}
 	return 5 + (size_t)cl;
+}
+
+/* LEB128, as PROTOCOL.md's varint (written here, not taken from wire.h). */
+static size_t leb(uint8_t *p, uint32_t v)
+{
+	size_t n = 0;
+	while (v >= 0x80) {
+		p[n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	p[n++] = (uint8_t)v;
+	return n;
+}
+
+/* A fragmented message (§14.2): FRAG_LEN bytes of the default type, message
+ * id 1, cut for 1452-byte packets (1431 bytes of frames each): every
+ * fragment but the last fills its packet and has no length (L set); the
+ * last one carries its length. Returns the number of packets. */
+#define FRAG_LEN 3000u
+#define FRAG_ROOM (1452u - 5u - 16u)
+static size_t frag_packets(uint8_t pkts[][1452], size_t lens[], const uint8_t key[32],
+			   const uint8_t sid[16], uint32_t pn0)
+{
+	uint8_t msg[FRAG_LEN], fr[FRAG_ROOM];
+	for (uint32_t i = 0; i < FRAG_LEN; i++)
+		msg[i] = (uint8_t)(i * 13 + 5);
+	size_t np = 0;
+	uint32_t off = 0;
+	while (off < FRAG_LEN) {
+		size_t h = 0;
+		fr[h++] = 0x07;
+		fr[h++] = 0x00; /* type code 0: SIO_TYPE_READWRITE */
+		h += leb(fr + h, 1); /* message id */
+		h += leb(fr + h, FRAG_LEN);
+		h += leb(fr + h, off);
+		uint32_t n = FRAG_LEN - off;
+		uint8_t lb[5];
+		size_t ll = leb(lb, n);
+		if (h + ll + n <= FRAG_ROOM) { /* the last fragment, with its length */
+			memcpy(fr + h, lb, ll);
+			h += ll;
+		} else { /* fills the packet: L, no length */
+			fr[0] |= 0x80;
+			n = (uint32_t)(FRAG_ROOM - h);
+		}
+		memcpy(fr + h, msg + off, n);
+		lens[np] = data_packet(pkts[np], key, sid, 1, pn0 + (uint32_t)np, fr, h + n, NULL);
+		np++;
+		off += n;
+	}
+	return np;
+}
+
+static uint8_t frag_got[FRAG_LEN];
+static size_t frag_got_len, frag_deliveries;
+static void frag_deliver(void *ctx, uint32_t type, const uint8_t *d, size_t len)
+{
+	(void)ctx;
+	frag_deliveries++;
+	if (type == SIO_TYPE_READWRITE && len <= sizeof frag_got) {
+		memcpy(frag_got, d, len);
+		frag_got_len = len;
+	}
 }
 
 typedef struct script {
@@ -342,6 +405,17 @@ int main(int argc, char **argv)
 	uint8_t pkt_ans2[64];
 	size_t l_ans2 = data_packet(pkt_ans2, k2_a2b, sid_a, 2, 0, &fr_ans, 1, NULL);
 	out("packet_a_answer_gen2", pkt_ans2, l_ans2);
+	/* after "hello" (packet number 1), A sends a 3000-byte message in
+	 * three fragments (packet numbers 2, 3, 4; generation-1 keys) */
+	static uint8_t fpk[3][1452];
+	size_t flen[3];
+	size_t nfrag = frag_packets(fpk, flen, k_a2b, sid_a, 2);
+	CHECK_EQ(nfrag, 3);
+	for (size_t i = 0; i < nfrag && i < 3; i++) {
+		char name[32];
+		snprintf(name, sizeof name, "packet_a_fragment%zu", i + 1);
+		out(name, fpk[i], flen[i]);
+	}
 	if (writing)
 		return 0;
 
@@ -410,6 +484,7 @@ int main(int argc, char **argv)
 		CHECK_OK(sio_core_start(a, t0));
 		CHECK_OK(sio_core_start(b, t0 + 77));
 		uint8_t pa[256], pb[256], p[256];
+		static uint8_t p2[1452];
 		size_t la = first_packet(a, t0, pa, 1), lb = first_packet(b, t0 + 77, pb, 1);
 		CHECK_EQ(la, with_psk ? 216 : 175);
 		CHECK_EQ(lb, with_psk ? 216 : 175);
@@ -433,6 +508,29 @@ int main(int argc, char **argv)
 		CHECK_EQ(l, with_psk ? pl_hello : l_hello);
 		CHECK(memcmp(p, with_psk ? ppkt_hello : pkt_hello, l) == 0);
 		if (!with_psk) {
+			/* the fragmented message: same bytes on the wire, and B
+			 * reassembles it */
+			CHECK_EQ(sio_core_max_packet(a), 1452);
+			uint8_t msg[FRAG_LEN];
+			for (uint32_t i = 0; i < FRAG_LEN; i++)
+				msg[i] = (uint8_t)(i * 13 + 5);
+			CHECK_OK(sio_core_write(a, t0 + 3000, SIO_TYPE_READWRITE, msg, FRAG_LEN, 0));
+			sio_core_flush(a, t0 + 3000);
+			struct iovec iov[8];
+			size_t n = sio_core_pending(a, t0 + 3000, iov, 8);
+			CHECK_EQ(n, 3);
+			b->cb.deliver = frag_deliver;
+			for (size_t i = 0; i < n && i < 3; i++) {
+				CHECK_EQ(iov[i].iov_len, flen[i]);
+				CHECK(iov[i].iov_len == flen[i] &&
+				      memcmp(iov[i].iov_base, fpk[i], flen[i]) == 0);
+				memcpy(p2, iov[i].iov_base, iov[i].iov_len);
+				CHECK_EQ(sio_core_recv(b, t0 + 4000, p2, iov[i].iov_len), 1);
+			}
+			sio_core_sent(a, n, 0);
+			CHECK_EQ(frag_deliveries, 1);
+			CHECK(frag_got_len == FRAG_LEN && memcmp(frag_got, msg, FRAG_LEN) == 0);
+			b->cb.deliver = NULL;
 			/* the renewal */
 			sio_core_tick(a, T1);
 			la = first_packet(a, T1, pa, 1);
