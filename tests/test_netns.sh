@@ -7,7 +7,8 @@
 # and 30% loss; in --lines mode every delivered line is intact and unique;
 # in stream mode over UDP the output is the input or, if the stream ended
 # with "data lost in transit", an exact prefix of it; TCP routed through R
-# (MTU 1280) carries every byte; the packet size settles below the path MTU.
+# (MTU 1280, a token bucket that drops segments) carries every byte; the
+# packet size settles below the path MTU.
 # Needs root (CAP_NET_ADMIN) and `ip`; otherwise skipped (exit 77).
 source "$SIO_SOURCE_DIR/tests/sio_lib.sh"
 skip() {
@@ -201,7 +202,14 @@ else
 fi
 echo "stream over UDP at 10% loss: exit $CRC/$LRC, $got of $((512 * 1024)) bytes"
 
-# 4. TCP routed through R (MTU 1280 links): every byte arrives.
+# 4. TCP routed through R (MTU 1280 links) whose link toward B is a token
+#    bucket of 20 Mbit/s with an 8 KiB queue: bursts overflow it and the
+#    kernel drops real TCP segments (retransmitted by TCP); every byte
+#    arrives. (tbf, unlike netem, is in this kernel.)
+shaped=0
+if tc -n "$NR" qdisc add dev rb root tbf rate 20mbit burst 16kb limit 8kb 2>/dev/null; then
+	shaped=1
+fi
 port=$(pick_port)
 hold="$T/hold.tcp"
 mkfifo "$hold"
@@ -216,6 +224,14 @@ wait "$lpid"
 check_eq "tcp: listener exit" 0 "$?"
 exec {H}>&-
 check "tcp: every byte" cmp -s "$T/tcp.out" "$T/data"
+if [ "$shaped" -eq 1 ]; then
+	drops=$(tc -s -n "$NR" qdisc show dev rb | sed -n 's/.*(dropped \([0-9]*\),.*/\1/p' | head -1)
+	echo "tcp through the shaped link: ${drops:-?} segments dropped by the kernel"
+	check "tcp: the shaped link dropped segments (${drops:-none})" [ "${drops:-0}" -gt 0 ]
+	tc -n "$NR" qdisc del dev rb root 2>/dev/null
+else
+	echo "tcp: no tbf qdisc here, the TCP case ran without drops"
+fi
 
 # 5. UDP routed directly (no relay): the packet size settles within the
 #    1280-byte path and 512 KiB arrive whole.
