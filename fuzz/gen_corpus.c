@@ -32,26 +32,39 @@ static void put(const char *target, const char *name, const uint8_t *d, size_t l
 	}
 }
 
+/* The first key-exchange packet of the fuzzers' core 0 (with or without
+ * the PSK) into OUT (room for 4096 bytes); its length. With INNER, also the
+ * plain message inside it (SIO_KX_MSG_LEN bytes). */
+static size_t first_kx(int psk, uint8_t *out, uint8_t *inner)
+{
+	fz_ctx r = {1, 0, 0};
+	sio_core *c = fz_core(0, &r, psk);
+	struct iovec iov[4];
+	size_t n = sio_core_pending(c, 0, iov, 4);
+	if (n < 1 || iov[0].iov_len > 4096)
+		abort();
+	size_t len = iov[0].iov_len;
+	memcpy(out, iov[0].iov_base, len);
+	if (inner)
+		memcpy(inner, c->local_msg, SIO_KX_MSG_LEN);
+	sio_core_sent(c, n, 0);
+	sio_core_free(c);
+	return len;
+}
+
 static void kx_seeds(void)
 {
 	for (int psk = 0; psk < 2; psk++) {
-		fz_ctx r = {1, 0, 0};
-		sio_core *c = fz_core(0, &r, psk);
-		struct iovec iov[4];
 		uint8_t seed[1 + 4096];
-		size_t n = sio_core_pending(c, 0, iov, 4);
-		if (n < 1 || iov[0].iov_len > 4096)
-			abort();
 		seed[0] = (uint8_t)psk;
-		memcpy(seed + 1, iov[0].iov_base, iov[0].iov_len);
-		put("fuzz_kx", psk ? "kx_psk_wire" : "kx_plain", seed, 1 + iov[0].iov_len);
+		size_t len = first_kx(psk, seed + 1, NULL);
+		put("fuzz_kx", psk ? "kx_psk_wire" : "kx_plain", seed, 1 + len);
 		if (psk) { /* the plain message, wrapped by the target */
+			uint8_t wire[4096];
 			seed[0] = 3;
-			memcpy(seed + 1, c->local_msg, SIO_KX_MSG_LEN);
+			first_kx(psk, wire, seed + 1);
 			put("fuzz_kx", "kx_psk_inner", seed, 1 + SIO_KX_MSG_LEN);
 		}
-		sio_core_sent(c, n, 0);
-		sio_core_free(c);
 	}
 }
 
@@ -148,26 +161,17 @@ static void core_seeds(void)
 	f[1] = 1;
 	put("fuzz_core", "frames_psk", f, n);
 	for (int psk = 0; psk < 2; psk++) {
-		fz_ctx r = {1, 0, 0};
-		sio_core *c = fz_core(0, &r, psk);
-		struct iovec iov[4];
 		uint8_t seed[4 + 4096];
-		size_t k = sio_core_pending(c, 0, iov, 4);
-		if (k < 1 || iov[0].iov_len > 4096)
-			abort();
-		size_t len = iov[0].iov_len;
+		size_t len = first_kx(psk, seed + 4, NULL);
 		for (int mode = 0; mode <= 2; mode += 2) {
 			seed[0] = (uint8_t)mode;
 			seed[1] = (uint8_t)psk;
 			seed[2] = (uint8_t)len;
 			seed[3] = (uint8_t)(len >> 8);
-			memcpy(seed + 4, iov[0].iov_base, len);
 			char name[32];
 			snprintf(name, sizeof name, "mode%d_kx%s", mode, psk ? "_psk" : "");
 			put("fuzz_core", name, seed, 4 + len);
 		}
-		sio_core_sent(c, k, 0);
-		sio_core_free(c);
 	}
 }
 
@@ -176,14 +180,9 @@ static void core_seeds(void)
  * datagram: mark, connection id, [cookie echo,] packet. */
 static void listener_seeds(void)
 {
-	fz_ctx r = {1, 0, 0};
-	sio_core *c = fz_core(0, &r, 0);
-	struct iovec iov[4];
-	size_t k = sio_core_pending(c, 0, iov, 4);
-	size_t len = iov[0].iov_len;
+	uint8_t kx[4096];
+	size_t len = first_kx(0, kx, NULL);
 	uint8_t d[2 + SIO_L_PREFIX + 1 + SIO_L_COOKIE_BYTES + 4096];
-	if (k < 1 || len > 4096)
-		abort();
 	static const uint8_t flags[] = {0x00, 0x01, 0x04, 0x09, 0x72};
 	for (size_t i = 0; i < sizeof flags; i++) {
 		size_t n = 0;
@@ -196,7 +195,7 @@ static void listener_seeds(void)
 			memset(d + n, 0x5c, SIO_L_COOKIE_BYTES);
 			n += SIO_L_COOKIE_BYTES;
 		}
-		memcpy(d + n, iov[0].iov_base, len);
+		memcpy(d + n, kx, len);
 		n += len;
 		char name[32];
 		snprintf(name, sizeof name, "kx_flags%02x", flags[i]);
@@ -211,8 +210,6 @@ static void listener_seeds(void)
 	memset(d + n, 0x5c, SIO_L_COOKIE_BYTES);
 	n += SIO_L_COOKIE_BYTES;
 	put("fuzz_listener", "cookie_reply", d, n);
-	sio_core_sent(c, k, 0);
-	sio_core_free(c);
 }
 
 int main(int argc, char **argv)
