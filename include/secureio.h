@@ -352,9 +352,9 @@ typedef struct sio_stats {
  * PSK too). ID and REMOTE are not copied but referenced (counted): the
  * program may free its handles at any time after this call, the session
  * keeps them alive until it is freed; REMOTE must not be changed
- * (sio_remote_add) while a session uses it. Nothing is sent or read until sio_session_start() or
- * sio_session_start_loop(). Handlers and messengers may be set up before.
- * Thread: any. */
+ * (sio_remote_add) while a session uses it. Nothing is sent or read until
+ * sio_session_start() or sio_session_start_loop(). Handlers and messengers
+ * may be set up before. Thread: any. */
 SIO_API int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote *remote,
 		    const sio_transport *t, const sio_options *opts, const sio_callbacks *cbs);
 
@@ -509,8 +509,8 @@ SIO_API int sio_close_and_wait(sio_session *s, int timeout_ms);
  * From a handler: once the handler returns nothing more is read, sent or
  * delivered for S (only completion callbacks still run, failing with
  * SIO_ECANCELED), and the I/O thread (or sio_session_process) frees the
- * session on its way out. Thread: any; no other call on S may run concurrently or follow.
- * NULL is allowed. */
+ * session on its way out. Thread: any; no other call on S may run
+ * concurrently or follow. NULL is allowed. */
 SIO_API void sio_session_free(sio_session *s);
 
 /* ------------------------------------------------------------------------ */
