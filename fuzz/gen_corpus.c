@@ -176,15 +176,15 @@ static void core_seeds(void)
 }
 
 /* fuzz_listener: byte 0 = flags (bit 0 under load, 1 session cap reached,
- * 2 allowed set, 3 correct cookie, bits 4-6 half-open count), then one
- * datagram: mark, connection id, [cookie echo,] packet. */
+ * 2 allowed set, 3 correct cookie, bits 4-6 half-open count, 7 PSK), then
+ * one datagram: mark, connection id, [cookie echo,] packet. */
 static void listener_seeds(void)
 {
-	uint8_t kx[4096];
-	size_t len = first_kx(0, kx, NULL);
 	uint8_t d[2 + SIO_L_PREFIX + 1 + SIO_L_COOKIE_BYTES + 4096];
-	static const uint8_t flags[] = {0x00, 0x01, 0x04, 0x09, 0x72};
+	static const uint8_t flags[] = {0x00, 0x01, 0x04, 0x09, 0x72, 0x80, 0x88};
 	for (size_t i = 0; i < sizeof flags; i++) {
+		uint8_t kx[4096];
+		size_t len = first_kx(flags[i] >> 7, kx, NULL);
 		size_t n = 0;
 		d[n++] = flags[i];
 		d[n++] = SIO_LISTENER_MARK;

@@ -568,7 +568,9 @@ SIO_API void sio_messenger_close(sio_messenger *m);
 typedef struct sio_listener sio_listener;
 
 typedef struct sio_listener_options {
-	uint32_t max_sessions;        /* 0 = default (65536) */
+	/* live sessions; 0 = default (65536). Checked when a key exchange is
+	 * admitted: those in progress may still complete beyond it. */
+	uint32_t max_sessions;
 	uint32_t max_half_open;       /* key exchanges in progress; 0 = default (1024) */
 	int64_t half_open_timeout_ns; /* a key exchange not done by then is dropped; 0 = 10 s */
 	/* Half-open count from which new peers must first echo a stateless
@@ -597,20 +599,23 @@ typedef struct sio_listener_stats {
 	uint64_t accepted;          /* peers established since creation */
 	uint64_t roams;             /* peer address changes (authenticated) */
 	uint64_t cookies_sent;      /* cookie replies sent under load */
-	uint64_t drop_malformed;    /* not a listener datagram, or bad layout */
-	uint64_t drop_unknown;      /* unknown connection id, not a key exchange */
+	uint64_t drop_malformed;    /* not a listener datagram, bad layout, PSK wrapping not opening */
+	uint64_t drop_unknown;      /* unknown connection id and not a key exchange we accept,
+	                               or for a peer whose session is ending */
 	uint64_t drop_unauthorized; /* identity not in the allowed set */
 	uint64_t drop_refused;      /* refused by on_peer */
 	uint64_t drop_half_open;    /* half-open table full */
 	uint64_t drop_sessions;     /* session table full */
 	uint64_t drop_cookie;       /* missing or wrong cookie under load */
-	uint64_t drop_queue;        /* peer's input queue full */
+	uint64_t drop_queue;        /* peer's input queue full (64 packets or 512 KiB;
+	                               64 KiB during its key exchange) */
 	uint64_t expired;           /* half-open exchanges that timed out or failed */
 } sio_listener_stats;
 
-/* Creates a listener on the bound datagram socket FD, answering as ID (which
- * referenced as sio_session_new() does). ALLOWED (NULL = any identity, subject to on_peer) is
- * copied. LO may be NULL. Nothing is read before a start call. Returns 0,
+/* Creates a listener on the bound datagram socket FD, answering as ID
+ * (referenced as sio_session_new() does). ALLOWED (NULL = any identity,
+ * subject to on_peer) is copied. With session_opts->psk, only key exchanges
+ * wrapped with that PSK are admitted (checked before any state exists). LO may be NULL. Nothing is read before a start call. Returns 0,
  * SIO_EINVAL (FD not a datagram socket, bad option), SIO_ENOMEM, SIO_EIO.
  * Thread: any. */
 SIO_API int sio_listener_new(sio_listener **out, const sio_identity *id, int fd, const sio_remote *allowed,
@@ -623,7 +628,8 @@ SIO_API int sio_listener_start(sio_listener *l);
 /* Waits (timeout ms, -1 forever, 0 poll) for the next established peer and
  * returns its session in *OUT (now the program's). Returns 0, SIO_ETIMEDOUT
  * (SIO_EAGAIN for 0 and in event-loop mode), SIO_ECLOSED once the listener
- * is being freed. Thread: any. */
+ * is being freed. Thread: any in blocking style; in event-loop style the
+ * thread that calls sio_listener_process(). */
 SIO_API int sio_listener_accept(sio_listener *l, sio_session **out, int timeout_ms);
 
 /* Event-loop style: starts without threads. Poll sio_listener_fd() for
@@ -636,7 +642,8 @@ SIO_API int sio_listener_start_loop(sio_listener *l);
 SIO_API int sio_listener_fd(const sio_listener *l);
 /* Returns 0 or SIO_EIO (socket error). Thread: the program's loop. */
 SIO_API int sio_listener_process(sio_listener *l);
-/* Milliseconds until sio_listener_process() is due (-1 none). Thread: any. */
+/* Milliseconds until sio_listener_process() is due (-1 none). Thread: the
+ * program's loop (it looks at sessions sio_listener_process() may free). */
 SIO_API int sio_listener_timeout_ms(const sio_listener *l);
 
 /* Replaces the allowed set (copied; NULL = any identity). Applies to new

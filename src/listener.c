@@ -25,6 +25,7 @@
 #define DEFAULT_MAX_HALF_OPEN 1024u
 #define DEFAULT_HALF_OPEN_NS 10000000000ull
 #define RBATCH 32
+#define RROUNDS 8 /* batches per round of reading */
 #define RSLOT 65536
 
 static uint64_t mono_ns(void)
@@ -68,6 +69,9 @@ static void destroy(struct sio_listener *l)
 	sio_identity_free(l->id);
 	sodium_memzero(l->secret, sizeof(l->secret));
 	sodium_memzero(l->prev_secret, sizeof(l->prev_secret));
+	sodium_memzero(&l->psk, sizeof(l->psk));
+	if (l->sopts.psk)
+		sodium_memzero((void *)l->sopts.psk, l->sopts.psk_len);
 	free((void *)l->sopts.psk);
 	free(l->ht);
 	free(l->rbuf);
@@ -146,6 +150,7 @@ static ssize_t l_recv(void *ctx, void *buf, size_t len)
 	memcpy(&p->cand, &k->from, k->flen);
 	p->clen = k->flen;
 	p->cand_kind = k->data[0];
+	p->qbytes -= k->len;
 	free(k->data);
 	k->data = NULL;
 	p->qhead = (p->qhead + 1) % SIO_L_QMAX;
@@ -235,7 +240,9 @@ static void cb_state(sio_session *s, sio_state o, sio_state n, void *ctx)
 	struct lpeer *p = ctx;
 	struct sio_listener *l = p->l;
 	pthread_mutex_lock(&l->mu);
-	if (n == SIO_STATE_ESTABLISHED && !p->established && !p->failed) {
+	/* a peer the sweep has picked (detached) is being freed by it: it
+	 * must never reach the program too */
+	if (n == SIO_STATE_ESTABLISHED && !p->established && !p->failed && !p->detached) {
 		p->established = 1;
 		l->nhalf--;
 		l->nsessions++;
@@ -338,10 +345,13 @@ int sio_listener_new(sio_listener **out, const sio_identity *id, int fd, const s
 	int r = SIO_ENOMEM;
 	if (l->sopts.psk && l->sopts.psk_len) {
 		uint8_t *k = malloc(l->sopts.psk_len);
-		if (!k)
+		if (!k) {
+			l->sopts.psk = NULL; /* the program's: not ours to free */
 			goto fail;
+		}
 		memcpy(k, l->sopts.psk, l->sopts.psk_len);
 		l->sopts.psk = k;
+		sio_psk_derive(&l->psk, k, l->sopts.psk_len);
 	} else {
 		l->sopts.psk = NULL;
 		l->sopts.psk_len = 0;
@@ -448,7 +458,11 @@ void sio_listener_stats_get(const sio_listener *l, sio_listener_stats *st)
 static void enqueue(struct sio_listener *l, struct lpeer *p, const uint8_t *pkt, size_t len,
 		    const struct sockaddr *from, socklen_t flen)
 {
-	if (p->qlen >= SIO_L_QMAX || len > UINT16_MAX || flen > sizeof(p->addr)) {
+	/* bounded in packets and in bytes: a half-open peer needs no more
+	 * than its key exchange and the first data */
+	size_t budget = p->established ? SIO_L_QBYTES : SIO_L_QBYTES_HALF;
+	if (p->qlen >= SIO_L_QMAX || len > UINT16_MAX || flen > sizeof(p->addr) ||
+	    p->qbytes + len > budget) {
 		l->st.drop_queue++;
 		return;
 	}
@@ -463,6 +477,7 @@ static void enqueue(struct sio_listener *l, struct lpeer *p, const uint8_t *pkt,
 	k->len = (uint16_t)len;
 	memcpy(&k->from, from, flen);
 	k->flen = flen;
+	p->qbytes += len;
 	if (p->qlen++ == 0)
 		efd_signal(p->efd);
 }
@@ -587,6 +602,8 @@ static int read_batch(struct sio_listener *l)
 		}
 		if (!p->detached && !p->failed)
 			enqueue(l, p, pkt, plen, fa, fl);
+		else
+			l->st.drop_unknown++; /* its session is ending */
 	}
 	pthread_mutex_unlock(&l->mu);
 	for (int i = 0; i < nf; i++)
@@ -615,6 +632,18 @@ static void sweep(struct sio_listener *l, uint64_t now)
 		sio_session_free(dead[i]); /* free_hook removes the entry */
 }
 
+/* Reads at most RROUNDS batches: under a flood the caller still sweeps,
+ * sees a stop request and (event loop) returns; the socket stays readable
+ * for the next round. Returns the last batch's result. */
+static int read_some(struct sio_listener *l)
+{
+	int r = 0;
+	for (int i = 0; i < RROUNDS; i++)
+		if ((r = read_batch(l)) != RBATCH)
+			break;
+	return r;
+}
+
 static void *listener_thread(void *arg)
 {
 	struct sio_listener *l = arg;
@@ -628,8 +657,7 @@ static void *listener_thread(void *arg)
 		struct pollfd pf[2] = {{l->fd, POLLIN, 0}, {l->wake_fd, POLLIN, 0}};
 		int r = poll(pf, 2, 100);
 		if (r > 0 && (pf[0].revents & (POLLIN | POLLERR)))
-			while (read_batch(l) == RBATCH)
-				;
+			read_some(l);
 		uint64_t now = mono_ns();
 		if (now - last_sweep > 100000000ull) {
 			sweep(l, now);
@@ -684,9 +712,7 @@ int sio_listener_process(sio_listener *l)
 {
 	if (!l || l->mode != 2)
 		return SIO_ESTATE;
-	int r;
-	while ((r = read_batch(l)) == RBATCH)
-		;
+	int r = read_some(l);
 	size_t cap = l->lo.max_half_open + 64;
 	sio_session **v = malloc(cap * sizeof(*v));
 	if (v) {

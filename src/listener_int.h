@@ -15,11 +15,16 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "kx.h"
 #include "secureio.h"
 #include "transport.h"
 
 #define SIO_L_PREFIX (1 + SIO_LISTENER_CID_BYTES)
 #define SIO_L_QMAX 64 /* packets queued per peer */
+/* bytes queued per peer: established, and still in key exchange (a few
+ * key-exchange messages and the first data packets) */
+#define SIO_L_QBYTES (512u * 1024u)
+#define SIO_L_QBYTES_HALF (64u * 1024u)
 #define SIO_L_COOKIE_BYTES 16
 #define SIO_L_COOKIE_MARK 0x21 /* listener -> client: cookie reply */
 #define SIO_L_COOKIE_ROTATE_NS 120000000000ull
@@ -45,6 +50,7 @@ struct lpeer {
 	int handed;                   /* one packet handed to the session */
 	struct lpkt q[SIO_L_QMAX];
 	unsigned qhead, qlen;
+	size_t qbytes; /* bytes queued (SIO_L_QBYTES / SIO_L_QBYTES_HALF) */
 	int efd;                      /* eventfd: readable while q is not empty */
 	uint64_t created_ns;
 	int established, accepted, failed, detached, in_acceptq;
@@ -60,6 +66,7 @@ struct sio_listener {
 	sio_remote *allowed;
 	sio_listener_options lo;
 	sio_options sopts;
+	sio_psk_keys psk; /* derived from sopts.psk: admission unwraps with it */
 	sio_callbacks ucbs; /* the program's session callbacks */
 	int has_ucbs;
 	int mode; /* 0 new, 1 thread, 2 loop */

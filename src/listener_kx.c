@@ -8,6 +8,7 @@
 #include <sodium.h>
 #include <string.h>
 
+#include "kx.h"
 #include "listener_int.h"
 #include "wire.h"
 
@@ -87,22 +88,32 @@ static int under_load(const struct sio_listener *l)
 int sio_l_admit(struct sio_listener *l, const uint8_t *cid, const uint8_t *pkt, size_t len,
 		const uint8_t *cookie, const struct sockaddr *from, socklen_t flen, uint64_t now)
 {
+	/* Only the kind of message our sessions accept can start one: plain
+	 * without a PSK, PSK-wrapped with one (unwrapped here: one AEAD
+	 * opening, so junk without the PSK costs no state and no signature
+	 * check, and the checks below see the inner message). */
+	uint8_t inner[SIO_KX_MSG_LEN];
+	const uint8_t *msg = pkt;
+	if (pkt[0] != (l->psk.have ? KX_PSK : KX_PLAIN)) {
+		l->st.drop_unknown++;
+		return -1;
+	}
+	if (l->psk.have) {
+		if (len != KX_PSK_LEN || sio_kx_unwrap(inner, pkt, len, l->psk.kx_key) != 0) {
+			l->st.drop_malformed++;
+			return -1;
+		}
+		msg = inner;
+	} else if (len != KX_PLAIN_LEN) {
+		l->st.drop_malformed++;
+		return -1;
+	}
 	/* layout of a first key-exchange message (generation 1, receiver
 	 * session id unknown); anything else cannot start a session */
-	if (pkt[0] == KX_PLAIN) {
-		static const uint8_t zero[16];
-		if (len != KX_PLAIN_LEN || pkt[1] != 1 || sio_get_le32(pkt + 34) != 1 ||
-		    memcmp(pkt + 18, zero, 16) != 0 || (pkt[38] & 0xfc) != 0) {
-			l->st.drop_malformed++;
-			return -1;
-		}
-	} else if (pkt[0] == KX_PSK) {
-		if (len != KX_PSK_LEN) {
-			l->st.drop_malformed++;
-			return -1;
-		}
-	} else {
-		l->st.drop_unknown++;
+	static const uint8_t zero[16];
+	if (msg[0] != KX_PLAIN || msg[1] != 1 || sio_get_le32(msg + 34) != 1 ||
+	    memcmp(msg + 18, zero, 16) != 0 || (msg[38] & 0xfc) != 0) {
+		l->st.drop_malformed++;
 		return -1;
 	}
 	if (now - l->secret_at > SIO_L_COOKIE_ROTATE_NS) {
@@ -132,8 +143,8 @@ int sio_l_admit(struct sio_listener *l, const uint8_t *cid, const uint8_t *pkt, 
 		l->st.drop_half_open++;
 		return -1;
 	}
-	/* plain messages name the identity: strangers cost nothing more */
-	if (pkt[0] == KX_PLAIN && l->allowed && !sio_remote_contains(l->allowed, pkt + 79)) {
+	/* the message names the identity: strangers cost nothing more */
+	if (l->allowed && !sio_remote_contains(l->allowed, msg + 79)) {
 		l->st.drop_unauthorized++;
 		return -1;
 	}
