@@ -68,6 +68,7 @@ enum sio_error {
 	SIO_ENOKEYX = -27,    /* key exchange timed out without any valid message */
 	SIO_ELOST = -28,      /* data lost in transit (ordered stream over datagrams) */
 	SIO_EDETACHED = -29,  /* session detached itself after detach_on_messages messages */
+	SIO_ENOTFILE = -30,   /* key file is a directory, FIFO or device, not a regular file */
 };
 
 /* Returns a static, human-readable description of an SIO_E... code.

@@ -38,6 +38,7 @@ const char *sio_strerror(int err)
 		return "key exchange timed out without a valid message from the peer (wrong PSK, wrong identity, or no peer)";
 	case SIO_ELOST: return "data lost in transit";
 	case SIO_EDETACHED: return "session detached after the configured number of messages";
+	case SIO_ENOTFILE: return "not a regular file (a directory, FIFO or device)";
 	}
 	return "unknown error";
 }

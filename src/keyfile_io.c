@@ -33,7 +33,9 @@ static int map_errno(int e)
  * PRIVATE set, refuses files accessible by group or others. */
 static int read_file(const char *path, int private_key, char **out, size_t *outlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* non-blocking: opening a FIFO must not wait for a writer (it is
+	 * refused below as not a regular file) */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
 		return map_errno(errno);
 	struct stat st;
@@ -44,7 +46,7 @@ static int read_file(const char *path, int private_key, char **out, size_t *outl
 	}
 	if (!S_ISREG(st.st_mode)) {
 		close(fd);
-		return SIO_EFORMAT;
+		return SIO_ENOTFILE;
 	}
 	if (private_key && (st.st_mode & 077)) {
 		close(fd);

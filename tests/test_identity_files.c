@@ -213,8 +213,14 @@ static void test_permissions_and_missing(void)
 	sio_identity_free(id);
 	CHECK_EQ(sio_identity_load(&id, tpath("does-not-exist")), SIO_ENOENT);
 	CHECK_EQ(sio_identity_load(&id, tpath("nodir/k")), SIO_ENOENT);
-	CHECK_EQ(sio_identity_load(&id, tmpdir), SIO_EFORMAT); /* a directory */
+	CHECK_EQ(sio_identity_load(&id, tmpdir), SIO_ENOTFILE); /* a directory */
+	/* a FIFO with no writer: refused at once, never waited on */
+	CHECK_OK(mkfifo(tpath("fifo"), 0600));
+	CHECK_EQ(sio_identity_load(&id, tpath("fifo")), SIO_ENOTFILE);
 	sio_remote *r = NULL;
+	CHECK_EQ(sio_remote_load(&r, tpath("fifo")), SIO_ENOTFILE);
+	CHECK_EQ(sio_remote_load(&r, tmpdir), SIO_ENOTFILE);
+	unlink(tpath("fifo"));
 	CHECK_EQ(sio_remote_load(&r, tpath("does-not-exist.pub")), SIO_ENOENT);
 	CHECK_EQ(sio_identity_load(NULL, tpath("k")), SIO_EINVAL);
 }

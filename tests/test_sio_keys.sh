@@ -70,5 +70,16 @@ chmod 600 "$T/trunc/id_ed25519"
 expect_err "truncated private key" "trunc/id_ed25519: .*(malformed|truncated)" pubkey -i "$T/trunc"
 expect_err "listen with a bad identity" "trunc.*(malformed|truncated)" listen -i "$T/trunc" udp:127.0.0.1:9
 expect_err "connect with a bad -r file" "garbage: .*(malformed|ed25519)" connect -i "$T/id" -r "$T/garbage" udp:127.0.0.1:9
+# FIFOs and directories where files belong: refused at once (a FIFO with no
+# writer used to block the open forever)
+mkfifo "$T/fifo"
+mkdir -m 700 "$T/fifoid"
+mkfifo "$T/fifoid/id_ed25519"
+expect_err "-r FIFO" "fifo: .*not a regular file" connect -i "$T/id" -r "$T/fifo" --timeout 1 udp:127.0.0.1:9
+expect_err "-r directory" "open: .*not a regular file" connect -i "$T/id" -r "$T/open" --timeout 1 udp:127.0.0.1:9
+expect_err "--psk-file FIFO" "fifo: not a regular file" connect -i "$T/id" --psk-file "$T/fifo" --timeout 1 udp:127.0.0.1:9
+expect_err "--psk-file directory" "open: is a directory" connect -i "$T/id" --psk-file "$T/open" --timeout 1 udp:127.0.0.1:9
+expect_err "listen --multi --psk-file FIFO" "fifo: not a regular file" listen --multi -i "$T/id" --psk-file "$T/fifo" udp:127.0.0.1:9
+expect_err "identity key is a FIFO" "id_ed25519: .*not a regular file" keygen -i "$T/fifoid"
 
 finish

@@ -102,4 +102,21 @@ check "--stats counts the bytes sent" grep -q "sent $(stat -c %s "$T/random.bin"
 check "--stats counts the bytes received" grep -q "received $(stat -c %s "$T/random.bin") bytes" "$T/l.err"
 check "unpinned peer's key line is printed (listener sees b)" grep -qF "$(cut -d' ' -f1,2 "$T/b.pub.line")" "$T/l.err"
 check "unpinned peer's key line is printed (connector sees a)" grep -qF "$(cut -d' ' -f1,2 "$T/a.pub.line")" "$T/c.err"
+
+# A closed stdin is an empty input (it was taken by sio's own wake pipe or
+# socket: the relay then never ended, or sent its own packets as data).
+a=$(new_addr tcp)
+hold="$T/hold.closed"
+mkfifo "$hold"
+exec {HOLD_FD}<>"$hold"
+timeout -k 5 30 "$SIO" listen -q -i "$T/a" "$a" <"$hold" >"$T/l.out" 2>"$T/l.err" &
+lpid=$!
+BG_PIDS+=("$lpid")
+wait_ready "$a" "$lpid"
+timeout -k 5 30 "$SIO" connect -q -i "$T/b" "$a" <&- >"$T/c.out" 2>"$T/c.err"
+check_eq "closed stdin: connect ends at once with 0" 0 "$?"
+exec {HOLD_FD}>&-
+wait "$lpid"
+check_eq "closed stdin: listener exit" 0 "$?"
+check_eq "closed stdin: nothing arrived" 0 "$(stat -c %s "$T/l.out")"
 finish

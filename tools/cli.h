@@ -64,6 +64,9 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
  * with short intervals (tests, --rekey 1 on a lossy path) a renewal whose
  * message was lost is retried well before the next one is due. */
 void cli_set_rekey(sio_options *o, double rekey_s);
+/* Reads a pre-shared key file (a regular file of 16 to CAP - 1 bytes) into
+ * BUF. Returns 0, or CLI_ERR after printing one line. */
+int cli_read_psk(const char *path, uint8_t *buf, size_t cap, size_t *len);
 /* Full help on stdout. */
 void cli_help(void);
 /* Parses listen/connect arguments (argv[0] is the subcommand). Returns 0 or CLI_USAGE. */

@@ -1,12 +1,33 @@
 /* The `sio` command: encrypted netcat and Ed25519 key tool (see sio --help).
  * Built on the public API of libsecureio only. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
+/* A closed standard descriptor would be taken by the next socket or pipe
+ * we open, and "stdin" would then read our own socket (or the wake pipe:
+ * never at end) or "stdout" write into it. Each closed one gets /dev/null:
+ * closed stdin is an empty input, closed stdout discards what arrives. */
+static void guard_std_fds(void)
+{
+	for (int fd = 0; fd < 3; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+		if (n >= 0 && n != fd) { /* lowest free number: FD itself */
+			dup2(n, fd);
+			close(n);
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
+	guard_std_fds();
 	if (argc < 2)
 		return cli_usage_error(NULL, "missing command");
 	const char *cmd = argv[1];

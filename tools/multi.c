@@ -174,17 +174,8 @@ int cli_multi(struct cli_opts *o)
 		cli_err("%s: %s", o->remote, rc == SIO_EIO && errno ? strerror(errno) : sio_strerror(rc));
 		goto out;
 	}
-	if (o->psk_file) {
-		int fd = open(o->psk_file, O_RDONLY | O_CLOEXEC);
-		ssize_t k = fd < 0 ? -1 : read(fd, psk, sizeof psk);
-		if (fd >= 0)
-			close(fd);
-		if (k < 16 || k >= (ssize_t)sizeof psk) {
-			cli_err("%s: a pre-shared key file must hold 16 to 1024 bytes", o->psk_file);
-			goto out;
-		}
-		psk_len = (size_t)k;
-	}
+	if (o->psk_file && cli_read_psk(o->psk_file, psk, sizeof psk, &psk_len))
+		goto out;
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_sig;

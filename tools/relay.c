@@ -108,11 +108,19 @@ static int cb_remote_identity(sio_session *s, const uint8_t pk[SIO_PUBLIC_KEY_BY
 	return 0; /* without -r any identity is accepted */
 }
 
-static int read_psk(const char *path, uint8_t *buf, size_t cap, size_t *len)
+int cli_read_psk(const char *path, uint8_t *buf, size_t cap, size_t *len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* non-blocking open: a FIFO must not hang us waiting for a writer */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		cli_err("%s: %s", path, strerror(errno));
+		return CLI_ERR;
+	}
+	struct stat st;
+	memset(&st, 0, sizeof st);
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		cli_err("%s: %s", path, S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
+		close(fd);
 		return CLI_ERR;
 	}
 	size_t n = 0;
@@ -671,7 +679,7 @@ int cli_session(struct cli_opts *o)
 			goto out;
 		}
 	}
-	if (o->psk_file && read_psk(o->psk_file, psk, sizeof psk, &psk_len))
+	if (o->psk_file && cli_read_psk(o->psk_file, psk, sizeof psk, &psk_len))
 		goto out;
 
 	if (pipe2(r.wake, O_CLOEXEC | O_NONBLOCK) != 0) {
