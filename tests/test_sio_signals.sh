@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# SIGTERM/SIGINT during a transfer close the session gracefully: the peer
-# writes an exact prefix of the data and exits 0; a peer killed without a
-# graceful close gives "truncated" and exit 1.
+# SIGTERM/SIGINT during a transfer close the session gracefully, but cut
+# the stream: the peer writes an exact prefix of the data and exits 1 with
+# "stream incomplete" (it exited 0, so a script could use a cut file); a peer
+# killed without a graceful close gives "truncated" and exit 1.
 source "$SIO_SOURCE_DIR/tests/sio_lib.sh"
 mkid a
 mkid b
@@ -36,7 +37,9 @@ for k in udp tcp unix; do
 		kill "$spid" 2>/dev/null
 		check "$k SIG$sig: sender stopped with 0 or 1, not killed ($crc)" test "$crc" -le 1
 		check "$k SIG$sig: sender says it was interrupted" grep -q "SIG$sig" "$T/c.err"
-		check_eq "$k SIG$sig: receiver exit (graceful close)" 0 "$lrc"
+		check_eq "$k SIG$sig: receiver exit (stream cut)" 1 "$lrc"
+		check "$k SIG$sig: receiver says the stream is incomplete ($(cat "$T/l.err"))" \
+			grep -q "stream incomplete" "$T/l.err"
 		n=$(stat -c %s "$T/l.out")
 		check "$k SIG$sig: something arrived ($n bytes)" test "$n" -gt 0
 		check "$k SIG$sig: what arrived is an exact prefix" cmp -s -n "$n" "$T/data" "$T/l.out"

@@ -249,7 +249,10 @@ static int report_end(struct relay *r, int write_err)
 		return CLI_ERR;
 	}
 	if (incomplete) {
-		cli_err("data lost in transit (the end of the stream never arrived)");
+		/* a graceful close without END: the sender was interrupted (or
+		 * runs in another mode or on another channel) */
+		cli_err("stream incomplete: the peer closed the session before the end of its stream "
+		        "(what was written is an exact prefix; was the sender interrupted?)");
 		return CLI_ERR;
 	}
 	return CLI_OK;
@@ -488,6 +491,13 @@ static int relay_loop(struct relay *r, size_t chunk)
 		if (g_sig && !interrupted) {
 			interrupted = 1;
 			eof = 1;
+			if (!lines && !end_sent) {
+				/* no END: the stream did not end, it was cut; the
+				 * peer sees the close without it and says so */
+				sio_close_and_wait(r->s, CLOSE_WAIT_MS);
+				rc = CLI_ERR;
+				break;
+			}
 		}
 		if (eof) {
 			if (lines) {
