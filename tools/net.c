@@ -249,7 +249,7 @@ static int open_inet(const struct cli_addr *a, int listening, int64_t deadline,
 
 /* A socket file at PATH that nobody serves any more is removed; one in use
  * is "address in use". */
-static int clear_stale(const char *path, int type, const char *name, char *err, size_t errlen)
+static int clear_stale(const char *path, const char *name, char *err, size_t errlen)
 {
 	struct stat st;
 	if (path[0] == '@' || lstat(path, &st) != 0)
@@ -259,7 +259,11 @@ static int clear_stale(const char *path, int type, const char *name, char *err, 
 	struct sockaddr_un sun;
 	socklen_t len;
 	make_unix_addr(path, &sun, &len);
-	int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+	/* Probe with a seqpacket socket: a live stream or datagram socket
+	 * there answers EPROTOTYPE without any connection being made (a probe
+	 * of its own type was accepted by a waiting `sio listen` as its peer,
+	 * which then failed); only a stale file answers ECONNREFUSED. */
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return set_err(err, errlen, CLI_ERR, "%s: socket: %s", name, strerror(errno));
 	int r = connect(fd, (struct sockaddr *)&sun, len);
@@ -283,7 +287,7 @@ static int open_unix(const struct cli_addr *a, int listening, int64_t deadline,
 		return set_err(err, errlen, CLI_USAGE, "%s: path too long", name);
 	c->datagram = dgram;
 	if (listening) {
-		int rc = clear_stale(a->path, type, name, err, errlen);
+		int rc = clear_stale(a->path, name, err, errlen);
 		if (rc)
 			return rc;
 		int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
