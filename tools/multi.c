@@ -21,6 +21,7 @@
 #define MAX_PEERS 65536
 
 static volatile sig_atomic_t m_stop, m_hup;
+static int m_out_err; /* errno of a failed stdout write (atomic access) */
 
 static void on_sig(int sig)
 {
@@ -66,8 +67,9 @@ static void on_msg(sio_session *s, uint32_t type, const uint8_t *d, size_t len, 
 			sio_fingerprint(pk, p->fp, sizeof p->fp);
 	}
 	flockfile(stdout);
-	printf("%s %s\n", p->fp, line);
-	fflush(stdout);
+	if ((printf("%s %s\n", p->fp, line) < 0 || fflush(stdout) != 0) &&
+	    !__atomic_load_n(&m_out_err, __ATOMIC_RELAXED))
+		__atomic_store_n(&m_out_err, errno ? errno : EIO, __ATOMIC_RELAXED);
 	funlockfile(stdout);
 	free(line);
 }
@@ -260,6 +262,12 @@ int cli_multi(struct cli_opts *o)
 				sio_session_free(s);
 		}
 		reap(&h);
+		int oe = __atomic_load_n(&m_out_err, __ATOMIC_RELAXED);
+		if (oe) { /* nowhere to write what peers send: stop, as the relay does */
+			cli_err("stdout: %s", strerror(oe));
+			code = CLI_ERR;
+			break;
+		}
 		struct pollfd pf = {in_open ? 0 : -1, POLLIN, 0};
 		int pr = poll(&pf, 1, 100);
 		if (pr > 0 && in_open) {
