@@ -558,21 +558,23 @@ static int relay_loop(struct relay *r, size_t chunk)
 		ssize_t n;
 		if (lines) {
 			if (used == cap) {
-				if (cap >= LINE_MAX_BYTES) {
+				/* room for the longest line and its newline */
+				if (cap >= LINE_MAX_BYTES + 1) {
 					cli_err("stdin: a line is longer than %u bytes",
 					        LINE_MAX_BYTES);
 					sio_close_and_wait(r->s, CLOSE_WAIT_MS);
 					rc = CLI_ERR;
 					break;
 				}
-				uint8_t *nb = realloc(buf, cap * 2);
+				size_t ncap = cap * 2 < LINE_MAX_BYTES + 1 ? cap * 2 : LINE_MAX_BYTES + 1;
+				uint8_t *nb = realloc(buf, ncap);
 				if (!nb) {
 					cli_err("out of memory");
 					rc = CLI_ERR;
 					break;
 				}
 				buf = nb;
-				cap *= 2;
+				cap = ncap;
 			}
 			n = read(STDIN_FILENO, buf + used, cap - used);
 		} else {
