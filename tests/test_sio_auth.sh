@@ -59,6 +59,9 @@ for k in udp tcp unix unixgram; do
 	timeout -k 5 60 "$SIO" connect -i "$T/a" --timeout 1 "$a" <"$T/msg" >"$T/c.out" 2>"$T/c.err"
 	check_eq "$k connect to nobody: exit 3" 3 $?
 	check "$k connect to nobody: says no session ($(cat "$T/c.err"))" grep -qi 'no session' "$T/c.err"
+	if [ "$k" = tcp ]; then
+		check "tcp connect to nobody: says refused ($(cat "$T/c.err"))" grep -q 'connection refused' "$T/c.err"
+	fi
 	timeout -k 5 60 "$SIO" listen -i "$T/a" --timeout 1 "$a" <"$T/msg" >"$T/l.out" 2>"$T/l.err"
 	check_eq "$k listen without peer: exit 3" 3 $?
 done

@@ -186,6 +186,7 @@ static int open_inet(const struct cli_addr *a, int listening, int64_t deadline,
 		               last == EADDRINUSE ? "address in use" : strerror(last));
 	}
 	/* connect: UDP connects at once; TCP retries while nobody listens */
+	int was_refused = 0; /* by an earlier round: what the timeout reports */
 	for (;;) {
 		int refused = 0;
 		for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
@@ -205,6 +206,11 @@ static int open_inet(const struct cli_addr *a, int listening, int64_t deadline,
 				if (w <= 0) {
 					close(fd);
 					freeaddrinfo(res);
+					if (w == 0 && was_refused)
+						return set_err(err, errlen, CLI_NOSESSION,
+						               "no session established: %s: connection "
+						               "refused until the timeout",
+						               name);
 					return stopped_or_timeout(w, "connecting", err, errlen);
 				}
 				int soerr = 0;
@@ -231,6 +237,7 @@ static int open_inet(const struct cli_addr *a, int listening, int64_t deadline,
 		}
 		if (!refused)
 			break;
+		was_refused = 1;
 		int w = retry_pause(deadline, stop);
 		if (w <= 0) {
 			freeaddrinfo(res);
