@@ -127,6 +127,21 @@ static int client_check(struct client *c, int idx)
 	return strcmp(buf, want) == 0 ? 0 : -1;
 }
 
+/* A listener on a fresh loopback UDP socket (its address in *SA) with the
+ * options LO (close_fd set here) and ALLOWED, started in blocking style or,
+ * with LOOP, in event-loop style. */
+static sio_listener *listener_open(struct sockaddr_in *sa, sio_listener_options *lo,
+				   const sio_remote *allowed, int loop)
+{
+	int sfd = udp_bound(sa);
+	lo->close_fd = 1;
+	sio_listener *l = NULL;
+	CHECK_OK(sio_listener_new(&l, srv_id, sfd, allowed, lo));
+	if (l)
+		CHECK_OK(loop ? sio_listener_start_loop(l) : sio_listener_start(l));
+	return l;
+}
+
 static uint8_t refused_pk[32];
 static int on_peer(sio_listener *l, const uint8_t pk[32], void *ctx)
 {
@@ -138,7 +153,6 @@ static int on_peer(sio_listener *l, const uint8_t pk[32], void *ctx)
 static void test_many_and_auth(void)
 {
 	struct sockaddr_in sa;
-	int sfd = udp_bound(&sa);
 	static struct client cl[MAXPEERS + 2];
 	memset(cl, 0, sizeof(cl));
 	sio_remote *allowed = NULL;
@@ -158,10 +172,7 @@ static void test_many_and_auth(void)
 	sio_listener_options lo;
 	memset(&lo, 0, sizeof(lo));
 	lo.on_peer = on_peer;
-	lo.close_fd = 1;
-	sio_listener *l = NULL;
-	CHECK_OK(sio_listener_new(&l, srv_id, sfd, allowed, &lo));
-	CHECK_OK(sio_listener_start(l));
+	sio_listener *l = listener_open(&sa, &lo, allowed, 0);
 
 	for (int i = 0; i < NPEERS; i++)
 		CHECK_OK(client_open(&cl[i], &sa, 0));
@@ -234,13 +245,9 @@ static void test_many_and_auth(void)
 static void test_roaming(void)
 {
 	struct sockaddr_in sa;
-	int sfd = udp_bound(&sa);
 	sio_listener_options lo;
 	memset(&lo, 0, sizeof(lo));
-	lo.close_fd = 1;
-	sio_listener *l = NULL;
-	CHECK_OK(sio_listener_new(&l, srv_id, sfd, NULL, &lo));
-	CHECK_OK(sio_listener_start(l));
+	sio_listener *l = listener_open(&sa, &lo, NULL, 0);
 	struct client c;
 	memset(&c, 0, sizeof(c));
 	CHECK_OK(client_open(&c, &sa, 0));
@@ -288,16 +295,12 @@ static void test_roaming(void)
 static void test_flood(void)
 {
 	struct sockaddr_in sa;
-	int sfd = udp_bound(&sa);
 	sio_listener_options lo;
 	memset(&lo, 0, sizeof(lo));
-	lo.close_fd = 1;
 	lo.max_half_open = 64;
 	lo.cookie_threshold = 4;
 	lo.half_open_timeout_ns = 3000000000;
-	sio_listener *l = NULL;
-	CHECK_OK(sio_listener_new(&l, srv_id, sfd, NULL, &lo));
-	CHECK_OK(sio_listener_start(l));
+	sio_listener *l = listener_open(&sa, &lo, NULL, 0);
 	int evil = udp_bound(NULL);
 	enum { NC = 10 };
 	struct client c[NC];
@@ -545,21 +548,17 @@ static void test_psk_admission(void)
 	int junk = udp_bound(NULL);
 	for (int with_psk = 0; with_psk < 2; with_psk++) {
 		struct sockaddr_in sa;
-		int sfd = udp_bound(&sa);
 		sio_listener_options lo;
 		sio_options so;
 		memset(&lo, 0, sizeof(lo));
 		memset(&so, 0, sizeof(so));
-		lo.close_fd = 1;
 		lo.cookie_threshold = -1; /* junk must be refused on its own merits */
 		if (with_psk) {
 			so.psk = psk;
 			so.psk_len = sizeof(psk);
 			lo.session_opts = &so;
 		}
-		sio_listener *l = NULL;
-		CHECK_OK(sio_listener_new(&l, srv_id, sfd, NULL, &lo));
-		CHECK_OK(sio_listener_start_loop(l));
+		sio_listener *l = listener_open(&sa, &lo, NULL, 1);
 		send_junk(l, junk, &sa, 0x81, 9 + 216, 300); /* wrapped-shaped, no valid wrapping */
 		send_junk(l, junk, &sa, 0x80, 9 + 175, 100); /* plain-shaped, random */
 		sio_listener_stats st;
@@ -617,13 +616,9 @@ static void *flood_thread(void *arg)
 static void test_flood_returns(void)
 {
 	struct sockaddr_in sa;
-	int sfd = udp_bound(&sa);
 	sio_listener_options lo;
 	memset(&lo, 0, sizeof(lo));
-	lo.close_fd = 1;
-	sio_listener *l = NULL;
-	CHECK_OK(sio_listener_new(&l, srv_id, sfd, NULL, &lo));
-	CHECK_OK(sio_listener_start_loop(l));
+	sio_listener *l = listener_open(&sa, &lo, NULL, 1);
 	atomic_store(&flooding, 1);
 	pthread_t th;
 	CHECK(pthread_create(&th, NULL, flood_thread, &sa) == 0);
@@ -665,15 +660,11 @@ static void *acceptor(void *arg) /* CHECK is not thread-safe: counts into race_b
 static void test_expiry_race(void)
 {
 	struct sockaddr_in sa;
-	int sfd = udp_bound(&sa);
 	sio_listener_options lo;
 	memset(&lo, 0, sizeof(lo));
-	lo.close_fd = 1;
 	lo.cookie_threshold = -1;
 	lo.half_open_timeout_ns = 1000000;
-	sio_listener *l = NULL;
-	CHECK_OK(sio_listener_new(&l, srv_id, sfd, NULL, &lo));
-	CHECK_OK(sio_listener_start(l));
+	sio_listener *l = listener_open(&sa, &lo, NULL, 0);
 	atomic_store(&racing, 1);
 	pthread_t th[4];
 	for (int i = 0; i < 4; i++)
