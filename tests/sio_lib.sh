@@ -94,22 +94,36 @@ mkid() { "$SIO" keygen -i "$T/$1" >"$T/$1.pub.line" 2>/dev/null; }
 # (stdin from INPUT) against each other. Results: LRC/CRC exit codes,
 # $T/l.out $T/l.err (listener stdout/stderr), $T/c.out $T/c.err.
 run_pair() {
-	local addr=$1 lopts=$2 copts=$3 input=$4 caddr=${5:-$1} hold lpid
-	hold="$T/hold.$SEQ.$RANDOM"
-	mkfifo "$hold"
-	exec {HOLD_FD}<>"$hold"
+	local addr=$1 lopts=$2 copts=$3 input=$4 caddr=${5:-$1}
 	# shellcheck disable=SC2086
-	timeout -k 5 "$TMO" "$SIO" listen $lopts "$addr" <"$hold" >"$T/l.out" 2>"$T/l.err" &
-	lpid=$!
-	BG_PIDS+=("$lpid")
-	wait_ready "$addr" "$lpid"
+	listen_held "$addr" $lopts
 	# shellcheck disable=SC2086
 	timeout -k 5 "$TMO" "$SIO" connect $copts "$caddr" <"$input" >"$T/c.out" 2>"$T/c.err"
 	CRC=$?
-	wait "$lpid"
+	end_held
+}
+
+# listen_held ADDRESS OPTS...: starts `sio listen OPTS ADDRESS` with its
+# stdin held open (a FIFO on HOLD_FD) and waits until it is ready; output
+# in $T/l.out $T/l.err, its pid in LPID. end_held waits for the listener
+# (which ends with its session), sets LRC to its exit code, then closes
+# the held stdin.
+listen_held() {
+	local addr=$1
+	shift
+	HOLD="$T/hold.$SEQ.$RANDOM"
+	mkfifo "$HOLD"
+	exec {HOLD_FD}<>"$HOLD"
+	timeout -k 5 "$TMO" "$SIO" listen "$@" "$addr" <"$HOLD" >"$T/l.out" 2>"$T/l.err" &
+	LPID=$!
+	BG_PIDS+=("$LPID")
+	wait_ready "$addr" "$LPID"
+}
+end_held() {
+	wait "$LPID"
 	LRC=$?
 	exec {HOLD_FD}>&-
-	rm -f "$hold"
+	rm -f "$HOLD"
 }
 
 sha() { sha256sum <"$1" | cut -d' ' -f1; }

@@ -106,38 +106,24 @@ check "unpinned peer's key line is printed (connector sees a)" grep -qF "$(cut -
 # A closed stdin is an empty input (it was taken by sio's own wake pipe or
 # socket: the relay then never ended, or sent its own packets as data).
 a=$(new_addr tcp)
-hold="$T/hold.closed"
-mkfifo "$hold"
-exec {HOLD_FD}<>"$hold"
-timeout -k 5 30 "$SIO" listen -q -i "$T/a" "$a" <"$hold" >"$T/l.out" 2>"$T/l.err" &
-lpid=$!
-BG_PIDS+=("$lpid")
-wait_ready "$a" "$lpid"
+listen_held "$a" -q -i "$T/a"
 timeout -k 5 30 "$SIO" connect -q -i "$T/b" "$a" <&- >"$T/c.out" 2>"$T/c.err"
 check_eq "closed stdin: connect ends at once with 0" 0 "$?"
-exec {HOLD_FD}>&-
-wait "$lpid"
-check_eq "closed stdin: listener exit" 0 "$?"
+end_held
+check_eq "closed stdin: listener exit" 0 "$LRC"
 check_eq "closed stdin: nothing arrived" 0 "$(stat -c %s "$T/l.out")"
 
 # A second `listen` on the UNIX path of a waiting one says "address in use"
 # and leaves the first alone (its probe used to be accepted as the first
 # one's peer, which then failed and removed its socket).
 a=$(new_addr unix)
-hold="$T/hold.second"
-mkfifo "$hold"
-exec {HOLD_FD}<>"$hold"
-timeout -k 5 30 "$SIO" listen -q -i "$T/a" "$a" <"$hold" >"$T/l.out" 2>"$T/l.err" &
-lpid=$!
-BG_PIDS+=("$lpid")
-wait_ready "$a" "$lpid"
+listen_held "$a" -q -i "$T/a"
 timeout -k 5 10 "$SIO" listen -q -i "$T/a" "$a" </dev/null >/dev/null 2>"$T/l2.err"
 check_eq "second listener: exit 1" 1 "$?"
 check "second listener: address in use" grep -q "address in use" "$T/l2.err"
 timeout -k 5 30 "$SIO" connect -q -i "$T/b" "$a" <"$T/random.bin" >/dev/null 2>"$T/c.err"
 check_eq "first listener still serves: sender exit" 0 "$?"
-exec {HOLD_FD}>&-
-wait "$lpid"
-check_eq "first listener still serves: listener exit" 0 "$?"
+end_held
+check_eq "first listener still serves: listener exit" 0 "$LRC"
 check_eq "first listener still serves: data identical" "$(sha "$T/random.bin")" "$(sha "$T/l.out")"
 finish
