@@ -7,7 +7,6 @@
  * an authorized_keys-style file of allowed peers, reloaded on SIGHUP.
  * SIGINT/SIGTERM (or the end of stdin) close every session and exit. */
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
