@@ -49,6 +49,7 @@ int bench_alloc_available(void);
 
 /* Row tables (NULL-name terminated). */
 extern const struct bench_row bench_rows_limit[];
+extern const struct bench_row bench_rows_kx[];
 extern const struct bench_row bench_rows_session[];
 extern const struct bench_row bench_rows_tool[];
 

@@ -334,7 +334,7 @@ static void run_row(const struct bench_row *r)
 
 /* ---- targets -------------------------------------------------------------- */
 
-enum tkind { T_MB_RATIO, T_NS_MAX, T_NS_RATIO, T_MB_MIN, T_ALLOCS_ZERO };
+enum tkind { T_MB_RATIO, T_NS_MAX, T_NS_RATIO, T_NS_DIFF, T_MB_MIN, T_ALLOCS_ZERO };
 
 struct target {
 	const char *what;
@@ -363,6 +363,10 @@ static const struct target targets[] = {
 	{"zero allocations per message, every async row", T_ALLOCS_ZERO, "SessionWriteMessageAsyncRead",
 	 NULL, 0, "0 allocs/op", NULL},
 	{"handshake", T_NS_MAX, "Handshake", NULL, 1e6, "< 1 ms", NULL},
+	{"junk kx naming the pinned key vs a stranger", T_NS_DIFF, "KxJunkPinned", "KxJunkStranger",
+	 2000, "<= +2 us", NULL},
+	{"replayed old kx vs junk naming a stranger", T_NS_DIFF, "KxJunkReplayOld", "KxJunkStranger",
+	 2000, "<= +2 us", NULL},
 	{"sio stream vs socat TLS ChaCha20-Poly1305", T_MB_RATIO, "StreamSio", "StreamSocatTLSChaCha",
 	 1.5, ">= 1.5", NULL},
 	{"sio stream vs spiped", T_MB_RATIO, "StreamSio", "StreamSpiped", 3.0, ">= 3.0", NULL},
@@ -426,6 +430,13 @@ static void eval_target(const struct target *t, struct tresult *o)
 		o->ratio = a.ns_op / b.ns_op;
 		o->met = o->ratio <= t->goal;
 		snprintf(o->detail, sizeof o->detail, "%.0f / %.0f ns/op = %.2f", a.ns_op, b.ns_op, o->ratio);
+		break;
+	case T_NS_DIFF:
+		o->value = a.ns_op;
+		o->ratio = a.ns_op / b.ns_op;
+		o->met = a.ns_op - b.ns_op <= t->goal;
+		snprintf(o->detail, sizeof o->detail, "%.0f - %.0f ns/op = %+.0f ns", a.ns_op, b.ns_op,
+			 a.ns_op - b.ns_op);
 		break;
 	case T_NS_MAX:
 		o->value = a.ns_op;
@@ -605,9 +616,11 @@ int main(int argc, char **argv)
 	long nc = sysconf(_SC_NPROCESSORS_ONLN);
 	ncpu = nc > 0 ? (int)nc : 1;
 
-	const struct bench_row *tables[] = {bench_rows_limit, bench_rows_session, bench_rows_tool};
+	const struct bench_row *tables[] = {bench_rows_limit, bench_rows_kx, bench_rows_session,
+					    bench_rows_tool};
+	const size_t ntables = sizeof tables / sizeof tables[0];
 	if (list_only) {
-		for (size_t t = 0; t < 3; t++)
+		for (size_t t = 0; t < ntables; t++)
 			for (const struct bench_row *r = tables[t]; r->name; r++)
 				if (matches(r->name))
 					printf("Benchmark%s\n", r->name);
@@ -636,7 +649,7 @@ int main(int argc, char **argv)
 		fflush(stdout);
 	}
 	int failed = 0;
-	for (size_t t = 0; t < 3; t++)
+	for (size_t t = 0; t < ntables; t++)
 		for (const struct bench_row *r = tables[t]; r->name; r++) {
 			if (!matches(r->name))
 				continue;

@@ -295,6 +295,20 @@ static void reset_peer_session(sio_core *c)
 	c->derived = 0;
 }
 
+/* Signature checks are rationed per session: a bucket of
+ * SIO_KX_VERIFY_BURST checks refilled at SIO_KX_VERIFY_RATE per second (a
+ * generic cell-rate algorithm: verify_tat is when the bucket is full again).
+ * An honest peer needs one or two per key renewal. */
+static int verify_allowed(sio_core *c, uint64_t now)
+{
+	const uint64_t per = 1000000000ull / SIO_KX_VERIFY_RATE;
+	uint64_t tat = c->verify_tat > now ? c->verify_tat : now;
+	if (tat - now > (SIO_KX_VERIFY_BURST - 1) * per)
+		return 0;
+	c->verify_tat = tat + per;
+	return 1;
+}
+
 static int drop_kx(sio_core *c)
 {
 	c->st.drop_kx++;
@@ -326,13 +340,16 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 	} else if (f.gen != 1) {
 		return drop_kx(c);
 	}
-	/* Identity, before any signature work. */
-	if (c->remote) {
-		if (!sio_remote_contains(c->remote, f.idpk)) {
-			c->auth_refused++;
+	/* Identity, before any signature work. Once the session has a peer,
+	 * every later key exchange must carry exactly that identity, in every
+	 * mode: being in the pinned set is not enough, or any key of a
+	 * multi-key set could take over another key's session. Before that,
+	 * a pinned session takes only identities of its set. */
+	if (c->have_peer_id) {
+		if (sodium_memcmp(c->peer_id, f.idpk, 32) != 0)
 			return drop_kx(c);
-		}
-	} else if (c->have_peer_id && sodium_memcmp(c->peer_id, f.idpk, 32) != 0) {
+	} else if (c->remote && !sio_remote_contains(c->remote, f.idpk)) {
+		c->auth_refused++;
 		return drop_kx(c);
 	}
 	/* A retransmission of the message we hold: the peer still lacks our
@@ -350,13 +367,35 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 		}
 		return 1;
 	}
+	/* Every check that can only drop runs before the signature: a verify
+	 * costs some 45 us, these a few ns, so junk naming the right identity
+	 * is no dearer than junk naming a stranger. */
+	int other_session = c->have_peer_sid && memcmp(f.sid_sender, c->peer_sid, 16) != 0;
+	if (other_session) {
+		/* Another session of the peer (it restarted, or a replay): only
+		 * its first generation, newer than the one we know, and only while
+		 * the current one has not proven itself. */
+		if (f.gen != 1 || sio_get_le64(f.sid_sender) <= sio_get_le64(c->peer_sid) ||
+		    c->peer_proven)
+			return drop_kx(c);
+	} else {
+		if (f.gen < c->gen) {
+			c->st.drop_replay++;
+			return 0;
+		}
+		/* Only the current or the next generation, and one message each. */
+		if (f.gen > c->gen + 1 || (f.gen == c->gen && c->have_remote))
+			return drop_kx(c);
+	}
+	if (!verify_allowed(c, now)) {
+		c->st.drop_kx_limited++;
+		return drop_kx(c);
+	}
+	c->verifies++;
 	if (sio_kx_verify(m) != 0)
 		return drop_kx(c);
 
-	/* Another session of the peer (it restarted, or a replay). */
-	if (c->have_peer_sid && memcmp(f.sid_sender, c->peer_sid, 16) != 0) {
-		if (sio_get_le64(f.sid_sender) <= sio_get_le64(c->peer_sid) || c->peer_proven)
-			return drop_kx(c);
+	if (other_session) {
 		reset_peer_session(c);
 		memcpy(c->peer_sid, f.sid_sender, 16);
 		c->have_peer_sid = 1;
@@ -374,16 +413,10 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 			return drop_kx(c);
 		}
 	}
-	if (f.gen < c->gen) {
-		c->st.drop_replay++;
-		return 0;
-	}
 	if (sio_kx_low_order(f.epub)) {
 		sio_core_error(c, SIO_EPROTO, "peer sent a low-order key-exchange key");
 		return drop_kx(c);
 	}
-	if (f.gen > c->gen + 1 || (f.gen == c->gen && c->have_remote))
-		return drop_kx(c);
 	if (c->have_peer_epub) {
 		if (sodium_memcmp(f.epub, c->peer_epub, 32) == 0) {
 			sio_core_error(c, SIO_EPROTO, "peer reused its key-exchange key");

@@ -23,6 +23,8 @@
 #define SIO_CTRL_BYTES 64 /* stream control packets: a few frames */
 #define SIO_TOKENS 4096
 #define SIO_RING_BYTES (1u << 20)
+#define SIO_KX_VERIFY_RATE 8  /* signature checks per second and session */
+#define SIO_KX_VERIFY_BURST 8
 
 /* First byte of a data packet: 0 1 R R R R K K (R reserved zero, K key id). */
 #define SIO_PKT_DATA 0x40
@@ -117,6 +119,8 @@ struct sio_core {
 	uint64_t round_start, next_retry, next_rekey, dup_answered;
 	int any_valid_kx;
 	uint64_t auth_refused;
+	uint64_t verify_tat; /* signature-check rationing (core.c) */
+	uint64_t verifies;   /* signature checks made (tests, benchmarks) */
 
 	sio_keyslot keys[SIO_KEY_SLOTS];
 	int tx_slot; /* key slot used to send data, -1 = none yet */

@@ -3,8 +3,9 @@
  * bit flips in every byte of every captured packet, replays later in the
  * session and in a new session (including the old session's key exchange,
  * signed by the right identity), reordering beyond the replay window,
- * truncation to every length, key exchanges from a third identity, and a
- * flood of junk key-exchange messages. In each: nothing altered, foreign or
+ * truncation to every length, key exchanges from a third identity, a third
+ * identity in a two-key pin set forging key exchanges as the peer (during
+ * the first handshake and later), and a flood of junk key-exchange messages. In each: nothing altered, foreign or
  * duplicated is delivered (every message carries its sequence number, a
  * session tag and a pattern checked on arrival), every injected packet is
  * counted as a drop in sio_session_stats, and the session keeps working. */
@@ -17,7 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "check.h"
+#include "lib/forge.h"
 #include "lib/mitm.h"
 #include "secureio.h"
 
@@ -66,6 +70,7 @@ out:
 
 static sio_identity *ida, *idb, *idc;
 static sio_remote *ra, *rb, *rc;
+static uint8_t skc[64]; /* C's secret key, for the forger */
 
 struct duo {
 	mitm *m;
@@ -395,6 +400,103 @@ static void test_third_identity(void)
 	duo_close(&d);
 }
 
+/* C holds a key of B's two-key pin set {A, C} and forges key exchanges as A
+ * from the relay (tests/lib/forge.h), then seals data under the keys a reply
+ * would agree. B must drop every forgery, deliver nothing C sealed, keep
+ * reporting A, and keep working with A. */
+struct forger {
+	pthread_mutex_t mu;
+	forge g;
+	mitm *m;
+	int hold; /* drop A's packets other than key exchanges */
+	uint64_t data_sent;
+};
+
+static int forge_filter(void *ctx, int dir, uint8_t *pkt, size_t *len)
+{
+	struct forger *f = ctx;
+	uint8_t out[FORGE_DATA_LEN];
+	int fwd = 1;
+	pthread_mutex_lock(&f->mu);
+	if (forge_observe(&f->g, dir == MITM_B2A, pkt, *len, out) &&
+	    mitm_inject(f->m, MITM_A2B, out, sizeof out) == 0)
+		f->data_sent++;
+	if (dir == MITM_A2B && f->hold && !(pkt[0] & 0x80))
+		fwd = 0;
+	pthread_mutex_unlock(&f->mu);
+	return fwd;
+}
+
+static void test_pinset_takeover(int first_handshake)
+{
+	struct duo d;
+	struct forger f;
+	sio_remote *two, *save = rb;
+	uint8_t pk[SIO_PUBLIC_KEY_BYTES], kx[FORGE_KX_MAX];
+	sio_stats st0, st1;
+	sio_identity_public_key(ida, pk);
+	CHECK_OK(sio_remote_from_public_key(&two, pk));
+	sio_identity_public_key(idc, pk);
+	CHECK_OK(sio_remote_add(two, pk));
+	memset(&f, 0, sizeof f);
+	pthread_mutex_init(&f.mu, NULL);
+	forge_init(&f.g, skc, NULL, 0);
+	rb = two; /* B pins {A, C} */
+	CHECK_OK(duo_open(&d, 0x7000 + (uint32_t)first_handshake, NULL, 0));
+	rb = save;
+	sio_remote_free(two); /* the session holds its reference */
+	f.m = d.m;
+	f.hold = first_handshake; /* keep B waiting for A's answer */
+	mitm_set_filter(d.m, forge_filter, &f);
+	CHECK_OK(sio_session_start(d.a));
+	unsigned have = 0;
+	if (first_handshake) {
+		/* B has taken A's first message and is not established yet */
+		for (int w = 0; w < 2000 && sio_session_remote_key(d.b, pk) != 0; w++)
+			sleep_ms(5);
+		CHECK_EQ(sio_session_state(d.b), SIO_STATE_KEY_EXCHANGING);
+	} else {
+		CHECK_OK(sio_session_wait_state(d.a, SIO_STATE_ESTABLISHED, 20000));
+		CHECK_OK(sio_session_wait_state(d.b, SIO_STATE_ESTABLISHED, 20000));
+		send_msgs(&d, 5, 5);
+		have = 5;
+	}
+	sio_session_stats(d.b, &st0);
+	for (int variant = 0; variant < 3; variant++) {
+		pthread_mutex_lock(&f.mu);
+		size_t n = forge_kx(&f.g, variant, (uint64_t)time(NULL) * 1000000000ull + 1000000000ull,
+				    kx);
+		pthread_mutex_unlock(&f.mu);
+		CHECK(n > 0);
+		CHECK_OK(mitm_inject(d.m, MITM_A2B, kx, n));
+	}
+	uint64_t got = wait_drops(d.b, drops(d.b) + 3);
+	(void)got;
+	sleep_ms(300); /* time for a reply and C's sealed data, were there any */
+	sio_session_stats(d.b, &st1);
+	CHECK_EQ(st1.drop_kx - st0.drop_kx, 3);
+	pthread_mutex_lock(&f.mu);
+	f.hold = 0;
+	uint64_t data_sent = f.data_sent;
+	pthread_mutex_unlock(&f.mu);
+	CHECK_EQ(data_sent, 0); /* B never answered a forgery */
+	CHECK_OK(sio_session_wait_state(d.a, SIO_STATE_ESTABLISHED, 20000));
+	CHECK_OK(sio_session_wait_state(d.b, SIO_STATE_ESTABLISHED, 20000));
+	CHECK_OK(sio_session_remote_key(d.b, pk));
+	uint8_t pka[SIO_PUBLIC_KEY_BYTES];
+	sio_identity_public_key(ida, pka);
+	CHECK(memcmp(pk, pka, sizeof pk) == 0);
+	check_survives(&d, have);
+	sio_session_stats(d.b, &st1);
+	CHECK_EQ(st1.messages_received, (uint64_t)have + 5); /* nothing of C's */
+	printf("pin-set takeover (%s): 3 forged key exchanges as A from C dropped\n",
+	       first_handshake ? "first handshake" : "renewal");
+	mitm_set_filter(d.m, NULL, NULL);
+	duo_close(&d);
+	forge_wipe(&f.g);
+	pthread_mutex_destroy(&f.mu);
+}
+
 static long rss_kb(void)
 {
 	FILE *f = fopen("/proc/self/status", "r");
@@ -461,6 +563,10 @@ int main(void)
 	CHECK_OK(sio_identity_from_seed(&idb, seed));
 	memset(seed, 0xc3, sizeof seed);
 	CHECK_OK(sio_identity_from_seed(&idc, seed));
+	{
+		uint8_t pkc[32];
+		crypto_sign_seed_keypair(pkc, skc, seed);
+	}
 	sio_identity_public_key(idb, pk);
 	CHECK_OK(sio_remote_from_public_key(&ra, pk));
 	CHECK_OK(sio_remote_from_public_key(&rc, pk));
@@ -473,6 +579,8 @@ int main(void)
 	test_replay();
 	test_reorder();
 	test_third_identity();
+	test_pinset_takeover(1);
+	test_pinset_takeover(0);
 	test_kx_flood();
 
 	sio_remote_free(ra);

@@ -5,7 +5,8 @@
  * delivered twice or altered, every corrupted packet dropped and counted,
  * no dropped packet answered, both sides closed at the end. On a lossless
  * path with the default answers mode nothing at all is lost (renewals
- * included).
+ * included). On a third of the seeds a key-holding adversary in one side's
+ * pin set forges key exchanges as the other side (tests/lib/sim.h).
  *
  * SIO_SIM_SEEDS=n runs n seeds (default 1000); SIO_SIM_SEED=s runs seed s
  * only (SIM_VERBOSE=1 prints error events). */
@@ -167,6 +168,11 @@ static unsigned long one_seed(uint64_t seed, int verbose)
 		cfg.net.clock_jump = 0.05;
 		cfg.net.clock_jump_max = 3 * SIM_S;
 	}
+	/* A third identity in one side's pin set forges key exchanges as the
+	 * other side: every forgery must be dropped and counted, nothing it
+	 * seals delivered, the reported identity never change. */
+	if (seed % 3 == 1)
+		cfg.adversary = 1 + (int)((seed >> 2) % 2);
 	if (sim_init(&s, seed, &cfg) != 0) {
 		CHECK(!"sim_init");
 		return 1;
@@ -221,6 +227,12 @@ static unsigned long one_seed(uint64_t seed, int verbose)
 			       (unsigned long long)st.drop_too_old,
 			       (unsigned long long)st.drop_unknown_key,
 			       (unsigned long long)st.drop_malformed, (unsigned long long)s.jumps);
+	}
+	if (s.adv) {
+		uint8_t pk[32];
+		CHECK(s.adv->g.forged > 0);
+		CHECK_OK(sio_core_remote_key(s.p[s.adv->victim].core, pk));
+		CHECK(memcmp(pk, s.p[!s.adv->victim].pk, 32) == 0);
 	}
 	/* Graceful close from a random side: both end closed. */
 	sio_core_close(s.p[seed % 2].core, s.now);

@@ -89,6 +89,17 @@ static void cb_sent(void *ctx, uint64_t token, int err)
 		p->sent_ok++;
 }
 
+/* The adversary's randomness, from the simulation's seed. */
+static void adv_random(void *ctx, uint8_t *buf, size_t len)
+{
+	sim *s = ctx;
+	for (size_t i = 0; i < len; i += 8) {
+		uint64_t r = sim_rand(&s->rng);
+		size_t n = len - i < 8 ? len - i : 8;
+		memcpy(buf + i, &r, n);
+	}
+}
+
 int sim_init(sim *s, uint64_t seed, const sim_config *cfg)
 {
 	memset(s, 0, sizeof *s);
@@ -110,6 +121,24 @@ int sim_init(sim *s, uint64_t seed, const sim_config *cfg)
 			memcpy(seedb, cfg->id_seed[i], 32);
 		crypto_sign_seed_keypair(p->pk, p->sk, seedb);
 	}
+	if (cfg->adversary) {
+		sim_adversary *a = calloc(1, sizeof *a);
+		uint8_t seedb[32];
+		if (!a)
+			return -1;
+		uint8_t sk[64], pk[32];
+		const sio_options *vo;
+		a->victim = cfg->adversary - 1;
+		vo = &cfg->opts[a->victim];
+		adv_random(s, seedb, 32);
+		crypto_sign_seed_keypair(pk, sk, seedb);
+		forge_init(&a->g, sk, vo->psk, vo->psk_len);
+		sodium_memzero(sk, sizeof sk);
+		a->g.random = adv_random;
+		a->g.rctx = s;
+		a->period = 300 * SIM_MS;
+		s->adv = a;
+	}
 	for (int i = 0; i < 2; i++) {
 		sim_peer *p = &s->p[i];
 		sio_core_config cc;
@@ -127,6 +156,9 @@ int sim_init(sim *s, uint64_t seed, const sim_config *cfg)
 			const uint8_t *k = sodium_is_zero(cfg->pin_key[i], 32) ? s->p[!i].pk
 										: cfg->pin_key[i];
 			if (sio_remote_from_public_key(&p->remote, k) != 0)
+				return -1;
+			/* The victim's set holds the adversary's key too. */
+			if (s->adv && s->adv->victim == i && sio_remote_add(p->remote, s->adv->g.pk) != 0)
 				return -1;
 		}
 		cc.ed25519_sk = p->sk;
@@ -154,6 +186,9 @@ void sim_free(sim *s)
 			free(p->msgs[j].data);
 		free(p->msgs);
 	}
+	if (s->adv)
+		forge_wipe(&s->adv->g);
+	free(s->adv);
 	for (size_t i = 0; i < s->nq; i++)
 		free(s->q[i].data);
 	free(s->q);
@@ -180,11 +215,45 @@ void sim_inject(sim *s, int to, const uint8_t *pkt, size_t len, uint64_t at)
 	enqueue(s, to, pkt, len, at, 1);
 }
 
+/* ---- the key-holding adversary (sim.h, forge.h) ---------------------------- */
+
+/* Watches every packet put on the wire (before loss); answers the victim's
+ * reply to a forgery with data sealed under the forged keys. */
+static void adv_observe(sim *s, int from, const uint8_t *d, size_t len)
+{
+	sim_adversary *a = s->adv;
+	uint8_t out[FORGE_DATA_LEN];
+	if (a && forge_observe(&a->g, from == a->victim, d, len, out))
+		sim_inject(s, a->victim, out, sizeof out, s->now);
+}
+
+/* Forges one key exchange every period once the victim has a peer, the
+ * three variants in turn. */
+static void adv_tick(sim *s)
+{
+	sim_adversary *a = s->adv;
+	uint8_t pk[32], out[FORGE_KX_MAX];
+	if (!a)
+		return;
+	/* The worst timing for the victim: forge as soon as it has accepted the
+	 * honest peer's first message (an oracle the simulation can afford). */
+	if (!a->victim_bound && sio_core_remote_key(s->p[a->victim].core, pk) == 0)
+		a->victim_bound = 1;
+	if (!a->victim_bound || s->now < a->next_forge)
+		return;
+	size_t n = forge_kx(&a->g, (int)(a->g.forged % 3), s->wall + s->now + SIM_S, out);
+	if (!n)
+		return;
+	a->next_forge = s->now + a->period;
+	sim_inject(s, a->victim, out, n, s->now);
+}
+
 static void net_send(sim *s, int from, const uint8_t *d, size_t len)
 {
 	sim_net *n = &s->net;
 	int to = !from;
 	s->packets++;
+	adv_observe(s, from, d, len);
 	if (s->on_wire)
 		s->on_wire(s, from, d, len, s->hook_ctx);
 	if (s->datagram && sim_uniform(&s->rng) < n->loss)
@@ -271,6 +340,8 @@ static void deliver_due(sim *s)
 		}
 		free(p.data);
 		sim_flush(s);
+		if (s->adv && p.to == s->adv->victim)
+			adv_tick(s); /* forge right after the victim took its peer */
 	}
 }
 
@@ -289,6 +360,8 @@ int sim_run(sim *s, uint64_t t, int (*stop)(sim *s, void *ctx), void *ctx)
 		for (size_t i = 0; i < s->nq; i++)
 			if (s->q[i].at < next)
 				next = s->q[i].at;
+		if (s->adv && s->adv->victim_bound && s->adv->next_forge < next)
+			next = s->adv->next_forge;
 		if (next <= s->now)
 			next = s->now + 1;
 		/* Clock jumps: the process was suspended; both clocks move. */
@@ -301,6 +374,7 @@ int sim_run(sim *s, uint64_t t, int (*stop)(sim *s, void *ctx), void *ctx)
 		if (next > t)
 			next = t;
 		s->now = next;
+		adv_tick(s);
 		deliver_due(s);
 		for (int i = 0; i < 2; i++)
 			sio_core_tick(s->p[i].core, s->now);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "core.h"
+#include "forge.h"
 
 #define SIM_MS 1000000ull
 #define SIM_S 1000000000ull
@@ -56,6 +57,20 @@ typedef struct sim_peer {
 	uint64_t established_at;
 } sim_peer;
 
+/* A key-holding adversary (sim_config.adversary): a forger (forge.h) whose
+ * identity the victim's pin set also holds, with the PSK when there is one,
+ * watching the wire. Once the victim has accepted its honest peer, it forges
+ * a key exchange every period (the three variants in turn) and seals data
+ * under the keys any reply would agree. Everything it injects is marked
+ * corrupted, so the simulator's checks require each packet to be dropped
+ * and counted; a delivered forgery is a payload nobody sent. */
+typedef struct sim_adversary {
+	int victim;
+	forge g;
+	int victim_bound;
+	uint64_t next_forge, period;
+} sim_adversary;
+
 typedef struct sim_pkt {
 	uint64_t at;
 	int to;
@@ -77,6 +92,7 @@ typedef struct sim {
 	/* Optional hook on every packet put on the wire (before loss). */
 	void (*on_wire)(struct sim *s, int from, const uint8_t *pkt, size_t len, void *ctx);
 	void *hook_ctx;
+	sim_adversary *adv; /* sim_config.adversary */
 	/* Optional hook on every delivered message. */
 	void (*on_deliver)(struct sim *s, int side, uint32_t type, const uint8_t *d, size_t len,
 			   void *ctx);
@@ -91,6 +107,8 @@ typedef struct sim_config {
 	int no_start[2];
 	uint8_t pin_key[2][32]; /* nonzero: side I pins this key instead */
 	int64_t wall_offset[2]; /* side I's wall clock is off by this (ns) */
+	int adversary;          /* 1 + the side a key-holding adversary attacks
+				 * (see sim_adversary); 0 = none */
 } sim_config;
 
 uint64_t sim_rand(uint64_t *state);
