@@ -350,6 +350,20 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 			return drop_kx(c);
 	} else if (c->remote && !sio_remote_contains(c->remote, f.idpk)) {
 		c->auth_refused++;
+		/* On a transport that reaches only the peer (a stream, a connected
+		 * socket), a well-signed message from an identity we do not accept
+		 * means the peer is not the one we want: fail now rather than at
+		 * the key-exchange timeout. The signature is checked first so that
+		 * a corrupted message is dropped, not taken for a wrong peer. */
+		if (c->exclusive && !c->any_valid_kx && verify_allowed(c, now)) {
+			c->verifies++;
+			if (sio_kx_verify(m) == 0) {
+				c->st.drop_kx++;
+				sio_core_fail(c, SIO_EAUTH,
+					      "the peer's identity is not authorised (not in the pinned set)");
+				return 0;
+			}
+		}
 		return drop_kx(c);
 	}
 	/* A retransmission of the message we hold: the peer still lacks our
@@ -634,6 +648,11 @@ uint64_t sio_core_deadline(const sio_core *c)
 	if (sio_core_can_send(c) && c->keys[c->tx_slot].tx_pn < SIO_PN_LIMIT)
 		d = min64(d, sio_core_tx_deadline(c));
 	return d;
+}
+
+void sio_core_set_exclusive(sio_core *c)
+{
+	c->exclusive = 1;
 }
 
 sio_state sio_core_state(const sio_core *c)

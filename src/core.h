@@ -111,6 +111,12 @@ int sio_core_close(sio_core *c, uint64_t now);
 /* The transport ended (ERR 0 = end of file) or failed (ERR < 0). */
 void sio_core_transport_closed(sio_core *c, uint64_t now, int err);
 
+/* The transport reaches only the peer (a stream, a connected socket): before
+ * any key exchange was accepted, a well-signed one from an identity outside
+ * the pinned set ends the session at once with SIO_EAUTH (a shared or
+ * unconnected socket keeps waiting for the right peer instead). */
+void sio_core_set_exclusive(sio_core *c);
+
 sio_state sio_core_state(const sio_core *c);
 void sio_core_stats(const sio_core *c, sio_stats *st);
 /* Largest packet the core may hand out now (negotiated or configured). */

@@ -118,6 +118,7 @@ struct sio_core {
 	uint64_t local_created;
 	uint64_t round_start, next_retry, next_rekey, dup_answered;
 	int any_valid_kx;
+	int exclusive; /* the transport reaches only the peer (sio_core_set_exclusive) */
 	uint64_t auth_refused;
 	uint64_t verify_tat; /* signature-check rationing (core.c) */
 	uint64_t verifies;   /* signature checks made (tests, benchmarks) */

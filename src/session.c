@@ -718,6 +718,10 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 	r = sio_tp_open(&s->tp, t, sio_core_max_packet(s->core));
 	if (r < 0)
 		goto fail;
+	/* a stream or connected socket reaches only the peer: a wrong identity
+	 * there ends the session at once (core.h) */
+	if (!s->tp.custom && s->tp.peer_mode == SIO_TP_PEER_CONNECTED && !cfg.opts.listener_peer)
+		sio_core_set_exclusive(s->core);
 	s->tp_open = 1;
 	if (opts && opts->listener_peer && datagram && !s->tp.custom) {
 		/* talking to a sio_listener: every datagram starts with the

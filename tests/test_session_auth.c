@@ -74,7 +74,12 @@ static void opts_fast(sio_options *o)
 	o->kx_timeout_ns = 1000000000; /* 1 s */
 }
 
-static void test_wrong_identity(enum pair_kind k)
+/* A pins a key B does not hold. On a transport that reaches only B (a
+ * stream, a connected socket) A fails with SIO_EAUTH as soon as B's signed
+ * message arrives, long before the key-exchange timeout (60 s here); on an
+ * unconnected socket (EXCLUSIVE 0) another peer may still come, so A waits
+ * for the timeout (1 s here) and then says why. */
+static void test_wrong_identity(enum pair_kind k, int exclusive)
 {
 	struct pair p;
 	struct ev ea;
@@ -93,16 +98,21 @@ static void test_wrong_identity(enum pair_kind k)
 	CHECK_OK(sio_remote_from_public_key(&wrong, pk));
 	sio_options o;
 	opts_fast(&o);
+	if (exclusive)
+		o.kx_timeout_ns = 60000000000; /* must not be what ends it */
 	sio_callbacks ca = {.ctx = &ea, .on_error = on_error};
 	CHECK_OK(sio_session_new(&p.a, p.ida, wrong, &ta, &o, &ca));
 	CHECK_OK(sio_session_new(&p.b, p.idb, p.rb, &tb, &o, NULL));
 	CHECK_OK(sio_session_start(p.a));
 	CHECK_OK(sio_session_start(p.b));
-	int r = sio_session_wait_state(p.a, SIO_STATE_ESTABLISHED, 20000);
+	int r = sio_session_wait_state(p.a, SIO_STATE_ESTABLISHED, exclusive ? 10000 : 20000);
 	CHECK_EQ(r, SIO_EAUTH);
 	CHECK_EQ(first_err(&ea), SIO_EAUTH);
 	CHECK_EQ(sio_session_state(p.a), SIO_STATE_CLOSED);
-	CHECK(sio_session_wait_state(p.b, SIO_STATE_ESTABLISHED, 20000) < 0);
+	if (!exclusive)
+		CHECK(sio_session_wait_state(p.b, SIO_STATE_ESTABLISHED, 20000) < 0);
+	else
+		CHECK(sio_session_state(p.b) != SIO_STATE_ESTABLISHED);
 	uint8_t k2[32];
 	CHECK_EQ(sio_session_remote_key(p.a, k2), SIO_ESTATE);
 	char buf[4];
@@ -209,8 +219,11 @@ int main(void)
 	alarm(300);
 	signal(SIGPIPE, SIG_DFL);
 	CHECK_OK(sio_init());
-	test_wrong_identity(PK_TCP);
-	test_wrong_identity(PK_UDP_CONNECTED);
+	test_wrong_identity(PK_TCP, 1);
+	test_wrong_identity(PK_UDP_CONNECTED, 1);
+	test_wrong_identity(PK_UNIX_STREAM, 1);
+	test_wrong_identity(PK_PIPES, 1);
+	test_wrong_identity(PK_UDP_UNCONNECTED, 0);
 	test_psk(PK_UNIX_STREAM, 0);
 	test_psk(PK_UDP_UNCONNECTED, 0);
 	test_psk(PK_SEQPACKET, 1);
