@@ -416,6 +416,13 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 		new_round(c, now, 1);
 	}
 	if ((f.flags & 3) != mode(c)) {
+		/* Let the peer learn it too: our own message carries our mode.
+		 * A side that could not send before (an unconnected socket learns
+		 * its peer's address from this message) would otherwise leave the
+		 * peer retrying until its timeout. One message for one received:
+		 * within any amplification budget. */
+		if (c->have_local)
+			sio_core_queue_kx(c, c->local_wire, c->local_wire_len);
 		sio_core_fail(c, SIO_EANSWERS, "the peer uses another key-exchange answers mode");
 		return 1;
 	}

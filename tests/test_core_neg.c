@@ -172,6 +172,15 @@ static void test_answers_mismatch(void)
 			CHECK(sim_has_error(&s.p[0], SIO_EANSWERS));
 			CHECK(sim_has_error(&s.p[1], SIO_EANSWERS));
 			sim_free(&s);
+			/* side 1 can only answer (it learns its peer's address from
+			 * what arrives): it must still let side 0 learn the
+			 * mismatch, by sending its own message */
+			cfg.learn[1] = 1;
+			CHECK_OK(sim_init(&s, 31, &cfg));
+			CHECK(sim_run(&s, 1 * SIM_S, both_closed, NULL));
+			CHECK(sim_has_error(&s.p[0], SIO_EANSWERS));
+			CHECK(sim_has_error(&s.p[1], SIO_EANSWERS));
+			sim_free(&s);
 		}
 }
 

@@ -214,6 +214,33 @@ static void test_learned(enum pair_kind k, int refuse)
 	pair_free(&p);
 }
 
+/* Different answers modes: both sides end with SIO_EANSWERS at once, also
+ * when the side that detects it first is an unconnected socket that learns
+ * its peer's address only from the message it refuses (it must still send
+ * its own message so that the peer learns the mismatch). */
+static void test_answers_mismatch(enum pair_kind k)
+{
+	struct pair p;
+	memset(&p, 0, sizeof p);
+	sio_transport ta, tb;
+	CHECK_OK(pair_identities(&p, 1, 2));
+	CHECK_OK(pair_transports(&p, k, &ta, &tb));
+	sio_options oa, ob;
+	opts_fast(&oa);
+	oa.kx_timeout_ns = 60000000000; /* must not be what ends it */
+	oa.kx_retry_ns = 1000000000;
+	ob = oa;
+	oa.answers_mode = SIO_ANSWERS_ANSWER_AND_WAIT;
+	ob.answers_mode = SIO_ANSWERS_ANSWER;
+	CHECK_OK(sio_session_new(&p.a, p.ida, p.ra, &ta, &oa, NULL));
+	CHECK_OK(sio_session_new(&p.b, p.idb, p.rb, &tb, &ob, NULL));
+	CHECK_OK(sio_session_start(p.b)); /* b first: its message goes nowhere */
+	CHECK_OK(sio_session_start(p.a));
+	CHECK_EQ(sio_session_wait_state(p.b, SIO_STATE_ESTABLISHED, 10000), SIO_EANSWERS);
+	CHECK_EQ(sio_session_wait_state(p.a, SIO_STATE_ESTABLISHED, 10000), SIO_EANSWERS);
+	pair_free(&p);
+}
+
 int main(void)
 {
 	alarm(300);
@@ -224,6 +251,8 @@ int main(void)
 	test_wrong_identity(PK_UNIX_STREAM, 1);
 	test_wrong_identity(PK_PIPES, 1);
 	test_wrong_identity(PK_UDP_UNCONNECTED, 0);
+	test_answers_mismatch(PK_UDP_UNCONNECTED);
+	test_answers_mismatch(PK_TCP);
 	test_psk(PK_UNIX_STREAM, 0);
 	test_psk(PK_UDP_UNCONNECTED, 0);
 	test_psk(PK_SEQPACKET, 1);

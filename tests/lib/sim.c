@@ -108,6 +108,8 @@ int sim_init(sim *s, uint64_t seed, const sim_config *cfg)
 	s->net = cfg->net;
 	s->datagram = cfg->datagram;
 	s->keep_msgs = 1;
+	s->mute[0] = cfg->learn[0];
+	s->mute[1] = cfg->learn[1];
 	s->wall = 1700000000ull * SIM_S + (sim_rand(&s->rng) % SIM_S);
 	for (int i = 0; i < 2; i++) {
 		sim_peer *p = &s->p[i];
@@ -254,6 +256,8 @@ static void net_send(sim *s, int from, const uint8_t *d, size_t len)
 	int to = !from;
 	s->packets++;
 	adv_observe(s, from, d, len);
+	if (s->mute[from])
+		return; /* no address to send to yet */
 	if (s->on_wire)
 		s->on_wire(s, from, d, len, s->hook_ctx);
 	if (s->datagram && sim_uniform(&s->rng) < n->loss)
@@ -318,6 +322,7 @@ static void deliver_due(sim *s)
 		sio_core_stats(peer->core, &before);
 		size_t out_before = sio_core_pending(peer->core, s->now, iov, 64);
 		int r = sio_core_recv(peer->core, s->now, p.data, p.len);
+		s->mute[p.to] = 0;
 		sio_core_stats(peer->core, &after);
 		/* A dropped packet is never answered. */
 		if (!r && sio_core_pending(peer->core, s->now, iov, 64) != out_before)

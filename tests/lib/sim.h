@@ -93,6 +93,7 @@ typedef struct sim {
 	void (*on_wire)(struct sim *s, int from, const uint8_t *pkt, size_t len, void *ctx);
 	void *hook_ctx;
 	sim_adversary *adv; /* sim_config.adversary */
+	int mute[2];        /* sim_config.learn, until side I received a packet */
 	/* Optional hook on every delivered message. */
 	void (*on_deliver)(struct sim *s, int side, uint32_t type, const uint8_t *d, size_t len,
 			   void *ctx);
@@ -107,6 +108,9 @@ typedef struct sim_config {
 	int no_start[2];
 	uint8_t pin_key[2][32]; /* nonzero: side I pins this key instead */
 	int64_t wall_offset[2]; /* side I's wall clock is off by this (ns) */
+	int learn[2];           /* side I learns its peer's address from the first
+				 * packet it receives: what it sends before that
+				 * vanishes (an unconnected listening socket) */
 	int adversary;          /* 1 + the side a key-holding adversary attacks
 				 * (see sim_adversary); 0 = none */
 } sim_config;
