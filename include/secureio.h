@@ -512,8 +512,13 @@ SIO_API int sio_close_and_wait(sio_session *s, int timeout_ms);
  * From a handler: once the handler returns nothing more is read, sent or
  * delivered for S (only completion callbacks still run, failing with
  * SIO_ECANCELED), and the I/O thread (or sio_session_process) frees the
- * session on its way out. Thread: any; no other call on S may run
- * concurrently or follow. NULL is allowed. */
+ * session on its way out. Linger: a session (threaded, over a datagram
+ * socket) that acknowledged the peer's CLOSE keeps answering the peer's
+ * repeated CLOSEs, since its acknowledgement may have been lost: free then
+ * first waits until the peer stopped repeating for 2.5 close intervals
+ * (kx_retry_ns / 8 each: about 0.3 s by default, at most 20 intervals).
+ * Thread: any; no other call on S may run concurrently or follow. NULL is
+ * allowed. */
 SIO_API void sio_session_free(sio_session *s);
 
 /* ------------------------------------------------------------------------ */

@@ -502,6 +502,13 @@ int sio_core_start(sio_core *c, uint64_t now)
 	return 0;
 }
 
+/* A closing side repeats its CLOSE this often until acknowledged. */
+static uint64_t close_interval(const sio_core *c)
+{
+	uint64_t i = (uint64_t)c->o.kx_retry_ns / 8;
+	return i < 1000000u ? 1000000u : i;
+}
+
 void sio_core_close_received(sio_core *c, uint64_t now, int ack)
 {
 	uint8_t fr = SIO_FR_CLOSE_ACK;
@@ -520,8 +527,23 @@ void sio_core_close_received(sio_core *c, uint64_t now, int ack)
 	if (c->state >= SIO_STATE_CLOSING && c->tx_slot >= 0) {
 		sio_core_ctrl_packet(c, now, c->tx_slot, &fr, 1);
 		c->close_acked = 1;
+		/* A datagram may lose our acknowledgement: keep answering the
+		 * peer's repeated CLOSE (one per close_interval) for a while, each
+		 * answer extending the linger, within a hard bound. */
+		if (c->datagram) {
+			uint64_t first = c->linger_start ? c->linger_start : now;
+			uint64_t until = now + 5 * close_interval(c) / 2;
+			uint64_t cap = first + 20 * close_interval(c);
+			c->linger_start = first;
+			c->linger_until = until < cap ? until : cap;
+		}
 		sio_core_set_state(c, SIO_STATE_CLOSED);
 	}
+}
+
+uint64_t sio_core_linger_until(const sio_core *c)
+{
+	return c->linger_until;
 }
 
 int sio_core_close(sio_core *c, uint64_t now)
@@ -551,7 +573,7 @@ void sio_core_close_send(sio_core *c, uint64_t now)
 	}
 	sio_core_tx_seal(c, now);
 	c->close_sent = 1;
-	c->close_retry = now + (uint64_t)c->o.kx_retry_ns;
+	c->close_retry = now + close_interval(c);
 	c->close_deadline = now + 10 * (uint64_t)c->o.kx_retry_ns;
 }
 
@@ -618,7 +640,7 @@ void sio_core_tick(sio_core *c, uint64_t now)
 		if (now >= c->close_retry && c->tx_slot >= 0) {
 			uint8_t fr = SIO_FR_CLOSE;
 			sio_core_ctrl_packet(c, now, c->tx_slot, &fr, 1);
-			c->close_retry = now + (uint64_t)c->o.kx_retry_ns;
+			c->close_retry = now + close_interval(c);
 		}
 	}
 	sio_core_tx_seal(c, now);

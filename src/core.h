@@ -117,6 +117,11 @@ void sio_core_transport_closed(sio_core *c, uint64_t now, int err);
  * unconnected socket keeps waiting for the right peer instead). */
 void sio_core_set_exclusive(sio_core *c);
 
+/* After acknowledging the peer's CLOSE on a datagram transport, the core
+ * still answers repeated CLOSEs (its acknowledgement may be lost) until this
+ * time: the I/O layer keeps reading until then. 0 = no linger. */
+uint64_t sio_core_linger_until(const sio_core *c);
+
 sio_state sio_core_state(const sio_core *c);
 void sio_core_stats(const sio_core *c, sio_stats *st);
 /* Largest packet the core may hand out now (negotiated or configured). */

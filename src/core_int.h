@@ -141,6 +141,7 @@ struct sio_core {
 	uint32_t fail_run;
 	int close_sent, close_acked;
 	uint64_t close_retry, close_deadline;
+	uint64_t linger_start, linger_until; /* answering repeated CLOSEs (core.c) */
 
 	sio_stats st;
 	sio_core_msg msg; /* fragmentation, packet-size negotiation (core_msg.c) */

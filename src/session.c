@@ -444,14 +444,24 @@ static void on_packet(void *ctx, uint8_t *buf, size_t len, const struct sockaddr
 		sio_tp_adopt_peer(&s->tp, from, fl);
 }
 
+/* Closed after acknowledging the peer's CLOSE on a datagram transport: the
+ * acknowledgement may be lost, so the peer's repeated CLOSEs are still read
+ * and answered until the core's linger ends (core.h). */
+static int lingering(const sio_session *s, uint64_t now)
+{
+	return s->tp.datagram && !s->tp.custom && !s->confirm && !s->tp_dead && !s->free_on_exit &&
+	       atomic_load(&s->state) == SIO_STATE_CLOSED && now < sio_core_linger_until(s->core);
+}
+
 /* One batch of input. Deliveries in place stay valid until the next batch,
  * so the caller dispatches before reading again. Returns packets read. */
 static int read_input(sio_session *s, uint64_t now)
 {
-	/* nothing is read after the end: what follows on the transport belongs
-	 * to the program (sio_confirm_identity hands the descriptor back) */
+	/* nothing is read after the end (but during a linger): what follows on
+	 * the transport belongs to the program (sio_confirm_identity hands the
+	 * descriptor back) */
 	if (s->tp_dead || s->dispatching || s->evn > 0 || s->free_on_exit ||
-	    atomic_load(&s->state) == SIO_STATE_CLOSED)
+	    (atomic_load(&s->state) == SIO_STATE_CLOSED && !lingering(s, now)))
 		return 0;
 	struct rx_ctx rx = {s, now};
 	int r = sio_tp_recv(&s->tp, on_packet, &rx);
@@ -553,6 +563,8 @@ static int timeout_ms_locked(const sio_session *s, uint64_t now)
 		if (t < d)
 			d = t;
 	}
+	if (lingering(s, now) && sio_core_linger_until(s->core) < d)
+		d = sio_core_linger_until(s->core); /* then stop reading */
 	if (d == UINT64_MAX)
 		return -1;
 	if (d <= now)
@@ -585,7 +597,8 @@ static void *io_thread(void *arg)
 		struct pollfd p[3];
 		int np = 0;
 		p[np++] = (struct pollfd){s->wake_fd, POLLIN, 0};
-		int rfd = s->tp_dead || s->input_stalled || atomic_load(&s->state) == SIO_STATE_CLOSED
+		int rfd = s->tp_dead || s->input_stalled ||
+					  (atomic_load(&s->state) == SIO_STATE_CLOSED && !lingering(s, now))
 				  ? -1
 				  : sio_tp_read_fd(&s->tp);
 		int bfd = s->tp_dead || !s->tx_blocked || s->tp.custom ? -1 : s->tp.wfd;
@@ -1065,6 +1078,14 @@ void sio_session_free(sio_session *s)
 	/* best effort: what is already due (a close acknowledgement) goes out */
 	if (s->core && s->mode != MODE_NEW && sio_core_enter(s) == 0)
 		sio_flush_out(s, sio_now_ns());
+	/* the I/O thread answers the peer's repeated CLOSEs until the linger
+	 * ends (bounded: 20 close intervals, 2.5 s by default) */
+	while (s->mode == MODE_THREAD && s->thread_started && lingering(s, sio_now_ns())) {
+		unlock(s);
+		struct timespec ts = {0, 5000000};
+		nanosleep(&ts, NULL);
+		lock(s);
+	}
 	s->stop = 1;
 	sio_wake(s);
 	int joined = s->thread_started;

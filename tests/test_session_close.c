@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "lib/mitm.h"
 #include "sess_pair.h"
 
 struct evrec {
@@ -394,6 +395,78 @@ static void test_handles_freed_early(void)
 	pair_free(&p);
 }
 
+/* Over UDP, B's acknowledgement of A's CLOSE is lost: B keeps answering
+ * A's repeated CLOSE for a while after it closed (the linger), also while
+ * the program frees it, so A's close still completes gracefully instead of
+ * timing out after ten tries. */
+static atomic_int drop_b2a;
+
+static int drop_filter(void *ctx, int dir, uint8_t *pkt, size_t *len)
+{
+	(void)ctx;
+	(void)len;
+	if (dir == MITM_B2A && !(pkt[0] & 0x80) && atomic_load(&drop_b2a) > 0) {
+		atomic_fetch_sub(&drop_b2a, 1);
+		return 0;
+	}
+	return 1;
+}
+
+static void test_lost_close_ack(int free_b_at_once)
+{
+	mitm *m;
+	int fa, fb;
+	sio_transport ta, tb;
+	sio_identity *ia, *ib;
+	sio_remote *ra, *rb;
+	uint8_t seed[32], pk[32];
+	struct evrec ea;
+	memset(&ea, 0, sizeof ea);
+	pthread_mutex_init(&ea.mu, NULL);
+	memset(seed, 0x5a, sizeof seed);
+	CHECK_OK(sio_identity_from_seed(&ia, seed));
+	memset(seed, 0x5b, sizeof seed);
+	CHECK_OK(sio_identity_from_seed(&ib, seed));
+	sio_identity_public_key(ib, pk);
+	CHECK_OK(sio_remote_from_public_key(&ra, pk));
+	sio_identity_public_key(ia, pk);
+	CHECK_OK(sio_remote_from_public_key(&rb, pk));
+	CHECK_OK(mitm_open(&m, &fa, &fb));
+	sio_transport_fd(&ta, fa, fa);
+	sio_transport_fd(&tb, fb, fb);
+	sio_session *a, *b;
+	sio_callbacks ca = {.ctx = &ea, .on_error = on_error};
+	CHECK_OK(sio_session_new(&a, ia, ra, &ta, NULL, &ca));
+	CHECK_OK(sio_session_new(&b, ib, rb, &tb, NULL, NULL));
+	CHECK_OK(sio_session_start(a));
+	CHECK_OK(sio_session_start(b));
+	CHECK_OK(sio_session_wait_state(a, SIO_STATE_ESTABLISHED, 10000));
+	CHECK_OK(sio_session_wait_state(b, SIO_STATE_ESTABLISHED, 10000));
+	mitm_set_filter(m, drop_filter, NULL);
+	atomic_store(&drop_b2a, 1);
+	CHECK_OK(sio_close(a));
+	CHECK_OK(sio_session_wait_state(b, SIO_STATE_CLOSED, 5000));
+	if (free_b_at_once) {
+		sio_session_free(b); /* lingers until A stopped repeating */
+		b = NULL;
+	}
+	/* A's close completes well before its 10 s give-up */
+	CHECK_OK(sio_session_wait_state(a, SIO_STATE_CLOSED, 5000));
+	CHECK_EQ(atomic_load(&drop_b2a), 0); /* the first acknowledgement was lost */
+	pthread_mutex_lock(&ea.mu);
+	for (int i = 0; i < ea.nerr; i++)
+		CHECK(ea.errs[i] != SIO_ETIMEDOUT);
+	pthread_mutex_unlock(&ea.mu);
+	sio_session_free(a);
+	sio_session_free(b);
+	mitm_free(m);
+	sio_remote_free(ra);
+	sio_remote_free(rb);
+	sio_identity_free(ia);
+	sio_identity_free(ib);
+	pthread_mutex_destroy(&ea.mu);
+}
+
 int main(void)
 {
 	alarm(300);
@@ -412,5 +485,7 @@ int main(void)
 	test_free_in_handler();
 	test_handles_freed_early();
 	test_custom_error();
+	test_lost_close_ack(0);
+	test_lost_close_ack(1);
 	return check_done("test_session_close");
 }
