@@ -142,6 +142,13 @@ static void framing_seeds(void)
 	f[n++] = SIO_FR_DATA | SIO_FR_LAST; n += sio_varint_put(f + n, SIO_TYPE_READWRITE);
 	f[n++] = '!';
 	put("fuzz_framing", "closing", f, n);
+	n = 0;
+	f[n++] = 0; /* overlong varints (82 00 = 2, 80 80 00 = 0): malformed */
+	f[n++] = SIO_FR_DATA_RW; f[n++] = 1; f[n++] = 'g';
+	f[n++] = SIO_FR_DATA_RW; f[n++] = 0x82; f[n++] = 0x00; f[n++] = 'a'; f[n++] = 'b';
+	f[n++] = SIO_FR_DATA | SIO_FR_LAST; f[n++] = 0x80; f[n++] = 0x80; f[n++] = 0x00;
+	f[n++] = 'c';
+	put("fuzz_framing", "overlong", f, n);
 }
 
 /* fuzz_core: byte 0 = mode, byte 1 bit 0 = PSK. Mode 1 takes frame bytes
@@ -160,6 +167,13 @@ static void core_seeds(void)
 	put("fuzz_core", "frames", f, n);
 	f[1] = 1;
 	put("fuzz_core", "frames_psk", f, n);
+	n = 0; /* overlong and too large varints */
+	f[n++] = 1; f[n++] = 0;
+	f[n++] = SIO_FR_DATA_RW; f[n++] = 0x82; f[n++] = 0x00; f[n++] = 'a'; f[n++] = 'b';
+	f[n++] = SIO_FR_EXT_MIN; f[n++] = 0x81; f[n++] = 0x00; f[n++] = 'e';
+	f[n++] = SIO_FR_DATA_RW; f[n++] = 0xff; f[n++] = 0xff; f[n++] = 0xff; f[n++] = 0xff;
+	f[n++] = 0x1f;
+	put("fuzz_core", "frames_overlong", f, n);
 	for (int psk = 0; psk < 2; psk++) {
 		uint8_t seed[4 + 4096];
 		size_t len = first_kx(psk, seed + 4, NULL);

@@ -5,49 +5,9 @@
 
 #include "frag.h"
 #include "secureio.h"
+#include "wire.h"
 
 /* ---- wire ------------------------------------------------------------------ */
-
-/* LEB128 varints, the same encoding as the rest of the frame layer. */
-static size_t vlen(uint32_t v)
-{
-	size_t n = 1;
-	while (v >= 0x80) {
-		v >>= 7;
-		n++;
-	}
-	return n;
-}
-
-static size_t vput(uint8_t *p, uint32_t v)
-{
-	size_t n = 0;
-	while (v >= 0x80) {
-		p[n++] = (uint8_t)(v | 0x80);
-		v >>= 7;
-	}
-	p[n++] = (uint8_t)v;
-	return n;
-}
-
-static size_t vget(const uint8_t *p, const uint8_t *end, uint32_t *out)
-{
-	uint64_t v = 0;
-	size_t n = 0;
-	for (;;) {
-		if (p + n >= end || n >= 5)
-			return 0;
-		uint8_t b = p[n];
-		v |= (uint64_t)(b & 0x7f) << (7 * n);
-		n++;
-		if (!(b & 0x80))
-			break;
-	}
-	if (v > UINT32_MAX)
-		return 0;
-	*out = (uint32_t)v;
-	return n;
-}
 
 /* Type code on the wire: 0 = SIO_TYPE_READWRITE, c + 1 = user channel c. */
 static uint32_t tcode(uint32_t type)
@@ -57,24 +17,25 @@ static uint32_t tcode(uint32_t type)
 
 static size_t hdr_fixed(const sio_frag_hdr *h)
 {
-	return 1 + vlen(tcode(h->type)) + vlen(h->id) + vlen(h->total) + vlen(h->off);
+	return 1 + sio_varint_len(tcode(h->type)) + sio_varint_len(h->id) +
+	       sio_varint_len(h->total) + sio_varint_len(h->off);
 }
 
 size_t sio_frag_hdr_len(const sio_frag_hdr *h, int last)
 {
-	return hdr_fixed(h) + (last ? 0 : vlen(h->len));
+	return hdr_fixed(h) + (last ? 0 : sio_varint_len(h->len));
 }
 
 size_t sio_frag_hdr_put(uint8_t *p, const sio_frag_hdr *h, int last)
 {
 	size_t n = 0;
 	p[n++] = (uint8_t)(SIO_FRAG_KIND | (last ? SIO_FRAG_LAST : 0));
-	n += vput(p + n, tcode(h->type));
-	n += vput(p + n, h->id);
-	n += vput(p + n, h->total);
-	n += vput(p + n, h->off);
+	n += sio_varint_put(p + n, tcode(h->type));
+	n += sio_varint_put(p + n, h->id);
+	n += sio_varint_put(p + n, h->total);
+	n += sio_varint_put(p + n, h->off);
 	if (!last)
-		n += vput(p + n, h->len);
+		n += sio_varint_put(p + n, h->len);
 	return n;
 }
 
@@ -83,17 +44,17 @@ size_t sio_frag_hdr_get(const uint8_t *p, const uint8_t *end, int last, sio_frag
 	const uint8_t *q = p;
 	uint32_t code;
 	size_t n;
-	if (!(n = vget(q, end, &code)) || code > 0x80000000u)
+	if (!(n = sio_varint_get32(q, end, &code)) || code > 0x80000000u)
 		return 0;
 	q += n;
 	h->type = code == 0 ? SIO_TYPE_READWRITE : code - 1;
-	if (!(n = vget(q, end, &h->id)))
+	if (!(n = sio_varint_get32(q, end, &h->id)))
 		return 0;
 	q += n;
-	if (!(n = vget(q, end, &h->total)))
+	if (!(n = sio_varint_get32(q, end, &h->total)))
 		return 0;
 	q += n;
-	if (!(n = vget(q, end, &h->off)))
+	if (!(n = sio_varint_get32(q, end, &h->off)))
 		return 0;
 	q += n;
 	if (last) {
@@ -101,7 +62,7 @@ size_t sio_frag_hdr_get(const uint8_t *p, const uint8_t *end, int last, sio_frag
 			return 0;
 		h->len = (uint32_t)(end - q);
 	} else {
-		if (!(n = vget(q, end, &h->len)))
+		if (!(n = sio_varint_get32(q, end, &h->len)))
 			return 0;
 		q += n;
 		if (h->len > (size_t)(end - q))
@@ -132,7 +93,7 @@ uint32_t sio_frag_tx_plan(const sio_frag_tx *t, size_t room, sio_frag_hdr *h, in
 	h->total = t->total;
 	h->off = t->off;
 	size_t fixed = hdr_fixed(h);
-	if (fixed + vlen(rem) + rem <= room) {
+	if (fixed + sio_varint_len(rem) + rem <= room) {
 		/* The final piece fits with its length: later frames may follow. */
 		h->len = rem;
 		*last = 0;

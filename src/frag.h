@@ -49,9 +49,9 @@ size_t sio_frag_hdr_put(uint8_t *p, const sio_frag_hdr *h, int last);
 /* Parses a fragment frame header. P points just after the kind byte, END is
  * the end of the packet's frames, LAST is the kind byte's bit 7 (then the
  * payload runs to END). Returns the number of header bytes read after the
- * kind byte (the payload follows them), or 0 when malformed: truncated or
- * non-minimal... varints, bad type code, zero-length payload, payload past
- * END, or off + len > total. */
+ * kind byte (the payload follows them), or 0 when malformed: truncated,
+ * overlong (not the shortest encoding) or too large varints, bad type code,
+ * zero-length payload, payload past END, or off + len > total. */
 size_t sio_frag_hdr_get(const uint8_t *p, const uint8_t *end, int last, sio_frag_hdr *h);
 
 /* ---- sender -------------------------------------------------------------- */

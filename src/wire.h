@@ -1,6 +1,7 @@
-/* Byte-order helpers and varints for the wire format (docs/PROTOCOL.md §2).
+/* Byte-order helpers and varints for the wire format (docs/PROTOCOL.md, notation).
  * All multi-byte integers on the wire are little-endian. Varints are
- * LEB128: 7 bits per byte, least significant group first, high bit = more. */
+ * LEB128: 7 bits per byte, least significant group first, high bit = more,
+ * shortest encoding only. */
 #ifndef SIO_WIRE_H
 #define SIO_WIRE_H
 
@@ -55,7 +56,10 @@ static inline size_t sio_varint_put(uint8_t *p, uint64_t v)
 }
 
 /* Reads a varint of at most 32 bits from [P, END). Returns the byte count,
- * or 0 when truncated, longer than 5 bytes or above UINT32_MAX. */
+ * or 0 when truncated, longer than 5 bytes, above UINT32_MAX or not minimal
+ * (a last byte of zero after a first one: 82 00 for 2, 80 80 00 for 0).
+ * Only the shortest encoding of a value is accepted, so every value has
+ * exactly one encoding on the wire (docs/PROTOCOL.md, notation). */
 static inline size_t sio_varint_get32(const uint8_t *p, const uint8_t *end, uint32_t *out)
 {
 	uint64_t v = 0;
@@ -66,8 +70,11 @@ static inline size_t sio_varint_get32(const uint8_t *p, const uint8_t *end, uint
 		uint8_t b = p[n];
 		v |= (uint64_t)(b & 0x7f) << (7 * n);
 		n++;
-		if (!(b & 0x80))
+		if (!(b & 0x80)) {
+			if (b == 0 && n > 1)
+				return 0; /* a longer encoding than needed */
 			break;
+		}
 	}
 	if (v > UINT32_MAX)
 		return 0;

@@ -269,6 +269,86 @@ static void test_padded_ctrl(void)
 	sim_free(&s);
 }
 
+/* Frames with an overlong varint (not the shortest encoding: 82 00 for 2,
+ * 80 80 00 for 0) or one above 2^32-1, in any field of any frame kind, are
+ * malformed: the packet authenticates, what came before the bad frame is
+ * delivered, the rest is not, and drop_malformed counts it once. And the L
+ * bit means nothing on frames without a body (ANSWER, KEEPALIVE, CLOSE,
+ * CLOSE_ACK): parsing goes on after their kind byte either way. */
+static void test_frame_varints(void)
+{
+	static const struct {
+		uint8_t len, b[12];
+	} bad[] = {
+	    {5, {SIO_FR_DATA_RW, 0x82, 0x00, 'a', 'b'}},                    /* len 2 */
+	    {4, {SIO_FR_DATA_RW, 0x80, 0x80, 0x00}},                        /* len 0 */
+	    {7, {SIO_FR_DATA_RW, 0xff, 0xff, 0xff, 0xff, 0x1f, 'a'}},       /* len 2^33-1 */
+	    {8, {SIO_FR_DATA_RW, 0x81, 0x80, 0x80, 0x80, 0x80, 0x00, 'a'}}, /* six bytes */
+	    {4, {SIO_FR_DATA | SIO_FR_LAST, 0x83, 0x00, 'a'}},              /* channel 3 */
+	    {5, {SIO_FR_DATA, 0x03, 0x81, 0x00, 'a'}},                      /* len 1 */
+	    {4, {SIO_FR_EXT_MIN, 0x81, 0x00, 'e'}},                         /* extension len 1 */
+	    {10, {SIO_FR_FRAGMENT | SIO_FR_LAST, 0x00, 0x81, 0x00, 0x05, 0x00, 1, 2, 3, 4, 5}},
+	    {4, {SIO_FR_PROBE_ACK, 0x85, 0x00, 0x18}}, /* id 5 */
+	};
+	sim s;
+	sim_config cfg = base(1);
+	CHECK_OK(sim_init(&s, 12, &cfg));
+	CHECK(sim_run(&s, 5 * SIM_S, both_established, NULL));
+	sio_core *a = s.p[0].core, *b = s.p[1].core;
+	sio_stats st;
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		/* a good message, then the bad frame, then another good one */
+		uint8_t fr[32];
+		size_t n = 0;
+		fr[n++] = SIO_FR_DATA_RW;
+		fr[n++] = 1;
+		fr[n++] = 'g';
+		memcpy(fr + n, bad[i].b, bad[i].len);
+		n += bad[i].len;
+		int lastbad = (bad[i].b[0] & SIO_FR_LAST) != 0;
+		if (!lastbad) {
+			fr[n++] = SIO_FR_DATA_RW | SIO_FR_LAST;
+			fr[n++] = 'h';
+		}
+		sio_core_stats(b, &st);
+		uint64_t mal = st.drop_malformed, auth = st.packets_received;
+		size_t msgs = s.p[1].nmsgs;
+		CHECK_OK(sio_core_ctrl_packet(a, s.now, a->tx_slot, fr, n));
+		sim_run(&s, s.now + 20 * SIM_MS, NULL, NULL);
+		sio_core_stats(b, &st);
+		CHECK_EQ(st.drop_malformed, mal + 1);
+		CHECK_EQ(st.packets_received, auth + 1);
+		CHECK_EQ(s.p[1].nmsgs, msgs + 1);
+		CHECK(s.p[1].nmsgs == msgs + 1 && s.p[1].msgs[msgs].len == 1 &&
+		      s.p[1].msgs[msgs].data[0] == 'g');
+	}
+	/* The shortest encodings of the same frames are taken. */
+	uint8_t good[] = {SIO_FR_DATA_RW, 0x02, 'a',  'b',
+	                  SIO_FR_DATA,    0x03, 0x01, 'a',
+	                  SIO_FR_EXT_MIN, 0x01, 'e',  SIO_FR_DATA | SIO_FR_LAST,
+	                  0x03,           'c'};
+	sio_core_stats(b, &st);
+	uint64_t mal = st.drop_malformed;
+	size_t msgs = s.p[1].nmsgs;
+	CHECK_OK(sio_core_ctrl_packet(a, s.now, a->tx_slot, good, sizeof good));
+	sim_run(&s, s.now + 20 * SIM_MS, NULL, NULL);
+	sio_core_stats(b, &st);
+	CHECK_EQ(st.drop_malformed, mal);
+	CHECK_EQ(s.p[1].nmsgs, msgs + 3);
+	/* Bodiless frames with L set, then more frames: all parsed. */
+	uint8_t bodiless[] = {SIO_FR_KEEPALIVE | SIO_FR_LAST, SIO_FR_ANSWER | SIO_FR_LAST,
+	                      SIO_FR_DATA_RW | SIO_FR_LAST, 'k'};
+	msgs = s.p[1].nmsgs;
+	CHECK_OK(sio_core_ctrl_packet(a, s.now, a->tx_slot, bodiless, sizeof bodiless));
+	sim_run(&s, s.now + 20 * SIM_MS, NULL, NULL);
+	sio_core_stats(b, &st);
+	CHECK_EQ(st.drop_malformed, mal);
+	CHECK(s.p[1].nmsgs == msgs + 1 && s.p[1].msgs[msgs].len == 1 &&
+	      s.p[1].msgs[msgs].data[0] == 'k');
+	CHECK_EQ(sio_core_state(b), SIO_STATE_ESTABLISHED);
+	sim_free(&s);
+}
+
 /* Freeing the core fails every token not yet reported, sealed or not. */
 static void test_free_cancels(void)
 {
@@ -305,5 +385,6 @@ int main(void)
 	test_free_cancels();
 	test_sim_mtu();
 	test_padded_ctrl();
+	test_frame_varints();
 	return check_done("test_core");
 }

@@ -1,4 +1,5 @@
-/* Fragmentation and reassembly (src/frag.c): wire format, sender cutting,
+/* Varints (src/wire.h) and fragmentation and reassembly (src/frag.c): the
+ * varint decoder's refusals, wire format, sender cutting,
  * in-order / out-of-order / duplicated / overlapping fragments, conflicting
  * bytes, timeouts, and the memory bound under hostile announcements. */
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include "frag.h"
 #include "options.h"
 #include "secureio.h"
+#include "wire.h"
 
 /* ---- helpers ---- */
 
@@ -116,6 +118,58 @@ static frame *fr;
 
 /* ---- tests ---- */
 
+/* The varint decoder takes exactly one encoding per value: the shortest.
+ * Overlong forms (82 00 for 2, 80 00 and 80 80 00 for 0), more than 5
+ * bytes, and values above 2^32-1 are refused (0), as are truncations. */
+static void test_varints(void)
+{
+	static const struct {
+		uint8_t len, b[7];
+		size_t want; /* bytes read, 0 = refused */
+		uint32_t val;
+	} cases[] = {
+	    {1, {0x00}, 1, 0},
+	    {1, {0x7f}, 1, 127},
+	    {2, {0x80, 0x01}, 2, 128},
+	    {2, {0x82, 0x01}, 2, 130},
+	    {5, {0xff, 0xff, 0xff, 0xff, 0x0f}, 5, UINT32_MAX},
+	    {5, {0x80, 0x80, 0x80, 0x80, 0x01}, 5, 1u << 28},
+	    {2, {0x82, 0x00}, 0, 0},                         /* 2, overlong */
+	    {2, {0x80, 0x00}, 0, 0},                         /* 0, overlong */
+	    {3, {0x80, 0x80, 0x00}, 0, 0},                   /* 0, overlong */
+	    {3, {0xff, 0x80, 0x00}, 0, 0},                   /* 127, overlong */
+	    {5, {0xff, 0xff, 0xff, 0xff, 0x00}, 0, 0},       /* 2^28-1, overlong */
+	    {5, {0xff, 0xff, 0xff, 0xff, 0x1f}, 0, 0},       /* 2^33-1 */
+	    {5, {0x80, 0x80, 0x80, 0x80, 0x10}, 0, 0},       /* 2^32 */
+	    {6, {0x81, 0x80, 0x80, 0x80, 0x80, 0x00}, 0, 0}, /* six bytes */
+	    {6, {0xff, 0xff, 0xff, 0xff, 0x8f, 0x00}, 0, 0}, /* six bytes */
+	    {1, {0x80}, 0, 0},                               /* truncated */
+	    {4, {0xff, 0xff, 0xff, 0xff}, 0, 0},             /* truncated */
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		uint32_t v = 0xdeadbeef;
+		size_t n = sio_varint_get32(cases[i].b, cases[i].b + cases[i].len, &v);
+		CHECK_EQ(n, cases[i].want);
+		if (n)
+			CHECK_EQ(v, cases[i].val);
+	}
+	/* Whatever the encoder writes, the decoder reads back whole. */
+	for (int i = 0; i < 100000; i++) {
+		uint32_t x =
+		    i < 64 ? (i < 32 ? (1u << i) - 1 : 1u << (i - 32)) : rnd32() >> (rnd32() % 32);
+		uint8_t b[8];
+		uint32_t y = 0;
+		size_t n = sio_varint_put(b, x);
+		CHECK(n == sio_varint_len(x) && n >= 1 && n <= 5);
+		CHECK(sio_varint_get32(b, b + n, &y) == n && y == x);
+		if (n < 5) { /* the same value one byte longer is refused */
+			b[n - 1] |= 0x80;
+			b[n] = 0;
+			CHECK_EQ(sio_varint_get32(b, b + n + 1, &y), 0);
+		}
+	}
+}
+
 static void test_wire(void)
 {
 	uint8_t b[64];
@@ -170,6 +224,25 @@ static void test_wire(void)
 	/* Varint longer than 5 bytes / above 32 bits. */
 	uint8_t v[] = {0x00, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x01, 0x00, 0x01, 0xaa};
 	CHECK_EQ(sio_frag_hdr_get(v, v + sizeof v, 0, &g), 0);
+	/* An overlong varint in any field (type, id, total, off, len) is
+	 * malformed, though it would decode to a valid header. */
+	uint8_t ok[] = {0x06, 0x01, 0x14, 0x04, 0x02, 0xaa, 0xbb};
+	CHECK_EQ(sio_frag_hdr_get(ok, ok + sizeof ok, 0, &g), 5);
+	for (size_t field = 0; field < 5; field++) {
+		uint8_t o[8];
+		size_t k = 0;
+		for (size_t j = 0; j < 5; j++) {
+			if (j == field) {
+				o[k++] = (uint8_t)(ok[j] | 0x80);
+				o[k++] = 0x00;
+			} else {
+				o[k++] = ok[j];
+			}
+		}
+		o[k++] = 0xaa;
+		o[k++] = 0xbb;
+		CHECK_EQ(sio_frag_hdr_get(o, o + k, 0, &g), 0);
+	}
 }
 
 static void test_sender(void)
@@ -566,6 +639,7 @@ static void test_max_size(void)
 int main(void)
 {
 	fr = calloc(MAXF, sizeof *fr);
+	test_varints();
 	test_wire();
 	test_sender();
 	test_in_order_and_shuffled();

@@ -149,6 +149,18 @@ static size_t data_packet(uint8_t *pkt, const uint8_t key[32], const uint8_t sid
 	return 5 + (size_t)cl;
 }
 
+/* KDF(key, id, ctx) as PROTOCOL.md writes it out: BLAKE2b keyed with KEY,
+ * salt LE64(id) || 0^8, personalisation ctx || 0^8, empty message, 32-byte
+ * digest (libsodium's crypto_kdf_derive_from_key, which the library uses,
+ * is checked against it below). */
+static void kdf(uint8_t out[32], const uint8_t key[32], uint64_t id, const char ctx[8])
+{
+	uint8_t salt[16] = {0}, person[16] = {0};
+	sio_put_le64(salt, id);
+	memcpy(person, ctx, 8);
+	CHECK_OK(crypto_generichash_blake2b_salt_personal(out, 32, NULL, 0, key, 32, salt, person));
+}
+
 /* LEB128, as PROTOCOL.md's varint (written here, not taken from wire.h). */
 static size_t leb(uint8_t *p, uint32_t v)
 {
@@ -255,7 +267,7 @@ int main(int argc, char **argv)
 	/* Renewal: A's timer fires at T1 (monotonic), B answers at T1 + 500 ns;
 	 * the cores were started at T0 (A) and T0 + 77 (B). */
 	const uint64_t T0 = 5000000000ull, T1 = T0 + 61000000000ull;
-	uint64_t wall_a, wall_b;
+	uint64_t wall_a, wall_b, created_a1, created_b1;
 	if (writing) {
 		for (int i = 0; i < 32; i++) {
 			seed_a[i] = (uint8_t)i;
@@ -277,7 +289,7 @@ int main(int argc, char **argv)
 		wall_a = 1767225600000000000ull; /* 2026-01-01T00:00:00Z */
 		wall_b = wall_a + 123456789;
 		uint8_t w[8];
-		printf("# secureio protocol test vectors (docs/PROTOCOL.md §8). hex, little-endian.\n");
+		printf("# secureio protocol test vectors (docs/PROTOCOL.md §12). hex, little-endian.\n");
 		printf("# inputs\n");
 		out("seed_a", seed_a, 32);
 		out("seed_b", seed_b, 32);
@@ -285,6 +297,14 @@ int main(int argc, char **argv)
 		out("wall_a", w, 8);
 		sio_put_le64(w, wall_b);
 		out("wall_b", w, 8);
+		/* generation 1 is built when the session starts: its creation
+		 * time is the wall clock read at creation (PROTOCOL.md §11) */
+		created_a1 = wall_a;
+		created_b1 = wall_b;
+		sio_put_le64(w, created_a1);
+		out("created_a_gen1", w, 8);
+		sio_put_le64(w, created_b1);
+		out("created_b_gen1", w, 8);
 		out("sid_random_a", rnd_a, 8);
 		out("sid_random_b", rnd_b, 8);
 		out("esk_a", esk_a, 32);
@@ -300,6 +320,8 @@ int main(int argc, char **argv)
 		memcpy(seed_b, get("seed_b", NULL), 32);
 		wall_a = sio_get_le64(get("wall_a", NULL));
 		wall_b = sio_get_le64(get("wall_b", NULL));
+		created_a1 = sio_get_le64(get("created_a_gen1", NULL));
+		created_b1 = sio_get_le64(get("created_b_gen1", NULL));
 		memcpy(rnd_a, get("sid_random_a", NULL), 8);
 		memcpy(rnd_b, get("sid_random_b", NULL), 8);
 		memcpy(esk_a, get("esk_a", NULL), 32);
@@ -326,8 +348,8 @@ int main(int argc, char **argv)
 
 	/* generation 1, both sides started at once (receiver ids unknown) */
 	uint8_t m_a[175], m_b[175], th[32], dh[32], dh2[32], prk[32], k_a2b[32], k_b2a[32];
-	kx_msg(m_a, sid_a, zero, 1, 1, wall_a, esk_a, sk_a);
-	kx_msg(m_b, sid_b, zero, 1, 1, wall_b, esk_b, sk_b);
+	kx_msg(m_a, sid_a, zero, 1, 1, created_a1, esk_a, sk_a);
+	kx_msg(m_b, sid_b, zero, 1, 1, created_b1, esk_b, sk_b);
 	out("kx_msg_a", m_a, 175);
 	out("kx_msg_b", m_b, 175);
 	int a_lo = memcmp(sid_a, sid_b, 16) < 0;
@@ -339,8 +361,8 @@ int main(int argc, char **argv)
 	out("x25519", dh, 32);
 	hash2(prk, NULL, "secureio/1 traffic keys", dh, 32, th, 32);
 	out("prk", prk, 32);
-	crypto_kdf_derive_from_key(a_lo ? k_a2b : k_b2a, 32, 1, "sio1data", prk);
-	crypto_kdf_derive_from_key(a_lo ? k_b2a : k_a2b, 32, 2, "sio1data", prk);
+	kdf(a_lo ? k_a2b : k_b2a, prk, 1, "sio1data");
+	kdf(a_lo ? k_b2a : k_a2b, prk, 2, "sio1data");
 	out("key_a2b", k_a2b, 32);
 	out("key_b2a", k_b2a, 32);
 	/* the answer A sends under the new key, then a message "hello" */
@@ -354,9 +376,9 @@ int main(int argc, char **argv)
 	uint8_t root[32], kdf_key[32], kx_key[32], hp_key[32], w_a[216], w_b[216], prk_p[32],
 		kp_a2b[32], kp_b2a[32];
 	hash2(root, NULL, "secureio/1 psk", psk, 32, NULL, 0);
-	crypto_kdf_derive_from_key(kdf_key, 32, 1, "sio1psk_", root);
-	crypto_kdf_derive_from_key(kx_key, 32, 2, "sio1psk_", root);
-	crypto_kdf_derive_from_key(hp_key, 32, 3, "sio1psk_", root);
+	kdf(kdf_key, root, 1, "sio1psk_");
+	kdf(kx_key, root, 2, "sio1psk_");
+	kdf(hp_key, root, 3, "sio1psk_");
 	out("psk_kdf_key", kdf_key, 32);
 	out("psk_kx_key", kx_key, 32);
 	out("psk_hp_key", hp_key, 32);
@@ -373,8 +395,8 @@ int main(int argc, char **argv)
 	out("kx_wrapped_a", w_a, 216);
 	out("kx_wrapped_b", w_b, 216);
 	hash2(prk_p, kdf_key, "secureio/1 traffic keys", dh, 32, th, 32);
-	crypto_kdf_derive_from_key(a_lo ? kp_a2b : kp_b2a, 32, 1, "sio1data", prk_p);
-	crypto_kdf_derive_from_key(a_lo ? kp_b2a : kp_a2b, 32, 2, "sio1data", prk_p);
+	kdf(a_lo ? kp_a2b : kp_b2a, prk_p, 1, "sio1data");
+	kdf(a_lo ? kp_b2a : kp_a2b, prk_p, 2, "sio1data");
 	out("psk_key_a2b", kp_a2b, 32);
 	out("psk_key_b2a", kp_b2a, 32);
 	uint8_t ppkt_ans[64], ppkt_hello[64];
@@ -398,8 +420,8 @@ int main(int argc, char **argv)
 	out("transcript_gen2", th2, 32);
 	CHECK_OK(crypto_scalarmult(dh, esk_a2, m_b2 + 47));
 	hash2(prk2, NULL, "secureio/1 traffic keys", dh, 32, th2, 32);
-	crypto_kdf_derive_from_key(a_lo ? k2_a2b : k2_b2a, 32, 1, "sio1data", prk2);
-	crypto_kdf_derive_from_key(a_lo ? k2_b2a : k2_a2b, 32, 2, "sio1data", prk2);
+	kdf(a_lo ? k2_a2b : k2_b2a, prk2, 1, "sio1data");
+	kdf(a_lo ? k2_b2a : k2_a2b, prk2, 2, "sio1data");
 	out("key_a2b_gen2", k2_a2b, 32);
 	out("key_b2a_gen2", k2_b2a, 32);
 	uint8_t pkt_ans2[64];
@@ -490,6 +512,18 @@ int main(int argc, char **argv)
 		CHECK_EQ(lb, with_psk ? 216 : 175);
 		CHECK(memcmp(pa, with_psk ? w_a : m_a, la) == 0);
 		CHECK(memcmp(pb, with_psk ? w_b : m_b, lb) == 0);
+		if (!with_psk) {
+			/* There is no answers mode 0 (PROTOCOL.md §3.1): A's message
+			 * with mode 0, validly signed, is dropped when parsed. */
+			uint8_t m0[175];
+			sio_stats st0, st1;
+			kx_msg(m0, sid_a, zero, 1, 0, created_a1, esk_a, sk_a);
+			sio_core_stats(b, &st0);
+			CHECK_EQ(sio_core_recv(b, t0 + 500, m0, sizeof m0), 0);
+			sio_core_stats(b, &st1);
+			CHECK_EQ(st1.drop_kx, st0.drop_kx + 1);
+			CHECK_EQ(sio_core_state(b), SIO_STATE_KEY_EXCHANGING);
+		}
 		CHECK_EQ(sio_core_recv(a, t0 + 1000, pb, lb), 1);
 		size_t l = first_packet(a, t0 + 1000, p, 0);
 		CHECK_EQ(l, with_psk ? pl_ans : l_ans);
