@@ -23,7 +23,8 @@ struct kxb {
 	sio_remote *ra, *rb;
 	uint8_t ska[64], pka[32], skb[64], pkb[32];
 	uint8_t old[SIO_KX_MSG_LEN]; /* A's generation-1 message */
-	int have_old;
+	uint8_t bmsg[SIO_KX_MSG_LEN]; /* one of B's messages (B's session id) */
+	int have_old, have_b;
 	uint8_t pkt[SIO_KX_MSG_LEN]; /* the junk template of the row */
 	uint64_t now;
 	size_t arg;
@@ -46,6 +47,10 @@ static void pump(struct kxb *k)
 				if (!side && !k->have_old && len == SIO_KX_MSG_LEN && buf[0] == SIO_PKT_KX) {
 					memcpy(k->old, buf, len);
 					k->have_old = 1;
+				}
+				if (side && !k->have_b && len == SIO_KX_MSG_LEN && buf[0] == SIO_PKT_KX) {
+					memcpy(k->bmsg, buf, len);
+					k->have_b = 1;
 				}
 				sio_core_recv(to, k->now, buf, len);
 			}
@@ -104,12 +109,12 @@ static int kx_setup(void **st, const struct bench_row *r)
 	k->now += 61ull * 1000000000ull;
 	sio_core_tick(k->a, k->now);
 	pump(k);
-	if (sio_core_state(k->b) != SIO_STATE_ESTABLISHED || !k->have_old) {
+	if (sio_core_state(k->b) != SIO_STATE_ESTABLISHED || !k->have_old || !k->have_b) {
 		kx_teardown(k);
 		return bench_fail("the two cores did not establish"), -1;
 	}
-	sio_kx_fields f;
-	if (sio_kx_parse(k->old, &f) != 0) {
+	sio_kx_fields f, fb;
+	if (sio_kx_parse(k->old, &f) != 0 || sio_kx_parse(k->bmsg, &fb) != 0) {
 		kx_teardown(k);
 		return bench_fail("captured message does not parse"), -1;
 	}
@@ -118,6 +123,7 @@ static int kx_setup(void **st, const struct bench_row *r)
 		memcpy(k->pkt, k->old, sizeof k->pkt);
 	} else {
 		uint8_t sks[64], pks[32];
+		memcpy(f.sid_receiver, fb.sid_sender, 16); /* addressed to B */
 		f.gen = 3; /* B is at generation 2: the next one */
 		f.created_ns += 100ull * 1000000000ull;
 		crypto_scalarmult_base(f.epub, (const uint8_t[32]){9});
