@@ -93,6 +93,10 @@ const char *cli_default_id_dir(void);
 int cli_keygen(int argc, char **argv);
 int cli_pubkey(int argc, char **argv);
 int cli_fingerprint(int argc, char **argv);
+/* Prints why sio_identity_from_dir(DIR) failed with ERR (for SIO_EDIRPERM:
+ * the owner or the mode, and the fix; else KEYPATH or DIR and the error).
+ * Returns CLI_ERR. */
+int cli_identity_error(const char *dir, const char *keypath, int err);
 
 /* ---- sockets (net.c) ---- */
 struct cli_conn {

@@ -204,7 +204,7 @@ int cli_multi(struct cli_opts *o)
 	errno = 0;
 	rc = sio_identity_from_dir(&id, o->id_dir);
 	if (rc < 0) {
-		cli_err("identity %s: %s", o->id_dir, rc == SIO_EIO && errno ? strerror(errno) : sio_strerror(rc));
+		cli_identity_error(o->id_dir, NULL, rc);
 		goto out;
 	}
 	if (o->remote && (rc = sio_remote_load(&allowed, o->remote)) < 0) {
