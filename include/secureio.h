@@ -46,7 +46,7 @@ enum sio_error {
 	SIO_EFORMAT = -5,     /* malformed or truncated key file */
 	SIO_EKEYTYPE = -6,    /* key is not Ed25519 */
 	SIO_EENCRYPTED = -7,  /* private key is passphrase-protected */
-	SIO_EPERM = -8,       /* private key readable by group or others */
+	SIO_EPERM = -8,       /* private key or PSK file accessible by group or others */
 	SIO_EMISMATCH = -9,   /* public key does not match the private key */
 	SIO_EEXIST = -10,     /* file exists, will not overwrite */
 	SIO_ETIMEDOUT = -11,  /* operation timed out */
@@ -69,6 +69,7 @@ enum sio_error {
 	SIO_ELOST = -28,      /* data lost in transit (ordered stream over datagrams) */
 	SIO_EDETACHED = -29,  /* session detached itself after detach_on_messages messages */
 	SIO_ENOTFILE = -30,   /* key file is a directory, FIFO or device, not a regular file */
+	SIO_EDIRPERM = -31,   /* identity directory writable by group/others or owned by another user */
 };
 
 /* Returns a static, human-readable description of an SIO_E... code.
@@ -94,7 +95,10 @@ typedef struct sio_remote sio_remote;     /* one or more authorised public keys 
 
 /* Loads DIR/id_ed25519 (and checks DIR/id_ed25519.pub if present), or
  * generates both when the private key is missing (DIR created 0700, key 0600,
- * written atomically; an existing file is never overwritten).
+ * written atomically; an existing file is never overwritten). DIR (followed
+ * if a symbolic link) must belong to the effective user or to root and must
+ * not be writable by group or others, else SIO_EDIRPERM (like OpenSSH's
+ * rule for ~/.ssh: whoever can write there can swap the key).
  * Thread: any. */
 SIO_API int sio_identity_from_dir(sio_identity **out, const char *dir);
 
@@ -128,6 +132,15 @@ SIO_API void sio_identity_free(sio_identity *id);
  * authorized_keys file are skipped; a file with no Ed25519 key fails.
  * Thread: any. */
 SIO_API int sio_remote_load(sio_remote **out, const char *path);
+
+/* Reads a pre-shared key file (its bytes are the key, as sio_options.psk
+ * takes it) into PSK, which has room for CAP bytes; *LEN gets the length.
+ * Refuses, like a private key, a file accessible by group or others
+ * (SIO_EPERM: chmod 600 it) and anything but a regular file (SIO_ENOTFILE);
+ * a file longer than CAP gives SIO_ETOOBIG with *LEN set to its size (at
+ * least CAP + 1) and PSK wiped. The length limits of sio_options.psk_len
+ * (16..1024) are the caller's to check. Thread: any. */
+SIO_API int sio_psk_load(const char *path, uint8_t *psk, size_t cap, size_t *len);
 
 /* Creates a remote set holding one public key. Thread: any. */
 SIO_API int sio_remote_from_public_key(sio_remote **out, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]);

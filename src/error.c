@@ -15,7 +15,7 @@ const char *sio_strerror(int err)
 	case SIO_EKEYTYPE: return "key is not an Ed25519 key";
 	case SIO_EENCRYPTED:
 		return "private key is passphrase-protected (remove the passphrase with: ssh-keygen -p -N '' -f FILE)";
-	case SIO_EPERM: return "private key is accessible by group or others (chmod 600 it)";
+	case SIO_EPERM: return "private key or PSK file is accessible by group or others (chmod 600 it)";
 	case SIO_EMISMATCH: return "public key does not match the private key";
 	case SIO_EEXIST: return "file exists; refusing to overwrite";
 	case SIO_ETIMEDOUT: return "timed out";
@@ -39,6 +39,8 @@ const char *sio_strerror(int err)
 	case SIO_ELOST: return "data lost in transit";
 	case SIO_EDETACHED: return "session detached after the configured number of messages";
 	case SIO_ENOTFILE: return "not a regular file (a directory, FIFO or device)";
+	case SIO_EDIRPERM:
+		return "identity directory is writable by group or others, or belongs to another user (chmod go-w it; it must be yours or root's)";
 	}
 	return "unknown error";
 }

@@ -182,9 +182,9 @@ int sio_frag_rx_new(sio_frag_rx **out, const sio_frag_cfg *cfg)
 	return 0;
 }
 
+/* Frees a buffer that holds no plaintext any more (release() wiped it). */
 static void buf_free(sio_frag_rx *r, uint8_t *b, uint32_t cap)
 {
-	sodium_memzero(b, cap);
 	free(b);
 	r->st.bytes -= cap;
 }
@@ -195,8 +195,10 @@ void sio_frag_rx_free(sio_frag_rx *r)
 		return;
 	if (r->p)
 		for (uint32_t i = 0; i < r->cfg.max_partials; i++)
-			if (r->p[i].buf)
+			if (r->p[i].buf) {
+				sodium_memzero(r->p[i].buf, r->p[i].total);
 				buf_free(r, r->p[i].buf, r->p[i].cap);
+			}
 	for (uint32_t i = 0; i < r->ncache; i++)
 		buf_free(r, r->cache[i], r->cache_cap[i]);
 	free(r->p);
@@ -233,6 +235,9 @@ static void id_mark(sio_frag_rx *r, uint32_t id)
 static void release(sio_frag_rx *r, partial *q)
 {
 	if (q->buf) {
+		/* decrypted message bytes live in [0, total) only: wiped once
+		 * here, so cached buffers and freed ones hold no plaintext */
+		sodium_memzero(q->buf, q->total);
 		if (r->ncache < CACHE_SLOTS) {
 			r->cache[r->ncache] = q->buf;
 			r->cache_cap[r->ncache++] = q->cap;

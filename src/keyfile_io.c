@@ -29,29 +29,39 @@ static int map_errno(int e)
 	}
 }
 
+/* Opens PATH for reading and checks it: a regular file (SIO_ENOTFILE), and
+ * with PRIVATE set, no permission bit for group or others (SIO_EPERM), as
+ * ssh requires of private keys. On success *FD is open and *ST filled. */
+static int open_checked(const char *path, int private_file, int *fd, struct stat *st)
+{
+	/* non-blocking: opening a FIFO must not wait for a writer (it is
+	 * refused below as not a regular file) */
+	*fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (*fd < 0)
+		return map_errno(errno);
+	int rc = 0;
+	if (fstat(*fd, st) != 0)
+		rc = map_errno(errno);
+	else if (!S_ISREG(st->st_mode))
+		rc = SIO_ENOTFILE;
+	else if (private_file && (st->st_mode & 077))
+		rc = SIO_EPERM;
+	if (rc) {
+		close(*fd);
+		*fd = -1;
+	}
+	return rc;
+}
+
 /* Reads a whole file into a sodium_malloc'ed, NUL-terminated buffer. With
  * PRIVATE set, refuses files accessible by group or others. */
 static int read_file(const char *path, int private_key, char **out, size_t *outlen)
 {
-	/* non-blocking: opening a FIFO must not wait for a writer (it is
-	 * refused below as not a regular file) */
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0)
-		return map_errno(errno);
+	int fd;
 	struct stat st;
-	if (fstat(fd, &st) != 0) {
-		int e = errno;
-		close(fd);
-		return map_errno(e);
-	}
-	if (!S_ISREG(st.st_mode)) {
-		close(fd);
-		return SIO_ENOTFILE;
-	}
-	if (private_key && (st.st_mode & 077)) {
-		close(fd);
-		return SIO_EPERM;
-	}
+	int rc = open_checked(path, private_key, &fd, &st);
+	if (rc)
+		return rc;
 	if (st.st_size > MAX_KEYFILE) {
 		close(fd);
 		return SIO_EFORMAT;
@@ -279,6 +289,61 @@ int sio_identity_save(const sio_identity *id, const char *path, const char *comm
 	return rc;
 }
 
+int sio_psk_load(const char *path, uint8_t *psk, size_t cap, size_t *len)
+{
+	if (!path || !psk || !len)
+		return SIO_EINVAL;
+	*len = 0;
+	int fd;
+	struct stat st;
+	int rc = open_checked(path, 1, &fd, &st);
+	if (rc)
+		return rc;
+	size_t n = 0;
+	while (rc == 0) {
+		uint8_t extra;
+		ssize_t r = n < cap ? read(fd, psk + n, cap - n) : read(fd, &extra, 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			rc = map_errno(errno);
+		else if (r == 0)
+			break;
+		else if (n == cap)
+			rc = SIO_ETOOBIG; /* more than CAP bytes */
+		else
+			n += (size_t)r;
+	}
+	close(fd);
+	if (rc == SIO_ETOOBIG) {
+		*len = st.st_size > 0 && (uint64_t)st.st_size > cap ? (size_t)st.st_size : cap + 1;
+		sodium_memzero(psk, cap);
+		return rc;
+	}
+	if (rc) {
+		sodium_memzero(psk, n);
+		return rc;
+	}
+	*len = n;
+	return 0;
+}
+
+/* The rule for an identity directory, after OpenSSH's for ~/.ssh: it must
+ * belong to the user we run as (the effective uid) or to root, and no one
+ * else may write to it (no group/other write bit, sticky or not). Whoever
+ * can write to it can swap the key files for their own. */
+static int check_dir(const char *dir)
+{
+	struct stat st;
+	if (stat(dir, &st) != 0)
+		return map_errno(errno);
+	if (!S_ISDIR(st.st_mode))
+		return SIO_ENOENT; /* as opening DIR/id_ed25519 would say */
+	if ((st.st_uid != geteuid() && st.st_uid != 0) || (st.st_mode & 022))
+		return SIO_EDIRPERM;
+	return 0;
+}
+
 int sio_identity_from_dir(sio_identity **out, const char *dir)
 {
 	if (!out || !dir)
@@ -286,6 +351,9 @@ int sio_identity_from_dir(sio_identity **out, const char *dir)
 	*out = NULL;
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
 		return map_errno(errno);
+	int drc = check_dir(dir);
+	if (drc)
+		return drc;
 	size_t dl = strlen(dir);
 	char *path = malloc(dl + 16);
 	if (!path)

@@ -159,12 +159,19 @@ static struct sio_ev *ev_push(sio_session *s, int kind)
 /* Runs queued events with the lock released, a batch at a time: the queue
  * is swapped with a spare one so that other threads may queue events (and
  * the lock is dropped once per batch, not per event). Deliveries in place in
- * the receive buffer stay valid: no input is read while dispatching. Lock
+ * the receive buffer stay valid: no input is read while dispatching. Once
+ * every event ran, the plaintext they saw is wiped: the arena's copies and
+ * the packets opened in place in the transport (sio_tp_rx_release). Lock
  * held on entry and exit. */
 static void dispatch(sio_session *s)
 {
-	if (s->dispatching || s->evn == 0)
+	if (s->dispatching)
 		return;
+	if (s->evn == 0) {
+		/* nothing refers to the last input in place any more */
+		sio_tp_rx_release(&s->tp);
+		return;
+	}
 	s->dispatching = 1;
 	while (s->evn > 0) {
 		struct sio_ev *q = s->evq;
@@ -210,11 +217,15 @@ static void dispatch(sio_session *s)
 		for (size_t i = 0; i < n; i++)
 			if (q[i].kind == EV_SENT)
 				sio_si_after_callback(q[i].u.si);
+		sio_bq_wipe_all(&ar); /* the handlers had the messages: wipe them */
 		s->evq2 = q;
 		s->evcap2 = cap;
 		s->arena2 = ar;
 	}
 	s->dispatching = 0;
+	/* the messages delivered in place in the transport's receive
+	 * buffer were handled too */
+	sio_tp_rx_release(&s->tp);
 }
 
 /* ---- core callbacks (called inside core calls, lock held) -------------- */
@@ -509,6 +520,8 @@ void sio_reader_wait(sio_session *s, uint64_t deadline)
 	    s->evn == 0 && !s->core_busy && !s->tp_dead) {
 		uint64_t now = sio_now_ns();
 		read_input(s, now);
+		if (s->evn == 0)
+			sio_tp_rx_release(&s->tp); /* all of it copied out already */
 		sio_flush_out(s, now);
 		sio_kick(s);
 	}
@@ -1050,11 +1063,11 @@ static void session_destroy(sio_session *s)
 	free(s->h);
 	free(s->evq);
 	free(s->evq2);
+	sio_bq_wipe_all(&s->arena); /* messages of events that never ran */
 	free(s->arena.buf);
+	sio_bq_wipe_all(&s->arena2);
 	free(s->arena2.buf);
-	if (s->rd.buf)
-		sodium_memzero(s->rd.buf, s->rd.cap);
-	free(s->rd.buf);
+	sio_bq_wipe_free(&s->rd); /* unread data (what was read is wiped) */
 	pthread_cond_destroy(&s->cond);
 	sio_shared_unref(s->sh);
 	sio_identity_free(s->id);

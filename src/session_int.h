@@ -209,6 +209,8 @@ void sio_si_after_callback(sio_send_info *si);
 void sio_si_unref_locked(sio_send_info *si);
 void sio_shared_unref(struct sio_shared *sh); /* session gone */
 int sio_bq_put(struct sio_bq *q, const void *a, size_t alen, const void *b, size_t blen);
+void sio_bq_wipe_free(struct sio_bq *q); /* wipes what is unread, frees */
+void sio_bq_wipe_all(struct sio_bq *q);  /* wipes [0, len), empties */
 struct sio_handler *sio_find_handler(sio_session *s, uint32_t type);
 void sio_messenger_push(sio_messenger *m, const uint8_t *data, size_t len);
 

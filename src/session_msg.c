@@ -2,6 +2,7 @@
  * asynchronous messages with pooled completion objects, handlers,
  * messengers. See session_int.h for the locking rules. */
 #include <sched.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -10,6 +11,10 @@
 
 /* ---- byte queues ---------------------------------------------------------- */
 
+/* The queues hold decrypted messages (the read stream, messengers) and the
+ * event arena. Invariant: bytes outside [head, len) hold no message data:
+ * what is consumed is wiped at once, and so is what a move or a growth
+ * leaves behind. Each byte is thus wiped once, after its last use. */
 int sio_bq_put(struct sio_bq *q, const void *a, size_t alen, const void *b, size_t blen)
 {
 	size_t need = alen + blen;
@@ -19,15 +24,20 @@ int sio_bq_put(struct sio_bq *q, const void *a, size_t alen, const void *b, size
 		size_t used = q->len - q->head;
 		if (q->head > 0 && q->cap - used >= need && used < q->cap / 2) {
 			memmove(q->buf, q->buf + q->head, used);
+			/* what the move did not overwrite: [max(used, head), len) */
+			size_t from = used > q->head ? used : q->head;
+			sodium_memzero(q->buf + from, q->len - from);
 		} else {
 			size_t nc = q->cap ? q->cap : 4096;
 			while (nc < used + need)
 				nc *= 2;
-			uint8_t *n = malloc(nc);
+			uint8_t *n = malloc(nc); /* not realloc: the old block is wiped first */
 			if (!n)
 				return SIO_ENOMEM;
 			if (used)
 				memcpy(n, q->buf + q->head, used);
+			if (q->buf)
+				sodium_memzero(q->buf + q->head, used);
 			free(q->buf);
 			q->buf = n;
 			q->cap = nc;
@@ -43,6 +53,22 @@ int sio_bq_put(struct sio_bq *q, const void *a, size_t alen, const void *b, size
 	return 0;
 }
 
+void sio_bq_wipe_free(struct sio_bq *q)
+{
+	if (q->buf)
+		sodium_memzero(q->buf + q->head, q->len - q->head);
+	free(q->buf);
+	memset(q, 0, sizeof(*q));
+}
+
+/* The arena after its events ran: everything in it was used. */
+void sio_bq_wipe_all(struct sio_bq *q)
+{
+	if (q->len)
+		sodium_memzero(q->buf, q->len);
+	q->head = q->len = 0;
+}
+
 static size_t bq_get(struct sio_bq *q, void *out, size_t n)
 {
 	size_t avail = q->len - q->head;
@@ -50,6 +76,8 @@ static size_t bq_get(struct sio_bq *q, void *out, size_t n)
 		n = avail;
 	if (n && out)
 		memcpy(out, q->buf + q->head, n);
+	if (n)
+		sodium_memzero(q->buf + q->head, n); /* the reader has its copy */
 	q->head += n;
 	if (q->head == q->len)
 		q->head = q->len = 0;
@@ -671,6 +699,6 @@ void sio_messenger_close(sio_messenger *m)
 		}
 		pthread_mutex_unlock(&s->sh->mu);
 	}
-	free(m->q.buf);
+	sio_bq_wipe_free(&m->q); /* messages never read */
 	free(m);
 }

@@ -8,6 +8,7 @@
 #include <netinet/udp.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -167,8 +168,32 @@ nomem:
 	return SIO_ENOMEM;
 }
 
+void sio_tp_rx_release(sio_tp *tp)
+{
+	if (tp->rdirty) {
+		for (unsigned i = 0; i < tp->rdirty; i++)
+			if (tp->rdirty_len[i])
+				sodium_memzero(tp->slots + (size_t)i * tp->slot_size, tp->rdirty_len[i]);
+		memset(tp->rdirty_len, 0, tp->rdirty * sizeof(tp->rdirty_len[0]));
+		tp->rdirty = 0;
+	}
+	if (tp->rdirty_hi > tp->rdirty_lo) {
+		sodium_memzero(tp->rbuf + tp->rdirty_lo, tp->rdirty_hi - tp->rdirty_lo);
+		tp->rdirty_lo = tp->rdirty_hi = 0;
+	}
+}
+
+/* Slot I was handed out with LEN bytes. */
+static void dirty_slot(sio_tp *tp, unsigned i, size_t len)
+{
+	tp->rdirty_len[i] = (uint32_t)len;
+	if (i >= tp->rdirty)
+		tp->rdirty = i + 1;
+}
+
 void sio_tp_close(sio_tp *tp)
 {
+	sio_tp_rx_release(tp);
 	if (!tp->custom && tp->rfd >= 0) {
 		if (tp->close_fds) {
 			close(tp->rfd);
@@ -597,6 +622,7 @@ static int recv_dgram(sio_tp *tp, sio_tp_packet_fn fn, void *ctx)
 			tp->riov[got].iov_len = (size_t)r;
 		}
 		for (unsigned i = 0; i < got; i++) {
+			dirty_slot(tp, i, tp->riov[i].iov_len);
 			fn(ctx, tp->slots + (size_t)i * tp->slot_size, tp->riov[i].iov_len, NULL, 0);
 			delivered++;
 		}
@@ -638,6 +664,7 @@ static int recv_dgram(sio_tp *tp, sio_tp_packet_fn fn, void *ctx)
 			tp->drop_malformed++;
 			continue;
 		}
+		dirty_slot(tp, (unsigned)i, len);
 		if (tp->peer_mode != SIO_TP_PEER_CONNECTED)
 			fn(ctx, tp->riov[i].iov_base, len, (const struct sockaddr *)&tp->raddr[i],
 			   h->msg_namelen);
@@ -708,6 +735,9 @@ static int recv_stream(sio_tp *tp, sio_tp_packet_fn fn, void *ctx)
 				tp->drop_malformed++;
 				continue;
 			}
+			if (tp->rdirty_hi == tp->rdirty_lo)
+				tp->rdirty_lo = (size_t)(p - tp->rbuf);
+			tp->rdirty_hi = tp->rpos;
 			fn(ctx, p, len, NULL, 0);
 			delivered++;
 			if (tp->exact)
@@ -722,6 +752,7 @@ static int recv_stream(sio_tp *tp, sio_tp_packet_fn fn, void *ctx)
 
 int sio_tp_recv(sio_tp *tp, sio_tp_packet_fn fn, void *ctx)
 {
+	sio_tp_rx_release(tp); /* the previous packets' buffers are reused */
 	if (tp->ended)
 		return SIO_TP_EOF;
 	return tp->datagram ? recv_dgram(tp, fn, ctx) : recv_stream(tp, fn, ctx);

@@ -86,6 +86,12 @@ typedef struct sio_tp {
 	uint8_t *rbuf;
 	size_t rcap, rpos, rlen;
 
+	/* packets handed to the callback by the last sio_tp_recv(), which may
+	 * have been opened (decrypted) in place: wiped by sio_tp_rx_release() */
+	unsigned rdirty;                    /* datagrams: slots [0, rdirty) */
+	uint32_t rdirty_len[SIO_TP_BATCH];  /* datagrams: bytes handed per slot */
+	size_t rdirty_lo, rdirty_hi;        /* stream: [lo, hi) of rbuf */
+
 	/* stream send: unwritten tail of a partially written record (copied) */
 	uint8_t *wbuf;
 	size_t wcap, wpos, wlen;
@@ -111,7 +117,7 @@ typedef struct sio_tp {
 int sio_tp_listener_cookie(sio_tp *tp, const uint8_t *buf, size_t len);
 
 /* One received packet. BUF may be modified in place and stays valid until the
- * next sio_tp_recv() call. FROM/FROMLEN is the source address for
+ * next sio_tp_recv() or sio_tp_rx_release() call. FROM/FROMLEN is the source address for
  * unconnected datagram sockets (else NULL/0). */
 typedef void (*sio_tp_packet_fn)(void *ctx, uint8_t *buf, size_t len, const struct sockaddr *from,
 				 socklen_t fromlen);
@@ -146,6 +152,12 @@ int sio_tp_send(sio_tp *tp, const struct iovec *pkts, size_t n);
 /* Writes the pending tail of a stream record, if any. Returns 1 when nothing
  * is pending any more, 0 when still blocked, or a negative code. */
 int sio_tp_flush(sio_tp *tp);
+
+/* Wipes the packets the last sio_tp_recv() handed out (the callback may
+ * have decrypted them in place), once each: call when nothing refers to
+ * them any more. sio_tp_recv() and sio_tp_close() call it first; callers
+ * holding plaintext in place call it as soon as they are done with it. */
+void sio_tp_rx_release(sio_tp *tp);
 
 /* Reads what is available without blocking (at most one batch of datagrams or
  * one buffer of stream bytes, or a single record in exact mode) and calls FN

@@ -7,6 +7,7 @@ mkid b
 mkid c
 head -c 32 /dev/urandom >"$T/psk1"
 head -c 64 /dev/urandom >"$T/psk2"
+chmod 600 "$T/psk1" "$T/psk2" # a PSK file must be private, like a key
 echo "hello through an authenticated session" >"$T/msg"
 
 for k in udp tcp unixgram; do

@@ -82,4 +82,50 @@ expect_err "--psk-file directory" "open: is a directory" connect -i "$T/id" --ps
 expect_err "listen --multi --psk-file FIFO" "fifo: not a regular file" listen --multi -i "$T/id" --psk-file "$T/fifo" udp:127.0.0.1:9
 expect_err "identity key is a FIFO" "id_ed25519: .*not a regular file" keygen -i "$T/fifoid"
 
+# ---- a PSK file gets the private-key permission check ----
+head -c 32 /dev/urandom >"$T/g.psk"
+for m in 640 604 644 660; do
+	chmod "$m" "$T/g.psk"
+	expect_err "--psk-file mode $m" "g.psk: permissions 0$m are too open.*chmod 600 .*g.psk" \
+		connect -i "$T/id" --psk-file "$T/g.psk" --timeout 1 udp:127.0.0.1:9
+done
+chmod 640 "$T/g.psk"
+expect_err "listen --psk-file group-readable" "g.psk: .*too open.*chmod 600" \
+	listen -i "$T/id" --psk-file "$T/g.psk" udp:127.0.0.1:9
+expect_err "listen --multi --psk-file group-readable" "g.psk: .*too open.*chmod 600" \
+	listen --multi -i "$T/id" --psk-file "$T/g.psk" udp:127.0.0.1:9
+chmod 600 "$T/g.psk"
+a=$(new_addr udp)
+printf 'psk ok\n' >"$T/pskmsg"
+run_pair "$a" "-q -i $T/id --psk-file $T/g.psk --timeout 10" "-q -i $T/ssh --psk-file $T/g.psk --timeout 10" "$T/pskmsg"
+check_eq "a 0600 PSK file works (connect, listen)" "0 0" "$CRC $LRC"
+
+# ---- an identity directory others can write to, or another user's ----
+cp -r "$T/id" "$T/wdir"
+for m in 777 775 757 1777; do
+	chmod "$m" "$T/wdir"
+	expect_err "identity dir mode $m (keygen)" "wdir: permissions 0?$m are too open.*chmod go-w .*wdir" \
+		keygen -i "$T/wdir"
+	expect_err "identity dir mode $m (connect)" "wdir: permissions 0?$m are too open.*chmod go-w" \
+		connect -i "$T/wdir" --timeout 1 udp:127.0.0.1:9
+done
+expect_err "identity dir world-writable (listen --multi)" "wdir: .*too open.*chmod go-w" \
+	listen --multi -i "$T/wdir" udp:127.0.0.1:9
+rm -f "$T/wdir/id_ed25519" "$T/wdir/id_ed25519.pub"
+expect_err "no key made in a world-writable dir" "wdir: .*too open" keygen -i "$T/wdir"
+check "nothing written into it" test ! -e "$T/wdir/id_ed25519"
+chmod 755 "$T/wdir"
+check_eq "a 0755 identity dir is fine" 0 "$(timeout 30 "$SIO" keygen -i "$T/wdir" >/dev/null 2>&1; echo $?)"
+# owned by another uid: as root (CI) chown gives it away; for root any uid
+# but 0 is another user, whose owner could swap the key root then uses
+if chown 12345:12345 "$T/wdir" 2>/dev/null; then
+	chmod 700 "$T/wdir"
+	expect_err "identity dir of uid 12345 (listen)" "wdir belongs to uid 12345, neither to this user" \
+		listen -i "$T/wdir" udp:127.0.0.1:9
+	expect_err "identity dir of uid 12345 (keygen)" "wdir belongs to uid 12345" keygen -i "$T/wdir"
+	chown 0:0 "$T/wdir"
+else
+	echo "not root: the other-owner case is skipped" >&2
+fi
+
 finish

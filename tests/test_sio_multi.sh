@@ -81,6 +81,48 @@ for k in udp unixgram; do
 	check "$k: hub counted the refusal" grep -qE 'unauthorized [1-9]' "$T/hub.err"
 done
 
+# a peer's control bytes never reach the hub's terminal: its attempts to
+# erase or repaint its line (ESC [2K, CR, BS, raw 8-bit CSI 0x9b, DEL, a
+# UTF-8 encoded C1 CSI) come out escaped as \xNN on its own line, after its
+# own fingerprint; a backslash is doubled. In a C locale every byte >= 0x80
+# is escaped; in a UTF-8 locale printable UTF-8 (here é) passes.
+fp1=$("$SIO" fingerprint "$T/p1/id_ed25519.pub" | grep -o 'SHA256:[^ ]*')
+fp2=$("$SIO" fingerprint "$T/p2/id_ed25519.pub" | grep -o 'SHA256:[^ ]*')
+for loc in C C.UTF-8; do
+	a=$(new_addr udp)
+	rm -f "$T/hin" && mkfifo "$T/hin"
+	exec 7<>"$T/hin"
+	LC_ALL=$loc timeout "$TMO" "$SIO" listen --multi -q -i "$T/hub" "$a" <"$T/hin" \
+		>"$T/esc.out" 2>"$T/esc.err" 7>&- &
+	hpid=$!
+	BG_PIDS+=("$hpid")
+	wait_ready "$a" "$hpid"
+	printf 'x\r\033[2K%s forged line\n\bDEL\177 csi\2332J utf8-c1\302\2332J back\\x1b caf\303\251\n' "$fp2" |
+		timeout "$TMO" "$SIO" connect --multi --lines -q -i "$T/p1" -r "$T/hub.pub.line" \
+			--timeout 20 "$a" >/dev/null 2>"$T/c.err" 7>&-
+	check_eq "$loc: escaping peer exits 0" 0 "$?"
+	for n in $(seq 1 100); do [ "$(wc -l <"$T/esc.out")" -ge 2 ] && break; sleep 0.05; done
+	exec 7>&-
+	wait "$hpid"
+	check_eq "$loc: hub exits 0" 0 "$?"
+	check_eq "$loc: two lines, no more" 2 "$(wc -l <"$T/esc.out")"
+	for b in '\r' '\033' '\010' '\177' '\233'; do
+		check "$loc: no raw byte $b in the hub's output" \
+			bash -c "! LC_ALL=C grep -q \"\$(printf '$b')\" '$T/esc.out'"
+	done
+	check "$loc: forged line shown escaped after the sender's fingerprint" \
+		grep -qxF "$fp1 x\\x0d\\x1b[2K$fp2 forged line" "$T/esc.out"
+	check "$loc: no line starts with the other peer's fingerprint" \
+		bash -c "! grep -q '^$fp2' '$T/esc.out'"
+	if [ "$loc" = C ]; then
+		want="$fp1 \\x08DEL\\x7f csi\\x9b2J utf8-c1\\xc2\\x9b2J back\\\\x1b caf\\xc3\\xa9"
+	else
+		want="$fp1 \\x08DEL\\x7f csi\\x9b2J utf8-c1\\xc2\\x9b2J back\\\\x1b caf$(printf '\303\251')"
+	fi
+	check "$loc: BS, DEL, raw and UTF-8 C1 CSI escaped, backslash doubled ($(tail -n 1 "$T/esc.out" | od -c | head -3))" \
+		grep -qxF "$want" "$T/esc.out"
+done
+
 # the hub's stdout goes away (its reader, `true`, is gone before any line
 # comes; lines keep coming a second later too): it stops with exit 1 and
 # says why, instead of dropping every later line until it is killed

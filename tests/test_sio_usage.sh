@@ -54,8 +54,10 @@ mkid id
 expect_err "fingerprint of a missing file" "missing" fingerprint "$T/missing"
 expect_err "connect with a missing -r file" "missing" connect -i "$T/id" -r "$T/missing" udp:127.0.0.1:9
 head -c 8 /dev/urandom >"$T/short.psk"
+chmod 600 "$T/short.psk"
 expect_err "PSK file too short" "16 to" connect -i "$T/id" --psk-file "$T/short.psk" udp:127.0.0.1:9
 head -c 1025 /dev/urandom >"$T/long.psk"
+chmod 600 "$T/long.psk"
 expect_err "PSK file too long" "16 to" connect -i "$T/id" --psk-file "$T/long.psk" udp:127.0.0.1:9
 expect_err "missing PSK file" "nope.psk" connect -i "$T/id" --psk-file "$T/nope.psk" udp:127.0.0.1:9
 

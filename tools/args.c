@@ -1,5 +1,7 @@
 /* Command-line options and usage text of the `sio` command. */
 #include <errno.h>
+#include <langinfo.h>
+#include <locale.h>
 #include <math.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -49,7 +51,8 @@ static const char help_text[] =
 "  --stats          on exit print to stderr: bytes and messages each way, packets dropped by\n"
 "                   reason, key renewals, negotiated packet size, elapsed time, throughput\n"
 "  --multi          listen: serve many peers on one udp:/unixgram: socket (server mode):\n"
-"                   each message received is printed as \"FINGERPRINT MESSAGE\", each stdin\n"
+"                   each message received is printed as \"FINGERPRINT MESSAGE\" (control\n"
+"                   bytes escaped as \\xNN, a backslash as \\\\), each stdin\n"
 "                   line goes to every peer; -r FILE lists the allowed keys (SIGHUP reloads).\n"
 "                   connect: talk to such a listener (use with --lines)\n"
 "  -q               print nothing but errors\n"
@@ -78,11 +81,27 @@ void cli_err(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof buf, fmt, ap);
 	va_end(ap);
-	/* one line, whatever the message holds */
-	for (char *p = buf; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
-	fprintf(stderr, "sio: %s\n", buf);
+	/* one line of text, whatever the message holds (file names from the
+	 * command line, say): control bytes are escaped, not sent to a terminal */
+	char out[4 * sizeof buf + 1];
+	cli_escape((const uint8_t *)buf, strlen(buf), cli_utf8_locale(), out);
+	fprintf(stderr, "sio: %s\n", out);
+}
+
+int cli_utf8_locale(void)
+{
+	static int known, utf8;
+	if (!known) {
+		/* the environment's character set, without keeping its locale
+		 * (the program runs in "C": messages and number formats fixed) */
+		if (setlocale(LC_CTYPE, "")) {
+			const char *cs = nl_langinfo(CODESET);
+			utf8 = cs && (strcmp(cs, "UTF-8") == 0 || strcmp(cs, "utf8") == 0);
+			setlocale(LC_CTYPE, "C");
+		}
+		known = 1;
+	}
+	return utf8;
 }
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)

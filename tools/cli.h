@@ -40,6 +40,15 @@ int cli_addr_parse(const char *text, int listening, struct cli_addr *a, char *er
  * the length, or -1 if it does not fit. */
 int cli_addr_format(const struct cli_addr *a, char *out, size_t outlen);
 
+/* ---- terminal safety (escape.c: pure, no system calls) ---- */
+/* Writes the LEN bytes of IN to OUT as text safe for a terminal: C0
+ * controls but TAB, DEL, C1 controls (raw 0x80-0x9f bytes and U+0080-U+009F),
+ * U+2028/U+2029, bidirectional controls and bytes that are not well-formed
+ * UTF-8 become \xNN per byte, a backslash becomes \\. With UTF8 zero (the
+ * terminal is not UTF-8) every byte >= 0x80 is escaped. OUT needs room for
+ * 4 * LEN + 1 bytes; it is NUL-terminated. Returns the length written. */
+size_t cli_escape(const uint8_t *in, size_t len, int utf8, char *out);
+
 /* ---- options (args.c) ---- */
 struct cli_opts {
 	const char *cmd;      /* "listen" or "connect" */
@@ -73,6 +82,10 @@ void cli_help(void);
 int cli_parse_session_args(int argc, char **argv, struct cli_opts *o);
 /* Prints "sio: ..." on stderr (one line). */
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* 1 if the locale of the environment (LC_ALL, LC_CTYPE, LANG) uses UTF-8:
+ * then cli_escape() lets well-formed printable UTF-8 through. Computed once;
+ * the program's own locale stays "C". */
+int cli_utf8_locale(void);
 /* Default identity directory: $HOME/.ssh. */
 const char *cli_default_id_dir(void);
 
@@ -80,6 +93,10 @@ const char *cli_default_id_dir(void);
 int cli_keygen(int argc, char **argv);
 int cli_pubkey(int argc, char **argv);
 int cli_fingerprint(int argc, char **argv);
+/* Prints why sio_identity_from_dir(DIR) failed with ERR (for SIO_EDIRPERM:
+ * the owner or the mode, and the fix; else KEYPATH or DIR and the error).
+ * Returns CLI_ERR. */
+int cli_identity_error(const char *dir, const char *keypath, int err);
 
 /* ---- sockets (net.c) ---- */
 struct cli_conn {

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -25,6 +26,26 @@ static int key_file_error(const char *path, int err)
 		cli_err("%s: %s", path, strerror(errno));
 	else
 		cli_err("%s: %s", path, sio_strerror(err));
+	return CLI_ERR;
+}
+
+int cli_identity_error(const char *dir, const char *keypath, int err)
+{
+	struct stat st;
+	if (err == SIO_EDIRPERM && stat(dir, &st) == 0) {
+		if (st.st_uid != geteuid() && st.st_uid != 0)
+			cli_err("identity directory %s belongs to uid %u, neither to this user (uid %u) "
+			        "nor to root: whoever owns it can replace the key; use a directory of your own",
+			        dir, (unsigned)st.st_uid, (unsigned)geteuid());
+		else
+			cli_err("identity directory %s: permissions %04o are too open: group or others "
+			        "can replace the key in it (fix: chmod go-w %s)",
+			        dir, (unsigned)(st.st_mode & 07777), dir);
+		return CLI_ERR;
+	}
+	if (keypath)
+		return key_file_error(keypath, err);
+	cli_err("identity %s: %s", dir, err == SIO_EIO && errno ? strerror(errno) : sio_strerror(err));
 	return CLI_ERR;
 }
 
@@ -105,7 +126,7 @@ int cli_keygen(int argc, char **argv)
 	errno = 0;
 	int rc = sio_identity_from_dir(&id, dir);
 	if (rc < 0)
-		return key_file_error(existed ? path : dir, rc);
+		return cli_identity_error(dir, existed ? path : NULL, rc);
 	if (!existed)
 		fprintf(stderr, "sio: created %s and %s.pub\n", path, path);
 	rc = print_identity_line(id);

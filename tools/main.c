@@ -28,6 +28,7 @@ static void guard_std_fds(void)
 int main(int argc, char **argv)
 {
 	guard_std_fds();
+	cli_utf8_locale(); /* once, before any thread prints */
 	if (argc < 2)
 		return cli_usage_error(NULL, "missing command");
 	const char *cmd = argv[1];

@@ -2,7 +2,8 @@
  * socket through the library's listener (server mode).
  *
  * Every message a peer sends (one line in the clients' --lines mode) is
- * written to stdout as one line "FINGERPRINT MESSAGE"; every stdin line is
+ * written to stdout as one line "FINGERPRINT MESSAGE", MESSAGE escaped for
+ * a terminal (escape.c, docs/SIO.md "Terminal safety"); every stdin line is
  * sent to every connected peer. Peers come and go; stderr says so. -r names
  * an authorized_keys-style file of allowed peers, reloaded on SIGHUP.
  * SIGINT/SIGTERM (or the end of stdin) close every session and exit. */
@@ -49,28 +50,63 @@ struct hub {
 	int quiet;
 };
 
+static int write_all(int fd, const char *p, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? errno : EIO;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
 static void on_msg(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
 {
 	struct peer *p = ctx;
 	(void)type;
-	/* one line: newlines inside the message would forge other peers' lines */
-	char *line = malloc(len + 1);
-	if (!line)
-		return;
-	for (size_t i = 0; i < len; i++)
-		line[i] = d[i] == '\n' || d[i] == '\r' ? ' ' : (char)d[i];
-	line[len] = 0;
 	if (!p->fp[0]) {
 		uint8_t pk[SIO_PUBLIC_KEY_BYTES];
 		if (sio_session_remote_key(s, pk) == 0)
 			sio_fingerprint(pk, p->fp, sizeof p->fp);
 	}
+	/* One line "FINGERPRINT TEXT": the peer's bytes escaped (cli_escape),
+	 * so that no newline, carriage return or terminal control sequence of
+	 * theirs can end, repaint or fake a line of another peer. Written in
+	 * pieces straight to the descriptor (no stdio buffer keeps a copy);
+	 * the stdout lock keeps lines whole between peers' threads. */
+	char out[4 * 4096 + SIO_FINGERPRINT_MAX + 2];
+	int utf8 = cli_utf8_locale();
+	size_t n = (size_t)snprintf(out, sizeof out, "%s ", p->fp), i = 0;
+	int e = 0;
 	flockfile(stdout);
-	if ((printf("%s %s\n", p->fp, line) < 0 || fflush(stdout) != 0) &&
-	    !__atomic_load_n(&m_out_err, __ATOMIC_RELAXED))
-		__atomic_store_n(&m_out_err, errno ? errno : EIO, __ATOMIC_RELAXED);
+	do {
+		size_t k = len - i;
+		if (k > 4096) {
+			k = 4096;
+			/* a UTF-8 character cut at the piece boundary would be
+			 * escaped byte by byte: end the piece before its lead byte */
+			size_t b = k;
+			while (utf8 && b > k - 3 && (d[i + b] & 0xc0) == 0x80)
+				b--;
+			if ((d[i + b] & 0xc0) != 0x80)
+				k = b;
+		}
+		n += cli_escape(d + i, k, utf8, out + n);
+		i += k;
+		if (i == len)
+			out[n++] = '\n';
+		if (!e)
+			e = write_all(STDOUT_FILENO, out, n);
+		n = 0;
+	} while (i < len);
+	if (e && !__atomic_load_n(&m_out_err, __ATOMIC_RELAXED))
+		__atomic_store_n(&m_out_err, e, __ATOMIC_RELAXED);
 	funlockfile(stdout);
-	free(line);
+	explicit_bzero(out, sizeof out); /* the peer's plaintext */
 }
 
 static void on_herr(sio_session *s, uint32_t type, int err, void *ctx)
@@ -168,7 +204,7 @@ int cli_multi(struct cli_opts *o)
 	errno = 0;
 	rc = sio_identity_from_dir(&id, o->id_dir);
 	if (rc < 0) {
-		cli_err("identity %s: %s", o->id_dir, rc == SIO_EIO && errno ? strerror(errno) : sio_strerror(rc));
+		cli_identity_error(o->id_dir, NULL, rc);
 		goto out;
 	}
 	if (o->remote && (rc = sio_remote_load(&allowed, o->remote)) < 0) {

@@ -110,39 +110,31 @@ static int cb_remote_identity(sio_session *s, const uint8_t pk[SIO_PUBLIC_KEY_BY
 
 int cli_read_psk(const char *path, uint8_t *buf, size_t cap, size_t *len)
 {
-	/* non-blocking open: a FIFO must not hang us waiting for a writer */
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0) {
-		cli_err("%s: %s", path, strerror(errno));
-		return CLI_ERR;
-	}
-	struct stat st;
-	memset(&st, 0, sizeof st);
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		cli_err("%s: %s", path, S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
-		close(fd);
-		return CLI_ERR;
-	}
 	size_t n = 0;
-	for (;;) {
-		ssize_t k = read(fd, buf + n, cap - n);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0) {
-			cli_err("%s: %s", path, strerror(errno));
-			close(fd);
-			return CLI_ERR;
-		}
-		if (k == 0)
-			break;
-		n += (size_t)k;
-		if (n == cap)
-			break;
+	errno = 0;
+	int rc = sio_psk_load(path, buf, cap - 1, &n);
+	if (rc == SIO_EPERM) {
+		struct stat st;
+		unsigned mode = stat(path, &st) == 0 ? (unsigned)(st.st_mode & 07777) : 0;
+		cli_err("%s: permissions %04o are too open: a pre-shared key file must not be "
+		        "accessible by group or others (fix: chmod 600 %s)",
+		        path, mode, path);
+		return CLI_ERR;
 	}
-	close(fd);
-	if (n < 16 || n >= cap) {
+	if (rc == SIO_ENOTFILE) {
+		struct stat st;
+		cli_err("%s: %s", path,
+		        stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
+		return CLI_ERR;
+	}
+	if (rc < 0 && rc != SIO_ETOOBIG) {
+		cli_err("%s: %s", path, errno ? strerror(errno) : sio_strerror(rc));
+		return CLI_ERR;
+	}
+	if (rc == SIO_ETOOBIG || n < 16) {
+		explicit_bzero(buf, cap);
 		cli_err("%s: a pre-shared key file must hold 16 to %zu bytes (it holds %s%zu)",
-		        path, cap - 1, n >= cap ? "more than " : "", n >= cap ? cap - 1 : n);
+		        path, cap - 1, rc ? "more than " : "", rc ? cap - 1 : n);
 		return CLI_ERR;
 	}
 	*len = n;
@@ -678,8 +670,7 @@ int cli_session(struct cli_opts *o)
 	errno = 0;
 	rc = sio_identity_from_dir(&id, o->id_dir);
 	if (rc < 0) {
-		cli_err("identity %s: %s", o->id_dir,
-		        rc == SIO_EIO && errno ? strerror(errno) : sio_strerror(rc));
+		cli_identity_error(o->id_dir, NULL, rc);
 		goto out;
 	}
 	if (o->remote) {

@@ -79,6 +79,16 @@ static struct chunk *chunk_new(const uint8_t *data, size_t len, int newline)
 	return c;
 }
 
+/* Frees a received chunk: its bytes are the peer's decrypted data, wiped
+ * first (written to stdout or dropped, they are not needed any more). */
+static void chunk_free(struct chunk *c)
+{
+	if (c) {
+		explicit_bzero(c->data, c->len);
+		free(c);
+	}
+}
+
 static void mark_lost(struct relay *r)
 {
 	if (!r->lost) {
@@ -290,7 +300,7 @@ static void *writer_main(void *arg)
 			if (final)
 				relay_wake(r);
 		}
-		free(c);
+		chunk_free(c);
 		pthread_cond_broadcast(&r->cond);
 		if (acklen) {
 			pthread_mutex_unlock(&r->mu);
@@ -329,11 +339,11 @@ void relay_data_free(struct relay *r)
 {
 	for (struct chunk *c = r->qhead, *n; c; c = n) {
 		n = c->next;
-		free(c);
+		chunk_free(c);
 	}
 	r->qhead = r->qtail = NULL;
 	for (size_t i = 0; i < RX_SLOTS; i++) {
-		free(r->slot[i]);
+		chunk_free(r->slot[i]);
 		r->slot[i] = NULL;
 		free(r->tx_slot[i]);
 		r->tx_slot[i] = NULL;
