@@ -156,7 +156,7 @@ int sio_core_data_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len)
 		sio_core_key_confirmed(c, now, ks);
 	c->msg.rx_pkt_len = len;
 	sio_core_rx_frames(c, now, pkt + SIO_HDR_LEN, pkt + SIO_HDR_LEN + clen);
-	return 1;
+	return SIO_CORE_RX_DATA;
 }
 
 int sio_core_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len)
@@ -173,6 +173,5 @@ int sio_core_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len)
 	}
 	if (pkt[0] & 0x80)
 		return sio_core_kx_recv(c, now, pkt, len);
-	int r = sio_core_data_recv(c, now, pkt, len);
-	return r;
+	return sio_core_data_recv(c, now, pkt, len);
 }
