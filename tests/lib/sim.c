@@ -137,6 +137,10 @@ int sim_init(sim *s, uint64_t seed, const sim_config *cfg)
 		int r = sio_core_new(&p->core, &cc, &cb);
 		if (r)
 			return r;
+		if (cfg->learn[i]) {
+			p->learn = 1;
+			sio_core_set_reply_only(p->core, 1);
+		}
 	}
 	for (int i = 0; i < 2; i++)
 		if (!cfg->no_start[i])
@@ -224,8 +228,20 @@ void sim_flush(sim *s)
 			size_t n = sio_core_pending(c, s->now, iov, 64);
 			if (!n)
 				break;
-			for (size_t k = 0; k < n; k++)
-				net_send(s, i, iov[k].iov_base, iov[k].iov_len);
+			for (size_t k = 0; k < n; k++) {
+				sim_peer *p = &s->p[i];
+				size_t len = iov[k].iov_len;
+				if (p->learn && !p->learn_valid) {
+					if (!p->learn_known)
+						continue; /* no peer address yet */
+					if (p->unval_tx + len > 3 * p->unval_rx) {
+						p->budget_drops++;
+						continue;
+					}
+					p->unval_tx += len;
+				}
+				net_send(s, i, iov[k].iov_base, len);
+			}
 			sio_core_sent(c, n, 0);
 		}
 	}
@@ -258,6 +274,12 @@ static void deliver_due(sim *s)
 		uint64_t drops_a = after.drop_malformed + after.drop_decrypt + after.drop_replay +
 				   after.drop_too_old + after.drop_unknown_key + after.drop_kx;
 		peer->recv_calls++;
+		if (r == SIO_CORE_RX_DATA)
+			peer->learn_valid = 1;
+		else if (r == SIO_CORE_RX_KX || r == SIO_CORE_RX_KX_REPEAT) {
+			peer->learn_known = 1;
+			peer->unval_rx += p.len;
+		}
 		if (r)
 			peer->recv_authentic++;
 		else if (drops_a != drops_b + 1)

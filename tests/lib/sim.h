@@ -53,6 +53,12 @@ typedef struct sim_peer {
 	uint64_t uncounted_drop; /* recv returned 0 without a drop counter: must be 0 */
 	uint64_t deadline_spins; /* deadline <= now right after tick + flush: must be 0 */
 	int refuse_identity; /* remote_identity callback returns nonzero */
+	/* sim_config.learn: this side models an unconnected UDP socket that
+	 * learns its peer's address (src/transport.c, docs/PROTOCOL.md §4.5):
+	 * its packets vanish until a key exchange was accepted, then at most
+	 * 3x the bytes accepted go out until a data packet authenticated. */
+	int learn, learn_known, learn_valid;
+	uint64_t unval_rx, unval_tx, budget_drops;
 	uint64_t established_at;
 } sim_peer;
 
@@ -91,6 +97,7 @@ typedef struct sim_config {
 	int no_start[2];
 	uint8_t pin_key[2][32]; /* nonzero: side I pins this key instead */
 	int64_t wall_offset[2]; /* side I's wall clock is off by this (ns) */
+	int learn[2];           /* side I learns its peer's address (sim_peer.learn) */
 } sim_config;
 
 uint64_t sim_rand(uint64_t *state);
