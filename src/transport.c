@@ -773,18 +773,19 @@ int sio_tp_learn_peer(sio_tp *tp, const struct sockaddr *from, socklen_t fromlen
 		tp->peer_len = fromlen;
 		return 1;
 	}
-	if (tp->peer_valid)
+	if (tp->peer_valid || seen == SIO_TP_SEEN_NOTHING)
 		return 0;
-	if (seen == SIO_TP_SEEN_KX && !same) {
-		memcpy(&tp->peer, from, fromlen);
-		tp->peer_len = fromlen;
-		tp->unval_rx = len;
-		tp->unval_tx = 0;
-		return 1;
-	}
-	if (same && seen != SIO_TP_SEEN_NOTHING)
+	/* a key exchange (new or a copy) before validation: replies go to
+	 * where it came from, within what that address sent us */
+	if (same) {
 		tp->unval_rx += len;
-	return 0;
+		return 0;
+	}
+	memcpy(&tp->peer, from, fromlen);
+	tp->peer_len = fromlen;
+	tp->unval_rx = len;
+	tp->unval_tx = 0;
+	return 1;
 }
 
 void sio_transport_fd(sio_transport *t, int rfd, int wfd)

@@ -175,12 +175,12 @@ enum sio_tp_seen {
 };
 
 /* LEARN mode: the LEN-byte packet from FROM was judged SEEN by the core.
- * Before the peer address is validated, a newly accepted key-exchange
- * message points it (tentatively) at FROM, and a packet the core did not
- * drop that came from the tentative address adds LEN to its amplification
- * budget. A fresh authenticated data packet sets the peer to FROM and
- * validates it. Nothing else moves it: never a key-exchange message once
- * validated, never a repeat. Returns 1 if the address changed. */
+ * A fresh authenticated data packet sets the peer to FROM and validates it;
+ * once validated, nothing else moves it (never a key-exchange message, new
+ * or repeated). Before that, a key-exchange message the core did not drop
+ * (new or a repeat) points the peer (tentatively) at FROM, and adds LEN to
+ * the amplification budget of that address (a move starts a new budget).
+ * Returns 1 if the address changed. */
 int sio_tp_learn_peer(sio_tp *tp, const struct sockaddr *from, socklen_t fromlen, size_t len,
 		      int seen);
 

@@ -7,8 +7,9 @@
  *  - toward an address that never proved it hears us, at most three times
  *    the bytes received from it are sent, and nothing on a timer: one
  *    captured first key-exchange message brings back one reply;
- *  - a lost first reply (the initiator retries) and key renewals after the
- *    address was validated still work.
+ *  - a lost first reply (the initiator retries), a copy of the first message
+ *    that beats the original, and key renewals after the address was
+ *    validated still work.
  * B is the learning side; A reaches it through a relay thread that can move
  * A's traffic to a second source address (roaming), drop B's first replies
  * and records A's key-exchange messages. */
@@ -67,6 +68,9 @@ struct relay {
 	pthread_mutex_t mu;
 	uint8_t kx[512];  /* A's latest key-exchange message */
 	size_t kx_len;
+	int race;         /* >= 0: A's first message goes first as a copy from this socket */
+	atomic_int raced;
+	atomic_uint to_race; /* bytes B sent to that socket */
 	int wake[2];
 	pthread_t th;
 };
@@ -75,10 +79,10 @@ static void *relay_run(void *arg)
 {
 	struct relay *x = arg;
 	static uint8_t buf[65536];
-	struct pollfd pf[4] = {{x->ra, POLLIN, 0}, {x->r[0], POLLIN, 0}, {x->r[1], POLLIN, 0},
-			       {x->wake[0], POLLIN, 0}};
+	struct pollfd pf[5] = {{x->ra, POLLIN, 0}, {x->r[0], POLLIN, 0}, {x->r[1], POLLIN, 0},
+			       {x->wake[0], POLLIN, 0}, {x->race, POLLIN, 0}};
 	for (;;) {
-		if (poll(pf, 4, -1) < 0) {
+		if (poll(pf, 5, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			break;
@@ -93,10 +97,20 @@ static void *relay_run(void *arg)
 					memcpy(x->kx, buf, (size_t)n);
 					x->kx_len = (size_t)n;
 					pthread_mutex_unlock(&x->mu);
+					if (x->race >= 0 && !atomic_load(&x->raced)) {
+						atomic_store(&x->raced, 1); /* Mallory's copy wins the race */
+						sendto(x->race, buf, (size_t)n, MSG_DONTWAIT,
+						       (struct sockaddr *)&x->b, sizeof x->b);
+					}
 				}
 				sendto(x->r[atomic_load(&x->cur)], buf, (size_t)n, MSG_DONTWAIT,
 				       (struct sockaddr *)&x->b, sizeof x->b);
 			}
+		}
+		if (pf[4].revents & POLLIN) {
+			ssize_t n = recv(x->race, buf, sizeof buf, MSG_DONTWAIT);
+			if (n > 0)
+				atomic_fetch_add(&x->to_race, (unsigned)n);
 		}
 		for (int i = 0; i < 2; i++) {
 			if (!(pf[1 + i].revents & POLLIN))
@@ -115,10 +129,11 @@ static void *relay_run(void *arg)
 	return NULL;
 }
 
-static void relay_open(struct relay *x, const struct sockaddr_in *b, int drop_b2a)
+static void relay_open(struct relay *x, const struct sockaddr_in *b, int drop_b2a, int race)
 {
 	struct sockaddr_in aa, ar, tmp;
 	memset(x, 0, sizeof *x);
+	x->race = race ? udp_bound(&tmp) : -1;
 	x->fa = udp_bound(&aa);
 	x->ra = udp_bound(&ar);
 	x->r[0] = udp_bound(&tmp);
@@ -142,6 +157,8 @@ static void relay_close(struct relay *x)
 	close(x->ra);
 	close(x->r[0]);
 	close(x->r[1]);
+	if (x->race >= 0)
+		close(x->race);
 	pthread_mutex_destroy(&x->mu);
 }
 
@@ -193,7 +210,7 @@ static sio_remote *ra, *rb;
 /* B listens on an unconnected socket (learning A's address); A goes through
  * the relay. B's first DROP replies toward A are lost. */
 static void pair_open(struct relay *x, int *fb, sio_session **a, sio_session **b, int drop,
-		      int64_t rekey_ns)
+		      int64_t rekey_ns, int race)
 {
 	struct sockaddr_in ba;
 	sio_transport ta, tb;
@@ -202,7 +219,7 @@ static void pair_open(struct relay *x, int *fb, sio_session **a, sio_session **b
 	o.kx_retry_ns = 200000000; /* the initiator's retries come quickly */
 	o.kx_interval_ns = rekey_ns;
 	*fb = udp_bound(&ba);
-	relay_open(x, &ba, drop);
+	relay_open(x, &ba, drop, race);
 	sio_transport_fd(&ta, x->fa, x->fa);
 	sio_transport_fd(&tb, *fb, *fb);
 	atomic_store(&got[0], 0);
@@ -226,7 +243,7 @@ static void test_replay_and_roam(void)
 	sio_session *a, *b;
 	int fb;
 	struct sockaddr_in ma, ba;
-	pair_open(&x, &fb, &a, &b, 2, 0);
+	pair_open(&x, &fb, &a, &b, 2, 0, 0);
 	socklen_t bl = sizeof ba;
 	CHECK_OK(getsockname(fb, (struct sockaddr *)&ba, &bl));
 	CHECK_OK(sio_write_message(a, CHAN, "a->b1", 5));
@@ -274,6 +291,29 @@ static void test_replay_and_roam(void)
 	close(m);
 }
 
+/* Mallory's copy of A's first message reaches B before the original: B's
+ * first reply may go to her (within 3x what she sent), A's original (a
+ * copy now, for B) points the replies back, and the session comes up.
+ * (Were copies ignored before validation, B would answer Mallory only.) */
+static void test_race_first_message(void)
+{
+	struct relay x;
+	sio_session *a, *b;
+	int fb;
+	pair_open(&x, &fb, &a, &b, 0, 0, 1);
+	CHECK_EQ(atomic_load(&x.raced), 1);
+	CHECK_OK(sio_write_message(a, CHAN, "a->b1", 5));
+	CHECK(wait_got(1, 1));
+	CHECK_OK(sio_write_message(b, CHAN, "b->a1", 5));
+	CHECK(wait_got(0, 1));
+	/* (nothing at all when both arrived in one batch: B replies after it) */
+	CHECK(atomic_load(&x.to_race) <= 3 * 175);
+	sio_session_free(a);
+	sio_session_free(b);
+	relay_close(&x);
+	close(fb);
+}
+
 /* Key renewals keep working once the address is validated (B retries its
  * own renewals on its timer again). */
 static void test_rekey_after_validation(void)
@@ -281,7 +321,7 @@ static void test_rekey_after_validation(void)
 	struct relay x;
 	sio_session *a, *b;
 	int fb;
-	pair_open(&x, &fb, &a, &b, 0, 150000000);
+	pair_open(&x, &fb, &a, &b, 0, 150000000, 0);
 	sio_stats st;
 	unsigned sent = 0;
 	for (uint64_t end = now_ms() + 10000; now_ms() < end; sleep_ms(20)) {
@@ -366,6 +406,7 @@ int main(void)
 	sio_identity_public_key(ida, pk);
 	CHECK_OK(sio_remote_from_public_key(&rb, pk)); /* B pins A */
 	test_replay_and_roam();
+	test_race_first_message();
 	test_rekey_after_validation();
 	test_amplification();
 	sio_remote_free(ra);

@@ -547,8 +547,8 @@ static void test_exact(void)
 
 /* Learn mode (docs/PROTOCOL.md §4.5): a key exchange points a tentative
  * address, which gets at most three times the bytes it sent us; only fresh
- * authenticated data validates an address or moves a validated one; a
- * repeat of a key-exchange message never moves anything. */
+ * authenticated data validates an address or moves a validated one; once
+ * validated, no key-exchange message (new or a copy) moves anything. */
 static void test_learn(void)
 {
 	struct sockaddr_in aa, ba, ca;
@@ -565,9 +565,8 @@ static void test_learn(void)
 		v[i].iov_base = x[i];
 		v[i].iov_len = 200;
 	}
-	/* a dropped packet or a repeat points nothing */
+	/* a dropped packet points nothing */
 	CHECK_EQ(sio_tp_learn_peer(&B, A, sizeof aa, 175, SIO_TP_SEEN_NOTHING), 0);
-	CHECK_EQ(sio_tp_learn_peer(&B, A, sizeof aa, 175, SIO_TP_SEEN_REPEAT), 0);
 	CHECK_EQ(B.peer_len, 0);
 	/* 175 bytes from a: 525 may go back, i.e. two 200-byte datagrams */
 	CHECK_EQ(sio_tp_learn_peer(&B, A, sizeof aa, 175, SIO_TP_SEEN_KX), 1);
@@ -583,16 +582,18 @@ static void test_learn(void)
 	CHECK_EQ(B.drop_unvalidated, 2);
 	memset(&g, 0, sizeof g);
 	CHECK_EQ(recv_until_quiet(a, &g), 3);
-	/* a repeat from a third address moves nothing and credits nothing */
-	CHECK_EQ(sio_tp_learn_peer(&B, C, sizeof ca, 175, SIO_TP_SEEN_REPEAT), 0);
+	/* a dropped packet from a third address moves nothing */
+	CHECK_EQ(sio_tp_learn_peer(&B, C, sizeof ca, 175, SIO_TP_SEEN_NOTHING), 0);
 	CHECK(memcmp(&B.peer, &aa, sizeof aa) == 0);
-	/* a new key exchange from c, before validation: tentatively there,
-	 * with c's own budget */
-	CHECK_EQ(sio_tp_learn_peer(&B, C, sizeof ca, 175, SIO_TP_SEEN_KX), 1);
+	/* before validation, a key exchange (even a copy) from c points the
+	 * replies there, with c's own budget; a new one from a points back */
+	CHECK_EQ(sio_tp_learn_peer(&B, C, sizeof ca, 175, SIO_TP_SEEN_REPEAT), 1);
 	CHECK(memcmp(&B.peer, &ca, sizeof ca) == 0);
 	CHECK_EQ(sio_tp_send(&B, v, 3), 2);
 	memset(&g, 0, sizeof g);
 	CHECK_EQ(recv_until_quiet(c, &g), 2);
+	CHECK_EQ(sio_tp_learn_peer(&B, A, sizeof aa, 175, SIO_TP_SEEN_KX), 1);
+	CHECK_EQ(sio_tp_learn_peer(&B, C, sizeof ca, 175, SIO_TP_SEEN_KX), 1);
 	/* authenticated data from a: validated, no bound any more */
 	CHECK_EQ(sio_tp_learn_peer(&B, A, sizeof aa, 60, SIO_TP_SEEN_DATA), 1);
 	CHECK_EQ(B.peer_valid, 1);
