@@ -72,10 +72,10 @@ int sio_core_start(sio_core *c, uint64_t now);
 /* What sio_core_recv() made of a packet. The I/O layer learns the peer
  * address of an unconnected datagram socket from these (docs/TRANSPORT.md,
  * docs/PROTOCOL.md §4.5): only SIO_CORE_RX_DATA proves that the sender holds
- * keys agreed with us (a key-exchange message can be a replay by anyone who
- * saw it); SIO_CORE_RX_KX may point a not yet validated peer address at its
- * source; SIO_CORE_RX_KX_REPEAT (an exact copy of the peer's message already
- * held: a retransmission, or a replay) moves nothing. */
+ * keys agreed with us, so only it validates an address or moves a validated
+ * one; a key-exchange message (new, or an exact copy of the peer's message
+ * already held: a retransmission, or anyone's replay) may only point a not
+ * yet validated address at its source. */
 #define SIO_CORE_RX_DROP 0      /* dropped (counted), nothing learned */
 #define SIO_CORE_RX_KX 1        /* a valid key-exchange message, newly accepted */
 #define SIO_CORE_RX_DATA 2      /* a data packet that decrypted and passed the replay window */

@@ -1,6 +1,7 @@
 /* Two cores over the simulator without impairments: key exchange in every
  * answers mode, datagram and stream, messages of every size up to a packet,
- * merging, graceful close, the state sequence, and the basic refusals. */
+ * merging, graceful close, the state sequence, the basic refusals, and a
+ * reply-only core's silence toward a peer that never answered. */
 #include <sodium.h>
 #include <string.h>
 
@@ -288,6 +289,52 @@ static void test_free_cancels(void)
 	sim_free(&s);
 }
 
+static void count_wire(sim *s, int from, const uint8_t *pkt, size_t len, void *ctx)
+{
+	uint64_t *c = ctx;
+	(void)s;
+	(void)pkt;
+	c[2 * from]++;
+	c[2 * from + 1] += len;
+}
+
+/* A reply-only core (a socket learning its peer's address, PROTOCOL.md
+ * §4.5) that got one first key-exchange message from a peer that then stays
+ * silent answers it once (its own message and an ANSWER) and never again on
+ * its retry timer: 197 bytes for 175 over 30 s of virtual time. Nothing at
+ * all leaves before a message arrived. */
+static void test_reply_only(void)
+{
+	sim a, b;
+	sim_config cfg = base(1);
+	cfg.no_start[1] = 1;
+	CHECK_OK(sim_init(&a, 9, &cfg)); /* only to make side 0's first message */
+	struct iovec iov[4];
+	CHECK_EQ(sio_core_pending(a.p[0].core, 0, iov, 4), 1);
+	uint8_t kx[SIO_KX_WIRE_MAX];
+	size_t kl = iov[0].iov_len;
+	memcpy(kx, iov[0].iov_base, kl);
+	sio_core_sent(a.p[0].core, 1, 0);
+	cfg.no_start[1] = 0;
+	cfg.no_start[0] = 1;
+	cfg.learn[1] = 1;
+	CHECK_OK(sim_init(&b, 9, &cfg)); /* same seed: same identities */
+	uint64_t wire[4] = {0};
+	b.on_wire = count_wire;
+	b.hook_ctx = wire;
+	sim_run(&b, 5 * SIM_S, NULL, NULL);
+	CHECK_EQ(wire[2], 0);
+	sim_inject(&b, 1, kx, kl, b.now);
+	sim_run(&b, b.now + 30 * SIM_S, NULL, NULL);
+	CHECK_EQ(kl, SIO_KX_MSG_LEN);
+	CHECK_EQ(wire[2], 2);
+	CHECK_EQ(wire[3], SIO_KX_MSG_LEN + SIO_OVERHEAD + 1);
+	CHECK_EQ(b.p[1].budget_drops, 0); /* the core itself stayed quiet */
+	CHECK_EQ(sio_core_state(b.p[1].core), SIO_STATE_KEY_EXCHANGING);
+	sim_free(&a);
+	sim_free(&b);
+}
+
 int main(void)
 {
 	CHECK_OK(sio_init());
@@ -305,5 +352,6 @@ int main(void)
 	test_free_cancels();
 	test_sim_mtu();
 	test_padded_ctrl();
+	test_reply_only();
 	return check_done("test_core");
 }
