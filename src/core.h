@@ -80,6 +80,10 @@ int sio_core_start(sio_core *c, uint64_t now);
 #define SIO_CORE_RX_KX 1        /* a valid key-exchange message, newly accepted */
 #define SIO_CORE_RX_DATA 2      /* a data packet that decrypted and passed the replay window */
 #define SIO_CORE_RX_KX_REPEAT 3 /* a copy of the peer's key-exchange message we hold */
+/* Authenticated and delivered, but replay protection is off (replay_window
+ * negative) and its number is not above every one seen under its key: it
+ * may be a replay, so it proves nothing about where it came from. */
+#define SIO_CORE_RX_DATA_OLD 4
 
 /* One received packet (a datagram, or one de-framed stream record). The
  * buffer may be modified (decryption is in place). Bad packets are counted

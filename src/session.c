@@ -448,6 +448,7 @@ static void on_packet(void *ctx, uint8_t *buf, size_t len, const struct sockaddr
 			[SIO_CORE_RX_KX] = SIO_TP_SEEN_KX,
 			[SIO_CORE_RX_DATA] = SIO_TP_SEEN_DATA,
 			[SIO_CORE_RX_KX_REPEAT] = SIO_TP_SEEN_REPEAT,
+			[SIO_CORE_RX_DATA_OLD] = SIO_TP_SEEN_NOTHING,
 		};
 		if (auth >= 0 && (size_t)auth < sizeof seen / sizeof seen[0])
 			sio_tp_learn_peer(&s->tp, from, fl, len, seen[auth]);

@@ -335,6 +335,46 @@ static void test_reply_only(void)
 	sim_free(&b);
 }
 
+static uint8_t cap_pkt[2048];
+static size_t cap_len;
+
+static void capture_data(sim *s, int from, const uint8_t *pkt, size_t len, void *ctx)
+{
+	(void)s;
+	(void)ctx;
+	if (from == 0 && (pkt[0] & 0xc0) == 0x40 && len <= sizeof cap_pkt) {
+		memcpy(cap_pkt, pkt, len);
+		cap_len = len;
+	}
+}
+
+/* With replay protection off (replay_window negative) a duplicate is still
+ * delivered, but reported as SIO_CORE_RX_DATA_OLD: it proves nothing about
+ * its source, so it can neither validate nor move a peer address. */
+static void test_unchecked_replay(void)
+{
+	sim s;
+	sim_config cfg = base(1);
+	cfg.opts[0].replay_window = cfg.opts[1].replay_window = -1;
+	CHECK_OK(sim_init(&s, 3, &cfg));
+	CHECK(sim_run(&s, 5 * SIM_S, both_established, NULL));
+	s.on_wire = capture_data;
+	cap_len = 0;
+	CHECK_OK(sio_core_write(s.p[0].core, s.now, 1, (const uint8_t *)"x", 1, 0));
+	sio_core_flush(s.p[0].core, s.now);
+	sim_flush(&s);
+	s.on_wire = NULL;
+	CHECK(cap_len > 0);
+	uint8_t p[2048];
+	size_t before = s.p[1].nmsgs;
+	memcpy(p, cap_pkt, cap_len);
+	CHECK_EQ(sio_core_recv(s.p[1].core, s.now, p, cap_len), SIO_CORE_RX_DATA);
+	memcpy(p, cap_pkt, cap_len);
+	CHECK_EQ(sio_core_recv(s.p[1].core, s.now, p, cap_len), SIO_CORE_RX_DATA_OLD);
+	CHECK_EQ(s.p[1].nmsgs, before + 2);
+	sim_free(&s);
+}
+
 int main(void)
 {
 	CHECK_OK(sio_init());
@@ -353,5 +393,6 @@ int main(void)
 	test_sim_mtu();
 	test_padded_ctrl();
 	test_reply_only();
+	test_unchecked_replay();
 	return check_done("test_core");
 }
