@@ -312,7 +312,7 @@ static int verify_allowed(sio_core *c, uint64_t now)
 static int drop_kx(sio_core *c)
 {
 	c->st.drop_kx++;
-	return 0;
+	return SIO_CORE_RX_DROP;
 }
 
 int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
@@ -379,7 +379,7 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 			if (sodium_is_zero(f.sid_receiver, 16) && !c->keys[c->gen & 3].confirmed)
 				resend_local(c, now);
 		}
-		return 1;
+		return SIO_CORE_RX_KX_REPEAT;
 	}
 	/* Every check that can only drop runs before the signature: a verify
 	 * costs some 45 us, these a few ns, so junk naming the right identity
@@ -424,7 +424,7 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 		if (c->have_local)
 			sio_core_queue_kx(c, c->local_wire, c->local_wire_len);
 		sio_core_fail(c, SIO_EANSWERS, "the peer uses another key-exchange answers mode");
-		return 1;
+		return SIO_CORE_RX_KX;
 	}
 	if (c->o.max_time_diff_ns > 0) {
 		uint64_t w = wall(c, now);
@@ -472,7 +472,7 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 	memcpy(c->remote_msg, m, SIO_KX_MSG_LEN);
 	if (derive(c, now) != 0) {
 		sio_core_fail(c, SIO_ECRYPTO, "key derivation failed");
-		return 1;
+		return SIO_CORE_RX_KX;
 	}
 	c->have_remote = 1;
 	c->any_valid_kx = 1;
@@ -486,10 +486,15 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 	 * next retry, so a late peer is not kept waiting up to a retry period. */
 	if (sodium_is_zero(f.sid_receiver, 16) && c->round_start != now)
 		resend_local(c, now);
-	return 1;
+	return SIO_CORE_RX_KX;
 }
 
 /* ---- public calls --------------------------------------------------------- */
+
+void sio_core_set_reply_only(sio_core *c, int on)
+{
+	c->reply_only = on ? 1 : 0;
+}
 
 int sio_core_start(sio_core *c, uint64_t now)
 {
@@ -594,6 +599,13 @@ static int kx_active(const sio_core *c)
 	       c->have_local;
 }
 
+/* Our retry timer may resend our key-exchange message: not on a reply-only
+ * core whose peer never proved it received what we sent (§4.5). */
+static int timer_retries(const sio_core *c)
+{
+	return !c->reply_only || c->peer_proven;
+}
+
 void sio_core_tick(sio_core *c, uint64_t now)
 {
 	if (c->state == SIO_STATE_NEW || c->state == SIO_STATE_CLOSED)
@@ -609,7 +621,7 @@ void sio_core_tick(sio_core *c, uint64_t now)
 				sio_core_fail(c, SIO_ETIMEDOUT, "key exchange timed out");
 			return;
 		}
-		if (now >= c->next_retry) {
+		if (now >= c->next_retry && timer_retries(c)) {
 			sio_core_queue_kx(c, c->local_wire, c->local_wire_len);
 			c->next_retry = now + (uint64_t)c->o.kx_retry_ns;
 		}
@@ -658,7 +670,8 @@ uint64_t sio_core_deadline(const sio_core *c)
 		return d;
 	if (kx_active(c) && !round_complete(c)) {
 		d = min64(d, c->round_start + (uint64_t)c->o.kx_timeout_ns);
-		d = min64(d, c->next_retry);
+		if (timer_retries(c))
+			d = min64(d, c->next_retry);
 	}
 	if (c->state == SIO_STATE_ESTABLISHED) {
 		if (round_complete(c) && c->tx_slot == (int)(c->gen & 3)) {

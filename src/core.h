@@ -57,16 +57,38 @@ int sio_core_new(sio_core **out, const sio_core_config *cfg, const sio_core_cbs 
 /* Wipes all keys and frees. Pending tokens are failed with SIO_ECANCELED. */
 void sio_core_free(sio_core *c);
 
+/* ON = 1: this side may not know where its peer is (an unconnected datagram
+ * socket that learns the peer's address from what arrives). Until the peer
+ * has proven that it holds our key-exchange message (a data packet under the
+ * resulting key authenticated), our message is never retransmitted on the
+ * retry timer, only in reply to the peer's own messages (docs/PROTOCOL.md
+ * §4.5): the initiator drives retries, and nothing is sent unprompted to an
+ * address that never answered. Call before sio_core_start(). */
+void sio_core_set_reply_only(sio_core *c, int on);
+
 /* Begins the key exchange (state INITIALIZATION -> KEY_EXCHANGING). */
 int sio_core_start(sio_core *c, uint64_t now);
 
+/* What sio_core_recv() made of a packet. The I/O layer learns the peer
+ * address of an unconnected datagram socket from these (docs/TRANSPORT.md,
+ * docs/PROTOCOL.md §4.5): only SIO_CORE_RX_DATA proves that the sender holds
+ * keys agreed with us, so only it validates an address or moves a validated
+ * one; a key-exchange message (new, or an exact copy of the peer's message
+ * already held: a retransmission, or anyone's replay) may only point a not
+ * yet validated address at its source. */
+#define SIO_CORE_RX_DROP 0      /* dropped (counted), nothing learned */
+#define SIO_CORE_RX_KX 1        /* a valid key-exchange message, newly accepted */
+#define SIO_CORE_RX_DATA 2      /* a data packet that decrypted and passed the replay window */
+#define SIO_CORE_RX_KX_REPEAT 3 /* a copy of the peer's key-exchange message we hold */
+/* Authenticated and delivered, but replay protection is off (replay_window
+ * negative) and its number is not above every one seen under its key: it
+ * may be a replay, so it proves nothing about where it came from. */
+#define SIO_CORE_RX_DATA_OLD 4
+
 /* One received packet (a datagram, or one de-framed stream record). The
  * buffer may be modified (decryption is in place). Bad packets are counted
- * and dropped; nothing is ever sent in reply to a bad packet. Returns 1 if
- * the packet was authentic (a valid key-exchange message or a data packet
- * that decrypted and passed the replay check), 0 if it was dropped: the I/O
- * layer uses this to learn or update the peer address of an unconnected
- * datagram socket only from authenticated packets. */
+ * and dropped; nothing is ever sent in reply to a bad packet. Returns one of
+ * the SIO_CORE_RX_ values above. */
 int sio_core_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len);
 
 /* Queues one message (copied once, straight into the packet being built).

@@ -105,6 +105,7 @@ struct sio_core {
 
 	/* peer */
 	int have_peer_sid, have_peer_id, have_peer_epub, peer_proven, local_is_lo;
+	int reply_only; /* sio_core_set_reply_only(): no timer retries until proven */
 	uint8_t peer_sid[SIO_SID_BYTES], peer_id[32], peer_epub[32];
 	uint64_t peer_created;
 

@@ -150,13 +150,15 @@ int sio_core_data_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len)
 		return 0;
 	}
 	c->fail_run = 0;
+	/* with the window off, only a number above all before is surely fresh */
+	int fresh = ks->rp.window >= 0 || sio_replay_newest(&ks->rp, pn);
 	sio_replay_update(&ks->rp, pn);
 	c->last_recv = now;
 	if (!ks->confirmed)
 		sio_core_key_confirmed(c, now, ks);
 	c->msg.rx_pkt_len = len;
 	sio_core_rx_frames(c, now, pkt + SIO_HDR_LEN, pkt + SIO_HDR_LEN + clen);
-	return 1;
+	return fresh ? SIO_CORE_RX_DATA : SIO_CORE_RX_DATA_OLD;
 }
 
 int sio_core_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len)
@@ -173,6 +175,5 @@ int sio_core_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len)
 	}
 	if (pkt[0] & 0x80)
 		return sio_core_kx_recv(c, now, pkt, len);
-	int r = sio_core_data_recv(c, now, pkt, len);
-	return r;
+	return sio_core_data_recv(c, now, pkt, len);
 }

@@ -169,7 +169,7 @@ static void pkt_hook(void *ctx, const uint8_t *pkt, int auth)
 	pthread_mutex_lock(&l->mu);
 	p->handed = 0;
 	/* roaming: only an authenticated data packet moves the peer */
-	if (auth == 1 && (p->cand_kind & 0xc0) == 0x40 && p->clen > 0 &&
+	if (auth == SIO_CORE_RX_DATA && (p->cand_kind & 0xc0) == 0x40 && p->clen > 0 &&
 	    (p->clen != p->alen || memcmp(&p->cand, &p->addr, p->clen) != 0)) {
 		memcpy(&p->addr, &p->cand, p->clen);
 		p->alen = p->clen;

@@ -45,10 +45,19 @@ int sio_replay_check(const sio_replay *r, uint64_t pn)
 	return (r->bits[block] >> (pn & 63)) & 1 ? SIO_REPLAY_DUP : SIO_REPLAY_OK;
 }
 
+int sio_replay_newest(const sio_replay *r, uint64_t pn)
+{
+	return !r->any || pn > r->top;
+}
+
 void sio_replay_update(sio_replay *r, uint64_t pn)
 {
-	if (r->window < 0)
+	if (r->window < 0) {
+		if (sio_replay_newest(r, pn))
+			r->top = pn; /* kept for sio_replay_newest() only */
+		r->any = 1;
 		return;
+	}
 	if (r->window == 1) {
 		r->top = pn;
 		r->any = 1;

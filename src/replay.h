@@ -32,7 +32,11 @@ void sio_replay_reset(sio_replay *r);
 int sio_replay_check(const sio_replay *r, uint64_t pn);
 
 /* Records PN as received (call after sio_replay_check said OK and the
- * packet authenticated). */
+ * packet authenticated). With the window off only TOP is kept. */
 void sio_replay_update(sio_replay *r, uint64_t pn);
+
+/* 1 if PN is above every number recorded so far (a packet that cannot be a
+ * replay even with the window off), else 0. No side effect. */
+int sio_replay_newest(const sio_replay *r, uint64_t pn);
 
 #endif

@@ -449,10 +449,21 @@ static void on_packet(void *ctx, uint8_t *buf, size_t len, const struct sockaddr
 	s->cur_pkt = NULL;
 	if (s->pkt_hook)
 		s->pkt_hook(s->hook_ctx, buf, auth);
-	if (auth == 1 && s->tp.tx_prefix_len > 1 + SIO_LISTENER_CID_BYTES)
+	if (auth != SIO_CORE_RX_DROP && s->tp.tx_prefix_len > 1 + SIO_LISTENER_CID_BYTES)
 		s->tp.tx_prefix_len = 1 + SIO_LISTENER_CID_BYTES; /* the listener knows us now */
-	if (auth == 1 && from)
-		sio_tp_adopt_peer(&s->tp, from, fl);
+	if (from) {
+		/* learn mode: only fresh authenticated data moves a validated
+		 * peer address; key exchanges may only point a tentative one */
+		static const int seen[] = {
+			[SIO_CORE_RX_DROP] = SIO_TP_SEEN_NOTHING,
+			[SIO_CORE_RX_KX] = SIO_TP_SEEN_KX,
+			[SIO_CORE_RX_DATA] = SIO_TP_SEEN_DATA,
+			[SIO_CORE_RX_KX_REPEAT] = SIO_TP_SEEN_REPEAT,
+			[SIO_CORE_RX_DATA_OLD] = SIO_TP_SEEN_NOTHING,
+		};
+		if (auth >= 0 && (size_t)auth < sizeof seen / sizeof seen[0])
+			sio_tp_learn_peer(&s->tp, from, fl, len, seen[auth]);
+	}
 }
 
 /* Closed after acknowledging the peer's CLOSE on a datagram transport: the
@@ -749,6 +760,10 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 	if (!s->tp.custom && s->tp.peer_mode == SIO_TP_PEER_CONNECTED && !cfg.opts.listener_peer)
 		sio_core_set_exclusive(s->core);
 	s->tp_open = 1;
+	/* a socket that learns its peer's address never sends unprompted to
+	 * an address that did not prove it hears us (docs/PROTOCOL.md §4.5) */
+	if (s->tp.peer_mode == SIO_TP_PEER_LEARN)
+		sio_core_set_reply_only(s->core, 1);
 	if (opts && opts->listener_peer && datagram && !s->tp.custom) {
 		/* talking to a sio_listener: every datagram starts with the
 		 * connection id (docs/PROTOCOL.md, "Listener") */

@@ -323,6 +323,7 @@ static int send_gso(sio_tp *tp, const struct iovec *pkts, size_t n)
 }
 
 static int send_prefixed(sio_tp *tp, const struct iovec *pkts, size_t n);
+static int send_dgram_to(sio_tp *tp, const struct iovec *pkts, size_t n);
 
 static int send_dgram(sio_tp *tp, const struct iovec *pkts, size_t n)
 {
@@ -333,6 +334,31 @@ static int send_dgram(sio_tp *tp, const struct iovec *pkts, size_t n)
 		tp->drop_send += n; /* nobody to send to yet */
 		return (int)n;
 	}
+	if (tp->peer_mode == SIO_TP_PEER_LEARN && !tp->peer_valid) {
+		/* A tentative address gets at most SIO_TP_AMPLIFICATION times
+		 * what came from it: what does not fit is lost, as if on the
+		 * path (the peer's retransmissions bring more credit). */
+		uint64_t room = SIO_TP_AMPLIFICATION * tp->unval_rx;
+		room = room > tp->unval_tx ? room - tp->unval_tx : 0;
+		size_t k = 0, bytes = 0;
+		while (k < n && bytes + tp->tx_prefix_len + pkts[k].iov_len <= room)
+			bytes += tp->tx_prefix_len + pkts[k++].iov_len;
+		if (k == 0) {
+			tp->drop_send++;
+			tp->drop_unvalidated++;
+			return 1;
+		}
+		int r = send_dgram_to(tp, pkts, k);
+		for (int i = 0; i < r; i++)
+			tp->unval_tx += tp->tx_prefix_len + pkts[i].iov_len;
+		return r;
+	}
+	return send_dgram_to(tp, pkts, n);
+}
+
+/* send_dgram() once the peer and the number of packets are settled. */
+static int send_dgram_to(sio_tp *tp, const struct iovec *pkts, size_t n)
+{
 	if (tp->custom) {
 		size_t i;
 		for (i = 0; i < n; i++) {
@@ -758,15 +784,38 @@ int sio_tp_recv(sio_tp *tp, sio_tp_packet_fn fn, void *ctx)
 	return tp->datagram ? recv_dgram(tp, fn, ctx) : recv_stream(tp, fn, ctx);
 }
 
-int sio_tp_adopt_peer(sio_tp *tp, const struct sockaddr *from, socklen_t fromlen)
+static int same_addr(const sio_tp *tp, const struct sockaddr *a, socklen_t alen)
+{
+	return tp->peer_len == alen && memcmp(&tp->peer, a, alen) == 0;
+}
+
+int sio_tp_learn_peer(sio_tp *tp, const struct sockaddr *from, socklen_t fromlen, size_t len,
+		      int seen)
 {
 	if (tp->peer_mode != SIO_TP_PEER_LEARN || !from || fromlen == 0 ||
 	    fromlen > sizeof(tp->peer))
 		return 0;
-	if (tp->peer_len == fromlen && memcmp(&tp->peer, from, fromlen) == 0)
+	int same = same_addr(tp, from, fromlen);
+	if (seen == SIO_TP_SEEN_DATA) {
+		tp->peer_valid = 1;
+		if (same)
+			return 0;
+		memcpy(&tp->peer, from, fromlen);
+		tp->peer_len = fromlen;
+		return 1;
+	}
+	if (tp->peer_valid || seen == SIO_TP_SEEN_NOTHING)
 		return 0;
+	/* a key exchange (new or a copy) before validation: replies go to
+	 * where it came from, within what that address sent us */
+	if (same) {
+		tp->unval_rx += len;
+		return 0;
+	}
 	memcpy(&tp->peer, from, fromlen);
 	tp->peer_len = fromlen;
+	tp->unval_rx = len;
+	tp->unval_tx = 0;
 	return 1;
 }
 

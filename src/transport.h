@@ -65,6 +65,12 @@ typedef struct sio_tp {
 
 	struct sockaddr_storage peer; /* FIXED / LEARN: where packets go */
 	socklen_t peer_len;           /* LEARN: 0 until learned */
+	/* LEARN: the peer address is validated (an authenticated data packet
+	 * came from it). Until then it is tentative, and what is sent to it
+	 * is bounded by SIO_TP_AMPLIFICATION times what arrived from it. */
+	int peer_valid;
+	uint64_t unval_rx, unval_tx; /* bytes from / to the tentative address */
+	uint64_t drop_unvalidated;   /* datagrams held back by that bound */
 
 	/* custom transport */
 	ssize_t (*cb_send)(void *ctx, const void *buf, size_t len);
@@ -168,8 +174,26 @@ void sio_tp_rx_release(sio_tp *tp);
  * the end in the same call were already passed to FN. */
 int sio_tp_recv(sio_tp *tp, sio_tp_packet_fn fn, void *ctx);
 
-/* LEARN mode: the packet from FROM was authentic; adopt it as the peer
- * address. Returns 1 if the address changed. */
-int sio_tp_adopt_peer(sio_tp *tp, const struct sockaddr *from, socklen_t fromlen);
+/* To an address not yet validated, at most this many times the bytes
+ * received from it are sent (docs/PROTOCOL.md §4.5, as QUIC's RFC 9000 §8.1). */
+#define SIO_TP_AMPLIFICATION 3
+
+/* What the protocol core made of a received packet, for address learning. */
+enum sio_tp_seen {
+	SIO_TP_SEEN_NOTHING = 0, /* dropped */
+	SIO_TP_SEEN_KX = 1,      /* a newly accepted key-exchange message */
+	SIO_TP_SEEN_DATA = 2,    /* an authenticated, fresh data packet */
+	SIO_TP_SEEN_REPEAT = 3,  /* a copy of a key-exchange message already held */
+};
+
+/* LEARN mode: the LEN-byte packet from FROM was judged SEEN by the core.
+ * A fresh authenticated data packet sets the peer to FROM and validates it;
+ * once validated, nothing else moves it (never a key-exchange message, new
+ * or repeated). Before that, a key-exchange message the core did not drop
+ * (new or a repeat) points the peer (tentatively) at FROM, and adds LEN to
+ * the amplification budget of that address (a move starts a new budget).
+ * Returns 1 if the address changed. */
+int sio_tp_learn_peer(sio_tp *tp, const struct sockaddr *from, socklen_t fromlen, size_t len,
+		      int seen);
 
 #endif /* SIO_TRANSPORT_H */

@@ -1,6 +1,7 @@
 /* Two cores over the simulator without impairments: key exchange in every
  * answers mode, datagram and stream, messages of every size up to a packet,
- * merging, graceful close, the state sequence, and the basic refusals. */
+ * merging, graceful close, the state sequence, the basic refusals, and a
+ * reply-only core's silence toward a peer that never answered. */
 #include <sodium.h>
 #include <string.h>
 
@@ -368,6 +369,92 @@ static void test_free_cancels(void)
 	sim_free(&s);
 }
 
+static void count_wire(sim *s, int from, const uint8_t *pkt, size_t len, void *ctx)
+{
+	uint64_t *c = ctx;
+	(void)s;
+	(void)pkt;
+	c[2 * from]++;
+	c[2 * from + 1] += len;
+}
+
+/* A reply-only core (a socket learning its peer's address, PROTOCOL.md
+ * §4.5) that got one first key-exchange message from a peer that then stays
+ * silent answers it once (its own message and an ANSWER) and never again on
+ * its retry timer: 197 bytes for 175 over 30 s of virtual time. Nothing at
+ * all leaves before a message arrived. */
+static void test_reply_only(void)
+{
+	sim a, b;
+	sim_config cfg = base(1);
+	cfg.no_start[1] = 1;
+	CHECK_OK(sim_init(&a, 9, &cfg)); /* only to make side 0's first message */
+	struct iovec iov[4];
+	CHECK_EQ(sio_core_pending(a.p[0].core, 0, iov, 4), 1);
+	uint8_t kx[SIO_KX_WIRE_MAX];
+	size_t kl = iov[0].iov_len;
+	memcpy(kx, iov[0].iov_base, kl);
+	sio_core_sent(a.p[0].core, 1, 0);
+	cfg.no_start[1] = 0;
+	cfg.no_start[0] = 1;
+	cfg.learn[1] = 1;
+	CHECK_OK(sim_init(&b, 9, &cfg)); /* same seed: same identities */
+	uint64_t wire[4] = {0};
+	b.on_wire = count_wire;
+	b.hook_ctx = wire;
+	sim_run(&b, 5 * SIM_S, NULL, NULL);
+	CHECK_EQ(wire[2], 0);
+	sim_inject(&b, 1, kx, kl, b.now);
+	sim_run(&b, b.now + 30 * SIM_S, NULL, NULL);
+	CHECK_EQ(kl, SIO_KX_MSG_LEN);
+	CHECK_EQ(wire[2], 2);
+	CHECK_EQ(wire[3], SIO_KX_MSG_LEN + SIO_OVERHEAD + 1);
+	CHECK_EQ(b.p[1].budget_drops, 0); /* the core itself stayed quiet */
+	CHECK_EQ(sio_core_state(b.p[1].core), SIO_STATE_KEY_EXCHANGING);
+	sim_free(&a);
+	sim_free(&b);
+}
+
+static uint8_t cap_pkt[2048];
+static size_t cap_len;
+
+static void capture_data(sim *s, int from, const uint8_t *pkt, size_t len, void *ctx)
+{
+	(void)s;
+	(void)ctx;
+	if (from == 0 && (pkt[0] & 0xc0) == 0x40 && len <= sizeof cap_pkt) {
+		memcpy(cap_pkt, pkt, len);
+		cap_len = len;
+	}
+}
+
+/* With replay protection off (replay_window negative) a duplicate is still
+ * delivered, but reported as SIO_CORE_RX_DATA_OLD: it proves nothing about
+ * its source, so it can neither validate nor move a peer address. */
+static void test_unchecked_replay(void)
+{
+	sim s;
+	sim_config cfg = base(1);
+	cfg.opts[0].replay_window = cfg.opts[1].replay_window = -1;
+	CHECK_OK(sim_init(&s, 3, &cfg));
+	CHECK(sim_run(&s, 5 * SIM_S, both_established, NULL));
+	s.on_wire = capture_data;
+	cap_len = 0;
+	CHECK_OK(sio_core_write(s.p[0].core, s.now, 1, (const uint8_t *)"x", 1, 0));
+	sio_core_flush(s.p[0].core, s.now);
+	sim_flush(&s);
+	s.on_wire = NULL;
+	CHECK(cap_len > 0);
+	uint8_t p[2048];
+	size_t before = s.p[1].nmsgs;
+	memcpy(p, cap_pkt, cap_len);
+	CHECK_EQ(sio_core_recv(s.p[1].core, s.now, p, cap_len), SIO_CORE_RX_DATA);
+	memcpy(p, cap_pkt, cap_len);
+	CHECK_EQ(sio_core_recv(s.p[1].core, s.now, p, cap_len), SIO_CORE_RX_DATA_OLD);
+	CHECK_EQ(s.p[1].nmsgs, before + 2);
+	sim_free(&s);
+}
+
 int main(void)
 {
 	CHECK_OK(sio_init());
@@ -386,5 +473,7 @@ int main(void)
 	test_sim_mtu();
 	test_padded_ctrl();
 	test_frame_varints();
+	test_reply_only();
+	test_unchecked_replay();
 	return check_done("test_core");
 }

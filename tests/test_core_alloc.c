@@ -91,7 +91,7 @@ static void run(int with_psk, int datagram)
 		size_t n = sio_core_pending(a, now, iov, 16);
 		for (size_t k = 0; k < n; k++) {
 			memcpy(wire, iov[k].iov_base, iov[k].iov_len);
-			CHECK_EQ(sio_core_recv(b, now, wire, iov[k].iov_len), 1);
+			CHECK_EQ(sio_core_recv(b, now, wire, iov[k].iov_len), SIO_CORE_RX_DATA);
 		}
 		sio_core_sent(a, n, 0);
 		sio_core_tick(a, now);

@@ -305,7 +305,7 @@ static void test_bit_flips(int with_psk)
 	CHECK_EQ(sio_core_state(b), SIO_STATE_ESTABLISHED);
 	/* the genuine packet once, then its replay */
 	memcpy(buf, orig, len);
-	CHECK_EQ(sio_core_recv(b, s.now, buf, len), 1);
+	CHECK_EQ(sio_core_recv(b, s.now, buf, len), SIO_CORE_RX_DATA);
 	CHECK_EQ(s.p[1].nmsgs, before + 1);
 	CHECK(s.p[1].msgs[before].len == strlen(msg) &&
 	      memcmp(s.p[1].msgs[before].data, msg, strlen(msg)) == 0);
@@ -344,7 +344,7 @@ static void test_bit_flips(int with_psk)
 			CHECK_EQ(stats(b).drop_kx_limited, 0);
 		}
 		memcpy(buf, cap.pkt[k], len);
-		CHECK_EQ(sio_core_recv(b, s.now + 1 * SIM_S, buf, len), 1);
+		CHECK_EQ(sio_core_recv(b, s.now + 1 * SIM_S, buf, len), SIO_CORE_RX_KX);
 	}
 	capture_free(&cap);
 	sim_free(&s);
@@ -474,7 +474,7 @@ static void test_kx_replay_flood(void)
 	for (int i = 0; i < 100; i++) {
 		uint8_t m[SIO_KX_MSG_LEN];
 		memcpy(m, b->remote_msg, sizeof m);
-		CHECK_EQ(sio_core_recv(b, t, m, sizeof m), 1);
+		CHECK_EQ(sio_core_recv(b, t, m, sizeof m), SIO_CORE_RX_KX_REPEAT);
 	}
 	CHECK(sio_core_pending(b, t, iov, 64) <= before + 1);
 	CHECK_EQ(b->last_recv, last_recv);

@@ -122,9 +122,13 @@ int main(void)
 
 	/* negative: off, everything passes (the Go option's special value) */
 	sio_replay_init(&r, -1, NULL);
+	CHECK_EQ(sio_replay_newest(&r, 3), 1);
 	CHECK_EQ(take(&r, 3), SIO_REPLAY_OK);
+	CHECK_EQ(sio_replay_newest(&r, 3), 0); /* ... but not surely fresh */
 	CHECK_EQ(take(&r, 3), SIO_REPLAY_OK);
+	CHECK_EQ(sio_replay_newest(&r, 0), 0);
 	CHECK_EQ(take(&r, 0), SIO_REPLAY_OK);
+	CHECK_EQ(sio_replay_newest(&r, 4), 1);
 
 	/* bitmap sizes: power of two words, at least one word beyond the window */
 	CHECK_EQ(sio_replay_words(4096), 128);

@@ -152,6 +152,10 @@ static unsigned long one_seed(uint64_t seed, int verbose)
 			o->replay_window = 1; /* strictly increasing: reordered packets are lost */
 		cfg.pin[i] = (seed >> i) % 2 == 0;
 	}
+	/* Side 1 learns side 0's address on a third of the datagram seeds:
+	 * reply-only, bounded by 3x until validated (docs/PROTOCOL.md §4.5). */
+	if (cfg.datagram && seed % 3 == 1)
+		cfg.learn[1] = 1;
 	if (cfg.datagram && !lossless) {
 		cfg.net.loss = sim_uniform(&rng) * 0.30;
 		cfg.net.dup = sim_uniform(&rng) * 0.10;
@@ -208,6 +212,7 @@ static unsigned long one_seed(uint64_t seed, int verbose)
 		CHECK_EQ(p->answered_drop, 0);
 		CHECK_EQ(p->uncounted_drop, 0);
 		CHECK_EQ(p->deadline_spins, 0);
+		CHECK(!p->learn || p->learn_valid);
 		CHECK_EQ(r.log[i].dup, 0);
 		CHECK_EQ(r.log[i].altered, 0);
 		CHECK_EQ(r.log[i].unknown, 0);
@@ -219,14 +224,15 @@ static unsigned long one_seed(uint64_t seed, int verbose)
 		if (verbose)
 			printf("seed %llu side %d: dg=%d mode=%d loss=%.2f sent %u recv %u rekeys %llu "
 			       "corrupt %llu drops kx %llu dec %llu rep %llu old %llu key %llu mal %llu "
-			       "jumps %llu\n",
+			       "jumps %llu learn %d budget drops %llu\n",
 			       (unsigned long long)seed, i, cfg.datagram, mode, cfg.net.loss,
 			       r.log[i].nsent, r.log[!i].received, (unsigned long long)st.rekeys,
 			       (unsigned long long)p->corrupted_in, (unsigned long long)st.drop_kx,
 			       (unsigned long long)st.drop_decrypt, (unsigned long long)st.drop_replay,
 			       (unsigned long long)st.drop_too_old,
 			       (unsigned long long)st.drop_unknown_key,
-			       (unsigned long long)st.drop_malformed, (unsigned long long)s.jumps);
+			       (unsigned long long)st.drop_malformed, (unsigned long long)s.jumps,
+			       p->learn, (unsigned long long)p->budget_drops);
 	}
 	if (s.adv) {
 		uint8_t pk[32];

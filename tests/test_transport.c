@@ -41,6 +41,20 @@ static void on_pkt(void *ctx, uint8_t *buf, size_t len, const struct sockaddr *f
 }
 
 /* Receives until N packets arrived or the transport ended (bounded). */
+/* Datagrams waiting on plain socket FD, read until none came for 100 ms. */
+static int recv_until_quiet(int fd, struct got *g)
+{
+	for (;;) {
+		struct pollfd p = {fd, POLLIN, 0};
+		if (poll(&p, 1, 100) <= 0)
+			return g->n;
+		uint8_t buf[2048];
+		ssize_t r = recv(fd, buf, sizeof buf, 0);
+		if (r >= 0 && g->n < MAXP)
+			g->len[g->n++] = (size_t)r;
+	}
+}
+
 static int recv_until(sio_tp *tp, struct got *g, int n)
 {
 	for (int i = 0; i < 2000 && g->n < n; i++) {
@@ -309,8 +323,8 @@ static void test_udp(void)
 		CHECK(g.len[i] == 100 + (size_t)i && memcmp(g.data[i], x[i], g.len[i]) == 0);
 	CHECK_EQ(g.fromlen, sizeof aa);
 	CHECK(memcmp(&g.from, &aa, sizeof aa) == 0);
-	CHECK_EQ(sio_tp_adopt_peer(&B, (struct sockaddr *)&g.from, g.fromlen), 1);
-	CHECK_EQ(sio_tp_adopt_peer(&B, (struct sockaddr *)&g.from, g.fromlen), 0);
+	CHECK_EQ(sio_tp_learn_peer(&B, (struct sockaddr *)&g.from, g.fromlen, 100, SIO_TP_SEEN_DATA), 1);
+	CHECK_EQ(sio_tp_learn_peer(&B, (struct sockaddr *)&g.from, g.fromlen, 100, SIO_TP_SEEN_DATA), 0);
 	CHECK_EQ(sio_tp_send(&B, v, 3), 3);
 	memset(&g, 0, sizeof g);
 	CHECK_EQ(recv_until(&A, &g, 3), 3);
@@ -349,7 +363,8 @@ static void test_udp(void)
 	 * (MTU 65536); either way C's packet arrives, from C's address */
 	CHECK(r >= 1);
 	CHECK(memcmp(&g.from, &ca, sizeof ca) == 0);
-	CHECK_EQ(sio_tp_adopt_peer(&C, (struct sockaddr *)&g.from, g.fromlen), 0); /* fixed */
+	CHECK_EQ(sio_tp_learn_peer(&C, (struct sockaddr *)&g.from, g.fromlen, 100, SIO_TP_SEEN_DATA),
+		 0); /* fixed */
 	sio_tp_close(&A);
 	sio_tp_close(&B);
 	sio_tp_close(&C);
@@ -530,6 +545,77 @@ static void test_exact(void)
 	close(sv[1]);
 }
 
+/* Learn mode (docs/PROTOCOL.md §4.5): a key exchange points a tentative
+ * address, which gets at most three times the bytes it sent us; only fresh
+ * authenticated data validates an address or moves a validated one; once
+ * validated, no key-exchange message (new or a copy) moves anything. */
+static void test_learn(void)
+{
+	struct sockaddr_in aa, ba, ca;
+	int a = udp_socket(&aa), b = udp_socket(&ba), c = udp_socket(&ca);
+	const struct sockaddr *A = (struct sockaddr *)&aa, *C = (struct sockaddr *)&ca;
+	sio_transport tb = fdt(b, b);
+	sio_tp B;
+	CHECK_OK(sio_tp_open(&B, &tb, 1452));
+	CHECK_EQ(B.peer_mode, SIO_TP_PEER_LEARN);
+	static uint8_t x[8][300];
+	struct iovec v[8];
+	for (int i = 0; i < 8; i++) {
+		fill(x[i], 300, (unsigned)i);
+		v[i].iov_base = x[i];
+		v[i].iov_len = 200;
+	}
+	/* a dropped packet points nothing */
+	CHECK_EQ(sio_tp_learn_peer(&B, A, sizeof aa, 175, SIO_TP_SEEN_NOTHING), 0);
+	CHECK_EQ(B.peer_len, 0);
+	/* 175 bytes from a: 525 may go back, i.e. two 200-byte datagrams */
+	CHECK_EQ(sio_tp_learn_peer(&B, A, sizeof aa, 175, SIO_TP_SEEN_KX), 1);
+	CHECK_EQ(sio_tp_send(&B, v, 3), 2);
+	CHECK_EQ(sio_tp_send(&B, v + 2, 1), 1); /* consumed: lost */
+	CHECK_EQ(B.drop_unvalidated, 1);
+	struct got g = {0};
+	CHECK_EQ(recv_until_quiet(a, &g), 2);
+	/* a's retransmission (a repeat) brings 525 more: 650 left, three */
+	CHECK_EQ(sio_tp_learn_peer(&B, A, sizeof aa, 175, SIO_TP_SEEN_REPEAT), 0);
+	CHECK_EQ(sio_tp_send(&B, v, 4), 3);
+	CHECK_EQ(sio_tp_send(&B, v + 3, 1), 1);
+	CHECK_EQ(B.drop_unvalidated, 2);
+	memset(&g, 0, sizeof g);
+	CHECK_EQ(recv_until_quiet(a, &g), 3);
+	/* a dropped packet from a third address moves nothing */
+	CHECK_EQ(sio_tp_learn_peer(&B, C, sizeof ca, 175, SIO_TP_SEEN_NOTHING), 0);
+	CHECK(memcmp(&B.peer, &aa, sizeof aa) == 0);
+	/* before validation, a key exchange (even a copy) from c points the
+	 * replies there, with c's own budget; a new one from a points back */
+	CHECK_EQ(sio_tp_learn_peer(&B, C, sizeof ca, 175, SIO_TP_SEEN_REPEAT), 1);
+	CHECK(memcmp(&B.peer, &ca, sizeof ca) == 0);
+	CHECK_EQ(sio_tp_send(&B, v, 3), 2);
+	memset(&g, 0, sizeof g);
+	CHECK_EQ(recv_until_quiet(c, &g), 2);
+	CHECK_EQ(sio_tp_learn_peer(&B, A, sizeof aa, 175, SIO_TP_SEEN_KX), 1);
+	CHECK_EQ(sio_tp_learn_peer(&B, C, sizeof ca, 175, SIO_TP_SEEN_KX), 1);
+	/* authenticated data from a: validated, no bound any more */
+	CHECK_EQ(sio_tp_learn_peer(&B, A, sizeof aa, 60, SIO_TP_SEEN_DATA), 1);
+	CHECK_EQ(B.peer_valid, 1);
+	CHECK_EQ(sio_tp_send(&B, v, 8), 8);
+	memset(&g, 0, sizeof g);
+	CHECK_EQ(recv_until_quiet(a, &g), 8);
+	/* validated: key exchanges and repeats from c move nothing */
+	CHECK_EQ(sio_tp_learn_peer(&B, C, sizeof ca, 175, SIO_TP_SEEN_KX), 0);
+	CHECK_EQ(sio_tp_learn_peer(&B, C, sizeof ca, 175, SIO_TP_SEEN_REPEAT), 0);
+	CHECK(memcmp(&B.peer, &aa, sizeof aa) == 0);
+	/* fresh data from c: the peer roamed there */
+	CHECK_EQ(sio_tp_learn_peer(&B, C, sizeof ca, 60, SIO_TP_SEEN_DATA), 1);
+	CHECK(memcmp(&B.peer, &ca, sizeof ca) == 0);
+	CHECK_EQ(sio_tp_send(&B, v, 4), 4);
+	memset(&g, 0, sizeof g);
+	CHECK_EQ(recv_until_quiet(c, &g), 4);
+	sio_tp_close(&B);
+	close(a);
+	close(b);
+	close(c);
+}
+
 int main(void)
 {
 	alarm(60);
@@ -540,6 +626,7 @@ int main(void)
 	test_stream_backpressure();
 	test_pipes();
 	test_udp();
+	test_learn();
 	test_udp6();
 	test_unix_dgram_seqpacket();
 	test_custom();

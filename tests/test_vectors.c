@@ -524,17 +524,17 @@ int main(int argc, char **argv)
 			CHECK_EQ(st1.drop_kx, st0.drop_kx + 1);
 			CHECK_EQ(sio_core_state(b), SIO_STATE_KEY_EXCHANGING);
 		}
-		CHECK_EQ(sio_core_recv(a, t0 + 1000, pb, lb), 1);
+		CHECK_EQ(sio_core_recv(a, t0 + 1000, pb, lb), SIO_CORE_RX_KX);
 		size_t l = first_packet(a, t0 + 1000, p, 0);
 		CHECK_EQ(l, with_psk ? pl_ans : l_ans);
 		CHECK(memcmp(p, with_psk ? ppkt_ans : pkt_ans, l) == 0);
 		/* B learns A's message, takes A's answer, and is established */
-		CHECK_EQ(sio_core_recv(b, t0 + 2000, pa, la), 1);
-		CHECK_EQ(sio_core_recv(b, t0 + 2000, p, l), 1);
+		CHECK_EQ(sio_core_recv(b, t0 + 2000, pa, la), SIO_CORE_RX_KX);
+		CHECK_EQ(sio_core_recv(b, t0 + 2000, p, l), SIO_CORE_RX_DATA);
 		CHECK_EQ(sio_core_state(b), SIO_STATE_ESTABLISHED);
 		size_t lbans = first_packet(b, t0 + 2000, p, 0);
 		CHECK(lbans > 0);
-		CHECK_EQ(sio_core_recv(a, t0 + 3000, p, lbans), 1);
+		CHECK_EQ(sio_core_recv(a, t0 + 3000, p, lbans), SIO_CORE_RX_DATA);
 		CHECK_EQ(sio_core_state(a), SIO_STATE_ESTABLISHED);
 		CHECK_OK(sio_core_write(a, t0 + 3000, SIO_TYPE_READWRITE, (const uint8_t *)"hello", 5, 0));
 		sio_core_flush(a, t0 + 3000);
@@ -559,7 +559,7 @@ int main(int argc, char **argv)
 				CHECK(iov[i].iov_len == flen[i] &&
 				      memcmp(iov[i].iov_base, fpk[i], flen[i]) == 0);
 				memcpy(p2, iov[i].iov_base, iov[i].iov_len);
-				CHECK_EQ(sio_core_recv(b, t0 + 4000, p2, iov[i].iov_len), 1);
+				CHECK_EQ(sio_core_recv(b, t0 + 4000, p2, iov[i].iov_len), SIO_CORE_RX_DATA);
 			}
 			sio_core_sent(a, n, 0);
 			CHECK_EQ(frag_deliveries, 1);
@@ -570,11 +570,11 @@ int main(int argc, char **argv)
 			la = first_packet(a, T1, pa, 1);
 			CHECK_EQ(la, 175);
 			CHECK(memcmp(pa, m_a2, 175) == 0);
-			CHECK_EQ(sio_core_recv(b, T1 + 500, pa, la), 1);
+			CHECK_EQ(sio_core_recv(b, T1 + 500, pa, la), SIO_CORE_RX_KX);
 			lb = first_packet(b, T1 + 500, pb, 1);
 			CHECK_EQ(lb, 175);
 			CHECK(memcmp(pb, m_b2, 175) == 0);
-			CHECK_EQ(sio_core_recv(a, T1 + 1000, pb, lb), 1);
+			CHECK_EQ(sio_core_recv(a, T1 + 1000, pb, lb), SIO_CORE_RX_KX);
 			l = first_packet(a, T1 + 1000, p, 0);
 			CHECK_EQ(l, l_ans2);
 			CHECK(memcmp(p, pkt_ans2, l) == 0);

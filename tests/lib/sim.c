@@ -108,8 +108,6 @@ int sim_init(sim *s, uint64_t seed, const sim_config *cfg)
 	s->net = cfg->net;
 	s->datagram = cfg->datagram;
 	s->keep_msgs = 1;
-	s->mute[0] = cfg->learn[0];
-	s->mute[1] = cfg->learn[1];
 	s->wall = 1700000000ull * SIM_S + (sim_rand(&s->rng) % SIM_S);
 	for (int i = 0; i < 2; i++) {
 		sim_peer *p = &s->p[i];
@@ -171,6 +169,10 @@ int sim_init(sim *s, uint64_t seed, const sim_config *cfg)
 		int r = sio_core_new(&p->core, &cc, &cb);
 		if (r)
 			return r;
+		if (cfg->learn[i]) {
+			p->learn = 1;
+			sio_core_set_reply_only(p->core, 1);
+		}
 	}
 	for (int i = 0; i < 2; i++)
 		if (!cfg->no_start[i])
@@ -256,8 +258,6 @@ static void net_send(sim *s, int from, const uint8_t *d, size_t len)
 	int to = !from;
 	s->packets++;
 	adv_observe(s, from, d, len);
-	if (s->mute[from])
-		return; /* no address to send to yet */
 	if (s->on_wire)
 		s->on_wire(s, from, d, len, s->hook_ctx);
 	if (s->datagram && sim_uniform(&s->rng) < n->loss)
@@ -297,8 +297,20 @@ void sim_flush(sim *s)
 			size_t n = sio_core_pending(c, s->now, iov, 64);
 			if (!n)
 				break;
-			for (size_t k = 0; k < n; k++)
-				net_send(s, i, iov[k].iov_base, iov[k].iov_len);
+			for (size_t k = 0; k < n; k++) {
+				sim_peer *p = &s->p[i];
+				size_t len = iov[k].iov_len;
+				if (p->learn && !p->learn_valid) {
+					if (!p->learn_known)
+						continue; /* no peer address yet */
+					if (p->unval_tx + len > 3 * p->unval_rx) {
+						p->budget_drops++;
+						continue;
+					}
+					p->unval_tx += len;
+				}
+				net_send(s, i, iov[k].iov_base, len);
+			}
 			sio_core_sent(c, n, 0);
 		}
 	}
@@ -322,7 +334,6 @@ static void deliver_due(sim *s)
 		sio_core_stats(peer->core, &before);
 		size_t out_before = sio_core_pending(peer->core, s->now, iov, 64);
 		int r = sio_core_recv(peer->core, s->now, p.data, p.len);
-		s->mute[p.to] = 0;
 		sio_core_stats(peer->core, &after);
 		/* A dropped packet is never answered. */
 		if (!r && sio_core_pending(peer->core, s->now, iov, 64) != out_before)
@@ -332,6 +343,12 @@ static void deliver_due(sim *s)
 		uint64_t drops_a = after.drop_malformed + after.drop_decrypt + after.drop_replay +
 				   after.drop_too_old + after.drop_unknown_key + after.drop_kx;
 		peer->recv_calls++;
+		if (r == SIO_CORE_RX_DATA)
+			peer->learn_valid = 1;
+		else if (r == SIO_CORE_RX_KX || r == SIO_CORE_RX_KX_REPEAT) {
+			peer->learn_known = 1;
+			peer->unval_rx += p.len;
+		}
 		if (r)
 			peer->recv_authentic++;
 		else if (drops_a != drops_b + 1)

@@ -54,6 +54,12 @@ typedef struct sim_peer {
 	uint64_t uncounted_drop; /* recv returned 0 without a drop counter: must be 0 */
 	uint64_t deadline_spins; /* deadline <= now right after tick + flush: must be 0 */
 	int refuse_identity; /* remote_identity callback returns nonzero */
+	/* sim_config.learn: this side models an unconnected UDP socket that
+	 * learns its peer's address (src/transport.c, docs/PROTOCOL.md §4.5):
+	 * its packets vanish until a key exchange was accepted, then at most
+	 * 3x the bytes accepted go out until a data packet authenticated. */
+	int learn, learn_known, learn_valid;
+	uint64_t unval_rx, unval_tx, budget_drops;
 	uint64_t established_at;
 } sim_peer;
 
@@ -93,7 +99,6 @@ typedef struct sim {
 	void (*on_wire)(struct sim *s, int from, const uint8_t *pkt, size_t len, void *ctx);
 	void *hook_ctx;
 	sim_adversary *adv; /* sim_config.adversary */
-	int mute[2];        /* sim_config.learn, until side I received a packet */
 	/* Optional hook on every delivered message. */
 	void (*on_deliver)(struct sim *s, int side, uint32_t type, const uint8_t *d, size_t len,
 			   void *ctx);
@@ -108,9 +113,7 @@ typedef struct sim_config {
 	int no_start[2];
 	uint8_t pin_key[2][32]; /* nonzero: side I pins this key instead */
 	int64_t wall_offset[2]; /* side I's wall clock is off by this (ns) */
-	int learn[2];           /* side I learns its peer's address from the first
-				 * packet it receives: what it sends before that
-				 * vanishes (an unconnected listening socket) */
+	int learn[2];           /* side I learns its peer's address (sim_peer.learn) */
 	int adversary;          /* 1 + the side a key-holding adversary attacks
 				 * (see sim_adversary); 0 = none */
 } sim_config;
