@@ -17,9 +17,18 @@ struct sio_identity {
 	atomic_int refs;
 };
 
+/* A key set: the keys in insertion order (sio_remote_key), plus an
+ * open-addressing index over them so that a lookup costs one keyed hash and
+ * a few compares whatever the size (a listener looks up the identity of
+ * every first key-exchange message, junk included, under its lock). The
+ * hash is SipHash (crypto_shorthash) under a random key per set: nobody
+ * can choose keys that collide and turn lookups back into scans. */
 struct sio_remote {
 	size_t n, cap;
 	uint8_t (*pk)[SIO_PUBLIC_KEY_BYTES];
+	uint32_t *slot;  /* hcap entries: index into pk + 1, 0 = empty */
+	size_t hcap;     /* power of two, at least twice n */
+	uint8_t hkey[crypto_shorthash_KEYBYTES];
 	atomic_int refs;
 };
 
@@ -117,10 +126,60 @@ int sio_remote_new(sio_remote **out)
 {
 	if (!out)
 		return SIO_EINVAL;
+	*out = NULL;
+	if (sodium_init() < 0)
+		return SIO_ECRYPTO;
 	*out = calloc(1, sizeof **out);
 	if (!*out)
 		return SIO_ENOMEM;
+	randombytes_buf((*out)->hkey, sizeof((*out)->hkey));
 	atomic_init(&(*out)->refs, 1);
+	return 0;
+}
+
+static size_t remote_hash(const sio_remote *r, const uint8_t *pk)
+{
+	uint8_t h[crypto_shorthash_BYTES];
+	crypto_shorthash(h, pk, SIO_PUBLIC_KEY_BYTES, r->hkey);
+	uint64_t v;
+	memcpy(&v, h, sizeof(v));
+	return (size_t)v & (r->hcap - 1);
+}
+
+/* Slot of PK in the index: where it is, or the empty slot ending its probe
+ * sequence (the index is never full: hcap >= 2 n). */
+static size_t remote_find(const sio_remote *r, const uint8_t *pk)
+{
+	size_t i = remote_hash(r, pk);
+	while (r->slot[i] && sodium_memcmp(r->pk[r->slot[i] - 1], pk, SIO_PUBLIC_KEY_BYTES) != 0)
+		i = (i + 1) & (r->hcap - 1);
+	return i;
+}
+
+/* Makes room for one more key: arrays and index grown (index rebuilt). */
+static int remote_grow(sio_remote *r)
+{
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 4;
+		if (cap > UINT32_MAX / 4)
+			return SIO_ENOMEM;
+		void *p = realloc(r->pk, cap * sizeof *r->pk);
+		if (!p)
+			return SIO_ENOMEM;
+		r->pk = p;
+		r->cap = cap;
+	}
+	if (2 * (r->n + 1) <= r->hcap)
+		return 0;
+	size_t hcap = r->hcap ? r->hcap * 2 : 8;
+	uint32_t *slot = calloc(hcap, sizeof(*slot));
+	if (!slot)
+		return SIO_ENOMEM;
+	free(r->slot);
+	r->slot = slot;
+	r->hcap = hcap;
+	for (size_t k = 0; k < r->n; k++)
+		r->slot[remote_find(r, r->pk[k])] = (uint32_t)(k + 1);
 	return 0;
 }
 
@@ -145,27 +204,22 @@ int sio_remote_add(sio_remote *r, const uint8_t pk[SIO_PUBLIC_KEY_BYTES])
 		return SIO_EINVAL;
 	if (sio_remote_contains(r, pk))
 		return 0; /* a set: duplicates are kept once */
-	if (r->n == r->cap) {
-		size_t cap = r->cap ? r->cap * 2 : 4;
-		void *p = realloc(r->pk, cap * sizeof *r->pk);
-		if (!p)
-			return SIO_ENOMEM;
-		r->pk = p;
-		r->cap = cap;
-	}
-	memcpy(r->pk[r->n++], pk, SIO_PUBLIC_KEY_BYTES);
+	int e = remote_grow(r);
+	if (e < 0)
+		return e;
+	memcpy(r->pk[r->n], pk, SIO_PUBLIC_KEY_BYTES);
+	r->slot[remote_find(r, pk)] = (uint32_t)(r->n + 1);
+	r->n++;
 	return 0;
 }
 
-/* Constant time in the key values: every stored key is compared in full. */
+/* Each compare is constant time (sodium_memcmp); which slots are probed
+ * depends on a keyed hash the caller cannot compute. */
 int sio_remote_contains(const sio_remote *r, const uint8_t pk[SIO_PUBLIC_KEY_BYTES])
 {
-	if (!r || !pk)
+	if (!r || !pk || r->n == 0)
 		return 0;
-	int found = 0;
-	for (size_t i = 0; i < r->n; i++)
-		found |= sodium_memcmp(r->pk[i], pk, SIO_PUBLIC_KEY_BYTES) == 0;
-	return found;
+	return r->slot[remote_find(r, pk)] != 0;
 }
 
 size_t sio_remote_count(const sio_remote *r)
@@ -194,6 +248,7 @@ void sio_remote_free(sio_remote *r)
 	if (!r || atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1)
 		return;
 	free(r->pk);
+	free(r->slot);
 	free(r);
 }
 

@@ -1,6 +1,7 @@
 /* Identity module, in memory: seeds, generation, remote sets, fingerprints
  * and public key lines (vectors: RFC 8032 test 1, fingerprint from ssh-keygen -l). */
 #include <sodium.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
@@ -93,6 +94,42 @@ static void test_remote(void)
 	sio_remote_free(NULL);
 }
 
+/* A large set (an authorized_keys file of thousands of lines, as a
+ * listener's allowed set): every key found, in insertion order, none of
+ * thousands of others, no key one bit away; duplicates kept once. */
+static void test_remote_large(void)
+{
+	enum { N = 5000 };
+	uint8_t(*k)[32] = malloc((size_t)2 * N * 32);
+	CHECK(k != NULL);
+	if (!k)
+		return;
+	randombytes_buf(k, (size_t)2 * N * 32);
+	sio_remote *r = NULL;
+	CHECK_OK(sio_remote_new(&r));
+	for (int i = 0; i < N; i++)
+		CHECK_OK(sio_remote_add(r, k[i]));
+	for (int i = 0; i < N; i += 7)
+		CHECK_OK(sio_remote_add(r, k[i]));
+	CHECK_EQ(sio_remote_count(r), N);
+	int in = 0, out = 0, near = 0, order = 0;
+	uint8_t pk[32];
+	for (int i = 0; i < N; i++) {
+		in += sio_remote_contains(r, k[i]);
+		out += sio_remote_contains(r, k[N + i]);
+		memcpy(pk, k[i], 32);
+		pk[i % 32] ^= (uint8_t)(1u << (i % 8));
+		near += sio_remote_contains(r, pk);
+		order += sio_remote_key(r, (size_t)i, pk) == 0 && memcmp(pk, k[i], 32) == 0;
+	}
+	CHECK_EQ(in, N);
+	CHECK_EQ(out, 0);
+	CHECK_EQ(near, 0);
+	CHECK_EQ(order, N);
+	sio_remote_free(r);
+	free(k);
+}
+
 static void test_text(void)
 {
 	uint8_t pk[32];
@@ -119,6 +156,7 @@ int main(void)
 	test_seed();
 	test_generate();
 	test_remote();
+	test_remote_large();
 	test_text();
 	return check_done("test_identity");
 }
