@@ -4,8 +4,9 @@
  * set, under load or not, with cookies) and the client's cookie-reply
  * parser. Properties: no crash, no read past the datagram (ASan), the inner
  * packet lies inside the datagram, admission never leaves the counters
- * unchanged when it refuses, and a cookie computed for an address is
- * accepted for it. */
+ * unchanged when it refuses, a cookie computed for an address is accepted
+ * for it, and an admitted first message under another connection id is
+ * refused as a replay. */
 #include <netinet/in.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -18,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static uint64_t total(const sio_listener_stats *s)
 {
 	return s->cookies_sent + s->drop_malformed + s->drop_unknown + s->drop_unauthorized +
-	       s->drop_half_open + s->drop_sessions + s->drop_cookie;
+	       s->drop_half_open + s->drop_sessions + s->drop_cookie + s->drop_replay;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -36,6 +37,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	data++;
 	size--;
 	memset(&l.st, 0, sizeof(l.st));
+	/* a small replay record, emptied for every input (reproducible runs) */
+	static struct lseen seen[16];
+	memset(seen, 0, sizeof(seen));
+	l.seen = seen;
+	l.nseen = 16;
+	l.seen_ttl_ns = 20000000000ull;
+	memset(l.seen_key, 3, sizeof(l.seen_key));
 	l.fd = -1; /* cookie replies go nowhere */
 	l.lo.max_half_open = 8;
 	l.lo.max_sessions = 16;
@@ -80,9 +88,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		sio_l_cookie(&l, l.secret, cid, (struct sockaddr *)&from, sizeof(from), good);
 		if (flags & 8)
 			cookie = good;
-		int r = sio_l_admit(&l, cid, pkt, plen, cookie, (struct sockaddr *)&from, sizeof(from), 1);
+		int validated;
+		int r = sio_l_admit(&l, cid, pkt, plen, cookie, (struct sockaddr *)&from, sizeof(from), 1,
+				    &validated);
 		if (r != 0 && total(&l.st) == 0)
 			abort(); /* every refusal is counted */
+		if (r == 0 && validated != (cookie == good))
+			abort(); /* validated exactly by a valid cookie */
+		if (r == 0) {
+			/* the same message under another connection id */
+			buf[1] ^= 1;
+			uint64_t before = l.st.drop_replay;
+			r = sio_l_admit(&l, cid, pkt, plen, NULL, (struct sockaddr *)&from, sizeof(from), 2,
+					&validated);
+			if (r == 0 || (r < 0 && l.st.drop_replay == before && !(flags & 1)))
+				abort();
+			buf[1] ^= 1;
+		}
 	}
 	/* the client side: a cookie reply */
 	sio_tp tp;

@@ -627,10 +627,16 @@ typedef struct sio_listener_stats {
 	uint64_t drop_refused;      /* refused by on_peer */
 	uint64_t drop_half_open;    /* half-open table full */
 	uint64_t drop_sessions;     /* session table full */
-	uint64_t drop_cookie;       /* missing or wrong cookie under load */
+	uint64_t drop_cookie;       /* wrong or stale cookie echoed: answered with a
+	                               fresh cookie under load, else ignored (the
+	                               exchange is admitted as if it had none) */
 	uint64_t drop_queue;        /* peer's input queue full (64 packets or 512 KiB;
 	                               64 KiB during its key exchange) */
 	uint64_t expired;           /* half-open exchanges that timed out or failed */
+	uint64_t drop_replay;       /* a first key-exchange message already admitted
+	                               under another connection id (a replay) */
+	uint64_t amp_limited;       /* datagrams not sent to a peer address not yet
+	                               validated: 3 times what came from it, spent */
 } sio_listener_stats;
 
 /* Creates a listener on the bound datagram socket FD, answering as ID

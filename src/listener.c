@@ -75,6 +75,7 @@ static void destroy(struct sio_listener *l)
 	free((void *)l->sopts.psk);
 	free(l->ht);
 	free(l->rbuf);
+	free(l->seen);
 	pthread_mutex_destroy(&l->mu);
 	pthread_cond_destroy(&l->cond);
 	free(l);
@@ -98,6 +99,19 @@ static ssize_t l_send(void *ctx, const void *buf, size_t len)
 	if (p->detached) {
 		pthread_mutex_unlock(&l->mu);
 		return -EPIPE;
+	}
+	/* An address that has not proven it receives our packets (no
+	 * authenticated data packet, no valid cookie from it yet) may be a
+	 * victim's, spoofed: at most SIO_L_AMP_FACTOR times what came from it,
+	 * the rest is not sent (as if lost: the peer's retries, which count as
+	 * received bytes, bring our message again). */
+	if (!p->validated) {
+		if (p->tx_unval + len > SIO_L_AMP_FACTOR * p->rx_unval) {
+			l->st.amp_limited++;
+			pthread_mutex_unlock(&l->mu);
+			return (ssize_t)len;
+		}
+		p->tx_unval += len;
 	}
 	socklen_t alen = p->alen;
 	memcpy(&a, &p->addr, alen);
@@ -168,12 +182,16 @@ static void pkt_hook(void *ctx, const uint8_t *pkt, int auth)
 	(void)pkt;
 	pthread_mutex_lock(&l->mu);
 	p->handed = 0;
-	/* roaming: only an authenticated data packet moves the peer */
-	if (auth == SIO_CORE_RX_DATA && (p->cand_kind & 0xc0) == 0x40 && p->clen > 0 &&
-	    (p->clen != p->alen || memcmp(&p->cand, &p->addr, p->clen) != 0)) {
-		memcpy(&p->addr, &p->cand, p->clen);
-		p->alen = p->clen;
-		l->st.roams++;
+	/* roaming: only an authenticated data packet moves the peer, and it
+	 * validates the address it came from (a key-exchange message does
+	 * neither: anyone can replay one) */
+	if (auth == SIO_CORE_RX_DATA && (p->cand_kind & 0xc0) == 0x40 && p->clen > 0) {
+		if (p->clen != p->alen || memcmp(&p->cand, &p->addr, p->clen) != 0) {
+			memcpy(&p->addr, &p->cand, p->clen);
+			p->alen = p->clen;
+			l->st.roams++;
+		}
+		p->validated = 1;
 	}
 	if (p->qlen > 0)
 		efd_signal(p->efd); /* the session stopped at one packet: more */
@@ -362,7 +380,15 @@ int sio_listener_new(sio_listener **out, const sio_identity *id, int fd, const s
 		l->hsize <<= 1;
 	l->ht = calloc(l->hsize, sizeof(*l->ht));
 	l->rbuf = malloc((size_t)RBATCH * RSLOT);
-	if (!l->ht || !l->rbuf)
+	/* the record of first messages: room for every half-open exchange
+	 * several times over, kept as long as one may live, twice over */
+	l->nseen = SIO_L_SEEN_MIN;
+	while (l->nseen < 4u * (size_t)l->lo.max_half_open && l->nseen < (1u << 22))
+		l->nseen <<= 1;
+	l->seen = calloc(l->nseen, sizeof(*l->seen));
+	randombytes_buf(l->seen_key, sizeof(l->seen_key));
+	l->seen_ttl_ns = 2 * l->half_open_timeout_ns;
+	if (!l->ht || !l->rbuf || !l->seen)
 		goto fail;
 	if (allowed && (r = sio_listener_set_allowed(l, allowed)) < 0)
 		goto fail;
@@ -478,6 +504,8 @@ static void enqueue(struct sio_listener *l, struct lpeer *p, const uint8_t *pkt,
 	memcpy(&k->from, from, flen);
 	k->flen = flen;
 	p->qbytes += len;
+	if (!p->validated && flen == p->alen && memcmp(from, &p->addr, flen) == 0)
+		p->rx_unval += len + SIO_L_PREFIX; /* the datagram, as it came */
 	if (p->qlen++ == 0)
 		efd_signal(p->efd);
 }
@@ -591,13 +619,15 @@ static int read_batch(struct sio_listener *l)
 		}
 		struct lpeer *p = lookup(l, cid);
 		if (!p) {
-			if (sio_l_admit(l, cid, pkt, plen, cookie, fa, fl, now) != 0)
+			int validated;
+			if (sio_l_admit(l, cid, pkt, plen, cookie, fa, fl, now, &validated) != 0)
 				continue;
 			p = peer_add(l, cid, fa, fl, now);
 			if (!p) {
 				l->st.drop_half_open++;
 				continue;
 			}
+			p->validated = validated;
 			fresh[nf++] = p;
 		}
 		if (!p->detached && !p->failed)

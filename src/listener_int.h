@@ -28,6 +28,19 @@
 #define SIO_L_COOKIE_BYTES 16
 #define SIO_L_COOKIE_MARK 0x21 /* listener -> client: cookie reply */
 #define SIO_L_COOKIE_ROTATE_NS 120000000000ull
+/* To an address not validated yet, at most this many times the bytes
+ * received from it (RFC 9000 §8.1) */
+#define SIO_L_AMP_FACTOR 3u
+/* first key-exchange messages remembered (docs/PROTOCOL.md §13.2):
+ * slots, probes per lookup */
+#define SIO_L_SEEN_MIN 4096u
+#define SIO_L_SEEN_PROBES 8u
+
+struct lseen {
+	uint64_t h;  /* keyed hash of the (inner) message; 0 = free */
+	uint64_t at; /* when admitted */
+	uint8_t cid[SIO_LISTENER_CID_BYTES];
+};
 
 struct lpkt {
 	uint8_t *data;
@@ -48,6 +61,11 @@ struct lpeer {
 	socklen_t clen;
 	uint8_t cand_kind;            /* first byte of that packet */
 	int handed;                   /* one packet handed to the session */
+	/* Anti-amplification: until an authenticated data packet (or a valid
+	 * cookie) came from addr, what we send there stays within
+	 * SIO_L_AMP_FACTOR times what arrived from it. */
+	int validated;
+	uint64_t rx_unval, tx_unval;
 	struct lpkt q[SIO_L_QMAX];
 	unsigned qhead, qlen;
 	size_t qbytes; /* bytes queued (SIO_L_QBYTES / SIO_L_QBYTES_HALF) */
@@ -87,6 +105,13 @@ struct sio_listener {
 	uint8_t secret[32], prev_secret[32];
 	uint64_t secret_at;
 
+	/* first key-exchange messages admitted lately: a replay under another
+	 * connection id creates nothing (slots: power of two) */
+	struct lseen *seen;
+	size_t nseen;
+	uint8_t seen_key[16];
+	uint64_t seen_ttl_ns;
+
 	sio_listener_stats st;
 
 	/* receive batch */
@@ -96,10 +121,12 @@ struct sio_listener {
 
 /* listener_kx.c */
 /* Checks a datagram (prefix removed) that would create a new peer, lock held.
- * Returns 0 to create it, 1 when a cookie reply was sent instead, or -1 when
+ * Returns 0 to create it (*VALIDATED: it echoed a valid cookie, so its source
+ * address is proven), 1 when a cookie reply was sent instead, or -1 when
  * dropped (counted). */
 int sio_l_admit(struct sio_listener *l, const uint8_t *cid, const uint8_t *pkt, size_t len,
-		const uint8_t *cookie, const struct sockaddr *from, socklen_t flen, uint64_t now);
+		const uint8_t *cookie, const struct sockaddr *from, socklen_t flen, uint64_t now,
+		int *validated);
 /* Splits a datagram: checks the prefix, returns the inner packet and any
  * cookie (a client's echo: MARK || cid || 0x22 || cookie(16) || packet).
  * Returns 0 or -1 (malformed). */

@@ -85,9 +85,49 @@ static int under_load(const struct sio_listener *l)
 	return l->nhalf + 1 >= th;
 }
 
-int sio_l_admit(struct sio_listener *l, const uint8_t *cid, const uint8_t *pkt, size_t len,
-		const uint8_t *cookie, const struct sockaddr *from, socklen_t flen, uint64_t now)
+/* The record of first messages admitted lately (docs/PROTOCOL.md §13.2,
+ * step 7). Open addressing over a few probes, entries older than
+ * seen_ttl_ns are free; when all probed slots are live the oldest goes (the
+ * record is bounded; what it forgets can create one half-open exchange
+ * again, still within the amplification limit). Returns 1 if MSG was
+ * admitted under another connection id within the lifetime; else records it
+ * under CID (when ADD) and returns 0. */
+static int seen_check(struct sio_listener *l, const uint8_t *msg, const uint8_t *cid, uint64_t now,
+		      int add)
 {
+	uint8_t hb[crypto_shorthash_BYTES];
+	crypto_shorthash(hb, msg, SIO_KX_MSG_LEN, l->seen_key);
+	uint64_t h;
+	memcpy(&h, hb, sizeof(h));
+	h |= 1; /* 0 marks a free slot */
+	size_t mask = l->nseen - 1;
+	struct lseen *victim = NULL;
+	int victim_live = 1;
+	for (size_t i = 0; i < SIO_L_SEEN_PROBES; i++) {
+		struct lseen *e = &l->seen[((size_t)h + i) & mask];
+		int live = e->h && now - e->at < l->seen_ttl_ns;
+		if (live && e->h == h)
+			return memcmp(e->cid, cid, SIO_LISTENER_CID_BYTES) != 0;
+		if (!live && victim_live) {
+			victim = e; /* the first free slot */
+			victim_live = 0;
+		} else if (live && victim_live && (!victim || e->at < victim->at)) {
+			victim = e; /* else the oldest live one */
+		}
+	}
+	if (add) {
+		victim->h = h;
+		victim->at = now;
+		memcpy(victim->cid, cid, SIO_LISTENER_CID_BYTES);
+	}
+	return 0;
+}
+
+int sio_l_admit(struct sio_listener *l, const uint8_t *cid, const uint8_t *pkt, size_t len,
+		const uint8_t *cookie, const struct sockaddr *from, socklen_t flen, uint64_t now,
+		int *validated)
+{
+	*validated = 0;
 	/* Only the kind of message our sessions accept can start one: plain
 	 * without a PSK, PSK-wrapped with one (unwrapped here: one AEAD
 	 * opening, so junk without the PSK costs no state and no signature
@@ -125,11 +165,13 @@ int sio_l_admit(struct sio_listener *l, const uint8_t *cid, const uint8_t *pkt, 
 		l->st.drop_sessions++;
 		return -1;
 	}
-	if (cookie && !cookie_ok(l, cid, cookie, from, flen)) {
+	/* A wrong or stale cookie (it may come from an injector who saw the
+	 * connection id) is ignored: not under load the message is admitted as
+	 * if it had none, under load it is answered with a fresh cookie. */
+	int valid = cookie && cookie_ok(l, cid, cookie, from, flen);
+	if (cookie && !valid)
 		l->st.drop_cookie++;
-		return -1;
-	}
-	if (!cookie && under_load(l)) {
+	if (!valid && under_load(l)) {
 		uint8_t reply[SIO_L_PREFIX + SIO_L_COOKIE_BYTES];
 		reply[0] = SIO_L_COOKIE_MARK;
 		memcpy(reply + 1, cid, SIO_LISTENER_CID_BYTES);
@@ -148,6 +190,13 @@ int sio_l_admit(struct sio_listener *l, const uint8_t *cid, const uint8_t *pkt, 
 		l->st.drop_unauthorized++;
 		return -1;
 	}
+	/* nothing binds a first message to its connection id: the same message
+	 * under a new one is a replay (a copy from the wire) */
+	if (seen_check(l, msg, cid, now, 1)) {
+		l->st.drop_replay++;
+		return -1;
+	}
+	*validated = valid;
 	return 0;
 }
 

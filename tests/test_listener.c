@@ -3,7 +3,10 @@
  * reloading the allowed set; roaming to a new source port and a forged
  * packet that must not move the peer; a flood of key-exchange-shaped junk
  * under which the cookie round keeps state bounded while real clients still
- * connect; event-loop style; IPv6 with cookies and roaming. No timing assertions: only generous timeouts. */
+ * connect; event-loop style; IPv6 with cookies and roaming; amplification
+ * toward an address that never answered (at most 3 times what came from it,
+ * replays under new connection ids create nothing). No timing assertions:
+ * only generous timeouts. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -14,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -702,6 +706,98 @@ static void test_expiry_race(void)
 	sio_listener_free(l);
 }
 
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The first datagram a listener client (PSK or not) sends, captured on a
+ * socket of ours: what an eavesdropper sees. Returns its length. */
+static size_t capture_first(uint8_t *buf, size_t cap, const uint8_t *psk)
+{
+	struct sockaddr_in ca;
+	int cfd = udp_bound(&ca);
+	struct client c;
+	memset(&c, 0, sizeof(c));
+	client_psk = psk;
+	CHECK_OK(client_open(&c, &ca, 0));
+	client_psk = NULL;
+	struct pollfd pf = {cfd, POLLIN, 0};
+	ssize_t n = poll(&pf, 1, 20000) == 1 ? recv(cfd, buf, cap, 0) : -1;
+	client_close(&c);
+	close(cfd);
+	CHECK(n > 0);
+	return n > 0 ? (size_t)n : 0;
+}
+
+/* Amplification toward an address that never answered (RFC 9000 §8.1):
+ * a captured first message sent from a socket that then only listens,
+ * under NCID connection ids (a replay: nothing binds the message to one);
+ * everything the listener sends back in the first 2.5 s is counted, with
+ * retransmissions every 100 ms and half-open exchanges kept 2 s. At most
+ * 3 times the bytes sent, and the copies under new ids create nothing.
+ * (Before: one 184-byte message brought back over 20 times as much here.) */
+static void amp_case(const uint8_t *psk, int ncid)
+{
+	uint8_t d[512];
+	size_t n = capture_first(d, sizeof(d), psk);
+	if (n == 0)
+		return;
+	sio_listener_options lo;
+	sio_options so;
+	memset(&lo, 0, sizeof(lo));
+	memset(&so, 0, sizeof(so));
+	so.kx_retry_ns = 100000000;
+	so.psk = psk;
+	so.psk_len = psk ? 32 : 0;
+	lo.session_opts = &so;
+	lo.cookie_threshold = -1;
+	lo.half_open_timeout_ns = 2000000000;
+	struct sockaddr_in sa;
+	sio_listener *l = listener_open(&sa, &lo, NULL, 0);
+	int att = udp_bound(NULL);
+	uint64_t sent = 0, back = 0;
+	for (int i = 0; i < ncid; i++) {
+		d[1] ^= (uint8_t)i; /* another connection id, same message */
+		sendto(att, d, n, 0, (struct sockaddr *)&sa, sizeof(sa));
+		sent += n;
+		d[1] ^= (uint8_t)i;
+	}
+	uint64_t end = now_ms() + 2500;
+	for (uint64_t t = now_ms(); t < end; t = now_ms()) {
+		struct pollfd pf = {att, POLLIN, 0};
+		if (poll(&pf, 1, (int)(end - t)) == 1) {
+			uint8_t r[2048];
+			ssize_t k = recv(att, r, sizeof(r), 0);
+			if (k > 0)
+				back += (uint64_t)k;
+		}
+	}
+	sio_listener_stats st;
+	sio_listener_stats_get(l, &st);
+	printf("amplification (psk %d, %d connection ids): %llu bytes sent, %llu back: x%.2f; "
+	       "replays dropped %llu, datagrams withheld %llu\n",
+	       psk != NULL, ncid, (unsigned long long)sent, (unsigned long long)back,
+	       (double)back / (double)sent, (unsigned long long)st.drop_replay,
+	       (unsigned long long)st.amp_limited);
+	CHECK(back > 0);          /* it did answer once */
+	CHECK(back <= 3 * sent);  /* and no more than allowed */
+	CHECK_EQ(st.drop_replay, (uint64_t)(ncid - 1));
+	CHECK(st.amp_limited > 0);
+	close(att);
+	sio_listener_free(l);
+}
+
+static void test_amplification(void)
+{
+	static const uint8_t psk[32] = "amplification test PSK, 32 byte";
+	amp_case(NULL, 1);
+	amp_case(NULL, 3);
+	amp_case(psk, 3);
+}
+
 int main(void)
 {
 	alarm(600);
@@ -719,6 +815,7 @@ int main(void)
 	test_psk_admission();
 	test_flood_returns();
 	test_expiry_race();
+	test_amplification();
 	sio_identity_free(srv_id);
 	return check_done("test_listener");
 }
