@@ -5,8 +5,9 @@
  * parser. Properties: no crash, no read past the datagram (ASan), the inner
  * packet lies inside the datagram, admission never leaves the counters
  * unchanged when it refuses, a cookie computed for an address is accepted
- * for it, and an admitted first message under another connection id is
- * refused as a replay. */
+ * for it, an admitted first message under another connection id is refused
+ * as a replay, and a client that already heard the listener, or a reply
+ * from another address, never changes what the client sends. */
 #include <netinet/in.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -113,9 +114,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size > 1 + SIO_LISTENER_CID_BYTES)
 		memcpy(tp.tx_prefix + 1, buf + 1, SIO_LISTENER_CID_BYTES);
 	tp.tx_prefix_len = SIO_L_PREFIX;
-	(void)sio_tp_listener_cookie(&tp, buf, size);
+	memcpy(&tp.peer, &from, sizeof(from));
+	tp.peer_len = sizeof(from);
+	tp.listener_heard = (flags & 0x40) != 0;
+	struct sockaddr_in other = from;
+	other.sin_port = htons(4243);
+	const struct sockaddr_in *src = (flags & 0x20) ? &other : &from;
+	(void)sio_tp_listener_cookie(&tp, buf, size, (const struct sockaddr *)src, sizeof(*src));
 	if (tp.tx_prefix_len > sizeof(tp.tx_prefix))
 		abort();
+	if ((tp.listener_heard || src == &other) && tp.tx_prefix_len != SIO_L_PREFIX)
+		abort(); /* a reply that cannot be genuine changed what we send */
 	free(buf);
 	sio_remote_free(allowed);
 	l.allowed = NULL;

@@ -200,12 +200,38 @@ int sio_l_admit(struct sio_listener *l, const uint8_t *cid, const uint8_t *pkt, 
 	return 0;
 }
 
-int sio_tp_listener_cookie(sio_tp *tp, const uint8_t *buf, size_t len)
+/* Same family, port and address (padding bytes aside). */
+static int same_addr(const struct sockaddr *a, socklen_t al, const struct sockaddr *b, socklen_t bl)
+{
+	if (a->sa_family != b->sa_family)
+		return 0;
+	if (a->sa_family == AF_INET && al >= sizeof(struct sockaddr_in) && bl >= sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->sa_family == AF_INET6 && al >= sizeof(struct sockaddr_in6) &&
+	    bl >= sizeof(struct sockaddr_in6)) {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+		return x->sin6_port == y->sin6_port &&
+		       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+	}
+	return al == bl && memcmp(a, b, al) == 0;
+}
+
+int sio_tp_listener_cookie(sio_tp *tp, const uint8_t *buf, size_t len, const struct sockaddr *from,
+			   socklen_t fromlen)
 {
 	if (len != SIO_L_PREFIX + SIO_L_COOKIE_BYTES || buf[0] != SIO_L_COOKIE_MARK)
 		return 0;
-	if (memcmp(buf + 1, tp->tx_prefix + 1, SIO_LISTENER_CID_BYTES) != 0)
-		return 1; /* not ours: dropped */
+	/* The reply is not authenticated: anyone who saw our connection id
+	 * can make one. It is taken only while it can be genuine (the listener
+	 * has no state for us yet: nothing authentic came from it) and only
+	 * from the address we send to; else a forged one would make us echo
+	 * a wrong cookie. */
+	if (tp->listener_heard || memcmp(buf + 1, tp->tx_prefix + 1, SIO_LISTENER_CID_BYTES) != 0)
+		return 1; /* dropped */
+	if (from && tp->peer_len && !same_addr(from, fromlen, (const struct sockaddr *)&tp->peer, tp->peer_len))
+		return 1;
 	tp->tx_prefix[SIO_L_PREFIX] = COOKIE_ECHO;
 	memcpy(tp->tx_prefix + SIO_L_PREFIX + 1, buf + SIO_L_PREFIX, SIO_L_COOKIE_BYTES);
 	tp->tx_prefix_len = SIO_L_PREFIX + 1 + SIO_L_COOKIE_BYTES;

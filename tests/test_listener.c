@@ -55,6 +55,7 @@ struct client {
 };
 
 static const uint8_t *client_psk; /* 32 bytes, or NULL */
+static int client_loop;           /* start clients in event-loop style */
 
 static int client_open(struct client *c, const struct sockaddr_in *srv, int64_t kx_timeout_ns)
 {
@@ -79,7 +80,7 @@ static int client_open(struct client *c, const struct sockaddr_in *srv, int64_t 
 	}
 	if (sio_session_new(&c->s, c->id, c->srv, &t, &o, NULL) != 0)
 		return -1;
-	return sio_session_start(c->s);
+	return client_loop ? sio_session_start_loop(c->s) : sio_session_start(c->s);
 }
 
 static void client_close(struct client *c)
@@ -790,6 +791,133 @@ static void amp_case(const uint8_t *psk, int ncid)
 	sio_listener_free(l);
 }
 
+/* Event loop: drives the listener L, the client C and (if not NULL) the
+ * accepted session S for about MS milliseconds, or until L hands over a
+ * session when ACCEPT is not NULL (then stored there). */
+static void drive(sio_listener *l, sio_session *c, sio_session *s, sio_session **accept, int ms)
+{
+	uint64_t end = now_ms() + (uint64_t)ms;
+	while (now_ms() < end) {
+		struct pollfd pf[3] = {{sio_listener_fd(l), POLLIN, 0},
+				       {sio_session_fd(c), POLLIN, 0},
+				       {s ? sio_session_fd(s) : -1, POLLIN, 0}};
+		poll(pf, s ? 3 : 2, 10);
+		CHECK_OK(sio_listener_process(l));
+		sio_session_process(c);
+		if (s)
+			sio_session_process(s);
+		if (accept && sio_listener_accept(l, accept, 0) == 0)
+			return;
+	}
+}
+
+/* A cookie reply for C's connection id, with a random cookie, sent from the
+ * socket FD to C's address. */
+static void inject_cookie(int fd, struct client *c)
+{
+	struct sockaddr_in ca;
+	socklen_t cl = sizeof(ca);
+	getsockname(c->fd, (struct sockaddr *)&ca, &cl);
+	uint8_t r[25];
+	r[0] = 0x21;
+	memcpy(r + 1, c->s->tp.tx_prefix + 1, 8);
+	randombytes_buf(r + 9, 16);
+	sendto(fd, r, sizeof(r), 0, (struct sockaddr *)&ca, sizeof(ca));
+}
+
+/* Cookie replies are not authenticated; an on-path injector who saw a
+ * connection id can forge them. A client takes one only before anything
+ * authentic came from the listener and only from the address it sends to;
+ * a listener not under load ignores a wrong echoed cookie (admits), one
+ * under load answers it with a fresh cookie. Before: the client took any
+ * reply at any time and the listener dropped every wrong echo, so one
+ * forged reply blocked the client until its timeout. */
+static void test_cookie_replies(void)
+{
+	client_loop = 1;
+	for (int under_load = 0; under_load < 2; under_load++) {
+		sio_listener_options lo;
+		memset(&lo, 0, sizeof(lo));
+		lo.cookie_threshold = under_load ? 1 : -1;
+		struct sockaddr_in sa;
+		sio_listener *l = listener_open(&sa, &lo, NULL, 1);
+		int sfd = sio_listener_fd(l);
+		int att = udp_bound(NULL);
+
+		/* from another address, during the key exchange: ignored */
+		struct client c;
+		memset(&c, 0, sizeof(c));
+		CHECK_OK(client_open(&c, &sa, 0));
+		inject_cookie(att, &c);
+		for (int i = 0; i < 50 && c.s->tp.tx_prefix_len == 9; i++) {
+			struct pollfd pf = {c.fd, POLLIN, 0};
+			poll(&pf, 1, 10);
+			sio_session_process(c.s);
+		}
+		CHECK_EQ(c.s->tp.tx_prefix_len, 9);
+		sio_session *s = NULL;
+		drive(l, c.s, NULL, &s, 10000);
+		CHECK(s != NULL);
+		/* after the listener was heard, even from its own address: ignored */
+		drive(l, c.s, s, NULL, 300);
+		CHECK(c.s->tp.listener_heard);
+		inject_cookie(sfd, &c);
+		for (int i = 0; i < 50 && c.s->tp.tx_prefix_len == 9; i++) {
+			struct pollfd pf = {c.fd, POLLIN, 0};
+			poll(&pf, 1, 10);
+			sio_session_process(c.s);
+		}
+		CHECK_EQ(c.s->tp.tx_prefix_len, 9);
+		CHECK_EQ(sio_write(c.s, "after", 5), 5);
+		char b[16];
+		int got = 0;
+		for (int i = 0; i < 500 && got != 5; i++) {
+			drive(l, c.s, s, NULL, 10);
+			got = sio_read_timeout(s, b, sizeof(b), 0);
+		}
+		CHECK_EQ(got, 5);
+		sio_session_free(s);
+		client_close(&c);
+
+		/* a wrong cookie from the listener's address before anything
+		 * authentic (its first message lost, as if an injector won the
+		 * race): the client echoes it, and still gets in */
+		memset(&c, 0, sizeof(c));
+		CHECK_OK(client_open(&c, &sa, 0));
+		uint8_t d[512];
+		struct pollfd pf = {sfd, POLLIN, 0};
+		for (int i = 0; i < 50 && poll(&pf, 1, 0) == 0; i++) {
+			sio_session_process(c.s);
+			poll(&pf, 1, 10);
+		}
+		CHECK(recv(sfd, d, sizeof(d), 0) > 0); /* the first message, lost */
+		inject_cookie(sfd, &c);
+		for (int i = 0; i < 50 && c.s->tp.tx_prefix_len == 9; i++) {
+			struct pollfd cp = {c.fd, POLLIN, 0};
+			poll(&cp, 1, 10);
+			sio_session_process(c.s);
+		}
+		CHECK_EQ(c.s->tp.tx_prefix_len, 26); /* taken: it could be genuine */
+		sio_listener_stats st0, st;
+		sio_listener_stats_get(l, &st0);
+		s = NULL;
+		drive(l, c.s, NULL, &s, 10000);
+		CHECK(s != NULL);
+		sio_listener_stats_get(l, &st);
+		printf("cookie replies (under load %d): wrong cookies %llu, cookies sent %llu, accepted %d\n",
+		       under_load, (unsigned long long)st.drop_cookie,
+		       (unsigned long long)(st.cookies_sent - st0.cookies_sent), s != NULL);
+		CHECK(st.drop_cookie >= 1);
+		if (under_load)
+			CHECK(st.cookies_sent > st0.cookies_sent); /* a fresh one */
+		sio_session_free(s);
+		client_close(&c);
+		close(att);
+		sio_listener_free(l);
+	}
+	client_loop = 0;
+}
+
 static void test_amplification(void)
 {
 	static const uint8_t psk[32] = "amplification test PSK, 32 byte";
@@ -816,6 +944,7 @@ int main(void)
 	test_flood_returns();
 	test_expiry_race();
 	test_amplification();
+	test_cookie_replies();
 	sio_identity_free(srv_id);
 	return check_done("test_listener");
 }
