@@ -20,7 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static uint64_t total(const sio_listener_stats *s)
 {
 	return s->cookies_sent + s->drop_malformed + s->drop_unknown + s->drop_unauthorized +
-	       s->drop_half_open + s->drop_sessions + s->drop_cookie + s->drop_replay;
+	       s->drop_half_open + s->drop_sessions + s->drop_cookie + s->drop_memory + s->drop_replay;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -45,6 +45,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	l.nseen = 16;
 	l.seen_ttl_ns = 20000000000ull;
 	memset(l.seen_key, 3, sizeof(l.seen_key));
+	/* memory: plenty, or none left when the half-open count is 7 */
+	l.peer_half = 1u << 20;
+	l.mem_budget = 1ull << 40;
+	l.mem_used = (flags >> 4 & 7) == 7 ? l.mem_budget : 0;
 	l.fd = -1; /* cookie replies go nowhere */
 	l.lo.max_half_open = 8;
 	l.lo.max_sessions = 16;

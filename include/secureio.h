@@ -598,7 +598,10 @@ typedef struct sio_listener_options {
 	 * cookie (docs/PROTOCOL.md, "Listener"); 0 = default (max_half_open / 2),
 	 * 1 = always, negative = never. */
 	int32_t cookie_threshold;
-	const sio_options *session_opts; /* options of every peer session (copied) */
+	/* Options of every peer session (copied). Left at 0, max_message_size
+	 * defaults to 256 KiB and max_reassembly_bytes to 512 KiB for a
+	 * listener's peers (16 MiB and 4 MiB for a lone session). */
+	const sio_options *session_opts;
 	const sio_callbacks *session_cbs; /* callbacks of every peer session (copied) */
 	/* A new peer proved its identity PK (and is in the allowed set, if one is
 	 * set). Return 0 to accept, nonzero to refuse (counted in drop_refused;
@@ -612,6 +615,20 @@ typedef struct sio_listener_options {
 	 * the key exchange and be freed by the listener without being
 	 * accepted. Thread: the listener's (or sio_listener_process). */
 	void (*on_session)(sio_listener *l, sio_session *s, void *ctx);
+	/* Memory budget of the whole listener, in bytes; 0 = default (a quarter
+	 * of the machine's physical memory, at least 64 MiB). Every peer
+	 * reserves its worst case out of it: 2 MiB + 64 KiB while its key
+	 * exchange is in progress (rings, receive slots, input queue), then,
+	 * once its identity is proven, 2.5 MiB + max_reassembly_bytes (at least
+	 * max_message_size) + max_message_size + peer_unread_bytes (see
+	 * docs/API.md, "Listener memory"). A key exchange the budget cannot
+	 * cover is dropped and counted in drop_memory; peers already in keep
+	 * their reservation. */
+	uint64_t max_memory;
+	/* Unread data a peer session holds per stream (the default read stream
+	 * and each messenger) before it stops reading its input; 0 = default
+	 * (256 KiB; a lone session: 4 MiB). */
+	uint32_t peer_unread_bytes;
 } sio_listener_options;
 
 typedef struct sio_listener_stats {
@@ -637,6 +654,8 @@ typedef struct sio_listener_stats {
 	                               under another connection id (a replay) */
 	uint64_t amp_limited;       /* datagrams not sent to a peer address not yet
 	                               validated: 3 times what came from it, spent */
+	uint64_t memory;            /* bytes of max_memory reserved by live peers */
+	uint64_t drop_memory;       /* key exchanges dropped: max_memory reached */
 } sio_listener_stats;
 
 /* Creates a listener on the bound datagram socket FD, answering as ID

@@ -227,6 +227,8 @@ static void peer_unlink(struct sio_listener *l, struct lpeer *p)
 		l->nsessions--;
 	else
 		l->nhalf--;
+	l->mem_used -= p->reserved;
+	p->reserved = 0;
 }
 
 static void peer_free_locked(struct lpeer *p)
@@ -301,8 +303,18 @@ static int cb_identity(sio_session *s, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], v
 	struct sio_listener *l = p->l;
 	pthread_mutex_lock(&l->mu);
 	int ok = !l->allowed || sio_remote_contains(l->allowed, pk);
-	if (!ok)
+	if (!ok) {
 		l->st.drop_unauthorized++;
+	} else if (p->reserved < l->peer_full) {
+		/* a proven peer may now hold data: its full share of the budget */
+		if (l->mem_used - p->reserved + l->peer_full > l->mem_budget) {
+			l->st.drop_memory++;
+			ok = 0;
+		} else {
+			l->mem_used += l->peer_full - p->reserved;
+			p->reserved = l->peer_full;
+		}
+	}
 	pthread_mutex_unlock(&l->mu);
 	if (!ok)
 		return 1;
@@ -375,6 +387,26 @@ int sio_listener_new(sio_listener **out, const sio_identity *id, int fd, const s
 		l->sopts.psk_len = 0;
 	}
 	l->sopts.listener_peer = 0;
+	/* smaller defaults for a listener's peers, and the budget they share */
+	if (!l->sopts.max_message_size)
+		l->sopts.max_message_size = SIO_L_PEER_MAX_MESSAGE;
+	if (!l->sopts.max_reassembly_bytes)
+		l->sopts.max_reassembly_bytes = SIO_L_PEER_REASSEMBLY;
+	if (!l->lo.peer_unread_bytes)
+		l->lo.peer_unread_bytes = SIO_L_PEER_UNREAD;
+	if (!l->lo.max_memory) {
+		long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+		l->lo.max_memory = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz / 4 : 1ull << 30;
+		if (l->lo.max_memory < SIO_L_MIN_MEMORY)
+			l->lo.max_memory = SIO_L_MIN_MEMORY;
+	}
+	l->mem_budget = l->lo.max_memory;
+	l->peer_half = SIO_L_BASE_BYTES + SIO_L_QBYTES_HALF;
+	uint64_t reasm = l->sopts.max_reassembly_bytes > l->sopts.max_message_size
+				 ? l->sopts.max_reassembly_bytes
+				 : l->sopts.max_message_size;
+	l->peer_full = SIO_L_BASE_BYTES + SIO_L_QBYTES + reasm + l->sopts.max_message_size +
+		       l->lo.peer_unread_bytes;
 	l->hsize = 1024;
 	while (l->hsize < l->lo.max_sessions && l->hsize < (1u << 20))
 		l->hsize <<= 1;
@@ -475,6 +507,7 @@ void sio_listener_stats_get(const sio_listener *l, sio_listener_stats *st)
 	*st = m->st;
 	st->sessions = m->nsessions;
 	st->half_open = m->nhalf;
+	st->memory = m->mem_used;
 	pthread_mutex_unlock(&m->mu);
 }
 
@@ -537,6 +570,8 @@ static struct lpeer *peer_add(struct sio_listener *l, const uint8_t *cid, const 
 	l->all = p;
 	l->nhalf++;
 	l->refs++;
+	p->reserved = l->peer_half;
+	l->mem_used += p->reserved;
 	return p;
 }
 
@@ -555,6 +590,7 @@ static void peer_start(struct sio_listener *l, struct lpeer *p)
 	sio_session *s = NULL;
 	int r = sio_session_new(&s, l->id, NULL, &t, &l->sopts, &cb);
 	if (r == 0) {
+		s->rd_limit = l->lo.peer_unread_bytes;
 		s->pkt_hook = pkt_hook;
 		s->free_hook = free_hook;
 		s->hook_ctx = p;

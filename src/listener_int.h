@@ -25,6 +25,15 @@
  * key-exchange messages and the first data packets) */
 #define SIO_L_QBYTES (512u * 1024u)
 #define SIO_L_QBYTES_HALF (64u * 1024u)
+/* Memory (docs/API.md, "Listener memory"): what a peer reserves out of
+ * max_memory for its rings, receive slots and a batch of input (a generous
+ * estimate: the rings are mapped on demand), plus its input queue; the
+ * smaller defaults of a listener's peer sessions. */
+#define SIO_L_BASE_BYTES (2u << 20)
+#define SIO_L_PEER_MAX_MESSAGE (256u * 1024u)
+#define SIO_L_PEER_REASSEMBLY (512u * 1024u)
+#define SIO_L_PEER_UNREAD (256u * 1024u)
+#define SIO_L_MIN_MEMORY (64ull << 20)
 #define SIO_L_COOKIE_BYTES 16
 #define SIO_L_COOKIE_MARK 0x21 /* listener -> client: cookie reply */
 #define SIO_L_COOKIE_ROTATE_NS 120000000000ull
@@ -66,6 +75,7 @@ struct lpeer {
 	 * SIO_L_AMP_FACTOR times what arrived from it. */
 	int validated;
 	uint64_t rx_unval, tx_unval;
+	uint64_t reserved; /* bytes of l->mem_budget held (peer_half, then peer_full) */
 	struct lpkt q[SIO_L_QMAX];
 	unsigned qhead, qlen;
 	size_t qbytes; /* bytes queued (SIO_L_QBYTES / SIO_L_QBYTES_HALF) */
@@ -111,6 +121,10 @@ struct sio_listener {
 	size_t nseen;
 	uint8_t seen_key[16];
 	uint64_t seen_ttl_ns;
+
+	/* memory budget: reserved by live peers, what one reserves during its
+	 * key exchange and once its identity is proven */
+	uint64_t mem_used, mem_budget, peer_half, peer_full;
 
 	sio_listener_stats st;
 

@@ -185,6 +185,10 @@ int sio_l_admit(struct sio_listener *l, const uint8_t *cid, const uint8_t *pkt, 
 		l->st.drop_half_open++;
 		return -1;
 	}
+	if (l->mem_used + l->peer_half > l->mem_budget) {
+		l->st.drop_memory++;
+		return -1;
+	}
 	/* the message names the identity: strangers cost nothing more */
 	if (l->allowed && !sio_remote_contains(l->allowed, msg + 79)) {
 		l->st.drop_unauthorized++;

@@ -130,10 +130,10 @@ int sio_closed_err(const sio_session *s)
 
 int sio_input_ok(const sio_session *s)
 {
-	if (s->rd.len >= SIO_RD_LIMIT)
+	if (s->rd.len >= s->rd_limit)
 		return 0;
 	for (size_t i = 0; i < s->nh; i++)
-		if (s->h[i].m && s->h[i].m->q.len >= SIO_RD_LIMIT)
+		if (s->h[i].m && s->h[i].m->q.len >= s->rd_limit)
 			return 0;
 	return 1;
 }
@@ -727,6 +727,7 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 	pthread_condattr_destroy(&ca);
 	s->id = sio_identity_ref(id);
 	s->remote = sio_remote_ref(remote);
+	s->rd_limit = SIO_RD_LIMIT;
 	if (cbs)
 		s->cbs = *cbs;
 	atomic_store(&s->state, SIO_STATE_NEW);

@@ -108,6 +108,7 @@ enum { MODE_NEW, MODE_THREAD, MODE_LOOP };
 
 struct sio_session {
 	struct sio_shared *sh;
+	size_t rd_limit; /* SIO_RD_LIMIT; smaller for a listener's peers */
 	pthread_cond_t cond; /* state, read data, ring space, core not busy */
 	int waiters;
 	sio_core *core;

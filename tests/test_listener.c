@@ -918,6 +918,65 @@ static void test_cookie_replies(void)
 	client_loop = 0;
 }
 
+/* The listener-wide memory budget: room for three peers (each reserves
+ * 3.5 MiB with the defaults: docs/API.md, "Listener memory"). A fourth
+ * key exchange is dropped and counted, the three keep working, and once one
+ * of them is freed a new peer gets in. */
+static void test_memory_budget(void)
+{
+	const uint64_t full = (5u << 19) + (512u << 10) + (256u << 10) + (256u << 10);
+	const uint64_t half = (2u << 20) + (64u << 10);
+	sio_listener_options lo;
+	memset(&lo, 0, sizeof(lo));
+	lo.max_memory = 3 * full + half / 2;
+	struct sockaddr_in sa;
+	sio_listener *l = listener_open(&sa, &lo, NULL, 0);
+	enum { NB = 5 };
+	struct client c[NB];
+	sio_session *s[NB] = {0};
+	memset(c, 0, sizeof(c));
+	for (int i = 0; i < 3; i++) {
+		CHECK_OK(client_open(&c[i], &sa, 0));
+		CHECK_OK(sio_listener_accept(l, &s[i], 20000));
+	}
+	sio_listener_stats st;
+	sio_listener_stats_get(l, &st);
+	CHECK_EQ(st.memory, 3 * full);
+	/* over budget: dropped at admission, every retry counted */
+	CHECK_OK(client_open(&c[3], &sa, 1000000000));
+	CHECK_EQ(sio_session_wait_state(c[3].s, SIO_STATE_CLOSED, 20000), 0);
+	sio_listener_stats_get(l, &st);
+	printf("memory budget: %llu bytes reserved, %llu key exchanges dropped\n",
+	       (unsigned long long)st.memory, (unsigned long long)st.drop_memory);
+	CHECK(st.drop_memory >= 1);
+	CHECK_EQ(st.half_open, 0);
+	CHECK_EQ(st.sessions, 3);
+	/* the peers in keep working */
+	for (int i = 0; i < 3; i++) {
+		char m[32];
+		int k = snprintf(m, sizeof(m), "peer %d", i);
+		CHECK_EQ(sio_write(c[i].s, m, (size_t)k), k);
+		CHECK_OK(serve_one(s[i], c, NB));
+		CHECK_OK(client_check(&c[i], i));
+	}
+	/* one leaves: its share comes back, a new peer gets in */
+	client_close(&c[0]);
+	sio_session_free(s[0]);
+	s[0] = NULL;
+	sio_listener_stats_get(l, &st);
+	CHECK_EQ(st.memory, 2 * full);
+	CHECK_OK(client_open(&c[4], &sa, 0));
+	CHECK_OK(sio_listener_accept(l, &s[4], 20000));
+	CHECK_EQ(sio_write(c[4].s, "peer 4", 6), 6);
+	CHECK_OK(serve_one(s[4], c, NB));
+	CHECK_OK(client_check(&c[4], 4));
+	for (int i = 1; i < NB; i++) {
+		client_close(&c[i]);
+		sio_session_free(s[i]);
+	}
+	sio_listener_free(l);
+}
+
 static void test_amplification(void)
 {
 	static const uint8_t psk[32] = "amplification test PSK, 32 byte";
@@ -945,6 +1004,7 @@ int main(void)
 	test_expiry_race();
 	test_amplification();
 	test_cookie_replies();
+	test_memory_budget();
 	sio_identity_free(srv_id);
 	return check_done("test_listener");
 }

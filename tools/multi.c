@@ -334,15 +334,16 @@ int cli_multi(struct cli_opts *o)
 		fprintf(stderr,
 		        "sio: listener: %llu peers accepted, %llu roams, %llu cookies; dropped: malformed %llu, "
 		        "unknown %llu, unauthorized %llu, refused %llu, half-open full %llu, sessions full %llu, "
-		        "bad cookie %llu, queue %llu, expired %llu, replayed %llu; %llu datagrams withheld "
-		        "from unvalidated addresses\n",
+		        "bad cookie %llu, queue %llu, expired %llu, replayed %llu, memory %llu; %llu datagrams "
+		        "withheld from unvalidated addresses\n",
 		        (unsigned long long)st.accepted, (unsigned long long)st.roams,
 		        (unsigned long long)st.cookies_sent, (unsigned long long)st.drop_malformed,
 		        (unsigned long long)st.drop_unknown, (unsigned long long)st.drop_unauthorized,
 		        (unsigned long long)st.drop_refused, (unsigned long long)st.drop_half_open,
 		        (unsigned long long)st.drop_sessions, (unsigned long long)st.drop_cookie,
 		        (unsigned long long)st.drop_queue, (unsigned long long)st.expired,
-		        (unsigned long long)st.drop_replay, (unsigned long long)st.amp_limited);
+		        (unsigned long long)st.drop_replay, (unsigned long long)st.drop_memory,
+		        (unsigned long long)st.amp_limited);
 	}
 	/* graceful goodbye to everyone */
 	pthread_mutex_lock(&h.mu);

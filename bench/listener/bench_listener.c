@@ -136,6 +136,7 @@ int main(int argc, char **argv)
 	lo.session_opts = &so;
 	lo.max_half_open = 4096;
 	lo.cookie_threshold = -1;
+	lo.max_memory = UINT64_MAX; /* measured here, not capped: the budget reserves worst cases */
 	sio_listener *l;
 	if (sio_listener_new(&l, id, sfd, NULL, &lo) != 0 || sio_listener_start_loop(l) != 0)
 		return 1;
