@@ -6,7 +6,7 @@
  * packet lies inside the datagram, admission never leaves the counters
  * unchanged when it refuses, a cookie computed for an address is accepted
  * for it, an admitted first message under another connection id is refused
- * as a replay, and a client that already heard the listener, or a reply
+ * as a replay, and a reply to a client whose key exchange is complete, or
  * from another address, never changes what the client sends. */
 #include <netinet/in.h>
 #include <sodium.h>
@@ -120,14 +120,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	tp.tx_prefix_len = SIO_L_PREFIX;
 	memcpy(&tp.peer, &from, sizeof(from));
 	tp.peer_len = sizeof(from);
-	tp.listener_heard = (flags & 0x40) != 0;
+	int keyed = (flags & 0x40) != 0;
 	struct sockaddr_in other = from;
 	other.sin_port = htons(4243);
 	const struct sockaddr_in *src = (flags & 0x20) ? &other : &from;
-	(void)sio_tp_listener_cookie(&tp, buf, size, (const struct sockaddr *)src, sizeof(*src));
+	(void)sio_tp_listener_cookie(&tp, buf, size, (const struct sockaddr *)src, sizeof(*src),
+				     keyed);
 	if (tp.tx_prefix_len > sizeof(tp.tx_prefix))
 		abort();
-	if ((tp.listener_heard || src == &other) && tp.tx_prefix_len != SIO_L_PREFIX)
+	if ((keyed || src == &other) && tp.tx_prefix_len != SIO_L_PREFIX)
 		abort(); /* a reply that cannot be genuine changed what we send */
 	free(buf);
 	sio_remote_free(allowed);

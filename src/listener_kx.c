@@ -223,16 +223,17 @@ static int same_addr(const struct sockaddr *a, socklen_t al, const struct sockad
 }
 
 int sio_tp_listener_cookie(sio_tp *tp, const uint8_t *buf, size_t len, const struct sockaddr *from,
-			   socklen_t fromlen)
+			   socklen_t fromlen, int keyed)
 {
 	if (len != SIO_L_PREFIX + SIO_L_COOKIE_BYTES || buf[0] != SIO_L_COOKIE_MARK)
 		return 0;
 	/* The reply is not authenticated: anyone who saw our connection id
-	 * can make one. It is taken only while it can be genuine (the listener
-	 * has no state for us yet: nothing authentic came from it) and only
-	 * from the address we send to; else a forged one would make us echo
-	 * a wrong cookie. */
-	if (tp->listener_heard || memcmp(buf + 1, tp->tx_prefix + 1, SIO_LISTENER_CID_BYTES) != 0)
+	 * can make one. It is taken only while it can be genuine (our key
+	 * exchange with the listener is not complete: once it is, the
+	 * listener holds state for us and asks for no cookie) and only from
+	 * the address we send to; else a forged one would make us echo a
+	 * wrong cookie. */
+	if (keyed || memcmp(buf + 1, tp->tx_prefix + 1, SIO_LISTENER_CID_BYTES) != 0)
 		return 1; /* dropped */
 	if (from && tp->peer_len && !same_addr(from, fromlen, (const struct sockaddr *)&tp->peer, tp->peer_len))
 		return 1;

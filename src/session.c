@@ -441,7 +441,9 @@ static void on_packet(void *ctx, uint8_t *buf, size_t len, const struct sockaddr
 	sio_session *s = rx->s;
 	if (s->tp_dead)
 		return;
-	if (s->tp.tx_prefix_len && sio_tp_listener_cookie(&s->tp, buf, len, from, fl))
+	if (s->tp.tx_prefix_len &&
+	    sio_tp_listener_cookie(&s->tp, buf, len, from, fl,
+				   atomic_load(&s->state) >= SIO_STATE_NEGOTIATION))
 		return; /* a listener under load asks us to echo a cookie */
 	s->cur_pkt = buf;
 	s->cur_len = len;
@@ -449,10 +451,8 @@ static void on_packet(void *ctx, uint8_t *buf, size_t len, const struct sockaddr
 	s->cur_pkt = NULL;
 	if (s->pkt_hook)
 		s->pkt_hook(s->hook_ctx, buf, auth);
-	if (auth != SIO_CORE_RX_DROP && s->tp.tx_prefix_len) {
+	if (auth != SIO_CORE_RX_DROP && s->tp.tx_prefix_len > 1 + SIO_LISTENER_CID_BYTES)
 		s->tp.tx_prefix_len = 1 + SIO_LISTENER_CID_BYTES; /* the listener knows us now */
-		s->tp.listener_heard = 1; /* and a cookie reply can only be forged */
-	}
 	if (from) {
 		/* learn mode: only fresh authenticated data moves a validated
 		 * peer address; key exchanges may only point a tentative one */

@@ -111,7 +111,6 @@ typedef struct sio_tp {
 	 * sio_listener's connection id), 0 = none */
 	uint8_t tx_prefix[32];
 	size_t tx_prefix_len;
-	int listener_heard; /* a packet from the listener was authentic */
 } sio_tp;
 
 /* Listener datagram prefix (docs/PROTOCOL.md, "Listener"). */
@@ -121,10 +120,11 @@ typedef struct sio_tp {
 /* Client of a listener: if BUF is a cookie reply, returns 1 (the packet is
  * consumed), else 0. The cookie goes into the prefix of what we send next
  * only if the reply names our connection id, came from the address we send
- * to (FROM, or NULL on a connected socket) and nothing authentic came from
- * the listener yet; otherwise it is ignored. (src/listener_kx.c) */
+ * to (FROM, or NULL on a connected socket) and the session's key exchange
+ * is not complete yet (KEYED 0); otherwise it is ignored.
+ * (src/listener_kx.c) */
 int sio_tp_listener_cookie(sio_tp *tp, const uint8_t *buf, size_t len, const struct sockaddr *from,
-			   socklen_t fromlen);
+			   socklen_t fromlen, int keyed);
 
 /* One received packet. BUF may be modified in place and stays valid until the
  * next sio_tp_recv() or sio_tp_rx_release() call. FROM/FROMLEN is the source address for

@@ -826,8 +826,8 @@ static void inject_cookie(int fd, struct client *c)
 }
 
 /* Cookie replies are not authenticated; an on-path injector who saw a
- * connection id can forge them. A client takes one only before anything
- * authentic came from the listener and only from the address it sends to;
+ * connection id can forge them. A client takes one only before its key
+ * exchange is complete and only from the address it sends to;
  * a listener not under load ignores a wrong echoed cookie (admits), one
  * under load answers it with a fresh cookie. Before: the client took any
  * reply at any time and the listener dropped every wrong echo, so one
@@ -858,9 +858,9 @@ static void test_cookie_replies(void)
 		sio_session *s = NULL;
 		drive(l, c.s, NULL, &s, 10000);
 		CHECK(s != NULL);
-		/* after the listener was heard, even from its own address: ignored */
+		/* after the key exchange, even from the listener's address: ignored */
 		drive(l, c.s, s, NULL, 300);
-		CHECK(c.s->tp.listener_heard);
+		CHECK(sio_session_state(c.s) >= SIO_STATE_NEGOTIATION);
 		inject_cookie(sfd, &c);
 		for (int i = 0; i < 50 && c.s->tp.tx_prefix_len == 9; i++) {
 			struct pollfd pf = {c.fd, POLLIN, 0};
@@ -879,8 +879,8 @@ static void test_cookie_replies(void)
 		sio_session_free(s);
 		client_close(&c);
 
-		/* a wrong cookie from the listener's address before anything
-		 * authentic (its first message lost, as if an injector won the
+		/* a wrong cookie from the listener's address during the key
+		 * exchange (its first message lost, as if an injector won the
 		 * race): the client echoes it, and still gets in */
 		memset(&c, 0, sizeof(c));
 		CHECK_OK(client_open(&c, &sa, 0));
