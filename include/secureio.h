@@ -148,7 +148,9 @@ SIO_API int sio_remote_from_public_key(sio_remote **out, const uint8_t pk[SIO_PU
 /* Adds a key to the set. Thread: any (not concurrently with use). */
 SIO_API int sio_remote_add(sio_remote *r, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]);
 
-/* Returns 1 if PK is in the set (constant-time compare), else 0. Thread: any. */
+/* Returns 1 if PK is in the set, else 0: one keyed hash (a random SipHash
+ * key per set, so nobody can choose keys that collide) and a few
+ * constant-time compares, whatever the size of the set. Thread: any. */
 SIO_API int sio_remote_contains(const sio_remote *r, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]);
 
 /* Number of keys in the set; sio_remote_key() copies key I. Thread: any. */
