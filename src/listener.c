@@ -591,6 +591,10 @@ static void peer_start(struct sio_listener *l, struct lpeer *p)
 	int r = sio_session_new(&s, l->id, NULL, &t, &l->sopts, &cb);
 	if (r == 0) {
 		s->rd_limit = l->lo.peer_unread_bytes;
+		/* a responder to an address that has not proven it hears us: no
+		 * retransmission on its own timer, the client drives retries
+		 * (docs/PROTOCOL.md §4.5, §13.5) */
+		sio_core_set_reply_only(s->core, 1);
 		s->pkt_hook = pkt_hook;
 		s->free_hook = free_hook;
 		s->hook_ctx = p;
