@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/listener_int.h"
+#include "listener_int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
