@@ -5,7 +5,7 @@
  *  - RawUDP1300: 1300-byte datagrams over 127.0.0.1, sendmmsg on one
  *    thread, recvmmsg on another, a bounded window of datagrams in flight so
  *    the receive buffer never overflows (one op = one datagram delivered).
- *  - AEADSealOpen{64000,1300}: the library's packet AEAD (src/aead.h) seals
+ *  - AEADSealOpen{64000,1300}: the library's packet AEAD (src/core/aead.h) seals
  *    then opens one buffer on one core; SodiumXChaChaSealOpen{...}: the same
  *    with libsodium's crypto_aead_xchacha20poly1305_ietf. MB/s counts the
  *    bytes sealed plus the bytes opened (2 x size per op): the rate at which

@@ -1,4 +1,4 @@
-/* libFuzzer target for the fragment parser and the reassembly (src/frag.c).
+/* libFuzzer target for the fragment parser and the reassembly (src/core/frag.c).
  * The input is a sequence of records: one control byte (bits 0-5: time
  * step in ms, bit 6: run the timeout tick first, bit 7: the frame has the
  * LAST bit, i.e. runs to the end of the record) and a 1-byte length, then

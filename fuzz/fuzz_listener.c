@@ -1,5 +1,5 @@
 /* libFuzzer target: what a sio_listener does with a datagram from anyone
- * before any session exists (src/listener_kx.c): the envelope parser, the
+ * before any session exists (src/listener/listener_kx.c): the envelope parser, the
  * admission checks of an unknown connection id (with and without an allowed
  * set, under load or not, with cookies) and the client's cookie-reply
  * parser. Properties: no crash, no read past the datagram (ASan), the inner

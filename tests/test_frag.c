@@ -1,4 +1,4 @@
-/* Varints (src/wire.h) and fragmentation and reassembly (src/frag.c): the
+/* Varints (src/core/wire.h) and fragmentation and reassembly (src/core/frag.c): the
  * varint decoder's refusals, wire format, sender cutting,
  * in-order / out-of-order / duplicated / overlapping fragments, conflicting
  * bytes, timeouts, and the memory bound under hostile announcements. */

@@ -1,4 +1,4 @@
-/* Packet-size negotiation state machine (src/pmtu.c) over simulated paths:
+/* Packet-size negotiation state machine (src/core/pmtu.c) over simulated paths:
  * loopback-like, lower MTU, black hole above X, no answers at all, random
  * probe loss, path change mid-session (down then up again). */
 #include <stdlib.h>

@@ -1,5 +1,5 @@
-/* Private interface of the identity module (src/identity.c, src/keyfile.c,
- * src/keyfile_io.c) for the session layer, the tests and the fuzzers. */
+/* Private interface of the identity module (src/identity/identity.c, src/identity/keyfile.c,
+ * src/identity/keyfile_io.c) for the session layer, the tests and the fuzzers. */
 #ifndef SIO_IDENTITY_H
 #define SIO_IDENTITY_H
 

@@ -7,7 +7,7 @@
  * datagram transport whose recv pops that queue and whose send is a sendto()
  * on the shared socket, to the peer's current address. The address moves
  * only after the session authenticated a data packet from a new source
- * (pkt_hook). See src/listener_int.h for the locking rules.
+ * (pkt_hook). See src/listener/listener_int.h for the locking rules.
  */
 #include <errno.h>
 #include <poll.h>

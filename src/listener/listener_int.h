@@ -1,6 +1,6 @@
 /*
- * Listener internals (src/listener.c: tables, routing, threads;
- * src/listener_kx.c: checks of a new peer's first packet and cookies).
+ * Listener internals (src/listener/listener.c: tables, routing, threads;
+ * src/listener/listener_kx.c: checks of a new peer's first packet and cookies).
  *
  * Locking: l->mu protects the peer table, every peer's queue and address,
  * the allowed set and the counters. It is never held while calling into a

@@ -173,7 +173,7 @@ struct sio_session {
 	void *def_ctx;
 	uint64_t drop_unknown_type;
 
-	/* Listener hooks (src/listener.c), NULL otherwise: pkt_hook runs after
+	/* Listener hooks (src/listener/listener.c), NULL otherwise: pkt_hook runs after
 	 * each received packet was fed to the core (AUTH = its result, lock
 	 * held); free_hook runs once when the session is destroyed. */
 	void (*pkt_hook)(void *ctx, const uint8_t *pkt, int auth);

@@ -122,7 +122,7 @@ typedef struct sio_tp {
  * only if the reply names our connection id, came from the address we send
  * to (FROM, or NULL on a connected socket) and the session's key exchange
  * is not complete yet (KEYED 0); otherwise it is ignored.
- * (src/listener_kx.c) */
+ * (src/listener/listener_kx.c) */
 int sio_tp_listener_cookie(sio_tp *tp, const uint8_t *buf, size_t len, const struct sockaddr *from,
 			   socklen_t fromlen, int keyed);
 

@@ -55,7 +55,7 @@ typedef struct sim_peer {
 	uint64_t deadline_spins; /* deadline <= now right after tick + flush: must be 0 */
 	int refuse_identity; /* remote_identity callback returns nonzero */
 	/* sim_config.learn: this side models an unconnected UDP socket that
-	 * learns its peer's address (src/transport.c, docs/PROTOCOL.md §4.5):
+	 * learns its peer's address (src/transport/transport.c, docs/PROTOCOL.md §4.5):
 	 * its packets vanish until a key exchange was accepted, then at most
 	 * 3x the bytes accepted go out until a data packet authenticated. */
 	int learn, learn_known, learn_valid;
