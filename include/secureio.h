@@ -69,6 +69,7 @@ enum sio_error {
 	SIO_ELOST = -28,      /* data lost in transit (ordered stream over datagrams) */
 	SIO_EDETACHED = -29,  /* session detached itself after detach_on_messages messages */
 	SIO_ENOTFILE = -30,   /* key file is a directory, FIFO or device, not a regular file */
+	SIO_EPASSPHRASE = -31, /* wrong passphrase for an encrypted private key */
 };
 
 /* Returns a static, human-readable description of an SIO_E... code.
@@ -98,11 +99,45 @@ typedef struct sio_remote sio_remote;     /* one or more authorised public keys 
  * Thread: any. */
 SIO_API int sio_identity_from_dir(sio_identity **out, const char *dir);
 
-/* Loads a private key file: OpenSSH "openssh-key-v1" (unencrypted Ed25519)
- * or a PEM block "ED25519 PRIVATE KEY" (64 bytes). Refuses files readable by
- * group/others (SIO_EPERM) and passphrase-protected keys (SIO_EENCRYPTED).
+/* Loads a private key file: OpenSSH "openssh-key-v1" (Ed25519) or a PEM
+ * block "ED25519 PRIVATE KEY" (64 bytes). Refuses files readable by
+ * group/others (SIO_EPERM) and passphrase-protected keys (SIO_EENCRYPTED:
+ * use sio_identity_load_passphrase or sio_identity_load_ask).
  * Thread: any. */
 SIO_API int sio_identity_load(sio_identity **out, const char *path);
+
+/* Loads a private key file that may be passphrase-protected as ssh-keygen
+ * does it (bcrypt KDF, any round count up to 65536; aes128/192/256-ctr,
+ * aes128/192/256-cbc, aes128/256-gcm@openssh.com,
+ * chacha20-poly1305@openssh.com) with the passphrase PASS (LEN bytes; not
+ * NUL-terminated, not kept: the library's copies are wiped). An unencrypted
+ * key loads whatever PASS is. A wrong passphrase is SIO_EPASSPHRASE (found
+ * through the check integers or the AEAD tag); a library built without
+ * OpenSSL's libcrypto answers SIO_EENCRYPTED for every encrypted key.
+ * Thread: any. */
+SIO_API int sio_identity_load_passphrase(sio_identity **out, const char *path, const void *pass,
+                                         size_t len);
+
+/* Asked for the passphrase of the encrypted private key file PATH: write
+ * up to CAP (1024) bytes into BUF, set *LEN, and return 0, or return a
+ * negative code (e.g. SIO_ECANCELED) to give up; that code is returned by
+ * the load. BUF belongs to the library, which wipes it afterwards. */
+typedef int (*sio_passphrase_fn)(void *ctx, const char *path, char *buf, size_t cap,
+                                 size_t *len);
+
+/* sio_identity_load, calling ASK (once, on the calling thread) only when
+ * the key is encrypted. Thread: any. */
+SIO_API int sio_identity_load_ask(sio_identity **out, const char *path, sio_passphrase_fn ask,
+                                  void *ctx);
+
+/* The public key of a private key file without its passphrase (the
+ * openssh-key-v1 format stores it in clear): PK, *ENCRYPTED (may be NULL)
+ * set to 1 if the key is passphrase-protected, and COMMENT (CCAP bytes, may
+ * be NULL) the comment of an unencrypted key ("" for an encrypted one: it
+ * is inside the encrypted part). Same errors as sio_identity_load but never
+ * SIO_EENCRYPTED for an OpenSSH key. Thread: any. */
+SIO_API int sio_private_key_info(const char *path, uint8_t pk[SIO_PUBLIC_KEY_BYTES],
+                                 int *encrypted, char *comment, size_t ccap);
 
 /* Creates an identity from a 32-byte seed (deterministic). Thread: any. */
 SIO_API int sio_identity_from_seed(sio_identity **out, const uint8_t seed[SIO_SEED_BYTES]);
@@ -113,6 +148,16 @@ SIO_API int sio_identity_generate(sio_identity **out);
 /* Writes the identity to PATH (OpenSSH format, 0600) and PATH.pub.
  * Fails with SIO_EEXIST if PATH exists. Thread: any. */
 SIO_API int sio_identity_save(const sio_identity *id, const char *path, const char *comment);
+
+/* sio_identity_save, with the private key encrypted under the passphrase
+ * PASS (LEN bytes) as ssh-keygen does by default: aes256-ctr, bcrypt KDF
+ * with ROUNDS rounds (0: 16, ssh-keygen's default; at most 65536) and a
+ * random 16-byte salt. LEN 0 writes an unencrypted key, as ssh-keygen does
+ * for an empty passphrase. SIO_ECRYPTO in a build without OpenSSL.
+ * Thread: any. */
+SIO_API int sio_identity_save_passphrase(const sio_identity *id, const char *path,
+                                         const char *comment, const void *pass, size_t len,
+                                         unsigned rounds);
 
 /* Copies the 32-byte public key. Thread: any. */
 SIO_API void sio_identity_public_key(const sio_identity *id, uint8_t pk[SIO_PUBLIC_KEY_BYTES]);

@@ -14,7 +14,7 @@ const char *sio_strerror(int err)
 	case SIO_EFORMAT: return "malformed or truncated key file";
 	case SIO_EKEYTYPE: return "key is not an Ed25519 key";
 	case SIO_EENCRYPTED:
-		return "private key is passphrase-protected (remove the passphrase with: ssh-keygen -p -N '' -f FILE)";
+		return "private key is passphrase-protected and no passphrase was given";
 	case SIO_EPERM: return "private key is accessible by group or others (chmod 600 it)";
 	case SIO_EMISMATCH: return "public key does not match the private key";
 	case SIO_EEXIST: return "file exists; refusing to overwrite";
@@ -39,6 +39,7 @@ const char *sio_strerror(int err)
 	case SIO_ELOST: return "data lost in transit";
 	case SIO_EDETACHED: return "session detached after the configured number of messages";
 	case SIO_ENOTFILE: return "not a regular file (a directory, FIFO or device)";
+	case SIO_EPASSPHRASE: return "wrong passphrase for the private key";
 	}
 	return "unknown error";
 }

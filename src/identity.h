@@ -38,6 +38,33 @@ int sio_keyfile_format_private(const uint8_t sk[SIO_SECRET_KEY_BYTES], const cha
                                uint32_t checkint, char **out, size_t *outlen);
 void sio_keyfile_free_text(char *text, size_t len);
 
+/* A passphrase for the parser: LEN bytes at P, and the highest bcrypt round
+ * count to spend on it (SIO_KDF_MAX_ROUNDS; the fuzzers use less). */
+struct sio_kf_pass {
+	const uint8_t *p;
+	size_t len;
+	unsigned max_rounds;
+};
+
+/* sio_keyfile_parse_private with a passphrase (PW NULL: an encrypted key is
+ * SIO_EENCRYPTED). PK (if not NULL) receives the public key, known without
+ * the passphrase, even when SIO_EENCRYPTED or SIO_EPASSPHRASE is returned;
+ * *ENCRYPTED (if not NULL) says whether the key is passphrase-protected;
+ * COMMENT (CCAP bytes, if not NULL) the key's comment, NUL-terminated and
+ * cut to fit. Returns 0, SIO_EFORMAT, SIO_EKEYTYPE, SIO_EENCRYPTED,
+ * SIO_EPASSPHRASE, SIO_EMISMATCH, SIO_ENOMEM. Thread: any. */
+int sio_keyfile_parse_private_ex(const uint8_t *buf, size_t len, const struct sio_kf_pass *pw,
+                                 uint8_t sk[SIO_SECRET_KEY_BYTES], uint8_t *pk, int *encrypted,
+                                 char *comment, size_t ccap);
+
+/* sio_keyfile_format_private, encrypted with PASS (PASSLEN > 0) under
+ * CIPHER_NAME (NULL: aes256-ctr) and a bcrypt KDF of ROUNDS rounds with a
+ * fresh random salt; PASS NULL or empty writes an unencrypted key. */
+int sio_keyfile_format_private_ex(const uint8_t sk[SIO_SECRET_KEY_BYTES], const char *comment,
+                                  uint32_t checkint, const char *cipher_name,
+                                  const uint8_t *pass, size_t passlen, unsigned rounds,
+                                  char **out, size_t *outlen);
+
 /* Parses public keys from memory: "ssh-ed25519 BASE64 [comment]" lines
  * (authorized_keys style) or a PEM "ED25519 PUBLIC KEY" block. Each key is
  * passed to ADD (stops on a nonzero return, which is returned). Returns the

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "identity.h"
+#include "keyfile_crypt.h"
 
 #define MAX_KEYFILE (1024 * 1024)
 
@@ -92,11 +93,19 @@ static void free_buf(char *buf, size_t len)
 	}
 }
 
-int sio_identity_load(sio_identity **out, const char *path)
+#define ASK_CAP 1024 /* longest passphrase a callback may give */
+
+/* Loads PATH; an encrypted key is opened with PASS (LEN bytes) or, when
+ * PASS is NULL, with what ASK gives (asked only then). INFO_PK etc.: see
+ * sio_private_key_info. */
+static int load_key(sio_identity **out, const char *path, const void *pass, size_t passlen,
+                    sio_passphrase_fn ask, void *ctx, uint8_t *info_pk, int *encrypted,
+                    char *comment, size_t ccap)
 {
-	if (!out || !path)
+	if (out)
+		*out = NULL;
+	if (!path)
 		return SIO_EINVAL;
-	*out = NULL;
 	if (sodium_init() < 0)
 		return SIO_ECRYPTO;
 	char *buf = NULL;
@@ -105,16 +114,74 @@ int sio_identity_load(sio_identity **out, const char *path)
 	if (rc)
 		return rc;
 	uint8_t *sk = sodium_malloc(SIO_SECRET_KEY_BYTES);
+	char *asked = NULL;
 	if (!sk) {
 		free_buf(buf, len);
 		return SIO_ENOMEM;
 	}
-	rc = sio_keyfile_parse_private((const uint8_t *)buf, len, sk);
+	struct sio_kf_pass pw = {pass, passlen, SIO_KDF_MAX_ROUNDS};
+	rc = sio_keyfile_parse_private_ex((const uint8_t *)buf, len, pass ? &pw : NULL, sk, info_pk,
+	                                  encrypted, comment, ccap);
+	if (rc == SIO_EENCRYPTED && !pass && ask) {
+		size_t alen = 0;
+		asked = sodium_malloc(ASK_CAP);
+		if (!asked)
+			rc = SIO_ENOMEM;
+		else
+			rc = ask(ctx, path, asked, ASK_CAP, &alen);
+		if (rc == 0 && alen > ASK_CAP)
+			rc = SIO_EINVAL;
+		if (rc == 0) {
+			pw.p = (const uint8_t *)asked;
+			pw.len = alen;
+			rc = sio_keyfile_parse_private_ex((const uint8_t *)buf, len, &pw, sk, NULL,
+			                                  NULL, comment, ccap);
+		}
+	}
 	free_buf(buf, len);
-	if (rc == 0)
+	free_buf(asked, ASK_CAP);
+	if (rc == 0 && out)
 		rc = sio_identity_from_secret(out, sk);
 	sodium_memzero(sk, SIO_SECRET_KEY_BYTES);
 	sodium_free(sk);
+	return rc;
+}
+
+int sio_identity_load(sio_identity **out, const char *path)
+{
+	if (!out)
+		return SIO_EINVAL;
+	return load_key(out, path, NULL, 0, NULL, NULL, NULL, NULL, NULL, 0);
+}
+
+int sio_identity_load_passphrase(sio_identity **out, const char *path, const void *pass,
+                                 size_t len)
+{
+	if (!out || (!pass && len))
+		return SIO_EINVAL;
+	return load_key(out, path, pass ? pass : "", len, NULL, NULL, NULL, NULL, NULL, 0);
+}
+
+int sio_identity_load_ask(sio_identity **out, const char *path, sio_passphrase_fn ask, void *ctx)
+{
+	if (!out || !ask)
+		return SIO_EINVAL;
+	return load_key(out, path, NULL, 0, ask, ctx, NULL, NULL, NULL, 0);
+}
+
+int sio_private_key_info(const char *path, uint8_t pk[SIO_PUBLIC_KEY_BYTES], int *encrypted,
+                         char *comment, size_t ccap)
+{
+	if (!pk)
+		return SIO_EINVAL;
+	int enc = 0;
+	int rc = load_key(NULL, path, NULL, 0, NULL, NULL, pk, &enc, comment, ccap);
+	if (encrypted)
+		*encrypted = enc;
+	if (rc == SIO_EENCRYPTED && enc)
+		rc = 0; /* the public half and the flag are what was asked for */
+	if (rc)
+		sodium_memzero(pk, SIO_PUBLIC_KEY_BYTES);
 	return rc;
 }
 
@@ -240,9 +307,10 @@ static int check_pub(const char *pubpath, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]
 	return sodium_memcmp(got, pk, SIO_PUBLIC_KEY_BYTES) == 0 ? 0 : SIO_EMISMATCH;
 }
 
-int sio_identity_save(const sio_identity *id, const char *path, const char *comment)
+static int save_key(const sio_identity *id, const char *path, const char *comment,
+                    const void *pass, size_t passlen, unsigned rounds)
 {
-	if (!id || !path)
+	if (!id || !path || (!pass && passlen))
 		return SIO_EINVAL;
 	if (!comment)
 		comment = "";
@@ -265,8 +333,10 @@ int sio_identity_save(const sio_identity *id, const char *path, const char *comm
 	char *txt = NULL;
 	size_t tlen = 0;
 	if (rc == 0)
-		rc = sio_keyfile_format_private(sio_identity_secret_key(id), comment,
-		                                randombytes_random(), &txt, &tlen);
+		rc = sio_keyfile_format_private_ex(sio_identity_secret_key(id), comment,
+		                                   randombytes_random(), NULL, pass, passlen,
+		                                   rounds ? rounds : SIO_KDF_DEFAULT_ROUNDS, &txt,
+		                                   &tlen);
 	if (rc == 0)
 		rc = write_atomic(path, txt, tlen, 0600);
 	sio_keyfile_free_text(txt, tlen);
@@ -277,6 +347,19 @@ int sio_identity_save(const sio_identity *id, const char *path, const char *comm
 	}
 	free(pubpath);
 	return rc;
+}
+
+int sio_identity_save(const sio_identity *id, const char *path, const char *comment)
+{
+	return save_key(id, path, comment, NULL, 0, 0);
+}
+
+int sio_identity_save_passphrase(const sio_identity *id, const char *path, const char *comment,
+                                 const void *pass, size_t len, unsigned rounds)
+{
+	if (rounds > SIO_KDF_MAX_ROUNDS)
+		return SIO_EINVAL;
+	return save_key(id, path, comment, pass, len, rounds);
 }
 
 int sio_identity_from_dir(sio_identity **out, const char *dir)
