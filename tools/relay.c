@@ -675,13 +675,8 @@ int cli_session(struct cli_opts *o)
 	pthread_mutex_init(&r.mu, NULL);
 	pthread_cond_init(&r.cond, NULL);
 
-	errno = 0;
-	rc = sio_identity_from_dir(&id, o->id_dir);
-	if (rc < 0) {
-		cli_err("identity %s: %s", o->id_dir,
-		        rc == SIO_EIO && errno ? strerror(errno) : sio_strerror(rc));
+	if (cli_load_identity(o, &id))
 		goto out;
-	}
 	if (o->remote) {
 		errno = 0;
 		rc = sio_remote_load(&remote, o->remote);
