@@ -70,6 +70,8 @@ enum sio_error {
 	SIO_EDETACHED = -29,  /* session detached itself after detach_on_messages messages */
 	SIO_ENOTFILE = -30,   /* key file is a directory, FIFO or device, not a regular file */
 	SIO_EPASSPHRASE = -31, /* wrong passphrase for an encrypted private key */
+	SIO_ESIGN = -32,      /* the identity's external signer failed or refused */
+	SIO_EAGENT = -33,     /* ssh-agent unreachable, or it does not hold the key */
 };
 
 /* Returns a static, human-readable description of an SIO_E... code.
@@ -158,6 +160,38 @@ SIO_API int sio_identity_save(const sio_identity *id, const char *path, const ch
 SIO_API int sio_identity_save_passphrase(const sio_identity *id, const char *path,
                                          const char *comment, const void *pass, size_t len,
                                          unsigned rounds);
+
+/* An external signer: writes the 64-byte Ed25519 signature of MSG (LEN
+ * bytes) by the identity's key into SIG and returns 0, or returns a
+ * negative code (SIO_ESIGN, SIO_EAGENT, ...) when it cannot. Called by the
+ * thread running a session's key exchange (each session's I/O thread, or
+ * the program's loop thread in event-loop mode), possibly from several
+ * sessions at once, and may block: only the calling session waits. */
+typedef int (*sio_sign_fn)(void *ctx, uint8_t sig[64], const uint8_t *msg, size_t len);
+
+/* Creates an identity whose private key stays elsewhere (HSM, PKCS#11
+ * token, TPM, remote signer): PK is its public key, SIGN makes its
+ * signatures. Every signature is checked against PK before use; a failed
+ * or wrong one ends the key exchange of that session with SIO_ESIGN (or
+ * SIGN's own code) and the session closes; other sessions are unaffected.
+ * FREE_CTX (may be NULL) is called with CTX when the last reference goes.
+ * sio_identity_save() refuses such an identity (SIO_EINVAL). Thread: any. */
+SIO_API int sio_identity_from_signer(sio_identity **out, const uint8_t pk[SIO_PUBLIC_KEY_BYTES],
+                                     sio_sign_fn sign, void *ctx, void (*free_ctx)(void *ctx));
+
+/* Creates an identity signing through an ssh-agent: the agent on SOCKET
+ * (a UNIX socket path; NULL: $SSH_AUTH_SOCK) must hold the Ed25519 key PK
+ * (NULL: the first Ed25519 key it lists). Asks the agent once for its keys
+ * (SSH_AGENTC_REQUEST_IDENTITIES), then for each key exchange opens a new
+ * connection and sends SSH_AGENTC_SIGN_REQUEST, so a restarted agent at the
+ * same path is picked up. Returns 0, SIO_EAGENT (no socket, unreachable,
+ * key not held; PK NULL: no Ed25519 key), SIO_EPROTO (a malformed agent
+ * reply), SIO_ENOMEM. Each signature waits at most 60 s (an agent asking a
+ * person to confirm, ssh-add -c); a refusal, a dead agent or a removed key
+ * make that key exchange fail with SIO_ESIGN. The private key never
+ * enters the process. Thread: any. */
+SIO_API int sio_identity_from_agent(sio_identity **out, const char *socket,
+                                    const uint8_t pk[SIO_PUBLIC_KEY_BYTES]);
 
 /* Copies the 32-byte public key. Thread: any. */
 SIO_API void sio_identity_public_key(const sio_identity *id, uint8_t pk[SIO_PUBLIC_KEY_BYTES]);

@@ -40,6 +40,9 @@ const char *sio_strerror(int err)
 	case SIO_EDETACHED: return "session detached after the configured number of messages";
 	case SIO_ENOTFILE: return "not a regular file (a directory, FIFO or device)";
 	case SIO_EPASSPHRASE: return "wrong passphrase for the private key";
+	case SIO_ESIGN:
+		return "the identity's signer (ssh-agent or callback) failed or refused to sign";
+	case SIO_EAGENT: return "ssh-agent unreachable, or it does not hold the key";
 	}
 	return "unknown error";
 }

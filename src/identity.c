@@ -13,7 +13,11 @@
  * free its handle while a session (say, one freed from its own handler,
  * whose I/O thread ends later) still uses the object. */
 struct sio_identity {
-	uint8_t sk[SIO_SECRET_KEY_BYTES]; /* seed || public key */
+	uint8_t sk[SIO_SECRET_KEY_BYTES]; /* seed || public key; zero with a signer */
+	uint8_t pk[SIO_PUBLIC_KEY_BYTES];
+	sio_sign_fn sign; /* set: signatures are made elsewhere (agent, HSM) */
+	void *sign_ctx;
+	void (*sign_free)(void *ctx);
 	atomic_int refs;
 };
 
@@ -32,7 +36,7 @@ static int identity_alloc(sio_identity **out)
 	*out = NULL;
 	if (sodium_init() < 0)
 		return SIO_ECRYPTO;
-	sio_identity *id = malloc(sizeof *id);
+	sio_identity *id = calloc(1, sizeof *id);
 	if (!id)
 		return SIO_ENOMEM;
 	atomic_init(&id->refs, 1);
@@ -47,8 +51,7 @@ int sio_identity_from_seed(sio_identity **out, const uint8_t seed[SIO_SEED_BYTES
 	int rc = identity_alloc(out);
 	if (rc)
 		return rc;
-	uint8_t pk[SIO_PUBLIC_KEY_BYTES];
-	if (crypto_sign_seed_keypair(pk, (*out)->sk, seed) != 0) {
+	if (crypto_sign_seed_keypair((*out)->pk, (*out)->sk, seed) != 0) {
 		sio_identity_free(*out);
 		*out = NULL;
 		return SIO_ECRYPTO;
@@ -61,8 +64,7 @@ int sio_identity_generate(sio_identity **out)
 	int rc = identity_alloc(out);
 	if (rc)
 		return rc;
-	uint8_t pk[SIO_PUBLIC_KEY_BYTES];
-	if (crypto_sign_keypair(pk, (*out)->sk) != 0) {
+	if (crypto_sign_keypair((*out)->pk, (*out)->sk) != 0) {
 		sio_identity_free(*out);
 		*out = NULL;
 		return SIO_ECRYPTO;
@@ -85,14 +87,50 @@ int sio_identity_from_secret(sio_identity **out, const uint8_t sk[SIO_SECRET_KEY
 	return 0;
 }
 
+int sio_identity_from_signer(sio_identity **out, const uint8_t pk[SIO_PUBLIC_KEY_BYTES],
+                             sio_sign_fn sign, void *ctx, void (*free_ctx)(void *ctx))
+{
+	if (!pk || !sign)
+		return SIO_EINVAL;
+	int rc = identity_alloc(out);
+	if (rc)
+		return rc;
+	memcpy((*out)->pk, pk, SIO_PUBLIC_KEY_BYTES);
+	(*out)->sign = sign;
+	(*out)->sign_ctx = ctx;
+	(*out)->sign_free = free_ctx;
+	return 0;
+}
+
 void sio_identity_public_key(const sio_identity *id, uint8_t pk[SIO_PUBLIC_KEY_BYTES])
 {
-	memcpy(pk, id->sk + 32, SIO_PUBLIC_KEY_BYTES);
+	memcpy(pk, id->pk, SIO_PUBLIC_KEY_BYTES);
 }
 
 const uint8_t *sio_identity_secret_key(const sio_identity *id)
 {
-	return id->sk;
+	return id->sign ? NULL : id->sk;
+}
+
+int sio_identity_is_external(const sio_identity *id)
+{
+	return id && id->sign != NULL;
+}
+
+int sio_identity_sign(const sio_identity *id, uint8_t sig[64], const uint8_t *msg, size_t len)
+{
+	if (!id->sign) {
+		crypto_sign_detached(sig, NULL, msg, len, id->sk);
+		return 0;
+	}
+	int rc = id->sign(id->sign_ctx, sig, msg, len);
+	if (rc == 0 && crypto_sign_verify_detached(sig, msg, len, id->pk) != 0)
+		rc = SIO_ESIGN; /* another key's signature, or garbage: never sent */
+	if (rc > 0)
+		rc = SIO_ESIGN;
+	if (rc)
+		sodium_memzero(sig, 64);
+	return rc;
 }
 
 sio_identity *sio_identity_ref(const sio_identity *id)
@@ -107,6 +145,8 @@ void sio_identity_free(sio_identity *id)
 {
 	if (!id || atomic_fetch_sub_explicit(&id->refs, 1, memory_order_acq_rel) != 1)
 		return;
+	if (id->sign_free)
+		id->sign_free(id->sign_ctx);
 	sodium_memzero(id, sizeof *id);
 	free(id);
 }

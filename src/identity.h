@@ -8,9 +8,22 @@
 
 #include "secureio.h"
 
-/* The 64-byte libsodium Ed25519 secret key (seed || public key) of ID.
- * Valid until sio_identity_free(ID). Thread: any. */
+/* The 64-byte libsodium Ed25519 secret key (seed || public key) of ID, or
+ * NULL for an identity whose key is held by an external signer. Signing
+ * goes through sio_identity_sign. Valid until sio_identity_free(ID).
+ * Thread: any. */
 const uint8_t *sio_identity_secret_key(const sio_identity *id);
+
+/* Signs MSG with ID's key: locally, or through its external signer, whose
+ * signature is then verified against the public key (a signer answering
+ * with another key's signature fails). Returns 0, the signer's negative code,
+ * or SIO_ESIGN; SIG is zeroed on failure. May block as long as the signer
+ * does. Thread: any (a signer callback may thus run on several threads at
+ * once). */
+int sio_identity_sign(const sio_identity *id, uint8_t sig[64], const uint8_t *msg, size_t len);
+
+/* 1 if ID signs through an external signer (no secret key here). */
+int sio_identity_is_external(const sio_identity *id);
 
 /* Creates an identity from a 64-byte libsodium secret key; fails with
  * SIO_EMISMATCH if its public half is not the one derived from its seed. */

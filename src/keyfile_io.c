@@ -310,8 +310,8 @@ static int check_pub(const char *pubpath, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]
 static int save_key(const sio_identity *id, const char *path, const char *comment,
                     const void *pass, size_t passlen, unsigned rounds)
 {
-	if (!id || !path || (!pass && passlen))
-		return SIO_EINVAL;
+	if (!id || !path || (!pass && passlen) || !sio_identity_secret_key(id))
+		return SIO_EINVAL; /* a signer identity has no secret key to write */
 	if (!comment)
 		comment = "";
 	uint8_t pk[SIO_PUBLIC_KEY_BYTES];

@@ -588,6 +588,10 @@ static void *io_thread(void *arg)
 	sio_session *s = arg;
 	uint64_t opened_seen = 0, opened_at = sio_now_ns();
 	lock(s);
+	if (s->core_start_deferred) {
+		s->core_start_deferred = 0;
+		(void)sio_core_start(s->core, sio_now_ns()); /* a failure closes it */
+	}
 	while (!s->stop) {
 		step(s, 1);
 		if (s->stop)
@@ -674,6 +678,13 @@ static struct sio_shared *shared_new(void)
 	return sh;
 }
 
+/* The core signs our key-exchange messages through the identity (a local
+ * key, or an external signer that may block or fail). */
+static int session_sign(void *ctx, uint8_t sig[64], const uint8_t *msg, size_t len)
+{
+	return sio_identity_sign(ctx, sig, msg, len);
+}
+
 int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote *remote,
 		    const sio_transport *t, const sio_options *opts, const sio_callbacks *cbs)
 {
@@ -708,7 +719,11 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 
 	sio_core_config cfg;
 	memset(&cfg, 0, sizeof(cfg));
-	cfg.ed25519_sk = sio_identity_secret_key(id);
+	uint8_t idpk[SIO_PUBLIC_KEY_BYTES];
+	sio_identity_public_key(id, idpk);
+	cfg.ed25519_pk = idpk; /* copied by the core */
+	cfg.sign = session_sign;
+	cfg.sign_ctx = s->id;
 	cfg.remote = remote;
 	cfg.datagram = datagram;
 	if (opts)
@@ -786,7 +801,14 @@ static int start_common(sio_session *s, int mode)
 				s->ep_rfd = rfd;
 		}
 	}
-	int r = sio_core_start(s->core, sio_now_ns());
+	/* An external signer (ssh-agent, HSM) may take long or fail: the first
+	 * signature is then made on the session's own I/O thread, never on the
+	 * caller's (a listener starts its sessions from its one thread). */
+	int r = 0;
+	if (mode == MODE_THREAD && sio_identity_is_external(s->id))
+		s->core_start_deferred = 1;
+	else
+		r = sio_core_start(s->core, sio_now_ns());
 	if (r == 0 && mode == MODE_THREAD) {
 		s->thread_started = 1;
 		if (pthread_create(&s->thread, NULL, io_thread, s) != 0) {

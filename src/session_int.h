@@ -130,6 +130,7 @@ struct sio_session {
 	int mode;
 	pthread_t thread;
 	int thread_started;
+	int core_start_deferred; /* external signer: the I/O thread signs first */
 	int wake_fd;     /* eventfd: wakes the I/O thread / the loop's epoll */
 	int wake_pending;
 	uint64_t io_sleep_until; /* deadline the I/O thread sleeps to (0: awake) */
