@@ -38,6 +38,11 @@ static const char help_text[] =
 "                   file, as ssh -i takes; never created here (sio keygen creates it)\n"
 "  --passphrase-file FILE  passphrase of an encrypted identity (the file's first line);\n"
 "                   without it: the SIO_ASKPASS program if set, else asked on the terminal\n"
+"  --agent          sign with the ssh-agent on SSH_AUTH_SOCK (it must hold the identity's key);\n"
+"                   by default the agent is used when the private key file is encrypted or\n"
+"                   absent (only FILE.pub) and the agent holds the key\n"
+"  --no-agent       never use the agent\n"
+"  -v               say where the identity's signatures come from (key file or ssh-agent)\n"
 "  -r FILE          pin the remote public key (any format the library reads);\n"
 "                   without it any identity is accepted and its public key line is printed to stderr\n"
 "  --psk-file FILE  pre-shared key (the file's bytes, 16 to 1024 of them)\n"
@@ -220,6 +225,12 @@ int cli_parse_session_args(int argc, char **argv, struct cli_opts *o)
 				return CLI_USAGE;
 			if (o->rekey_s < 0.1)
 				return cli_usage_error(cmd, "--rekey: at least 0.1 seconds");
+		} else if (strcmp(name, "--agent") == 0) {
+			o->agent = 1;
+		} else if (strcmp(name, "--no-agent") == 0) {
+			o->agent = -1;
+		} else if (strcmp(name, "-v") == 0) {
+			o->verbose = 1;
 		} else if (strcmp(name, "--lines") == 0) {
 			o->lines = 1;
 		} else if (strcmp(name, "--multi") == 0) {

@@ -45,6 +45,8 @@ struct cli_opts {
 	const char *cmd;      /* "listen" or "connect" */
 	const char *id_dir;   /* -i: a directory holding id_ed25519, or a key file */
 	const char *passphrase_file; /* --passphrase-file */
+	int agent;                   /* --agent 1, --no-agent -1, else 0: when needed */
+	int verbose;                 /* -v */
 	const char *remote;   /* -r */
 	const char *psk_file; /* --psk-file */
 	const char *address;

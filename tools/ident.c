@@ -221,23 +221,21 @@ static int ask_cb(void *vctx, const char *path, char *buf, size_t cap, size_t *l
 int cli_resolve_identity(const char *arg, char *path, size_t cap)
 {
 	struct stat st;
-	if (stat(arg, &st) != 0) {
-		cli_err("identity %s: %s (create one with: sio keygen -i %s)", arg, strerror(errno),
-		        arg);
-		return CLI_ERR;
-	}
-	int n = S_ISDIR(st.st_mode) ? snprintf(path, cap, "%s/id_ed25519", arg)
-	                            : snprintf(path, cap, "%s", arg);
-	if (n < 0 || (size_t)n >= cap) {
+	char pub[4300];
+	int isdir = stat(arg, &st) == 0 && S_ISDIR(st.st_mode);
+	int n = isdir ? snprintf(path, cap, "%s/id_ed25519", arg) : snprintf(path, cap, "%s", arg);
+	if (n < 0 || (size_t)n >= cap || (size_t)n + 5 > sizeof pub) {
 		cli_err("identity %s: path too long", arg);
 		return CLI_ERR;
 	}
-	if (S_ISDIR(st.st_mode) && stat(path, &st) != 0) {
-		cli_err("identity %s: %s (create one with: sio keygen -i %s)", path,
-		        strerror(errno), arg);
-		return CLI_ERR;
-	}
-	return 0;
+	if (stat(path, &st) == 0)
+		return 0;
+	int e = errno;
+	snprintf(pub, sizeof pub, "%s.pub", path);
+	if (e == ENOENT && access(pub, F_OK) == 0)
+		return 0; /* only the public half: an agent may hold the key */
+	cli_err("identity %s: %s (create one with: sio keygen -i %s)", path, strerror(e), arg);
+	return CLI_ERR;
 }
 
 /* 0 when PATH.pub is absent or holds PK. */
@@ -263,6 +261,32 @@ static int check_pub(const char *path, const uint8_t pk[SIO_PUBLIC_KEY_BYTES])
 	return 0;
 }
 
+/* The public key of PATH.pub (the first key in it). */
+static int pub_of(const char *path, uint8_t pk[SIO_PUBLIC_KEY_BYTES])
+{
+	char pub[4300];
+	snprintf(pub, sizeof pub, "%s.pub", path);
+	sio_remote *r = NULL;
+	int rc = sio_remote_load(&r, pub);
+	if (rc == 0)
+		rc = sio_remote_key(r, 0, pk);
+	sio_remote_free(r);
+	if (rc)
+		cli_err("identity %s: %s", pub, sio_strerror(rc));
+	return rc ? CLI_ERR : 0;
+}
+
+static void say_identity(const struct cli_opts *o, const uint8_t pk[SIO_PUBLIC_KEY_BYTES],
+                         const char *path, const char *how)
+{
+	if (!o->verbose)
+		return;
+	char fp[SIO_FINGERPRINT_MAX];
+	if (sio_fingerprint(pk, fp, sizeof fp) != 0)
+		fp[0] = 0;
+	fprintf(stderr, "sio: identity %s %s: signing with %s\n", fp, path, how);
+}
+
 int cli_load_identity(const struct cli_opts *o, sio_identity **out)
 {
 	char path[4200];
@@ -270,13 +294,42 @@ int cli_load_identity(const struct cli_opts *o, sio_identity **out)
 	if (cli_resolve_identity(o->id_dir, path, sizeof path))
 		return CLI_ERR;
 	uint8_t pk[SIO_PUBLIC_KEY_BYTES];
-	int encrypted = 0;
+	int encrypted = 0, absent = access(path, F_OK) != 0;
+	int rc = 0;
 	errno = 0;
-	int rc = sio_private_key_info(path, pk, &encrypted, NULL, 0);
-	if (rc == 0)
-		rc = check_pub(path, pk) ? CLI_ERR : 0;
-	if (rc == CLI_ERR)
+	if (absent) {
+		if (pub_of(path, pk))
+			return CLI_ERR;
+	} else {
+		rc = sio_private_key_info(path, pk, &encrypted, NULL, 0);
+		if (rc == 0 && check_pub(path, pk))
+			return CLI_ERR;
+	}
+	/* the agent: asked for (--agent), or needed and holding the key */
+	const char *sock = getenv("SSH_AUTH_SOCK");
+	if (rc == 0 && (o->agent > 0 || (o->agent == 0 && (encrypted || absent) && sock && *sock))) {
+		int arc = sio_identity_from_agent(out, NULL, pk);
+		if (arc == 0) {
+			char how[200];
+			snprintf(how, sizeof how, "the ssh-agent at %.150s", sock);
+			say_identity(o, pk, path, how);
+			return 0;
+		}
+		if (o->agent > 0 || absent) {
+			cli_err("identity %s: %s%s", path,
+			        !sock || !*sock ? "SSH_AUTH_SOCK is not set: no ssh-agent"
+			                        : arc == SIO_EAGENT ? "the ssh-agent does not hold this key (add it with: ssh-add)"
+			                                            : sio_strerror(arc),
+			        absent && o->agent <= 0 ? " (and the private key file is absent)" : "");
+			return CLI_ERR;
+		}
+		/* encrypted, the agent lacks it: ask for the passphrase instead */
+	}
+	if (rc == 0 && absent) {
+		cli_err("identity %s: the private key file is absent and %s", path,
+		        o->agent < 0 ? "--no-agent was given" : "SSH_AUTH_SOCK is not set: no ssh-agent");
 		return CLI_ERR;
+	}
 	struct ask_ctx a = {o->passphrase_file, 0, 0, 0};
 	for (int tries = 0; rc == 0; tries++) {
 		errno = 0;
@@ -288,13 +341,15 @@ int cli_load_identity(const struct cli_opts *o, sio_identity **out)
 		}
 		break;
 	}
-	if (rc == 0)
+	if (rc == 0) {
+		say_identity(o, pk, path, encrypted ? "the key file (passphrase-protected)" : "the key file");
 		return 0;
+	}
 	if (a.failed)
 		return CLI_ERR;
 	if (a.none)
 		cli_err("identity %s is passphrase-protected and there is no terminal to ask on: "
-		        "use --passphrase-file FILE or SIO_ASKPASS",
+		        "use --passphrase-file FILE, SIO_ASKPASS or an ssh-agent holding the key",
 		        path);
 	else
 		cli_err("identity %s: %s", path,
