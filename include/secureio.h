@@ -208,6 +208,19 @@ SIO_API void sio_identity_free(sio_identity *id);
  * Thread: any. */
 SIO_API int sio_remote_load(sio_remote **out, const char *path);
 
+/* sio_remote_load, and when the file is refused (SIO_EFORMAT) a one-line
+ * reason in MSG (MSGLEN bytes; may be NULL): "line N: option 'X': why".
+ * authorized_keys options: from="pattern-list" (sshd's address patterns:
+ * '*' '?' wildcards, CIDR blocks, '!' negation; matched against the peer's
+ * IP address, never DNS names) is enforced by sessions with a pinned set
+ * and by listeners: the key is accepted only from a matching address (a
+ * key on several lines: any of them). restrict, no-pty, no-port-forwarding,
+ * no-agent-forwarding, no-x11-forwarding and no-user-rc restrict SSH
+ * features secureio does not have and are accepted; any other option
+ * (command=, environment=, permitopen=, expiry-time=, cert-authority, ...)
+ * refuses the whole file, since it would not be enforced. Thread: any. */
+SIO_API int sio_remote_load_err(sio_remote **out, const char *path, char *msg, size_t msglen);
+
 /* Creates a remote set holding one public key. Thread: any. */
 SIO_API int sio_remote_from_public_key(sio_remote **out, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]);
 

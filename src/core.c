@@ -82,6 +82,7 @@ int sio_core_new(sio_core **out, const sio_core_config *cfg, const sio_core_cbs 
 	c->sk = cfg->sign ? NULL : cfg->ed25519_sk;
 	c->sign = cfg->sign;
 	c->sign_ctx = cfg->sign_ctx;
+	c->admit = cfg->admit;
 	memcpy(c->idpk, cfg->sign ? cfg->ed25519_pk : cfg->ed25519_sk + 32, 32);
 	c->remote = cfg->remote;
 	c->wall0 = cfg->wallclock_ns;
@@ -364,7 +365,8 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 	if (c->have_peer_id) {
 		if (sodium_memcmp(c->peer_id, f.idpk, 32) != 0)
 			return drop_kx(c);
-	} else if (c->remote && !sio_remote_contains(c->remote, f.idpk)) {
+	} else if (c->remote && !(c->admit ? c->admit(c->cb.ctx, f.idpk)
+	                                    : sio_remote_contains(c->remote, f.idpk))) {
 		c->auth_refused++;
 		/* On a transport that reaches only the peer (a stream, a connected
 		 * socket), a well-signed message from an identity we do not accept

@@ -21,9 +21,19 @@ struct sio_identity {
 	atomic_int refs;
 };
 
+/* One authorized_keys line's restriction: PK may connect from FROM's
+ * addresses (FROM NULL: from anywhere). */
+struct remote_rule {
+	uint8_t pk[SIO_PUBLIC_KEY_BYTES];
+	char *from;
+};
+
 struct sio_remote {
 	size_t n, cap;
 	uint8_t (*pk)[SIO_PUBLIC_KEY_BYTES];
+	struct remote_rule *rules; /* from authorized_keys options; see allows() */
+	size_t nrules;
+	int restricted; /* some rule has a from= list */
 	atomic_int refs;
 };
 
@@ -229,10 +239,71 @@ sio_remote *sio_remote_ref(const sio_remote *r)
 	return m;
 }
 
+int sio_remote_add_rule(sio_remote *r, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], const char *from)
+{
+	int rc = sio_remote_add(r, pk);
+	if (rc)
+		return rc;
+	struct remote_rule *nr = realloc(r->rules, (r->nrules + 1) * sizeof *nr);
+	if (!nr)
+		return SIO_ENOMEM;
+	r->rules = nr;
+	memcpy(nr[r->nrules].pk, pk, SIO_PUBLIC_KEY_BYTES);
+	nr[r->nrules].from = NULL;
+	if (from && !(nr[r->nrules].from = strdup(from)))
+		return SIO_ENOMEM;
+	r->nrules++;
+	if (from)
+		r->restricted = 1;
+	return 0;
+}
+
+int sio_remote_has_rules(const sio_remote *r)
+{
+	return r && r->restricted;
+}
+
+int sio_remote_allows(const sio_remote *r, const uint8_t pk[SIO_PUBLIC_KEY_BYTES],
+                      const struct sockaddr *sa, socklen_t salen)
+{
+	if (!sio_remote_contains(r, pk))
+		return 0;
+	if (!r->restricted)
+		return 1;
+	int lines = 0;
+	for (size_t i = 0; i < r->nrules; i++) {
+		if (memcmp(r->rules[i].pk, pk, SIO_PUBLIC_KEY_BYTES) != 0)
+			continue;
+		lines++;
+		if (!r->rules[i].from || sio_from_list_match(r->rules[i].from, sa, salen))
+			return 1;
+	}
+	return lines == 0; /* added by sio_remote_add: no restriction */
+}
+
+int sio_remote_copy(sio_remote **out, const sio_remote *in)
+{
+	if (!out || !in)
+		return SIO_EINVAL;
+	int rc = sio_remote_new(out);
+	for (size_t i = 0; rc == 0 && i < in->n; i++)
+		rc = sio_remote_add(*out, in->pk[i]);
+	for (size_t i = 0; rc == 0 && i < in->nrules; i++)
+		rc = sio_remote_add_rule(*out, in->rules[i].pk, in->rules[i].from);
+	if (rc) {
+		sio_remote_free(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
 void sio_remote_free(sio_remote *r)
 {
 	if (!r || atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1)
 		return;
+	for (size_t i = 0; i < r->nrules; i++)
+		free(r->rules[i].from);
+	free(r->rules);
 	free(r->pk);
 	free(r);
 }

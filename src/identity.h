@@ -86,6 +86,42 @@ int sio_keyfile_format_private_ex(const uint8_t sk[SIO_SECRET_KEY_BYTES], const 
 int sio_pubkey_parse_all(const char *text, size_t len,
                          int (*add)(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]), void *ctx);
 
+/* Where a key list was refused: 1-based LINE, the OPTION named (or the
+ * start of the options), and WHY (static text). */
+struct sio_pk_err {
+	size_t line;
+	char option[64];
+	const char *why;
+};
+
+/* sio_pubkey_parse_all, giving ADD each key's from="..." pattern list (NULL
+ * when the line has none) and, on SIO_EFORMAT, where and why in ERR (may
+ * be NULL). Options other than from= and the SSH-only restrictions
+ * (restrict, no-pty, no-*-forwarding, no-user-rc) refuse the file. */
+int sio_pubkey_parse_all_ex(const char *text, size_t len,
+                            int (*add)(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES],
+                                       const char *from),
+                            void *ctx, struct sio_pk_err *err);
+
+/* src/addrmatch.c: sshd's from= pattern lists, matched against IP
+ * addresses. _valid: 1 if LIST parses (non-empty patterns, valid CIDR
+ * blocks). _match: 1 if the address SA is allowed by LIST (a positive
+ * pattern matches and no negated one does); never for non-IP addresses. */
+#include <sys/socket.h>
+int sio_from_list_valid(const char *list);
+int sio_from_list_match(const char *list, const struct sockaddr *sa, socklen_t salen);
+
+/* Remote sets with from= restrictions (keys added by sio_remote_add have
+ * none). sio_remote_add_rule adds PK with FROM (NULL: unrestricted).
+ * sio_remote_allows: 1 if PK is in R and some line of it allows SA (a line
+ * without from=, or whose list matches). sio_remote_has_rules: 1 if any
+ * key is restricted. sio_remote_copy: a deep copy. */
+int sio_remote_add_rule(sio_remote *r, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], const char *from);
+int sio_remote_allows(const sio_remote *r, const uint8_t pk[SIO_PUBLIC_KEY_BYTES],
+                      const struct sockaddr *sa, socklen_t salen);
+int sio_remote_has_rules(const sio_remote *r);
+int sio_remote_copy(sio_remote **out, const sio_remote *in);
+
 /* The SSH wire blob of an Ed25519 public key: string "ssh-ed25519", string pk. */
 #define SIO_PUBKEY_BLOB_BYTES (4 + 11 + 4 + 32)
 void sio_pubkey_blob(const uint8_t pk[SIO_PUBLIC_KEY_BYTES], uint8_t blob[SIO_PUBKEY_BLOB_BYTES]);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "identity.h"
 #include "keyfile_crypt.h"
@@ -509,23 +510,103 @@ static int is_known_other_type(const char *tok, size_t n)
 	return 0;
 }
 
-/* One authorized_keys line (no newline). Returns 1 if an Ed25519 key was
- * stored in PK, 0 if the line is blank/comment, 2 if it holds another key
- * type, or a negative code. */
-static int parse_line(const char *l, size_t n, uint8_t pk[32])
+/* Options that restrict only what SSH offers and secureio does not have
+ * (terminals, forwarding, rc files): enforced by their absence. */
+static const char *const vacuous_opts[] = {"restrict",   "no-agent-forwarding", "no-port-forwarding",
+                                           "no-pty",     "no-user-rc",          "no-x11-forwarding"};
+
+/* Parses the options field O (N bytes) of an authorized_keys line:
+ * from="pattern-list" is kept in FROM (NUL-terminated, unquoted), the
+ * options in vacuous_opts are accepted, anything else is refused with its
+ * name in ERR. Returns 0 or SIO_EFORMAT. */
+static int parse_options(const char *o, size_t n, char *from, size_t fromcap,
+                         struct sio_pk_err *err)
 {
 	size_t i = 0;
+	while (i < n) {
+		size_t s = i;
+		while (i < n && o[i] != '=' && o[i] != ',')
+			i++;
+		size_t nl = i - s;
+		const char *val = NULL;
+		size_t vl = 0;
+		char vbuf[1024];
+		if (i < n && o[i] == '=') {
+			i++;
+			if (i >= n || o[i] != '"')
+				goto bad_value;
+			i++;
+			while (i < n && o[i] != '"') {
+				if (o[i] == '\\' && i + 1 < n && o[i + 1] == '"')
+					i++;
+				if (vl + 1 >= sizeof vbuf)
+					goto bad_value;
+				vbuf[vl++] = o[i++];
+			}
+			if (i >= n)
+				goto bad_value;
+			i++; /* closing quote */
+			vbuf[vl] = 0;
+			val = vbuf;
+		}
+		if (i < n && o[i] != ',')
+			goto bad_value;
+		if (i < n)
+			i++;
+		if (err) {
+			size_t c = nl < sizeof err->option - 1 ? nl : sizeof err->option - 1;
+			memcpy(err->option, o + s, c);
+			err->option[c] = 0;
+		}
+		if (nl == 4 && strncasecmp(o + s, "from", 4) == 0) {
+			if (!val || from[0] || vl + 1 > fromcap || !sio_from_list_valid(val)) {
+				if (err)
+					err->why = from[0] ? "given twice" : "not a valid address pattern list";
+				return SIO_EFORMAT;
+			}
+			memcpy(from, val, vl + 1);
+			continue;
+		}
+		int known = 0;
+		for (size_t k = 0; k < sizeof vacuous_opts / sizeof *vacuous_opts; k++)
+			if (!val && strlen(vacuous_opts[k]) == nl &&
+			    strncasecmp(o + s, vacuous_opts[k], nl) == 0)
+				known = 1;
+		if (!known) {
+			if (err)
+				err->why = "not enforced by secureio (only from=\"...\" and SSH-only "
+				           "restrictions such as no-pty are)";
+			return SIO_EFORMAT;
+		}
+	}
+	return 0;
+bad_value:
+	if (err) {
+		snprintf(err->option, sizeof err->option, "%.*s", (int)(n < 40 ? n : 40), o);
+		err->why = "malformed options (a value must be in double quotes)";
+	}
+	return SIO_EFORMAT;
+}
+
+/* One authorized_keys line (no newline). Returns 1 if an Ed25519 key was
+ * stored in PK (and its from= list, or "", in FROM), 0 if the line is
+ * blank/comment, 2 if it holds another key type, or a negative code. */
+static int parse_line(const char *l, size_t n, uint8_t pk[32], char *from, size_t fromcap,
+                      struct sio_pk_err *err)
+{
+	size_t i = 0;
+	from[0] = 0;
 	while (i < n && (l[i] == ' ' || l[i] == '\t' || l[i] == '\r'))
 		i++;
 	if (i == n || l[i] == '#')
 		return 0;
-	/* Tokens separated by blanks; double quotes (options) may hold blanks. */
-	int seen_other = 0;
-	while (i < n) {
+	/* Tokens separated by blanks; double quotes (options) may hold blanks.
+	 * The first token may be the options, then comes the key type. */
+	for (int tok = 0; i < n; tok++) {
 		size_t s = i;
 		int q = 0;
 		while (i < n && (q || (l[i] != ' ' && l[i] != '\t'))) {
-			if (l[i] == '"')
+			if (l[i] == '"' && (i == s || l[i - 1] != '\\'))
 				q = !q;
 			i++;
 		}
@@ -548,23 +629,58 @@ static int parse_line(const char *l, size_t n, uint8_t pk[32])
 			return rc == 0 ? 1 : rc;
 		}
 		if (is_known_other_type(l + s, tl))
-			seen_other = 1;
-		if (seen_other)
 			return 2;
+		if (tok > 0)
+			break; /* a second token that is no key type: not a key line */
+		/* options only in front of a key type; otherwise the line is
+		 * no key line at all (reported as such, not as a bad option) */
+		size_t k = i;
+		while (k < n && l[k] != ' ' && l[k] != '\t')
+			k++;
+		if (!(k - i == 11 && memcmp(l + i, KEYTYPE, 11) == 0) && !is_known_other_type(l + i, k - i))
+			break;
+		int rc = parse_options(l + s, tl, from, fromcap, err);
+		if (rc)
+			return rc;
 	}
 	return SIO_EFORMAT;
+}
+
+struct old_add {
+	int (*add)(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]);
+	void *ctx;
+};
+
+static int old_adder(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], const char *from)
+{
+	struct old_add *o = ctx;
+	(void)from;
+	return o->add(o->ctx, pk);
 }
 
 int sio_pubkey_parse_all(const char *text, size_t len,
                          int (*add)(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]), void *ctx)
 {
+	if (!add)
+		return SIO_EINVAL;
+	struct old_add o = {add, ctx};
+	return sio_pubkey_parse_all_ex(text, len, old_adder, &o, NULL);
+}
+
+int sio_pubkey_parse_all_ex(const char *text, size_t len,
+                            int (*add)(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES],
+                                       const char *from),
+                            void *ctx, struct sio_pk_err *err)
+{
 	if (!text || !add)
 		return SIO_EINVAL;
+	if (err)
+		memset(err, 0, sizeof *err);
 	uint8_t *bin = NULL;
 	size_t blen = 0;
 	int rc = pem_decode(text, len, "ED25519 PUBLIC KEY", &bin, &blen);
 	if (rc == 0) {
-		rc = blen == 32 ? add(ctx, bin) : SIO_EFORMAT;
+		rc = blen == 32 ? add(ctx, bin, NULL) : SIO_EFORMAT;
 		sodium_free(bin);
 		return rc ? rc : 1;
 	}
@@ -573,21 +689,32 @@ int sio_pubkey_parse_all(const char *text, size_t len,
 	if (memfind(text, len, "PRIVATE KEY-----"))
 		return SIO_EFORMAT; /* a private key file given where a public key belongs */
 	int found = 0, other = 0, bad = 0;
-	size_t p = 0;
+	size_t p = 0, lineno = 0;
+	char from[1024];
 	while (p < len) {
 		const char *nl = memchr(text + p, '\n', len - p);
 		size_t e = nl ? (size_t)(nl - text) : len;
 		uint8_t pk[32];
-		rc = parse_line(text + p, e - p, pk);
+		struct sio_pk_err le;
+		memset(&le, 0, sizeof le);
+		lineno++;
+		rc = parse_line(text + p, e - p, pk, from, sizeof from, &le);
 		if (rc == 1) {
-			int a = add(ctx, pk);
+			int a = add(ctx, pk, from[0] ? from : NULL);
 			if (a)
 				return a;
 			found++;
 		} else if (rc == 2 || rc == SIO_EKEYTYPE) {
 			other++;
 		} else if (rc < 0) {
-			bad = rc;
+			if (!bad && err) {
+				*err = le;
+				err->line = lineno;
+				if (!err->why)
+					err->why = "not a valid ssh-ed25519 key line";
+			}
+			if (!bad)
+				bad = rc;
 		}
 		p = e + 1;
 	}

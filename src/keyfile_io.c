@@ -208,32 +208,45 @@ int sio_public_key_parse(const char *text, size_t len, uint8_t pk[SIO_PUBLIC_KEY
 	return rc < 0 ? rc : 0;
 }
 
-static int add_to_remote(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES])
+static int add_to_remote(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], const char *from)
 {
-	return sio_remote_add(ctx, pk);
+	return sio_remote_add_rule(ctx, pk, from);
 }
 
-int sio_remote_load(sio_remote **out, const char *path)
+int sio_remote_load_err(sio_remote **out, const char *path, char *msg, size_t msglen)
 {
 	if (!out || !path)
 		return SIO_EINVAL;
 	*out = NULL;
+	if (msg && msglen)
+		msg[0] = 0;
 	char *buf = NULL;
 	size_t len = 0;
 	int rc = read_file(path, 0, &buf, &len);
 	if (rc)
 		return rc;
 	sio_remote *r = NULL;
+	struct sio_pk_err err;
+	memset(&err, 0, sizeof err);
 	rc = sio_remote_new(&r);
 	if (rc == 0)
-		rc = sio_pubkey_parse_all(buf, len, add_to_remote, r);
+		rc = sio_pubkey_parse_all_ex(buf, len, add_to_remote, r, &err);
 	free_buf(buf, len);
 	if (rc < 0) {
+		if (msg && msglen && err.line)
+			snprintf(msg, msglen, "line %zu%s%s%s: %s", err.line,
+			         err.option[0] ? ": option '" : "", err.option,
+			         err.option[0] ? "'" : "", err.why ? err.why : sio_strerror(rc));
 		sio_remote_free(r);
 		return rc;
 	}
 	*out = r;
 	return 0;
+}
+
+int sio_remote_load(sio_remote **out, const char *path)
+{
+	return sio_remote_load_err(out, path, NULL, 0);
 }
 
 /* Writes DATA to a fresh temporary file next to PATH (mode MODE), fsyncs it

@@ -434,8 +434,11 @@ static void on_packet(void *ctx, uint8_t *buf, size_t len, const struct sockaddr
 		return; /* a listener under load asks us to echo a cookie */
 	s->cur_pkt = buf;
 	s->cur_len = len;
+	s->cur_from = from;
+	s->cur_fromlen = fl;
 	int auth = sio_core_recv(s->core, rx->now, buf, len);
 	s->cur_pkt = NULL;
+	s->cur_from = NULL;
 	if (s->pkt_hook)
 		s->pkt_hook(s->hook_ctx, buf, auth);
 	if (auth == 1 && s->tp.tx_prefix_len > 1 + SIO_LISTENER_CID_BYTES)
@@ -678,6 +681,24 @@ static struct sio_shared *shared_new(void)
 	return sh;
 }
 
+/* from="..." in the pinned set: the key is accepted only from an allowed
+ * address: the source of the packet being processed, else the transport's
+ * peer (a connected socket or stream: getpeername). */
+static int session_admit(void *ctx, const uint8_t pk[32])
+{
+	sio_session *s = ctx;
+	if (!sio_remote_has_rules(s->remote))
+		return sio_remote_contains(s->remote, pk);
+	if (s->cur_from && s->cur_fromlen)
+		return sio_remote_allows(s->remote, pk, s->cur_from, s->cur_fromlen);
+	struct sockaddr_storage ss;
+	socklen_t l = sizeof ss;
+	int fd = sio_tp_read_fd(&s->tp);
+	if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &l) != 0)
+		l = 0;
+	return sio_remote_allows(s->remote, pk, l ? (struct sockaddr *)&ss : NULL, l);
+}
+
 /* The core signs our key-exchange messages through the identity (a local
  * key, or an external signer that may block or fail). */
 static int session_sign(void *ctx, uint8_t sig[64], const uint8_t *msg, size_t len)
@@ -723,6 +744,7 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 	sio_identity_public_key(id, idpk);
 	cfg.ed25519_pk = idpk; /* copied by the core */
 	cfg.sign = session_sign;
+	cfg.admit = session_admit;
 	cfg.sign_ctx = s->id;
 	cfg.remote = remote;
 	cfg.datagram = datagram;

@@ -163,6 +163,8 @@ struct sio_session {
 	/* packet being fed to the core (for zero-copy deliveries and learning) */
 	const uint8_t *cur_pkt;
 	size_t cur_len;
+	const struct sockaddr *cur_from; /* its source (datagram sockets), or NULL */
+	socklen_t cur_fromlen;
 
 	/* default read stream */
 	struct sio_bq rd;

@@ -25,7 +25,7 @@ check "ssh-keygen -y without the passphrase fails" \
 check_eq "keygen on an existing encrypted key prints it without asking" "$(cat "$T/a.line")" \
 	"$(timeout 30 "$SIO" keygen -i "$T/a" </dev/null 2>/dev/null)"
 check_eq "pubkey -f of an encrypted key needs no passphrase" "$(cat "$T/a.line")" \
-	"$(timeout 30 "$SIO" pubkey -f "$T/a/id_ed25519" 2>/dev/null | cut -d' ' -f1,2)"
+	"$(timeout 30 "$SIO" pubkey -f "$T/a/id_ed25519" 2>/dev/null </dev/null)"
 check_eq "fingerprint of an encrypted key" "$(ssh-keygen -l -f "$T/a/id_ed25519.pub" | cut -d' ' -f2)" \
 	"$(timeout 30 "$SIO" fingerprint "$T/a/id_ed25519" 2>/dev/null)"
 
@@ -93,6 +93,19 @@ if command -v setsid >/dev/null; then
 	check_eq "no terminal, no askpass: exit 1" 1 $?
 	check "no terminal: says how to give the passphrase" grep -q "passphrase-file" "$T/err"
 fi
+
+# ---- sio pubkey keeps the key's comment ----
+ssh-keygen -q -t ed25519 -N '' -C 'alice@laptop' -f "$T/cm"
+check_eq "pubkey of an unencrypted key: its comment" "$(cat "$T/cm.pub")" \
+	"$(timeout 30 "$SIO" pubkey -f "$T/cm")"
+check_eq "pubkey of the .pub: its comment" "$(cat "$T/cm.pub")" "$(timeout 30 "$SIO" pubkey -f "$T/cm.pub")"
+ssh-keygen -q -t ed25519 -N 'pw' -C 'bob at work' -f "$T/cme"
+check_eq "pubkey of an encrypted key: the comment of its .pub" "$(cat "$T/cme.pub")" \
+	"$(timeout 30 "$SIO" pubkey -f "$T/cme" </dev/null)"
+{ cat "$T/cm.pub"; printf 'no-pty %s\n' "$(cat "$T/cme.pub")"; } >"$T/ak"
+check_eq "pubkey of an authorized_keys file: every comment" "$(cat "$T/cm.pub" "$T/cme.pub")" \
+	"$(timeout 30 "$SIO" pubkey -f "$T/ak")"
+check_eq "keygen prints the comment too" "secureio" "$(timeout 30 "$SIO" keygen -i "$T/a" </dev/null | cut -d' ' -f3-)"
 
 # ---- -i never creates ----
 for cmd in listen connect; do

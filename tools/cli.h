@@ -93,6 +93,9 @@ int cli_resolve_identity(const char *arg, char *path, size_t cap);
  * passphrase of an encrypted key (three tries on a terminal). Prints one
  * line on failure. 0 or CLI_ERR. */
 int cli_load_identity(const struct cli_opts *o, sio_identity **out);
+/* Loads the -r file (keys, authorized_keys options) into *OUT; on failure
+ * prints "FILE: line N: option 'X': why" (or the error) and returns CLI_ERR. */
+int cli_load_remote(const char *path, sio_remote **out);
 /* A passphrase: the first line of PASSFILE if given, else from the
  * SIO_ASKPASS program, else typed on /dev/tty without echo. Returns 0,
  * CLI_ERR (message printed), or -1 when there is no way to ask. *INTERACTIVE

@@ -356,3 +356,17 @@ int cli_load_identity(const struct cli_opts *o, sio_identity **out)
 		        rc == SIO_EIO && errno ? strerror(errno) : sio_strerror(rc));
 	return CLI_ERR;
 }
+
+int cli_load_remote(const char *path, sio_remote **out)
+{
+	char msg[300];
+	errno = 0;
+	int rc = sio_remote_load_err(out, path, msg, sizeof msg);
+	if (rc == 0)
+		return 0;
+	if (msg[0])
+		cli_err("%s: %s", path, msg);
+	else
+		cli_err("%s: %s", path, rc == SIO_EIO && errno ? strerror(errno) : sio_strerror(rc));
+	return CLI_ERR;
+}

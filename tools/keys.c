@@ -60,6 +60,61 @@ static int load_keys(const char *path, sio_remote **out)
 	return 0;
 }
 
+/* The comment of PK's line in the public key file PATH ("" if none): the
+ * text after the base64 key, as ssh-keygen writes it. */
+static void comment_in(const char *path, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], char *out,
+                       size_t cap)
+{
+	out[0] = 0;
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return;
+	char *l = NULL;
+	size_t lcap = 0;
+	ssize_t n;
+	while ((n = getline(&l, &lcap, f)) > 0) {
+		uint8_t got[SIO_PUBLIC_KEY_BYTES];
+		if (sio_public_key_parse(l, (size_t)n, got) != 0 || memcmp(got, pk, sizeof got) != 0)
+			continue;
+		char *p = strstr(l, "ssh-ed25519");
+		if (!p)
+			break;
+		p += 11;
+		p += strspn(p, " \t");
+		p += strcspn(p, " \t\r\n"); /* the base64 key */
+		p += strspn(p, " \t");
+		p[strcspn(p, "\r\n")] = 0;
+		snprintf(out, cap, "%s", p);
+		break;
+	}
+	free(l);
+	fclose(f);
+}
+
+/* The public key line of the private key file PATH with the key's comment:
+ * from the file itself when unencrypted, else from PATH.pub. */
+static int private_key_line(const char *path, char *line, size_t cap)
+{
+	uint8_t pk[SIO_PUBLIC_KEY_BYTES];
+	char comment[1100];
+	errno = 0;
+	int rc = sio_private_key_info(path, pk, NULL, comment, sizeof comment);
+	if (rc < 0)
+		return key_file_error(path, rc);
+	if (!comment[0]) {
+		char pub[4200];
+		snprintf(pub, sizeof pub, "%s.pub", path);
+		comment_in(pub, pk, comment, sizeof comment);
+	}
+	comment[strcspn(comment, "\r\n")] = 0;
+	if (sio_public_key_line(pk, comment[0] ? comment : NULL, line, cap) < 0 &&
+	    sio_public_key_line(pk, NULL, line, cap) < 0) {
+		cli_err("%s: cannot format the public key", path);
+		return CLI_ERR;
+	}
+	return 0;
+}
+
 static int identity_path(char *buf, size_t len, const char *dir)
 {
 	int n = snprintf(buf, len, "%s/id_ed25519", dir);
@@ -99,17 +154,9 @@ static int new_passphrase(const char *passfile, const char *path, char *buf, siz
 
 static int print_key_of(const char *path)
 {
-	uint8_t pk[SIO_PUBLIC_KEY_BYTES];
-	char line[SIO_PUBKEY_LINE_MAX];
-	errno = 0;
-	int rc = sio_private_key_info(path, pk, NULL, NULL, 0);
-	if (rc < 0)
-		return key_file_error(path, rc);
-	rc = sio_public_key_line(pk, NULL, line, sizeof line);
-	if (rc < 0) {
-		cli_err("cannot format the public key: %s", sio_strerror(rc));
+	char line[SIO_PUBKEY_LINE_MAX + 1100];
+	if (private_key_line(path, line, sizeof line))
 		return CLI_ERR;
-	}
 	printf("%s\n", line);
 	return fflush(stdout) == 0 ? CLI_OK : CLI_ERR;
 }
@@ -219,15 +266,20 @@ int cli_pubkey(int argc, char **argv)
 		}
 		file = path;
 	}
+	if (looks_private(file))
+		return print_key_of(file); /* with the key's comment */
 	sio_remote *keys = NULL;
 	int rc = load_keys(file, &keys);
 	if (rc)
 		return rc;
 	for (size_t i = 0; i < sio_remote_count(keys); i++) {
 		uint8_t pk[SIO_PUBLIC_KEY_BYTES];
-		char line[SIO_PUBKEY_LINE_MAX];
+		char line[SIO_PUBKEY_LINE_MAX + 1100], comment[1100] = "";
+		if (sio_remote_key(keys, i, pk) == 0)
+			comment_in(file, pk, comment, sizeof comment);
 		if (sio_remote_key(keys, i, pk) < 0 ||
-		    sio_public_key_line(pk, NULL, line, sizeof line) < 0) {
+		    (sio_public_key_line(pk, comment[0] ? comment : NULL, line, sizeof line) < 0 &&
+		     sio_public_key_line(pk, NULL, line, sizeof line) < 0)) {
 			sio_remote_free(keys);
 			cli_err("%s: cannot format key %zu", file, i + 1);
 			return CLI_ERR;

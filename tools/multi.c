@@ -167,10 +167,8 @@ int cli_multi(struct cli_opts *o)
 
 	if (cli_load_identity(o, &id))
 		goto out;
-	if (o->remote && (rc = sio_remote_load(&allowed, o->remote)) < 0) {
-		cli_err("%s: %s", o->remote, rc == SIO_EIO && errno ? strerror(errno) : sio_strerror(rc));
+	if (o->remote && cli_load_remote(o->remote, &allowed))
 		goto out;
-	}
 	if (o->psk_file && cli_read_psk(o->psk_file, psk, sizeof psk, &psk_len))
 		goto out;
 	struct sigaction sa;
