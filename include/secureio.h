@@ -203,9 +203,10 @@ SIO_API void sio_identity_free(sio_identity *id);
 
 /* Loads one or several public keys from a file: "ssh-ed25519 BASE64 [comment]"
  * lines (authorized_keys style: several lines, comments, blank lines, options
- * prefix), or a PEM block "ED25519 PUBLIC KEY". Non-Ed25519 lines in an
- * authorized_keys file are skipped; a file with no Ed25519 key fails.
- * Thread: any. */
+ * prefix: from="..." is enforced, options that could not be enforced refuse
+ * the file, see sio_remote_load_err), or a PEM block "ED25519 PUBLIC KEY".
+ * Non-Ed25519 lines in an authorized_keys file are skipped; a file with no
+ * Ed25519 key fails. Thread: any. */
 SIO_API int sio_remote_load(sio_remote **out, const char *path);
 
 /* sio_remote_load, and when the file is refused (SIO_EFORMAT) a one-line
