@@ -18,9 +18,10 @@ void sio_kf_blowfish_schedule(void *s, const uint8_t *key, size_t keylen);
 
 static void blowfish_table(void)
 {
+	static const char long_key[] = "0123456789012345678901234567890123456789012345678901"
+	                               "234567890123456789";
 	static const char *const keys[] = {"abcdefghijklmnopqrstuvwxyz", "k", "\xff\x00\x80",
-	                                   "0123456789012345678901234567890123456789012345678901"
-	                                   "234567890123456789"};
+	                                   long_key};
 	for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
 		BF_KEY a, b;
 		size_t len = strlen(keys[i]) ? strlen(keys[i]) : 1;
