@@ -1,5 +1,9 @@
 /* libFuzzer target: the private key file parser (OpenSSH openssh-key-v1,
- * Go PEM "ED25519 PRIVATE KEY", other PEM types). Each input is parsed as
+ * unencrypted and passphrase-protected; Go PEM "ED25519 PRIVATE KEY", other
+ * PEM types). Each input is also parsed with the passphrase "fuzz" (bcrypt
+ * capped at 2 rounds so an execution stays short; the seeds fuzz/corpus/
+ * fuzz_keyfile/enc_* use 1 round and that passphrase), which reaches the
+ * ciphers and the decrypted section's parser. Each input is parsed as
  * is (text) and, so that the binary openssh-key-v1 parser is reached without
  * the mutator having to keep base64 valid, also base64-armoured as an
  * OpenSSH key. Must never crash; a successful parse must yield a consistent
@@ -14,7 +18,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void one(const uint8_t *data, size_t size)
 {
-	uint8_t sk[64], sk2[64];
+	uint8_t sk[64], sk2[64], pk[32];
+	int enc = 0;
+	char comment[64];
+	struct sio_kf_pass pw = {(const uint8_t *)"fuzz", 4, 2};
+	int rc = sio_keyfile_parse_private_ex(data, size, &pw, sk, pk, &enc, comment, sizeof comment);
+	if (rc == 0 && (memcmp(pk, sk + 32, 32) != 0 || strlen(comment) >= sizeof comment))
+		abort();
+	if (rc == 0 && enc) {
+		/* an encrypted key that opened: the same key must be what an
+		 * unencrypted copy of it gives */
+		char *txt = NULL;
+		size_t len = 0;
+		if (sio_keyfile_format_private(sk, "fuzz", 9, &txt, &len) != 0 ||
+		    sio_keyfile_parse_private((const uint8_t *)txt, len, sk2) != 0 ||
+		    memcmp(sk, sk2, 64) != 0)
+			abort();
+		sio_keyfile_free_text(txt, len);
+	}
 	if (sio_keyfile_parse_private(data, size, sk) != 0)
 		return;
 	sio_identity *id = NULL;

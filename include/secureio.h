@@ -70,6 +70,9 @@ enum sio_error {
 	SIO_EDETACHED = -29,  /* session detached itself after detach_on_messages messages */
 	SIO_ENOTFILE = -30,   /* key file is a directory, FIFO or device, not a regular file */
 	SIO_EDIRPERM = -31,   /* identity directory writable by group/others or owned by another user */
+	SIO_EPASSPHRASE = -32, /* wrong passphrase for an encrypted private key */
+	SIO_ESIGN = -33,      /* the identity's external signer failed or refused */
+	SIO_EAGENT = -34,     /* ssh-agent unreachable, or it does not hold the key */
 };
 
 /* Returns a static, human-readable description of an SIO_E... code.
@@ -100,13 +103,53 @@ typedef struct sio_remote sio_remote;     /* one or more authorised public keys 
  * not be writable by group or others, else SIO_EDIRPERM (like OpenSSH's
  * rule for ~/.ssh: whoever can write there can swap the key).
  * Thread: any. */
+/* Checks DIR as sio_identity_from_dir() does before it reads or creates a
+ * key there: 0, SIO_EDIRPERM (writable by group or others, or owned by
+ * neither the effective user nor root), SIO_ENOENT (missing or not a
+ * directory). Thread: any. */
+SIO_API int sio_identity_check_dir(const char *dir);
+
 SIO_API int sio_identity_from_dir(sio_identity **out, const char *dir);
 
-/* Loads a private key file: OpenSSH "openssh-key-v1" (unencrypted Ed25519)
- * or a PEM block "ED25519 PRIVATE KEY" (64 bytes). Refuses files readable by
- * group/others (SIO_EPERM) and passphrase-protected keys (SIO_EENCRYPTED).
+/* Loads a private key file: OpenSSH "openssh-key-v1" (Ed25519) or a PEM
+ * block "ED25519 PRIVATE KEY" (64 bytes). Refuses files readable by
+ * group/others (SIO_EPERM) and passphrase-protected keys (SIO_EENCRYPTED:
+ * use sio_identity_load_passphrase or sio_identity_load_ask).
  * Thread: any. */
 SIO_API int sio_identity_load(sio_identity **out, const char *path);
+
+/* Loads a private key file that may be passphrase-protected as ssh-keygen
+ * does it (bcrypt KDF, any round count up to 65536; aes128/192/256-ctr,
+ * aes128/192/256-cbc, aes128/256-gcm@openssh.com,
+ * chacha20-poly1305@openssh.com) with the passphrase PASS (LEN bytes; not
+ * NUL-terminated, not kept: the library's copies are wiped). An unencrypted
+ * key loads whatever PASS is. A wrong passphrase is SIO_EPASSPHRASE (found
+ * through the check integers or the AEAD tag); a library built without
+ * OpenSSL's libcrypto answers SIO_EENCRYPTED for every encrypted key.
+ * Thread: any. */
+SIO_API int sio_identity_load_passphrase(sio_identity **out, const char *path, const void *pass,
+                                         size_t len);
+
+/* Asked for the passphrase of the encrypted private key file PATH: write
+ * up to CAP (1024) bytes into BUF, set *LEN, and return 0, or return a
+ * negative code (e.g. SIO_ECANCELED) to give up; that code is returned by
+ * the load. BUF belongs to the library, which wipes it afterwards. */
+typedef int (*sio_passphrase_fn)(void *ctx, const char *path, char *buf, size_t cap,
+                                 size_t *len);
+
+/* sio_identity_load, calling ASK (once, on the calling thread) only when
+ * the key is encrypted. Thread: any. */
+SIO_API int sio_identity_load_ask(sio_identity **out, const char *path, sio_passphrase_fn ask,
+                                  void *ctx);
+
+/* The public key of a private key file without its passphrase (the
+ * openssh-key-v1 format stores it in clear): PK, *ENCRYPTED (may be NULL)
+ * set to 1 if the key is passphrase-protected, and COMMENT (CCAP bytes, may
+ * be NULL) the comment of an unencrypted key ("" for an encrypted one: it
+ * is inside the encrypted part). Same errors as sio_identity_load but never
+ * SIO_EENCRYPTED for an OpenSSH key. Thread: any. */
+SIO_API int sio_private_key_info(const char *path, uint8_t pk[SIO_PUBLIC_KEY_BYTES],
+                                 int *encrypted, char *comment, size_t ccap);
 
 /* Creates an identity from a 32-byte seed (deterministic). Thread: any. */
 SIO_API int sio_identity_from_seed(sio_identity **out, const uint8_t seed[SIO_SEED_BYTES]);
@@ -118,6 +161,48 @@ SIO_API int sio_identity_generate(sio_identity **out);
  * Fails with SIO_EEXIST if PATH exists. Thread: any. */
 SIO_API int sio_identity_save(const sio_identity *id, const char *path, const char *comment);
 
+/* sio_identity_save, with the private key encrypted under the passphrase
+ * PASS (LEN bytes) as ssh-keygen does by default: aes256-ctr, bcrypt KDF
+ * with ROUNDS rounds (0: 16, ssh-keygen's default; at most 65536) and a
+ * random 16-byte salt. LEN 0 writes an unencrypted key, as ssh-keygen does
+ * for an empty passphrase. SIO_ECRYPTO in a build without OpenSSL.
+ * Thread: any. */
+SIO_API int sio_identity_save_passphrase(const sio_identity *id, const char *path,
+                                         const char *comment, const void *pass, size_t len,
+                                         unsigned rounds);
+
+/* An external signer: writes the 64-byte Ed25519 signature of MSG (LEN
+ * bytes) by the identity's key into SIG and returns 0, or returns a
+ * negative code (SIO_ESIGN, SIO_EAGENT, ...) when it cannot. Called by the
+ * thread running a session's key exchange (each session's I/O thread, or
+ * the program's loop thread in event-loop mode), possibly from several
+ * sessions at once, and may block: only the calling session waits. */
+typedef int (*sio_sign_fn)(void *ctx, uint8_t sig[64], const uint8_t *msg, size_t len);
+
+/* Creates an identity whose private key stays elsewhere (HSM, PKCS#11
+ * token, TPM, remote signer): PK is its public key, SIGN makes its
+ * signatures. Every signature is checked against PK before use; a failed
+ * or wrong one ends the key exchange of that session with SIO_ESIGN (or
+ * SIGN's own code) and the session closes; other sessions are unaffected.
+ * FREE_CTX (may be NULL) is called with CTX when the last reference goes.
+ * sio_identity_save() refuses such an identity (SIO_EINVAL). Thread: any. */
+SIO_API int sio_identity_from_signer(sio_identity **out, const uint8_t pk[SIO_PUBLIC_KEY_BYTES],
+                                     sio_sign_fn sign, void *ctx, void (*free_ctx)(void *ctx));
+
+/* Creates an identity signing through an ssh-agent: the agent on SOCKET
+ * (a UNIX socket path; NULL: $SSH_AUTH_SOCK) must hold the Ed25519 key PK
+ * (NULL: the first Ed25519 key it lists). Asks the agent once for its keys
+ * (SSH_AGENTC_REQUEST_IDENTITIES), then for each key exchange opens a new
+ * connection and sends SSH_AGENTC_SIGN_REQUEST, so a restarted agent at the
+ * same path is picked up. Returns 0, SIO_EAGENT (no socket, unreachable,
+ * key not held; PK NULL: no Ed25519 key), SIO_EPROTO (a malformed agent
+ * reply), SIO_ENOMEM. Each signature waits at most 60 s (an agent asking a
+ * person to confirm, ssh-add -c); a refusal, a dead agent or a removed key
+ * make that key exchange fail with SIO_ESIGN. The private key never
+ * enters the process. Thread: any. */
+SIO_API int sio_identity_from_agent(sio_identity **out, const char *socket,
+                                    const uint8_t pk[SIO_PUBLIC_KEY_BYTES]);
+
 /* Copies the 32-byte public key. Thread: any. */
 SIO_API void sio_identity_public_key(const sio_identity *id, uint8_t pk[SIO_PUBLIC_KEY_BYTES]);
 
@@ -128,9 +213,10 @@ SIO_API void sio_identity_free(sio_identity *id);
 
 /* Loads one or several public keys from a file: "ssh-ed25519 BASE64 [comment]"
  * lines (authorized_keys style: several lines, comments, blank lines, options
- * prefix), or a PEM block "ED25519 PUBLIC KEY". Non-Ed25519 lines in an
- * authorized_keys file are skipped; a file with no Ed25519 key fails.
- * Thread: any. */
+ * prefix: from="..." is enforced, options that could not be enforced refuse
+ * the file, see sio_remote_load_err), or a PEM block "ED25519 PUBLIC KEY".
+ * Non-Ed25519 lines in an authorized_keys file are skipped; a file with no
+ * Ed25519 key fails. Thread: any. */
 SIO_API int sio_remote_load(sio_remote **out, const char *path);
 
 /* Reads a pre-shared key file (its bytes are the key, as sio_options.psk
@@ -141,6 +227,18 @@ SIO_API int sio_remote_load(sio_remote **out, const char *path);
  * least CAP + 1) and PSK wiped. The length limits of sio_options.psk_len
  * (16..1024) are the caller's to check. Thread: any. */
 SIO_API int sio_psk_load(const char *path, uint8_t *psk, size_t cap, size_t *len);
+/* sio_remote_load, and when the file is refused (SIO_EFORMAT) a one-line
+ * reason in MSG (MSGLEN bytes; may be NULL): "line N: option 'X': why".
+ * authorized_keys options: from="pattern-list" (sshd's address patterns:
+ * '*' '?' wildcards, CIDR blocks, '!' negation; matched against the peer's
+ * IP address, never DNS names) is enforced by sessions with a pinned set
+ * and by listeners: the key is accepted only from a matching address (a
+ * key on several lines: any of them). restrict, no-pty, no-port-forwarding,
+ * no-agent-forwarding, no-x11-forwarding and no-user-rc restrict SSH
+ * features secureio does not have and are accepted; any other option
+ * (command=, environment=, permitopen=, expiry-time=, cert-authority, ...)
+ * refuses the whole file, since it would not be enforced. Thread: any. */
+SIO_API int sio_remote_load_err(sio_remote **out, const char *path, char *msg, size_t msglen);
 
 /* Creates a remote set holding one public key. Thread: any. */
 SIO_API int sio_remote_from_public_key(sio_remote **out, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]);

@@ -9,10 +9,10 @@ int main(void)
 	CHECK_OK(sio_init());
 	CHECK_OK(sio_init()); /* idempotent */
 	const char *unknown = sio_strerror(12345);
-	for (int e = SIO_EINVAL; e >= SIO_EDIRPERM; e--) {
+	for (int e = SIO_EINVAL; e >= SIO_EAGENT; e--) {
 		const char *m = sio_strerror(e);
 		CHECK(m != NULL && strcmp(m, unknown) != 0);
-		for (int f = e - 1; f >= SIO_EDIRPERM; f--)
+		for (int f = e - 1; f >= SIO_EAGENT; f--)
 			CHECK(strcmp(m, sio_strerror(f)) != 0);
 	}
 	CHECK(strcmp(sio_state_name(SIO_STATE_ESTABLISHED), "established") == 0);

@@ -1,6 +1,7 @@
 /* Interoperability with the real ssh-keygen, both directions. Skipped (with
  * a message, exit 0) when ssh-keygen is not installed; CI installs
  * openssh-client through scripts/deps.sh. */
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 
 #include "check.h"
 #include "identity.h"
+#include "keyfile_crypt.h"
 #include "secureio.h"
 
 static char dir[] = "/tmp/sio-sshtest-XXXXXX";
@@ -126,6 +128,14 @@ static void us_to_keygen(void)
 	sio_identity *id2 = NULL;
 	snprintf(cmd, sizeof cmd, "%s/ours/id_ed25519", dir);
 	CHECK_EQ(sio_identity_load(&id2, cmd), SIO_EENCRYPTED);
+	if (sio_kf_crypt_available()) {
+		CHECK_OK(sio_identity_load_passphrase(&id2, cmd, "secret", 6));
+		if (id2)
+			CHECK(memcmp(sio_identity_secret_key(id2), sio_identity_secret_key(id), 64) ==
+			      0);
+		sio_identity_free(id2);
+		id2 = NULL;
+	}
 	snprintf(cmd, sizeof cmd, "ssh-keygen -q -p -P secret -N '' -f %s/ours/id_ed25519 2>&1",
 	         dir);
 	CHECK_OK(run(cmd, NULL, 0));
@@ -134,6 +144,101 @@ static void us_to_keygen(void)
 	if (id2)
 		CHECK(memcmp(sio_identity_secret_key(id2), sio_identity_secret_key(id), 64) == 0);
 	sio_identity_free(id2);
+	sio_identity_free(id);
+}
+
+static const char *const ciphers[] = {
+    "aes256-ctr", "aes128-ctr", "aes192-ctr", "aes128-cbc", "aes192-cbc", "aes256-cbc",
+    "aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"};
+
+/* Every cipher ssh-keygen -Z offers (but 3des-cbc, which ssh-keygen only
+ * reads), at two round counts, both ways. */
+static void encrypted_both_ways(void)
+{
+	char cmd[768], path[300], out[512], want[SIO_PUBKEY_LINE_MAX];
+	if (!sio_kf_crypt_available()) {
+		printf("test_identity_ssh: built without OpenSSL: encrypted keys not tested\n");
+		return;
+	}
+	for (size_t i = 0; i < sizeof ciphers / sizeof *ciphers; i++) {
+		unsigned rounds = i % 2 ? 3 : 16;
+		/* ssh-keygen writes, we read */
+		snprintf(path, sizeof path, "%s/enc%zu", dir, i);
+		snprintf(cmd, sizeof cmd,
+		         "ssh-keygen -q -t ed25519 -N 'pass phrase' -Z %s -a %u -C c%zu -f %s 2>&1",
+		         ciphers[i], rounds, i, path);
+		CHECK_OK(run(cmd, NULL, 0));
+		sio_identity *id = NULL;
+		CHECK_EQ(sio_identity_load(&id, path), SIO_EENCRYPTED);
+		CHECK_EQ(sio_identity_load_passphrase(&id, path, "pass phrasE", 11), SIO_EPASSPHRASE);
+		CHECK(id == NULL);
+		CHECK_EQ(sio_identity_load_passphrase(&id, path, "", 0), SIO_EPASSPHRASE);
+		CHECK_OK(sio_identity_load_passphrase(&id, path, "pass phrase", 11));
+		uint8_t pk[32], pk2[32];
+		int enc = 0;
+		if (id) {
+			sio_identity_public_key(id, pk);
+			CHECK_OK(sio_public_key_line(pk, NULL, want, sizeof want));
+			snprintf(cmd, sizeof cmd, "cut -d' ' -f1,2 %s.pub", path);
+			CHECK_OK(run(cmd, out, sizeof out));
+			CHECK(strcmp(out, want) == 0);
+			CHECK_OK(sio_private_key_info(path, pk2, &enc, NULL, 0));
+			CHECK(enc == 1 && memcmp(pk, pk2, 32) == 0);
+		}
+		sio_identity_free(id);
+		/* ssh-keygen -p changes the passphrase (and cipher stays): we follow */
+		snprintf(cmd, sizeof cmd,
+		         "ssh-keygen -q -p -P 'pass phrase' -N other -Z %s -a %u -f %s 2>&1",
+		         ciphers[i], rounds + 1, path);
+		CHECK_OK(run(cmd, NULL, 0));
+		id = NULL;
+		CHECK_EQ(sio_identity_load_passphrase(&id, path, "pass phrase", 11), SIO_EPASSPHRASE);
+		CHECK_OK(sio_identity_load_passphrase(&id, path, "other", 5));
+		sio_identity_free(id);
+
+		/* we write (this cipher, these rounds), ssh-keygen reads */
+		uint8_t seed[32];
+		randombytes_buf(seed, sizeof seed);
+		CHECK_OK(sio_identity_from_seed(&id, seed));
+		if (!id)
+			continue;
+		sio_identity_public_key(id, pk);
+		CHECK_OK(sio_public_key_line(pk, NULL, want, sizeof want));
+		char *txt = NULL;
+		size_t len = 0;
+		CHECK_OK(sio_keyfile_format_private_ex(sio_identity_secret_key(id), "ours", 77,
+		                                       ciphers[i], (const uint8_t *)"s3cret", 6,
+		                                       rounds, &txt, &len));
+		snprintf(path, sizeof path, "%s/ourenc%zu", dir, i);
+		FILE *f = fopen(path, "w");
+		CHECK(f != NULL);
+		if (f) {
+			fwrite(txt, 1, len, f);
+			fclose(f);
+		}
+		chmod(path, 0600);
+		sio_keyfile_free_text(txt, len);
+		snprintf(cmd, sizeof cmd, "ssh-keygen -y -P s3cret -f %s | cut -d' ' -f1,2", path);
+		CHECK_OK(run(cmd, out, sizeof out));
+		CHECK(strcmp(out, want) == 0);
+		snprintf(cmd, sizeof cmd, "ssh-keygen -y -P s3creT -f %s 2>&1", path);
+		CHECK(run(cmd, NULL, 0) != 0);
+		sio_identity_free(id);
+	}
+	/* the public API: sio_identity_save_passphrase writes what ssh-keygen
+	 * reads with the passphrase and not without */
+	sio_identity *id = NULL;
+	CHECK_OK(sio_identity_generate(&id));
+	snprintf(path, sizeof path, "%s/saved", dir);
+	CHECK_OK(sio_identity_save_passphrase(id, path, "saved", "pw", 2, 0));
+	uint8_t pk[32];
+	sio_identity_public_key(id, pk);
+	CHECK_OK(sio_public_key_line(pk, NULL, want, sizeof want));
+	snprintf(cmd, sizeof cmd, "ssh-keygen -y -P pw -f %s | cut -d' ' -f1,2", path);
+	CHECK_OK(run(cmd, out, sizeof out));
+	CHECK(strcmp(out, want) == 0);
+	snprintf(cmd, sizeof cmd, "ssh-keygen -y -P '' -f %s 2>&1", path);
+	CHECK(run(cmd, NULL, 0) != 0);
 	sio_identity_free(id);
 }
 
@@ -188,6 +293,7 @@ int main(void)
 	}
 	keygen_to_us();
 	us_to_keygen();
+	encrypted_both_ways();
 	refused();
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

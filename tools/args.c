@@ -13,7 +13,7 @@
 #include "cli.h"
 
 static const char *const usage_lines[][2] = {
-    {"keygen", "sio keygen [-i DIR]"},
+    {"keygen", "sio keygen [-i DIR | -f FILE] [--passphrase-file FILE] [-C COMMENT]"},
     {"pubkey", "sio pubkey [-i DIR | -f FILE]"},
     {"fingerprint", "sio fingerprint FILE"},
     {"listen", "sio listen  [OPTIONS] ADDRESS"},
@@ -25,7 +25,9 @@ static const char help_text[] =
 "sio: encrypted, mutually authenticated netcat and Ed25519 key tool (secureio " SIO_VERSION_STRING ")\n"
 "\n"
 "usage:\n"
-"  sio keygen [-i DIR]              create DIR/id_ed25519{,.pub} if missing; print the public key line\n"
+"  sio keygen [-i DIR | -f FILE]    create DIR/id_ed25519{,.pub} (or FILE{,.pub}) if missing; print\n"
+"                                   the public key line. Asks for a passphrase on a terminal (empty:\n"
+"                                   none); --passphrase-file FILE or SIO_ASKPASS give it otherwise\n"
 "  sio pubkey [-i DIR | -f FILE]    print the public key line of an identity or key file\n"
 "  sio fingerprint FILE             print \"SHA256:...\" as ssh-keygen -l does\n"
 "  sio listen  [OPTIONS] ADDRESS    wait for one peer, then relay stdin -> session -> stdout\n"
@@ -34,7 +36,15 @@ static const char help_text[] =
 "ADDRESS:  udp:HOST:PORT | tcp:HOST:PORT | unix:PATH | unixgram:PATH   (HOST may be [IPv6])\n"
 "          listen may leave HOST empty (udp::5000) for all addresses; unix:@NAME is abstract\n"
 "OPTIONS:\n"
-"  -i DIR           local identity directory (default ~/.ssh; generated if missing)\n"
+"  -i DIR|FILE      local identity: a directory holding id_ed25519 (default ~/.ssh) or a key\n"
+"                   file, as ssh -i takes; never created here (sio keygen creates it)\n"
+"  --passphrase-file FILE  passphrase of an encrypted identity (the file's first line);\n"
+"                   without it: the SIO_ASKPASS program if set, else asked on the terminal\n"
+"  --agent          sign with the ssh-agent on SSH_AUTH_SOCK (it must hold the identity's key);\n"
+"                   by default the agent is used when the private key file is encrypted or\n"
+"                   absent (only FILE.pub) and the agent holds the key\n"
+"  --no-agent       never use the agent\n"
+"  -v               say where the identity's signatures come from (key file or ssh-agent)\n"
 "  -r FILE          pin the remote public key (any format the library reads);\n"
 "                   without it any identity is accepted and its public key line is printed to stderr\n"
 "  --psk-file FILE  pre-shared key (the file's bytes, 16 to 1024 of them)\n"
@@ -182,7 +192,8 @@ int cli_parse_session_args(int argc, char **argv, struct cli_opts *o)
 		}
 		/* options taking a value: "-i DIR", "--opt VALUE", "--opt=VALUE" */
 		static const char *const with_value[] = {"-i",        "-r",        "--psk-file",
-		                                         "--channel", "--timeout", "--rekey"};
+		                                         "--channel", "--timeout", "--rekey",
+		                                         "--passphrase-file"};
 		const char *name = a;
 		char namebuf[32];
 		const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
@@ -212,6 +223,8 @@ int cli_parse_session_args(int argc, char **argv, struct cli_opts *o)
 			o->remote = val;
 		} else if (strcmp(name, "--psk-file") == 0) {
 			o->psk_file = val;
+		} else if (strcmp(name, "--passphrase-file") == 0) {
+			o->passphrase_file = val;
 		} else if (strcmp(name, "--channel") == 0) {
 			char *end;
 			errno = 0;
@@ -231,6 +244,12 @@ int cli_parse_session_args(int argc, char **argv, struct cli_opts *o)
 				return CLI_USAGE;
 			if (o->rekey_s < 0.1)
 				return cli_usage_error(cmd, "--rekey: at least 0.1 seconds");
+		} else if (strcmp(name, "--agent") == 0) {
+			o->agent = 1;
+		} else if (strcmp(name, "--no-agent") == 0) {
+			o->agent = -1;
+		} else if (strcmp(name, "-v") == 0) {
+			o->verbose = 1;
 		} else if (strcmp(name, "--lines") == 0) {
 			o->lines = 1;
 		} else if (strcmp(name, "--multi") == 0) {

@@ -52,7 +52,10 @@ size_t cli_escape(const uint8_t *in, size_t len, int utf8, char *out);
 /* ---- options (args.c) ---- */
 struct cli_opts {
 	const char *cmd;      /* "listen" or "connect" */
-	const char *id_dir;   /* -i */
+	const char *id_dir;   /* -i: a directory holding id_ed25519, or a key file */
+	const char *passphrase_file; /* --passphrase-file */
+	int agent;                   /* --agent 1, --no-agent -1, else 0: when needed */
+	int verbose;                 /* -v */
 	const char *remote;   /* -r */
 	const char *psk_file; /* --psk-file */
 	const char *address;
@@ -97,6 +100,25 @@ int cli_fingerprint(int argc, char **argv);
  * the owner or the mode, and the fix; else KEYPATH or DIR and the error).
  * Returns CLI_ERR. */
 int cli_identity_error(const char *dir, const char *keypath, int err);
+
+/* ---- the local identity (ident.c) ---- */
+/* Resolves -i ARG: a directory means ARG/id_ed25519, anything else the file
+ * itself; a missing one is an error naming it and how to create it (only
+ * `sio keygen` creates). PATH receives the key file. 0 or CLI_ERR. */
+int cli_resolve_identity(const char *arg, char *path, size_t cap);
+/* Loads the identity of O (-i, --passphrase-file), asking for the
+ * passphrase of an encrypted key (three tries on a terminal). Prints one
+ * line on failure. 0 or CLI_ERR. */
+int cli_load_identity(const struct cli_opts *o, sio_identity **out);
+/* Loads the -r file (keys, authorized_keys options) into *OUT; on failure
+ * prints "FILE: line N: option 'X': why" (or the error) and returns CLI_ERR. */
+int cli_load_remote(const char *path, sio_remote **out);
+/* A passphrase: the first line of PASSFILE if given, else from the
+ * SIO_ASKPASS program, else typed on /dev/tty without echo. Returns 0,
+ * CLI_ERR (message printed), or -1 when there is no way to ask. *INTERACTIVE
+ * (may be NULL) is set when a person typed it. */
+int cli_get_passphrase(const char *passfile, const char *prompt, char *buf, size_t cap,
+                       size_t *len, int *interactive);
 
 /* ---- sockets (net.c) ---- */
 struct cli_conn {

@@ -1,6 +1,7 @@
 /* `sio keygen`, `sio pubkey`, `sio fingerprint`: the key tool. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -64,14 +65,11 @@ static int load_keys(const char *path, sio_remote **out)
 	}
 	int rc;
 	if (looks_private(path)) {
-		sio_identity *id = NULL;
-		errno = 0;
-		rc = sio_identity_load(&id, path);
+		uint8_t pk[SIO_PUBLIC_KEY_BYTES];
+		errno = 0; /* the public half: no passphrase needed */
+		rc = sio_private_key_info(path, pk, NULL, NULL, 0);
 		if (rc < 0)
 			return key_file_error(path, rc);
-		uint8_t pk[SIO_PUBLIC_KEY_BYTES];
-		sio_identity_public_key(id, pk);
-		sio_identity_free(id);
 		rc = sio_remote_from_public_key(out, pk);
 	} else {
 		errno = 0;
@@ -82,18 +80,59 @@ static int load_keys(const char *path, sio_remote **out)
 	return 0;
 }
 
-static int print_identity_line(const sio_identity *id)
+/* The comment of PK's line in the public key file PATH ("" if none): the
+ * text after the base64 key, as ssh-keygen writes it. */
+static void comment_in(const char *path, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], char *out,
+                       size_t cap)
+{
+	out[0] = 0;
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return;
+	char *l = NULL;
+	size_t lcap = 0;
+	ssize_t n;
+	while ((n = getline(&l, &lcap, f)) > 0) {
+		uint8_t got[SIO_PUBLIC_KEY_BYTES];
+		if (sio_public_key_parse(l, (size_t)n, got) != 0 || memcmp(got, pk, sizeof got) != 0)
+			continue;
+		char *p = strstr(l, "ssh-ed25519");
+		if (!p)
+			break;
+		p += 11;
+		p += strspn(p, " \t");
+		p += strcspn(p, " \t\r\n"); /* the base64 key */
+		p += strspn(p, " \t");
+		p[strcspn(p, "\r\n")] = 0;
+		snprintf(out, cap, "%s", p);
+		break;
+	}
+	free(l);
+	fclose(f);
+}
+
+/* The public key line of the private key file PATH with the key's comment:
+ * from the file itself when unencrypted, else from PATH.pub. */
+static int private_key_line(const char *path, char *line, size_t cap)
 {
 	uint8_t pk[SIO_PUBLIC_KEY_BYTES];
-	char line[SIO_PUBKEY_LINE_MAX];
-	sio_identity_public_key(id, pk);
-	int rc = sio_public_key_line(pk, NULL, line, sizeof line);
-	if (rc < 0) {
-		cli_err("cannot format the public key: %s", sio_strerror(rc));
+	char comment[1100];
+	errno = 0;
+	int rc = sio_private_key_info(path, pk, NULL, comment, sizeof comment);
+	if (rc < 0)
+		return key_file_error(path, rc);
+	if (!comment[0]) {
+		char pub[4200];
+		snprintf(pub, sizeof pub, "%s.pub", path);
+		comment_in(pub, pk, comment, sizeof comment);
+	}
+	comment[strcspn(comment, "\r\n")] = 0;
+	if (sio_public_key_line(pk, comment[0] ? comment : NULL, line, cap) < 0 &&
+	    sio_public_key_line(pk, NULL, line, cap) < 0) {
+		cli_err("%s: cannot format the public key", path);
 		return CLI_ERR;
 	}
-	printf("%s\n", line);
-	return fflush(stdout) == 0 ? CLI_OK : CLI_ERR;
+	return 0;
 }
 
 static int identity_path(char *buf, size_t len, const char *dir)
@@ -102,36 +141,118 @@ static int identity_path(char *buf, size_t len, const char *dir)
 	return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
+/* The passphrase of a new key: --passphrase-file, or asked twice (through
+ * SIO_ASKPASS, or on the terminal when stdin is one); nothing to ask with
+ * (a script) means none, as before. Empty = none, as ssh-keygen does. */
+static int new_passphrase(const char *passfile, const char *path, char *buf, size_t cap,
+                          size_t *len)
+{
+	*len = 0;
+	const char *ask = getenv("SIO_ASKPASS");
+	if (!passfile && !(ask && *ask) && !isatty(STDIN_FILENO))
+		return 0;
+	char prompt[4300];
+	snprintf(prompt, sizeof prompt, "Enter passphrase for %s (empty for no passphrase): ", path);
+	int rc = cli_get_passphrase(passfile, prompt, buf, cap, len, NULL);
+	if (rc == -1) /* no terminal after all */
+		return 0;
+	if (rc || passfile || *len == 0)
+		return rc;
+	char *again = malloc(cap);
+	size_t alen = 0;
+	if (!again)
+		return CLI_ERR;
+	rc = cli_get_passphrase(NULL, "Enter the same passphrase again: ", again, cap, &alen, NULL);
+	if (rc == 0 && (alen != *len || memcmp(again, buf, alen) != 0)) {
+		cli_err("the passphrases do not match; nothing written");
+		rc = CLI_ERR;
+	}
+	explicit_bzero(again, cap);
+	free(again);
+	return rc ? CLI_ERR : 0;
+}
+
+static int print_key_of(const char *path)
+{
+	char line[SIO_PUBKEY_LINE_MAX + 1100];
+	if (private_key_line(path, line, sizeof line))
+		return CLI_ERR;
+	printf("%s\n", line);
+	return fflush(stdout) == 0 ? CLI_OK : CLI_ERR;
+}
+
 int cli_keygen(int argc, char **argv)
 {
-	const char *dir = NULL;
+	const char *dir = NULL, *file = NULL, *passfile = NULL, *comment = "secureio";
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "-i") == 0 && i + 1 < argc && !dir)
-			dir = argv[++i];
-		else if (strcmp(argv[i], "-i") == 0)
-			return cli_usage_error("keygen", "-i needs one DIR");
-		else
-			return cli_usage_error("keygen", "unexpected argument '%s'", argv[i]);
+		const char *a = argv[i];
+		int has = i + 1 < argc;
+		if ((!strcmp(a, "-i") || !strcmp(a, "-f")) && has && !dir && !file) {
+			if (a[1] == 'i')
+				dir = argv[++i];
+			else
+				file = argv[++i];
+		} else if (!strcmp(a, "-i") || !strcmp(a, "-f")) {
+			return cli_usage_error("keygen", "give one -i DIR or -f FILE");
+		} else if (!strcmp(a, "--passphrase-file") && has && !passfile) {
+			passfile = argv[++i];
+		} else if (!strncmp(a, "--passphrase-file=", 18) && !passfile) {
+			passfile = a + 18;
+		} else if (!strcmp(a, "-C") && has) {
+			comment = argv[++i];
+		} else {
+			return cli_usage_error("keygen", "unexpected argument '%s'", a);
+		}
 	}
-	if (!dir)
-		dir = cli_default_id_dir();
 	char path[4096];
-	if (identity_path(path, sizeof path, dir)) {
-		cli_err("%s: directory name too long", dir);
+	struct stat st;
+	if (dir && stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+		file = dir, dir = NULL; /* -i names a key file, as ssh -i does */
+	if (!file) {
+		if (!dir)
+			dir = cli_default_id_dir();
+		if (identity_path(path, sizeof path, dir)) {
+			cli_err("%s: directory name too long", dir);
+			return CLI_ERR;
+		}
+		if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+			cli_err("%s: %s", dir, strerror(errno));
+			return CLI_ERR;
+		}
+		int drc = sio_identity_check_dir(dir);
+		if (drc)
+			return cli_identity_error(dir, NULL, drc);
+	} else if (snprintf(path, sizeof path, "%s", file) >= (int)sizeof path) {
+		cli_err("%s: name too long", file);
 		return CLI_ERR;
 	}
-	struct stat st;
-	int existed = lstat(path, &st) == 0;
+	if (lstat(path, &st) == 0)
+		return print_key_of(path); /* never overwritten, never asked for */
+	char *pass = malloc(1024);
+	size_t plen = 0;
+	if (!pass)
+		return CLI_ERR;
+	int rc = new_passphrase(passfile, path, pass, 1024, &plen);
 	sio_identity *id = NULL;
-	errno = 0;
-	int rc = sio_identity_from_dir(&id, dir);
-	if (rc < 0)
-		return cli_identity_error(dir, existed ? path : NULL, rc);
-	if (!existed)
-		fprintf(stderr, "sio: created %s and %s.pub\n", path, path);
-	rc = print_identity_line(id);
+	if (rc == 0) {
+		errno = 0;
+		rc = sio_identity_generate(&id);
+		if (rc == 0)
+			rc = sio_identity_save_passphrase(id, path, comment, pass, plen, 0);
+		if (rc == SIO_EEXIST && access(path, F_OK) == 0) {
+			/* another process made it first: show that one */
+			rc = 0;
+		} else if (rc < 0) {
+			rc = key_file_error(path, rc);
+		} else {
+			fprintf(stderr, "sio: created %s%s and %s.pub\n", path,
+			        plen ? " (passphrase-protected)" : "", path);
+		}
+	}
+	explicit_bzero(pass, 1024);
+	free(pass);
 	sio_identity_free(id);
-	return rc;
+	return rc ? rc : print_key_of(path);
 }
 
 int cli_pubkey(int argc, char **argv)
@@ -168,15 +289,20 @@ int cli_pubkey(int argc, char **argv)
 		}
 		file = path;
 	}
+	if (looks_private(file))
+		return print_key_of(file); /* with the key's comment */
 	sio_remote *keys = NULL;
 	int rc = load_keys(file, &keys);
 	if (rc)
 		return rc;
 	for (size_t i = 0; i < sio_remote_count(keys); i++) {
 		uint8_t pk[SIO_PUBLIC_KEY_BYTES];
-		char line[SIO_PUBKEY_LINE_MAX];
+		char line[SIO_PUBKEY_LINE_MAX + 1100], comment[1100] = "";
+		if (sio_remote_key(keys, i, pk) == 0)
+			comment_in(file, pk, comment, sizeof comment);
 		if (sio_remote_key(keys, i, pk) < 0 ||
-		    sio_public_key_line(pk, NULL, line, sizeof line) < 0) {
+		    (sio_public_key_line(pk, comment[0] ? comment : NULL, line, sizeof line) < 0 &&
+		     sio_public_key_line(pk, NULL, line, sizeof line) < 0)) {
 			sio_remote_free(keys);
 			cli_err("%s: cannot format key %zu", file, i + 1);
 			return CLI_ERR;

@@ -201,16 +201,10 @@ int cli_multi(struct cli_opts *o)
 	uint8_t psk[1025];
 	size_t psk_len = 0;
 
-	errno = 0;
-	rc = sio_identity_from_dir(&id, o->id_dir);
-	if (rc < 0) {
-		cli_identity_error(o->id_dir, NULL, rc);
+	if (cli_load_identity(o, &id))
 		goto out;
-	}
-	if (o->remote && (rc = sio_remote_load(&allowed, o->remote)) < 0) {
-		cli_err("%s: %s", o->remote, rc == SIO_EIO && errno ? strerror(errno) : sio_strerror(rc));
+	if (o->remote && cli_load_remote(o->remote, &allowed))
 		goto out;
-	}
 	if (o->psk_file && cli_read_psk(o->psk_file, psk, sizeof psk, &psk_len))
 		goto out;
 	struct sigaction sa;

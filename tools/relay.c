@@ -667,21 +667,10 @@ int cli_session(struct cli_opts *o)
 	pthread_mutex_init(&r.mu, NULL);
 	pthread_cond_init(&r.cond, NULL);
 
-	errno = 0;
-	rc = sio_identity_from_dir(&id, o->id_dir);
-	if (rc < 0) {
-		cli_identity_error(o->id_dir, NULL, rc);
+	if (cli_load_identity(o, &id))
 		goto out;
-	}
-	if (o->remote) {
-		errno = 0;
-		rc = sio_remote_load(&remote, o->remote);
-		if (rc < 0) {
-			cli_err("%s: %s", o->remote,
-			        rc == SIO_EIO && errno ? strerror(errno) : sio_strerror(rc));
-			goto out;
-		}
-	}
+	if (o->remote && cli_load_remote(o->remote, &remote))
+		goto out;
 	if (o->psk_file && cli_read_psk(o->psk_file, psk, sizeof psk, &psk_len))
 		goto out;
 

@@ -65,7 +65,7 @@ int sio_core_new(sio_core **out, const sio_core_config *cfg, const sio_core_cbs 
 	sio_core *c;
 	int r;
 	*out = NULL;
-	if (!cfg || !cfg->ed25519_sk)
+	if (!cfg || (!cfg->ed25519_sk && !(cfg->sign && cfg->ed25519_pk)))
 		return SIO_EINVAL;
 	c = calloc(1, sizeof *c);
 	if (!c)
@@ -79,7 +79,11 @@ int sio_core_new(sio_core **out, const sio_core_config *cfg, const sio_core_cbs 
 		return r;
 	}
 	c->o.psk = NULL; /* only the derived keys are kept */
-	c->sk = cfg->ed25519_sk;
+	c->sk = cfg->sign ? NULL : cfg->ed25519_sk;
+	c->sign = cfg->sign;
+	c->sign_ctx = cfg->sign_ctx;
+	c->admit = cfg->admit;
+	memcpy(c->idpk, cfg->sign ? cfg->ed25519_pk : cfg->ed25519_sk + 32, 32);
 	c->remote = cfg->remote;
 	c->wall0 = cfg->wallclock_ns;
 	c->tx_slot = -1;
@@ -150,7 +154,10 @@ void sio_core_free(sio_core *c)
 
 /* ---- key exchange ------------------------------------------------------- */
 
-static void new_round(sio_core *c, uint64_t now, uint32_t gen)
+/* Starts key-exchange round GEN. Returns 0, or -1 when signing our message
+ * failed (an external signer: agent gone, key removed, refused): the
+ * session is then closed with SIO_ESIGN and the caller stops. */
+static int new_round(sio_core *c, uint64_t now, uint32_t gen)
 {
 	sio_kx_fields f;
 	memset(&f, 0, sizeof f);
@@ -166,8 +173,17 @@ static void new_round(sio_core *c, uint64_t now, uint32_t gen)
 	uint64_t w = wall(c, now);
 	f.created_ns = w > c->local_created ? w : c->local_created + 1;
 	c->local_created = f.created_ns;
-	memcpy(f.idpk, c->sk + 32, 32);
-	sio_kx_build(c->local_msg, &f, c->sk);
+	memcpy(f.idpk, c->idpk, 32);
+	if (c->sign) {
+		if (sio_kx_build_sign(c->local_msg, &f, c->sign, c->sign_ctx) != 0) {
+			sodium_memzero(c->e_sk, sizeof c->e_sk);
+			sio_core_fail(c, SIO_ESIGN,
+			              "the identity's signer failed to sign the key exchange");
+			return -1;
+		}
+	} else {
+		sio_kx_build(c->local_msg, &f, c->sk);
+	}
 	if (c->psk.have) {
 		uint8_t nonce[24];
 		rnd(c, nonce, sizeof nonce);
@@ -184,6 +200,7 @@ static void new_round(sio_core *c, uint64_t now, uint32_t gen)
 	c->round_start = now;
 	c->next_retry = now + (uint64_t)c->o.kx_retry_ns;
 	sio_core_queue_kx(c, c->local_wire, c->local_wire_len);
+	return 0;
 }
 
 static int round_complete(const sio_core *c)
@@ -348,7 +365,8 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 	if (c->have_peer_id) {
 		if (sodium_memcmp(c->peer_id, f.idpk, 32) != 0)
 			return drop_kx(c);
-	} else if (c->remote && !sio_remote_contains(c->remote, f.idpk)) {
+	} else if (c->remote && !(c->admit ? c->admit(c->cb.ctx, f.idpk)
+	                                    : sio_remote_contains(c->remote, f.idpk))) {
 		c->auth_refused++;
 		/* On a transport that reaches only the peer (a stream, a connected
 		 * socket), a well-signed message from an identity we do not accept
@@ -413,7 +431,8 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 		reset_peer_session(c);
 		memcpy(c->peer_sid, f.sid_sender, 16);
 		c->have_peer_sid = 1;
-		new_round(c, now, 1);
+		if (new_round(c, now, 1))
+			return 1;
 	}
 	if ((f.flags & 3) != mode(c)) {
 		/* Let the peer learn it too: our own message carries our mode.
@@ -467,7 +486,8 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 		/* The peer started the next round: it holds the current key. */
 		if (c->derived && c->keys[c->gen & 3].live && !c->keys[c->gen & 3].confirmed)
 			sio_core_key_confirmed(c, now, &c->keys[c->gen & 3]);
-		new_round(c, now, f.gen);
+		if (new_round(c, now, f.gen))
+			return 1;
 	}
 	memcpy(c->remote_msg, m, SIO_KX_MSG_LEN);
 	if (derive(c, now) != 0) {
@@ -503,8 +523,7 @@ int sio_core_start(sio_core *c, uint64_t now)
 	c->mono0 = now;
 	sio_core_set_state(c, SIO_STATE_INITIALIZATION);
 	sio_core_set_state(c, SIO_STATE_KEY_EXCHANGING);
-	new_round(c, now, 1);
-	return 0;
+	return new_round(c, now, 1) ? SIO_ESIGN : 0;
 }
 
 /* A closing side repeats its CLOSE this often until acknowledged. */
@@ -631,8 +650,9 @@ void sio_core_tick(sio_core *c, uint64_t now)
 	sio_core_msg_tick(c, now);
 	if (c->state == SIO_STATE_ESTABLISHED) {
 		if (round_complete(c) && c->tx_slot == (int)(c->gen & 3) &&
-		    (now >= c->next_rekey || c->keys[c->tx_slot].tx_pn >= c->o.kx_rekey_packets))
-			new_round(c, now, c->gen + 1);
+		    (now >= c->next_rekey || c->keys[c->tx_slot].tx_pn >= c->o.kx_rekey_packets) &&
+		    new_round(c, now, c->gen + 1))
+			return;
 		if (c->o.dead_peer_ns > 0 && now >= c->last_recv + (uint64_t)c->o.dead_peer_ns) {
 			sio_core_fail(c, SIO_EPEERDEAD, "no packet from the peer within the dead-peer timeout");
 			return;

@@ -45,6 +45,17 @@ typedef struct sio_core_cbs {
 
 typedef struct sio_core_config {
 	const uint8_t *ed25519_sk; /* 64 bytes, libsodium layout; referenced */
+	/* Or (when SIGN is set; ED25519_SK may then be NULL): the identity's
+	 * public key and the function signing our key-exchange messages, which
+	 * may block (an ssh-agent) or fail; a failure ends the session with
+	 * SIO_ESIGN. */
+	const uint8_t *ed25519_pk;
+	int (*sign)(void *ctx, uint8_t sig[64], const uint8_t *msg, size_t len);
+	void *sign_ctx;
+	/* Optional: decides whether a key of REMOTE may be accepted (from="..."
+	 * address restrictions); called with the callbacks' ctx. NULL: being in
+	 * REMOTE is enough. */
+	int (*admit)(void *ctx, const uint8_t pk[32]);
 	const sio_remote *remote;  /* NULL = learn; referenced */
 	int datagram;              /* 1 = datagram transport, 0 = stream records */
 	sio_options opts;          /* copied; zero fields mean defaults */

@@ -95,7 +95,11 @@ struct sio_core {
 	sio_core_cbs cb;
 	sio_options o;
 	int datagram;
-	const uint8_t *sk;
+	const uint8_t *sk;  /* NULL when signing through sign() */
+	int (*sign)(void *ctx, uint8_t sig[64], const uint8_t *msg, size_t len);
+	void *sign_ctx;
+	uint8_t idpk[32];
+	int (*admit)(void *ctx, const uint8_t pk[32]);
 	const sio_remote *remote;
 	sio_state state;
 	int err; /* error that closed the session, 0 = graceful */

@@ -14,7 +14,7 @@ const char *sio_strerror(int err)
 	case SIO_EFORMAT: return "malformed or truncated key file";
 	case SIO_EKEYTYPE: return "key is not an Ed25519 key";
 	case SIO_EENCRYPTED:
-		return "private key is passphrase-protected (remove the passphrase with: ssh-keygen -p -N '' -f FILE)";
+		return "private key is passphrase-protected and no passphrase was given";
 	case SIO_EPERM: return "private key or PSK file is accessible by group or others (chmod 600 it)";
 	case SIO_EMISMATCH: return "public key does not match the private key";
 	case SIO_EEXIST: return "file exists; refusing to overwrite";
@@ -41,6 +41,10 @@ const char *sio_strerror(int err)
 	case SIO_ENOTFILE: return "not a regular file (a directory, FIFO or device)";
 	case SIO_EDIRPERM:
 		return "identity directory is writable by group or others, or belongs to another user (chmod go-w it; it must be yours or root's)";
+	case SIO_EPASSPHRASE: return "wrong passphrase for the private key";
+	case SIO_ESIGN:
+		return "the identity's signer (ssh-agent or callback) failed or refused to sign";
+	case SIO_EAGENT: return "ssh-agent unreachable, or it does not hold the key";
 	}
 	return "unknown error";
 }

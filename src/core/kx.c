@@ -10,7 +10,19 @@ static const char th_domain[] = "secureio/1 transcript";
 static const char key_domain[] = "secureio/1 traffic keys";
 static const char psk_domain[] = "secureio/1 psk";
 
+static int sign_with_sk(void *ctx, uint8_t sig[64], const uint8_t *m, size_t len)
+{
+	crypto_sign_detached(sig, NULL, m, len, ctx);
+	return 0;
+}
+
 void sio_kx_build(uint8_t msg[SIO_KX_MSG_LEN], const sio_kx_fields *f, const uint8_t sk[64])
+{
+	(void)sio_kx_build_sign(msg, f, sign_with_sk, (void *)sk);
+}
+
+int sio_kx_build_sign(uint8_t msg[SIO_KX_MSG_LEN], const sio_kx_fields *f, sio_kx_sign_fn sign,
+                      void *ctx)
 {
 	uint8_t signed_buf[sizeof sig_domain - 1 + SIO_KX_SIGNED_LEN];
 	msg[0] = SIO_PKT_KX;
@@ -24,7 +36,7 @@ void sio_kx_build(uint8_t msg[SIO_KX_MSG_LEN], const sio_kx_fields *f, const uin
 	memcpy(msg + 79, f->idpk, 32);
 	memcpy(signed_buf, sig_domain, sizeof sig_domain - 1);
 	memcpy(signed_buf + sizeof sig_domain - 1, msg, SIO_KX_SIGNED_LEN);
-	crypto_sign_detached(msg + SIO_KX_SIGNED_LEN, NULL, signed_buf, sizeof signed_buf, sk);
+	return sign(ctx, msg + SIO_KX_SIGNED_LEN, signed_buf, sizeof signed_buf);
 }
 
 int sio_kx_parse(const uint8_t msg[SIO_KX_MSG_LEN], sio_kx_fields *f)

@@ -37,6 +37,15 @@ typedef struct sio_psk_keys {
 /* Serialises F into MSG and signs it with SK (64 bytes, libsodium layout). */
 void sio_kx_build(uint8_t msg[SIO_KX_MSG_LEN], const sio_kx_fields *f, const uint8_t sk[64]);
 
+/* A signing function: a 64-byte Ed25519 signature of MSG (LEN bytes) into
+ * SIG; 0 or a negative SIO_E code. */
+typedef int (*sio_kx_sign_fn)(void *ctx, uint8_t sig[64], const uint8_t *msg, size_t len);
+
+/* sio_kx_build signing through SIGN (an identity that may keep its key
+ * elsewhere). Returns SIGN's result; MSG is unusable unless 0. */
+int sio_kx_build_sign(uint8_t msg[SIO_KX_MSG_LEN], const sio_kx_fields *f, sio_kx_sign_fn sign,
+                      void *ctx);
+
 /* Parses the structure (no signature check). Returns 0 or -1 (bad version,
  * bad flags, generation 0). */
 int sio_kx_parse(const uint8_t msg[SIO_KX_MSG_LEN], sio_kx_fields *f);

@@ -13,8 +13,19 @@
  * free its handle while a session (say, one freed from its own handler,
  * whose I/O thread ends later) still uses the object. */
 struct sio_identity {
-	uint8_t sk[SIO_SECRET_KEY_BYTES]; /* seed || public key */
+	uint8_t sk[SIO_SECRET_KEY_BYTES]; /* seed || public key; zero with a signer */
+	uint8_t pk[SIO_PUBLIC_KEY_BYTES];
+	sio_sign_fn sign; /* set: signatures are made elsewhere (agent, HSM) */
+	void *sign_ctx;
+	void (*sign_free)(void *ctx);
 	atomic_int refs;
+};
+
+/* One authorized_keys line's restriction: PK may connect from FROM's
+ * addresses (FROM NULL: from anywhere). */
+struct remote_rule {
+	uint8_t pk[SIO_PUBLIC_KEY_BYTES];
+	char *from;
 };
 
 /* A key set: the keys in insertion order (sio_remote_key), plus an
@@ -22,13 +33,17 @@ struct sio_identity {
  * a few compares whatever the size (a listener looks up the identity of
  * every first key-exchange message, junk included, under its lock). The
  * hash is SipHash (crypto_shorthash) under a random key per set: nobody
- * can choose keys that collide and turn lookups back into scans. */
+ * can choose keys that collide and turn lookups back into scans. The rules
+ * come from authorized_keys options (see allows()). */
 struct sio_remote {
 	size_t n, cap;
 	uint8_t (*pk)[SIO_PUBLIC_KEY_BYTES];
 	uint32_t *slot;  /* hcap entries: index into pk + 1, 0 = empty */
 	size_t hcap;     /* power of two, at least twice n */
 	uint8_t hkey[crypto_shorthash_KEYBYTES];
+	struct remote_rule *rules;
+	size_t nrules;
+	int restricted; /* some rule has a from= list */
 	atomic_int refs;
 };
 
@@ -41,7 +56,7 @@ static int identity_alloc(sio_identity **out)
 	*out = NULL;
 	if (sodium_init() < 0)
 		return SIO_ECRYPTO;
-	sio_identity *id = malloc(sizeof *id);
+	sio_identity *id = calloc(1, sizeof *id);
 	if (!id)
 		return SIO_ENOMEM;
 	atomic_init(&id->refs, 1);
@@ -56,8 +71,7 @@ int sio_identity_from_seed(sio_identity **out, const uint8_t seed[SIO_SEED_BYTES
 	int rc = identity_alloc(out);
 	if (rc)
 		return rc;
-	uint8_t pk[SIO_PUBLIC_KEY_BYTES];
-	if (crypto_sign_seed_keypair(pk, (*out)->sk, seed) != 0) {
+	if (crypto_sign_seed_keypair((*out)->pk, (*out)->sk, seed) != 0) {
 		sio_identity_free(*out);
 		*out = NULL;
 		return SIO_ECRYPTO;
@@ -70,8 +84,7 @@ int sio_identity_generate(sio_identity **out)
 	int rc = identity_alloc(out);
 	if (rc)
 		return rc;
-	uint8_t pk[SIO_PUBLIC_KEY_BYTES];
-	if (crypto_sign_keypair(pk, (*out)->sk) != 0) {
+	if (crypto_sign_keypair((*out)->pk, (*out)->sk) != 0) {
 		sio_identity_free(*out);
 		*out = NULL;
 		return SIO_ECRYPTO;
@@ -94,14 +107,50 @@ int sio_identity_from_secret(sio_identity **out, const uint8_t sk[SIO_SECRET_KEY
 	return 0;
 }
 
+int sio_identity_from_signer(sio_identity **out, const uint8_t pk[SIO_PUBLIC_KEY_BYTES],
+                             sio_sign_fn sign, void *ctx, void (*free_ctx)(void *ctx))
+{
+	if (!pk || !sign)
+		return SIO_EINVAL;
+	int rc = identity_alloc(out);
+	if (rc)
+		return rc;
+	memcpy((*out)->pk, pk, SIO_PUBLIC_KEY_BYTES);
+	(*out)->sign = sign;
+	(*out)->sign_ctx = ctx;
+	(*out)->sign_free = free_ctx;
+	return 0;
+}
+
 void sio_identity_public_key(const sio_identity *id, uint8_t pk[SIO_PUBLIC_KEY_BYTES])
 {
-	memcpy(pk, id->sk + 32, SIO_PUBLIC_KEY_BYTES);
+	memcpy(pk, id->pk, SIO_PUBLIC_KEY_BYTES);
 }
 
 const uint8_t *sio_identity_secret_key(const sio_identity *id)
 {
-	return id->sk;
+	return id->sign ? NULL : id->sk;
+}
+
+int sio_identity_is_external(const sio_identity *id)
+{
+	return id && id->sign != NULL;
+}
+
+int sio_identity_sign(const sio_identity *id, uint8_t sig[64], const uint8_t *msg, size_t len)
+{
+	if (!id->sign) {
+		crypto_sign_detached(sig, NULL, msg, len, id->sk);
+		return 0;
+	}
+	int rc = id->sign(id->sign_ctx, sig, msg, len);
+	if (rc == 0 && crypto_sign_verify_detached(sig, msg, len, id->pk) != 0)
+		rc = SIO_ESIGN; /* another key's signature, or garbage: never sent */
+	if (rc > 0)
+		rc = SIO_ESIGN;
+	if (rc)
+		sodium_memzero(sig, 64);
+	return rc;
 }
 
 sio_identity *sio_identity_ref(const sio_identity *id)
@@ -116,6 +165,8 @@ void sio_identity_free(sio_identity *id)
 {
 	if (!id || atomic_fetch_sub_explicit(&id->refs, 1, memory_order_acq_rel) != 1)
 		return;
+	if (id->sign_free)
+		id->sign_free(id->sign_ctx);
 	sodium_memzero(id, sizeof *id);
 	free(id);
 }
@@ -243,10 +294,71 @@ sio_remote *sio_remote_ref(const sio_remote *r)
 	return m;
 }
 
+int sio_remote_add_rule(sio_remote *r, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], const char *from)
+{
+	int rc = sio_remote_add(r, pk);
+	if (rc)
+		return rc;
+	struct remote_rule *nr = realloc(r->rules, (r->nrules + 1) * sizeof *nr);
+	if (!nr)
+		return SIO_ENOMEM;
+	r->rules = nr;
+	memcpy(nr[r->nrules].pk, pk, SIO_PUBLIC_KEY_BYTES);
+	nr[r->nrules].from = NULL;
+	if (from && !(nr[r->nrules].from = strdup(from)))
+		return SIO_ENOMEM;
+	r->nrules++;
+	if (from)
+		r->restricted = 1;
+	return 0;
+}
+
+int sio_remote_has_rules(const sio_remote *r)
+{
+	return r && r->restricted;
+}
+
+int sio_remote_allows(const sio_remote *r, const uint8_t pk[SIO_PUBLIC_KEY_BYTES],
+                      const struct sockaddr *sa, socklen_t salen)
+{
+	if (!sio_remote_contains(r, pk))
+		return 0;
+	if (!r->restricted)
+		return 1;
+	int lines = 0;
+	for (size_t i = 0; i < r->nrules; i++) {
+		if (memcmp(r->rules[i].pk, pk, SIO_PUBLIC_KEY_BYTES) != 0)
+			continue;
+		lines++;
+		if (!r->rules[i].from || sio_from_list_match(r->rules[i].from, sa, salen))
+			return 1;
+	}
+	return lines == 0; /* added by sio_remote_add: no restriction */
+}
+
+int sio_remote_copy(sio_remote **out, const sio_remote *in)
+{
+	if (!out || !in)
+		return SIO_EINVAL;
+	int rc = sio_remote_new(out);
+	for (size_t i = 0; rc == 0 && i < in->n; i++)
+		rc = sio_remote_add(*out, in->pk[i]);
+	for (size_t i = 0; rc == 0 && i < in->nrules; i++)
+		rc = sio_remote_add_rule(*out, in->rules[i].pk, in->rules[i].from);
+	if (rc) {
+		sio_remote_free(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
 void sio_remote_free(sio_remote *r)
 {
 	if (!r || atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1)
 		return;
+	for (size_t i = 0; i < r->nrules; i++)
+		free(r->rules[i].from);
+	free(r->rules);
 	free(r->pk);
 	free(r->slot);
 	free(r);

@@ -6,8 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "identity.h"
+#include "keyfile_crypt.h"
 
 #define OSSH_MAGIC  "openssh-key-v1" /* followed by a NUL byte */
 #define OSSH_BEGIN  "-----BEGIN OPENSSH PRIVATE KEY-----"
@@ -162,39 +164,20 @@ static int parse_pubkey_blob(const uint8_t *blob, size_t len, uint8_t pk[32])
 
 /* ---- private keys ------------------------------------------------------ */
 
-static int parse_openssh(const uint8_t *bin, size_t len, uint8_t sk[64])
+/* The private section (decrypted if it was encrypted): check integers, one
+ * Ed25519 key, its comment, padding 1, 2, 3, ... shorter than a block. A
+ * check-integer mismatch in an encrypted section is what a wrong
+ * passphrase produces (ssh reports it the same way). */
+static int parse_private_section(const uint8_t *p, size_t sl, size_t blocksize, int encrypted,
+                                 const uint8_t pk_outer[32], uint8_t sk[64], char *comment,
+                                 size_t ccap)
 {
-	size_t ml = sizeof OSSH_MAGIC; /* includes the NUL */
-	if (len < ml || memcmp(bin, OSSH_MAGIC, ml) != 0)
-		return SIO_EFORMAT;
-	struct rd r = {bin + ml, len - ml, 0};
-	size_t cl, kl, ol, pl, sl;
-	const uint8_t *cipher = rd_str(&r, &cl);
-	const uint8_t *kdf = rd_str(&r, &kl);
-	rd_str(&r, &ol); /* kdf options */
-	if (r.bad)
-		return SIO_EFORMAT;
-	if (!str_is(cipher, cl, "none") || !str_is(kdf, kl, "none"))
-		return SIO_EENCRYPTED;
-	if (ol != 0)
-		return SIO_EFORMAT;
-	uint32_t nkeys = rd_u32(&r);
-	if (r.bad || nkeys != 1)
-		return SIO_EFORMAT;
-	const uint8_t *pub = rd_str(&r, &pl);
-	const uint8_t *priv = rd_str(&r, &sl);
-	if (r.bad || r.left != 0)
-		return SIO_EFORMAT;
-	uint8_t pk_outer[32];
-	int rc = parse_pubkey_blob(pub, pl, pk_outer);
-	if (rc)
-		return rc;
-	if (sl % 8 != 0)
-		return SIO_EFORMAT;
-	struct rd s = {priv, sl, 0};
+	struct rd s = {p, sl, 0};
 	uint32_t c1 = rd_u32(&s), c2 = rd_u32(&s);
-	if (s.bad || c1 != c2)
+	if (s.bad)
 		return SIO_EFORMAT;
+	if (c1 != c2)
+		return encrypted ? SIO_EPASSPHRASE : SIO_EFORMAT;
 	size_t tl, pkl, skl, coml;
 	const uint8_t *type = rd_str(&s, &tl);
 	if (s.bad)
@@ -203,8 +186,8 @@ static int parse_openssh(const uint8_t *bin, size_t len, uint8_t sk[64])
 		return SIO_EKEYTYPE;
 	const uint8_t *pk = rd_str(&s, &pkl);
 	const uint8_t *key = rd_str(&s, &skl);
-	rd_str(&s, &coml);
-	if (s.bad || pkl != 32 || skl != 64 || s.left >= 8)
+	const uint8_t *com = rd_str(&s, &coml);
+	if (s.bad || pkl != 32 || skl != 64 || s.left >= blocksize)
 		return SIO_EFORMAT;
 	for (size_t i = 0; i < s.left; i++)
 		if (s.p[i] != (uint8_t)(i + 1))
@@ -212,26 +195,131 @@ static int parse_openssh(const uint8_t *bin, size_t len, uint8_t sk[64])
 	if (memcmp(pk, pk_outer, 32) != 0 || memcmp(key + 32, pk, 32) != 0)
 		return SIO_EMISMATCH;
 	memcpy(sk, key, 64);
+	if (comment && ccap) {
+		size_t n = coml < ccap - 1 ? coml : ccap - 1;
+		if (n)
+			memcpy(comment, com, n);
+		comment[n] = 0;
+	}
 	return 0;
 }
 
-int sio_keyfile_parse_private(const uint8_t *buf, size_t len, uint8_t sk[SIO_SECRET_KEY_BYTES])
+/* openssh-key-v1 (PROTOCOL.key): cipher, KDF and its options, one public
+ * key, the private section (encrypted unless the cipher is "none"), and for
+ * an AEAD cipher the tag after it. Every outer field is checked before any
+ * passphrase is used, so a truncated file is SIO_EFORMAT, not a "wrong
+ * passphrase". PK_OUT (if not NULL) receives the outer public key and
+ * *ENCRYPTED whether the section is encrypted, as soon as they are known. */
+static int parse_openssh(const uint8_t *bin, size_t len, const struct sio_kf_pass *pw,
+                         uint8_t sk[64], uint8_t *pk_out, int *encrypted, char *comment,
+                         size_t ccap)
+{
+	size_t ml = sizeof OSSH_MAGIC; /* includes the NUL */
+	if (len < ml || memcmp(bin, OSSH_MAGIC, ml) != 0)
+		return SIO_EFORMAT;
+	struct rd r = {bin + ml, len - ml, 0};
+	size_t cl, kl, ol, pl, sl;
+	const uint8_t *cipher = rd_str(&r, &cl);
+	const uint8_t *kdf = rd_str(&r, &kl);
+	const uint8_t *opts = rd_str(&r, &ol);
+	if (r.bad)
+		return SIO_EFORMAT;
+	const struct sio_kf_cipher *c = NULL;
+	const uint8_t *salt = NULL;
+	size_t saltlen = 0;
+	uint32_t rounds = 0;
+	if (str_is(cipher, cl, "none")) {
+		if (!str_is(kdf, kl, "none") || ol != 0)
+			return SIO_EFORMAT;
+	} else {
+		c = sio_kf_cipher_find(cipher, cl);
+		if (!c || !str_is(kdf, kl, "bcrypt"))
+			return SIO_EFORMAT; /* a cipher or KDF ssh-keygen does not write */
+		struct rd o = {opts, ol, 0};
+		salt = rd_str(&o, &saltlen);
+		rounds = rd_u32(&o);
+		if (o.bad || o.left != 0 || saltlen == 0 || saltlen > 1024 || rounds == 0)
+			return SIO_EFORMAT;
+	}
+	uint32_t nkeys = rd_u32(&r);
+	if (r.bad || nkeys != 1)
+		return SIO_EFORMAT;
+	const uint8_t *pub = rd_str(&r, &pl);
+	const uint8_t *priv = rd_str(&r, &sl);
+	size_t blocksize = c ? c->blocksize : 8, authlen = c ? c->authlen : 0;
+	if (r.bad || r.left != authlen)
+		return SIO_EFORMAT;
+	uint8_t pk_outer[32];
+	int rc = parse_pubkey_blob(pub, pl, pk_outer);
+	if (rc)
+		return rc;
+	if (sl == 0 || sl % blocksize != 0)
+		return SIO_EFORMAT;
+	if (pk_out)
+		memcpy(pk_out, pk_outer, 32);
+	if (encrypted)
+		*encrypted = c != NULL;
+	if (!c)
+		return parse_private_section(priv, sl, 8, 0, pk_outer, sk, comment, ccap);
+
+	if (!pw || !sio_kf_crypt_available())
+		return SIO_EENCRYPTED;
+	if (rounds > pw->max_rounds)
+		return SIO_EFORMAT;
+	if (pw->len == 0)
+		return SIO_EPASSPHRASE; /* ssh-keygen never encrypts with an empty one */
+	size_t kivlen = c->keylen + c->ivlen;
+	uint8_t *keyiv = sodium_malloc(kivlen);
+	uint8_t *plain = sodium_malloc(sl);
+	uint8_t tag[16];
+	if (!keyiv || !plain) {
+		rc = SIO_ENOMEM;
+		goto out;
+	}
+	memcpy(tag, r.p, authlen);
+	rc = sio_bcrypt_pbkdf(pw->p, pw->len, salt, saltlen, keyiv, kivlen, rounds);
+	if (rc == 0)
+		rc = sio_kf_crypt(c, 0, keyiv, priv, plain, sl, tag);
+	if (rc == 0)
+		rc = parse_private_section(plain, sl, blocksize, 1, pk_outer, sk, comment, ccap);
+out:
+	if (keyiv) {
+		sodium_memzero(keyiv, kivlen);
+		sodium_free(keyiv);
+	}
+	if (plain) {
+		sodium_memzero(plain, sl);
+		sodium_free(plain);
+	}
+	return rc;
+}
+
+int sio_keyfile_parse_private_ex(const uint8_t *buf, size_t len, const struct sio_kf_pass *pw,
+                                 uint8_t sk[SIO_SECRET_KEY_BYTES], uint8_t *pk, int *encrypted,
+                                 char *comment, size_t ccap)
 {
 	uint8_t *bin = NULL;
 	size_t blen = 0;
 	if (!buf || !sk)
 		return SIO_EINVAL;
+	if (encrypted)
+		*encrypted = 0;
+	if (comment && ccap)
+		comment[0] = 0;
 	const char *text = (const char *)buf;
 	int rc = pem_decode(text, len, "OPENSSH PRIVATE KEY", &bin, &blen);
 	if (rc == 0) {
-		rc = parse_openssh(bin, blen, sk);
+		rc = parse_openssh(bin, blen, pw, sk, pk, encrypted, comment, ccap);
 	} else if (rc == 1) {
 		rc = pem_decode(text, len, "ED25519 PRIVATE KEY", &bin, &blen);
 		if (rc == 0) {
-			if (blen == 64)
+			if (blen == 64) {
 				memcpy(sk, bin, 64);
-			else
+				if (pk)
+					memcpy(pk, bin + 32, 32);
+			} else {
 				rc = SIO_EFORMAT;
+			}
 		} else if (rc == 1) {
 			/* Other PEM private keys: RSA/EC/DSA or PKCS#8 */
 			if (memfind(text, len, "-----BEGIN RSA PRIVATE KEY-----") ||
@@ -254,6 +342,11 @@ int sio_keyfile_parse_private(const uint8_t *buf, size_t len, uint8_t sk[SIO_SEC
 	if (rc)
 		sodium_memzero(sk, 64);
 	return rc;
+}
+
+int sio_keyfile_parse_private(const uint8_t *buf, size_t len, uint8_t sk[SIO_SECRET_KEY_BYTES])
+{
+	return sio_keyfile_parse_private_ex(buf, len, NULL, sk, NULL, NULL, NULL, 0);
 }
 
 /* ---- writing ----------------------------------------------------------- */
@@ -282,8 +375,10 @@ void sio_keyfile_free_text(char *text, size_t len)
 	sodium_free(text);
 }
 
-int sio_keyfile_format_private(const uint8_t sk[SIO_SECRET_KEY_BYTES], const char *comment,
-                               uint32_t checkint, char **out, size_t *outlen)
+int sio_keyfile_format_private_ex(const uint8_t sk[SIO_SECRET_KEY_BYTES], const char *comment,
+                                  uint32_t checkint, const char *cipher_name,
+                                  const uint8_t *pass, size_t passlen, unsigned rounds,
+                                  char **out, size_t *outlen)
 {
 	if (!sk || !out || !outlen)
 		return SIO_EINVAL;
@@ -292,25 +387,46 @@ int sio_keyfile_format_private(const uint8_t sk[SIO_SECRET_KEY_BYTES], const cha
 	size_t cl = strlen(comment);
 	if (cl > 1024 || strpbrk(comment, "\r\n"))
 		return SIO_EINVAL;
+	const struct sio_kf_cipher *c = NULL;
+	if (pass && passlen) {
+		if (!cipher_name)
+			cipher_name = "aes256-ctr"; /* what ssh-keygen writes */
+		c = sio_kf_cipher_find((const uint8_t *)cipher_name, strlen(cipher_name));
+		if (!c || rounds == 0 || rounds > SIO_KDF_MAX_ROUNDS)
+			return SIO_EINVAL;
+		if (!sio_kf_crypt_available())
+			return SIO_ECRYPTO;
+	}
+	const char *cname = c ? c->name : "none", *kdfname = c ? "bcrypt" : "none";
+	size_t bs = c ? c->blocksize : 8, authlen = c ? c->authlen : 0;
+	size_t optlen = c ? 4 + SIO_KDF_SALT_BYTES + 4 : 0;
 	uint8_t blob[SIO_PUBKEY_BLOB_BYTES];
 	sio_pubkey_blob(sk + 32, blob);
 	size_t privlen = 8 + (4 + 11) + (4 + 32) + (4 + 64) + (4 + cl);
-	size_t pad = (8 - privlen % 8) % 8;
+	size_t pad = (bs - privlen % bs) % bs;
 	privlen += pad;
-	size_t binlen =
-	    sizeof OSSH_MAGIC + (4 + 4) + (4 + 4) + 4 + 4 + (4 + sizeof blob) + (4 + privlen);
+	size_t binlen = sizeof OSSH_MAGIC + (4 + strlen(cname)) + (4 + strlen(kdfname)) +
+	                (4 + optlen) + 4 + (4 + sizeof blob) + (4 + privlen) + authlen;
 	uint8_t *bin = sodium_malloc(binlen);
 	if (!bin)
 		return SIO_ENOMEM;
 	size_t n = 0;
 	memcpy(bin, OSSH_MAGIC, sizeof OSSH_MAGIC);
 	n += sizeof OSSH_MAGIC;
-	n += put_str(bin + n, "none", 4);
-	n += put_str(bin + n, "none", 4);
-	n += put_str(bin + n, "", 0);
+	n += put_str(bin + n, cname, strlen(cname));
+	n += put_str(bin + n, kdfname, strlen(kdfname));
+	n += put_u32(bin + n, (uint32_t)optlen);
+	uint8_t *salt = bin + n + 4;
+	if (c) {
+		n += put_u32(bin + n, SIO_KDF_SALT_BYTES);
+		randombytes_buf(bin + n, SIO_KDF_SALT_BYTES);
+		n += SIO_KDF_SALT_BYTES;
+		n += put_u32(bin + n, rounds);
+	}
 	n += put_u32(bin + n, 1);
 	n += put_str(bin + n, blob, sizeof blob);
 	n += put_u32(bin + n, (uint32_t)privlen);
+	uint8_t *priv = bin + n;
 	n += put_u32(bin + n, checkint);
 	n += put_u32(bin + n, checkint);
 	n += put_str(bin + n, KEYTYPE, 11);
@@ -319,6 +435,25 @@ int sio_keyfile_format_private(const uint8_t sk[SIO_SECRET_KEY_BYTES], const cha
 	n += put_str(bin + n, comment, cl);
 	for (size_t i = 0; i < pad; i++)
 		bin[n++] = (uint8_t)(i + 1);
+	if (c) {
+		size_t kivlen = c->keylen + c->ivlen;
+		uint8_t *keyiv = sodium_malloc(kivlen);
+		int rc = keyiv ? sio_bcrypt_pbkdf(pass, passlen, salt, SIO_KDF_SALT_BYTES, keyiv,
+		                                  kivlen, rounds)
+		               : SIO_ENOMEM;
+		if (rc == 0) /* in place: CTR, CBC, GCM and ChaCha20 allow it */
+			rc = sio_kf_crypt(c, 1, keyiv, priv, priv, privlen, bin + n);
+		if (keyiv) {
+			sodium_memzero(keyiv, kivlen);
+			sodium_free(keyiv);
+		}
+		if (rc) {
+			sodium_memzero(bin, binlen);
+			sodium_free(bin);
+			return rc;
+		}
+		n += authlen;
+	}
 
 	size_t b64len = sodium_base64_ENCODED_LEN(binlen, sodium_base64_VARIANT_ORIGINAL);
 	char *b64 = sodium_malloc(b64len);
@@ -354,6 +489,12 @@ int sio_keyfile_format_private(const uint8_t sk[SIO_SECRET_KEY_BYTES], const cha
 	return 0;
 }
 
+int sio_keyfile_format_private(const uint8_t sk[SIO_SECRET_KEY_BYTES], const char *comment,
+                               uint32_t checkint, char **out, size_t *outlen)
+{
+	return sio_keyfile_format_private_ex(sk, comment, checkint, NULL, NULL, 0, 0, out, outlen);
+}
+
 /* ---- public keys ------------------------------------------------------- */
 
 static int is_known_other_type(const char *tok, size_t n)
@@ -369,23 +510,103 @@ static int is_known_other_type(const char *tok, size_t n)
 	return 0;
 }
 
-/* One authorized_keys line (no newline). Returns 1 if an Ed25519 key was
- * stored in PK, 0 if the line is blank/comment, 2 if it holds another key
- * type, or a negative code. */
-static int parse_line(const char *l, size_t n, uint8_t pk[32])
+/* Options that restrict only what SSH offers and secureio does not have
+ * (terminals, forwarding, rc files): enforced by their absence. */
+static const char *const vacuous_opts[] = {"restrict",   "no-agent-forwarding", "no-port-forwarding",
+                                           "no-pty",     "no-user-rc",          "no-x11-forwarding"};
+
+/* Parses the options field O (N bytes) of an authorized_keys line:
+ * from="pattern-list" is kept in FROM (NUL-terminated, unquoted), the
+ * options in vacuous_opts are accepted, anything else is refused with its
+ * name in ERR. Returns 0 or SIO_EFORMAT. */
+static int parse_options(const char *o, size_t n, char *from, size_t fromcap,
+                         struct sio_pk_err *err)
 {
 	size_t i = 0;
+	while (i < n) {
+		size_t s = i;
+		while (i < n && o[i] != '=' && o[i] != ',')
+			i++;
+		size_t nl = i - s;
+		const char *val = NULL;
+		size_t vl = 0;
+		char vbuf[1024];
+		if (i < n && o[i] == '=') {
+			i++;
+			if (i >= n || o[i] != '"')
+				goto bad_value;
+			i++;
+			while (i < n && o[i] != '"') {
+				if (o[i] == '\\' && i + 1 < n && o[i + 1] == '"')
+					i++;
+				if (vl + 1 >= sizeof vbuf)
+					goto bad_value;
+				vbuf[vl++] = o[i++];
+			}
+			if (i >= n)
+				goto bad_value;
+			i++; /* closing quote */
+			vbuf[vl] = 0;
+			val = vbuf;
+		}
+		if (i < n && o[i] != ',')
+			goto bad_value;
+		if (i < n)
+			i++;
+		if (err) {
+			size_t c = nl < sizeof err->option - 1 ? nl : sizeof err->option - 1;
+			memcpy(err->option, o + s, c);
+			err->option[c] = 0;
+		}
+		if (nl == 4 && strncasecmp(o + s, "from", 4) == 0) {
+			if (!val || from[0] || vl + 1 > fromcap || !sio_from_list_valid(val)) {
+				if (err)
+					err->why = from[0] ? "given twice" : "not a valid address pattern list";
+				return SIO_EFORMAT;
+			}
+			memcpy(from, val, vl + 1);
+			continue;
+		}
+		int known = 0;
+		for (size_t k = 0; k < sizeof vacuous_opts / sizeof *vacuous_opts; k++)
+			if (!val && strlen(vacuous_opts[k]) == nl &&
+			    strncasecmp(o + s, vacuous_opts[k], nl) == 0)
+				known = 1;
+		if (!known) {
+			if (err)
+				err->why = "not enforced by secureio (only from=\"...\" and SSH-only "
+				           "restrictions such as no-pty are)";
+			return SIO_EFORMAT;
+		}
+	}
+	return 0;
+bad_value:
+	if (err) {
+		snprintf(err->option, sizeof err->option, "%.*s", (int)(n < 40 ? n : 40), o);
+		err->why = "malformed options (a value must be in double quotes)";
+	}
+	return SIO_EFORMAT;
+}
+
+/* One authorized_keys line (no newline). Returns 1 if an Ed25519 key was
+ * stored in PK (and its from= list, or "", in FROM), 0 if the line is
+ * blank/comment, 2 if it holds another key type, or a negative code. */
+static int parse_line(const char *l, size_t n, uint8_t pk[32], char *from, size_t fromcap,
+                      struct sio_pk_err *err)
+{
+	size_t i = 0;
+	from[0] = 0;
 	while (i < n && (l[i] == ' ' || l[i] == '\t' || l[i] == '\r'))
 		i++;
 	if (i == n || l[i] == '#')
 		return 0;
-	/* Tokens separated by blanks; double quotes (options) may hold blanks. */
-	int seen_other = 0;
-	while (i < n) {
+	/* Tokens separated by blanks; double quotes (options) may hold blanks.
+	 * The first token may be the options, then comes the key type. */
+	for (int tok = 0; i < n; tok++) {
 		size_t s = i;
 		int q = 0;
 		while (i < n && (q || (l[i] != ' ' && l[i] != '\t'))) {
-			if (l[i] == '"')
+			if (l[i] == '"' && (i == s || l[i - 1] != '\\'))
 				q = !q;
 			i++;
 		}
@@ -408,23 +629,58 @@ static int parse_line(const char *l, size_t n, uint8_t pk[32])
 			return rc == 0 ? 1 : rc;
 		}
 		if (is_known_other_type(l + s, tl))
-			seen_other = 1;
-		if (seen_other)
 			return 2;
+		if (tok > 0)
+			break; /* a second token that is no key type: not a key line */
+		/* options only in front of a key type; otherwise the line is
+		 * no key line at all (reported as such, not as a bad option) */
+		size_t k = i;
+		while (k < n && l[k] != ' ' && l[k] != '\t')
+			k++;
+		if (!(k - i == 11 && memcmp(l + i, KEYTYPE, 11) == 0) && !is_known_other_type(l + i, k - i))
+			break;
+		int rc = parse_options(l + s, tl, from, fromcap, err);
+		if (rc)
+			return rc;
 	}
 	return SIO_EFORMAT;
+}
+
+struct old_add {
+	int (*add)(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]);
+	void *ctx;
+};
+
+static int old_adder(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], const char *from)
+{
+	struct old_add *o = ctx;
+	(void)from;
+	return o->add(o->ctx, pk);
 }
 
 int sio_pubkey_parse_all(const char *text, size_t len,
                          int (*add)(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]), void *ctx)
 {
+	if (!add)
+		return SIO_EINVAL;
+	struct old_add o = {add, ctx};
+	return sio_pubkey_parse_all_ex(text, len, old_adder, &o, NULL);
+}
+
+int sio_pubkey_parse_all_ex(const char *text, size_t len,
+                            int (*add)(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES],
+                                       const char *from),
+                            void *ctx, struct sio_pk_err *err)
+{
 	if (!text || !add)
 		return SIO_EINVAL;
+	if (err)
+		memset(err, 0, sizeof *err);
 	uint8_t *bin = NULL;
 	size_t blen = 0;
 	int rc = pem_decode(text, len, "ED25519 PUBLIC KEY", &bin, &blen);
 	if (rc == 0) {
-		rc = blen == 32 ? add(ctx, bin) : SIO_EFORMAT;
+		rc = blen == 32 ? add(ctx, bin, NULL) : SIO_EFORMAT;
 		sodium_free(bin);
 		return rc ? rc : 1;
 	}
@@ -433,21 +689,32 @@ int sio_pubkey_parse_all(const char *text, size_t len,
 	if (memfind(text, len, "PRIVATE KEY-----"))
 		return SIO_EFORMAT; /* a private key file given where a public key belongs */
 	int found = 0, other = 0, bad = 0;
-	size_t p = 0;
+	size_t p = 0, lineno = 0;
+	char from[1024];
 	while (p < len) {
 		const char *nl = memchr(text + p, '\n', len - p);
 		size_t e = nl ? (size_t)(nl - text) : len;
 		uint8_t pk[32];
-		rc = parse_line(text + p, e - p, pk);
+		struct sio_pk_err le;
+		memset(&le, 0, sizeof le);
+		lineno++;
+		rc = parse_line(text + p, e - p, pk, from, sizeof from, &le);
 		if (rc == 1) {
-			int a = add(ctx, pk);
+			int a = add(ctx, pk, from[0] ? from : NULL);
 			if (a)
 				return a;
 			found++;
 		} else if (rc == 2 || rc == SIO_EKEYTYPE) {
 			other++;
 		} else if (rc < 0) {
-			bad = rc;
+			if (!bad && err) {
+				*err = le;
+				err->line = lineno;
+				if (!err->why)
+					err->why = "not a valid ssh-ed25519 key line";
+			}
+			if (!bad)
+				bad = rc;
 		}
 		p = e + 1;
 	}

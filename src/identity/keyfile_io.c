@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "identity.h"
+#include "keyfile_crypt.h"
 
 #define MAX_KEYFILE (1024 * 1024)
 
@@ -102,11 +103,19 @@ static void free_buf(char *buf, size_t len)
 	}
 }
 
-int sio_identity_load(sio_identity **out, const char *path)
+#define ASK_CAP 1024 /* longest passphrase a callback may give */
+
+/* Loads PATH; an encrypted key is opened with PASS (LEN bytes) or, when
+ * PASS is NULL, with what ASK gives (asked only then). INFO_PK etc.: see
+ * sio_private_key_info. */
+static int load_key(sio_identity **out, const char *path, const void *pass, size_t passlen,
+                    sio_passphrase_fn ask, void *ctx, uint8_t *info_pk, int *encrypted,
+                    char *comment, size_t ccap)
 {
-	if (!out || !path)
+	if (out)
+		*out = NULL;
+	if (!path)
 		return SIO_EINVAL;
-	*out = NULL;
 	if (sodium_init() < 0)
 		return SIO_ECRYPTO;
 	char *buf = NULL;
@@ -115,16 +124,74 @@ int sio_identity_load(sio_identity **out, const char *path)
 	if (rc)
 		return rc;
 	uint8_t *sk = sodium_malloc(SIO_SECRET_KEY_BYTES);
+	char *asked = NULL;
 	if (!sk) {
 		free_buf(buf, len);
 		return SIO_ENOMEM;
 	}
-	rc = sio_keyfile_parse_private((const uint8_t *)buf, len, sk);
+	struct sio_kf_pass pw = {pass, passlen, SIO_KDF_MAX_ROUNDS};
+	rc = sio_keyfile_parse_private_ex((const uint8_t *)buf, len, pass ? &pw : NULL, sk, info_pk,
+	                                  encrypted, comment, ccap);
+	if (rc == SIO_EENCRYPTED && !pass && ask) {
+		size_t alen = 0;
+		asked = sodium_malloc(ASK_CAP);
+		if (!asked)
+			rc = SIO_ENOMEM;
+		else
+			rc = ask(ctx, path, asked, ASK_CAP, &alen);
+		if (rc == 0 && alen > ASK_CAP)
+			rc = SIO_EINVAL;
+		if (rc == 0) {
+			pw.p = (const uint8_t *)asked;
+			pw.len = alen;
+			rc = sio_keyfile_parse_private_ex((const uint8_t *)buf, len, &pw, sk, NULL,
+			                                  NULL, comment, ccap);
+		}
+	}
 	free_buf(buf, len);
-	if (rc == 0)
+	free_buf(asked, ASK_CAP);
+	if (rc == 0 && out)
 		rc = sio_identity_from_secret(out, sk);
 	sodium_memzero(sk, SIO_SECRET_KEY_BYTES);
 	sodium_free(sk);
+	return rc;
+}
+
+int sio_identity_load(sio_identity **out, const char *path)
+{
+	if (!out)
+		return SIO_EINVAL;
+	return load_key(out, path, NULL, 0, NULL, NULL, NULL, NULL, NULL, 0);
+}
+
+int sio_identity_load_passphrase(sio_identity **out, const char *path, const void *pass,
+                                 size_t len)
+{
+	if (!out || (!pass && len))
+		return SIO_EINVAL;
+	return load_key(out, path, pass ? pass : "", len, NULL, NULL, NULL, NULL, NULL, 0);
+}
+
+int sio_identity_load_ask(sio_identity **out, const char *path, sio_passphrase_fn ask, void *ctx)
+{
+	if (!out || !ask)
+		return SIO_EINVAL;
+	return load_key(out, path, NULL, 0, ask, ctx, NULL, NULL, NULL, 0);
+}
+
+int sio_private_key_info(const char *path, uint8_t pk[SIO_PUBLIC_KEY_BYTES], int *encrypted,
+                         char *comment, size_t ccap)
+{
+	if (!pk)
+		return SIO_EINVAL;
+	int enc = 0;
+	int rc = load_key(NULL, path, NULL, 0, NULL, NULL, pk, &enc, comment, ccap);
+	if (encrypted)
+		*encrypted = enc;
+	if (rc == SIO_EENCRYPTED && enc)
+		rc = 0; /* the public half and the flag are what was asked for */
+	if (rc)
+		sodium_memzero(pk, SIO_PUBLIC_KEY_BYTES);
 	return rc;
 }
 
@@ -151,32 +218,45 @@ int sio_public_key_parse(const char *text, size_t len, uint8_t pk[SIO_PUBLIC_KEY
 	return rc < 0 ? rc : 0;
 }
 
-static int add_to_remote(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES])
+static int add_to_remote(void *ctx, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], const char *from)
 {
-	return sio_remote_add(ctx, pk);
+	return sio_remote_add_rule(ctx, pk, from);
 }
 
-int sio_remote_load(sio_remote **out, const char *path)
+int sio_remote_load_err(sio_remote **out, const char *path, char *msg, size_t msglen)
 {
 	if (!out || !path)
 		return SIO_EINVAL;
 	*out = NULL;
+	if (msg && msglen)
+		msg[0] = 0;
 	char *buf = NULL;
 	size_t len = 0;
 	int rc = read_file(path, 0, &buf, &len);
 	if (rc)
 		return rc;
 	sio_remote *r = NULL;
+	struct sio_pk_err err;
+	memset(&err, 0, sizeof err);
 	rc = sio_remote_new(&r);
 	if (rc == 0)
-		rc = sio_pubkey_parse_all(buf, len, add_to_remote, r);
+		rc = sio_pubkey_parse_all_ex(buf, len, add_to_remote, r, &err);
 	free_buf(buf, len);
 	if (rc < 0) {
+		if (msg && msglen && err.line)
+			snprintf(msg, msglen, "line %zu%s%s%s: %s", err.line,
+			         err.option[0] ? ": option '" : "", err.option,
+			         err.option[0] ? "'" : "", err.why ? err.why : sio_strerror(rc));
 		sio_remote_free(r);
 		return rc;
 	}
 	*out = r;
 	return 0;
+}
+
+int sio_remote_load(sio_remote **out, const char *path)
+{
+	return sio_remote_load_err(out, path, NULL, 0);
 }
 
 /* Writes DATA to a fresh temporary file next to PATH (mode MODE), fsyncs it
@@ -250,10 +330,11 @@ static int check_pub(const char *pubpath, const uint8_t pk[SIO_PUBLIC_KEY_BYTES]
 	return sodium_memcmp(got, pk, SIO_PUBLIC_KEY_BYTES) == 0 ? 0 : SIO_EMISMATCH;
 }
 
-int sio_identity_save(const sio_identity *id, const char *path, const char *comment)
+static int save_key(const sio_identity *id, const char *path, const char *comment,
+                    const void *pass, size_t passlen, unsigned rounds)
 {
-	if (!id || !path)
-		return SIO_EINVAL;
+	if (!id || !path || (!pass && passlen) || !sio_identity_secret_key(id))
+		return SIO_EINVAL; /* a signer identity has no secret key to write */
 	if (!comment)
 		comment = "";
 	uint8_t pk[SIO_PUBLIC_KEY_BYTES];
@@ -275,8 +356,10 @@ int sio_identity_save(const sio_identity *id, const char *path, const char *comm
 	char *txt = NULL;
 	size_t tlen = 0;
 	if (rc == 0)
-		rc = sio_keyfile_format_private(sio_identity_secret_key(id), comment,
-		                                randombytes_random(), &txt, &tlen);
+		rc = sio_keyfile_format_private_ex(sio_identity_secret_key(id), comment,
+		                                   randombytes_random(), NULL, pass, passlen,
+		                                   rounds ? rounds : SIO_KDF_DEFAULT_ROUNDS, &txt,
+		                                   &tlen);
 	if (rc == 0)
 		rc = write_atomic(path, txt, tlen, 0600);
 	sio_keyfile_free_text(txt, tlen);
@@ -332,8 +415,10 @@ int sio_psk_load(const char *path, uint8_t *psk, size_t cap, size_t *len)
  * belong to the user we run as (the effective uid) or to root, and no one
  * else may write to it (no group/other write bit, sticky or not). Whoever
  * can write to it can swap the key files for their own. */
-static int check_dir(const char *dir)
+int sio_identity_check_dir(const char *dir)
 {
+	if (!dir)
+		return SIO_EINVAL;
 	struct stat st;
 	if (stat(dir, &st) != 0)
 		return map_errno(errno);
@@ -344,6 +429,19 @@ static int check_dir(const char *dir)
 	return 0;
 }
 
+int sio_identity_save(const sio_identity *id, const char *path, const char *comment)
+{
+	return save_key(id, path, comment, NULL, 0, 0);
+}
+
+int sio_identity_save_passphrase(const sio_identity *id, const char *path, const char *comment,
+                                 const void *pass, size_t len, unsigned rounds)
+{
+	if (rounds > SIO_KDF_MAX_ROUNDS)
+		return SIO_EINVAL;
+	return save_key(id, path, comment, pass, len, rounds);
+}
+
 int sio_identity_from_dir(sio_identity **out, const char *dir)
 {
 	if (!out || !dir)
@@ -351,7 +449,7 @@ int sio_identity_from_dir(sio_identity **out, const char *dir)
 	*out = NULL;
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
 		return map_errno(errno);
-	int drc = check_dir(dir);
+	int drc = sio_identity_check_dir(dir);
 	if (drc)
 		return drc;
 	size_t dl = strlen(dir);

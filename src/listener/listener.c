@@ -302,7 +302,11 @@ static int cb_identity(sio_session *s, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], v
 	struct lpeer *p = ctx;
 	struct sio_listener *l = p->l;
 	pthread_mutex_lock(&l->mu);
-	int ok = !l->allowed || sio_remote_contains(l->allowed, pk);
+	/* from="..." restrictions: the source of the key exchange being
+	 * processed (this runs on the session's thread, inside that packet) */
+	int ok = !l->allowed ||
+	         (p->clen ? sio_remote_allows(l->allowed, pk, (const struct sockaddr *)&p->cand, p->clen)
+	                  : sio_remote_allows(l->allowed, pk, (const struct sockaddr *)&p->addr, p->alen));
 	if (!ok) {
 		l->st.drop_unauthorized++;
 	} else if (p->reserved < l->peer_full) {
@@ -440,34 +444,13 @@ fail:
 	return r;
 }
 
-static int copy_remote(sio_remote **out, const sio_remote *in)
-{
-	*out = NULL;
-	size_t n = sio_remote_count(in);
-	sio_remote *r = NULL;
-	for (size_t i = 0; i < n; i++) {
-		uint8_t pk[SIO_PUBLIC_KEY_BYTES];
-		int e = sio_remote_key(in, i, pk);
-		if (e == 0)
-			e = r ? sio_remote_add(r, pk) : sio_remote_from_public_key(&r, pk);
-		if (e < 0) {
-			sio_remote_free(r);
-			return e;
-		}
-	}
-	if (!r)
-		return SIO_EINVAL;
-	*out = r;
-	return 0;
-}
-
 int sio_listener_set_allowed(sio_listener *l, const sio_remote *allowed)
 {
 	if (!l)
 		return SIO_EINVAL;
 	sio_remote *r = NULL;
 	if (allowed) {
-		int e = copy_remote(&r, allowed);
+		int e = sio_remote_copy(&r, allowed); /* with its from= rules */
 		if (e < 0)
 			return e;
 	}

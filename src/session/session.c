@@ -447,8 +447,11 @@ static void on_packet(void *ctx, uint8_t *buf, size_t len, const struct sockaddr
 		return; /* a listener under load asks us to echo a cookie */
 	s->cur_pkt = buf;
 	s->cur_len = len;
+	s->cur_from = from;
+	s->cur_fromlen = fl;
 	int auth = sio_core_recv(s->core, rx->now, buf, len);
 	s->cur_pkt = NULL;
+	s->cur_from = NULL;
 	if (s->pkt_hook)
 		s->pkt_hook(s->hook_ctx, buf, auth);
 	if (auth != SIO_CORE_RX_DROP && s->tp.tx_prefix_len > 1 + SIO_LISTENER_CID_BYTES)
@@ -614,6 +617,10 @@ static void *io_thread(void *arg)
 	sio_session *s = arg;
 	uint64_t opened_seen = 0, opened_at = sio_now_ns();
 	lock(s);
+	if (s->core_start_deferred) {
+		s->core_start_deferred = 0;
+		(void)sio_core_start(s->core, sio_now_ns()); /* a failure closes it */
+	}
 	while (!s->stop) {
 		step(s, 1);
 		if (s->stop)
@@ -700,6 +707,31 @@ static struct sio_shared *shared_new(void)
 	return sh;
 }
 
+/* from="..." in the pinned set: the key is accepted only from an allowed
+ * address: the source of the packet being processed, else the transport's
+ * peer (a connected socket or stream: getpeername). */
+static int session_admit(void *ctx, const uint8_t pk[32])
+{
+	sio_session *s = ctx;
+	if (!sio_remote_has_rules(s->remote))
+		return sio_remote_contains(s->remote, pk);
+	if (s->cur_from && s->cur_fromlen)
+		return sio_remote_allows(s->remote, pk, s->cur_from, s->cur_fromlen);
+	struct sockaddr_storage ss;
+	socklen_t l = sizeof ss;
+	int fd = sio_tp_read_fd(&s->tp);
+	if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &l) != 0)
+		l = 0;
+	return sio_remote_allows(s->remote, pk, l ? (struct sockaddr *)&ss : NULL, l);
+}
+
+/* The core signs our key-exchange messages through the identity (a local
+ * key, or an external signer that may block or fail). */
+static int session_sign(void *ctx, uint8_t sig[64], const uint8_t *msg, size_t len)
+{
+	return sio_identity_sign(ctx, sig, msg, len);
+}
+
 int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote *remote,
 		    const sio_transport *t, const sio_options *opts, const sio_callbacks *cbs)
 {
@@ -735,7 +767,12 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 
 	sio_core_config cfg;
 	memset(&cfg, 0, sizeof(cfg));
-	cfg.ed25519_sk = sio_identity_secret_key(id);
+	uint8_t idpk[SIO_PUBLIC_KEY_BYTES];
+	sio_identity_public_key(id, idpk);
+	cfg.ed25519_pk = idpk; /* copied by the core */
+	cfg.sign = session_sign;
+	cfg.admit = session_admit;
+	cfg.sign_ctx = s->id;
 	cfg.remote = remote;
 	cfg.datagram = datagram;
 	if (opts)
@@ -817,7 +854,14 @@ static int start_common(sio_session *s, int mode)
 				s->ep_rfd = rfd;
 		}
 	}
-	int r = sio_core_start(s->core, sio_now_ns());
+	/* An external signer (ssh-agent, HSM) may take long or fail: the first
+	 * signature is then made on the session's own I/O thread, never on the
+	 * caller's (a listener starts its sessions from its one thread). */
+	int r = 0;
+	if (mode == MODE_THREAD && sio_identity_is_external(s->id))
+		s->core_start_deferred = 1;
+	else
+		r = sio_core_start(s->core, sio_now_ns());
 	if (r == 0 && mode == MODE_THREAD) {
 		s->thread_started = 1;
 		if (pthread_create(&s->thread, NULL, io_thread, s) != 0) {

@@ -131,6 +131,7 @@ struct sio_session {
 	int mode;
 	pthread_t thread;
 	int thread_started;
+	int core_start_deferred; /* external signer: the I/O thread signs first */
 	int wake_fd;     /* eventfd: wakes the I/O thread / the loop's epoll */
 	int wake_pending;
 	uint64_t io_sleep_until; /* deadline the I/O thread sleeps to (0: awake) */
@@ -163,6 +164,8 @@ struct sio_session {
 	/* packet being fed to the core (for zero-copy deliveries and learning) */
 	const uint8_t *cur_pkt;
 	size_t cur_len;
+	const struct sockaddr *cur_from; /* its source (datagram sockets), or NULL */
+	socklen_t cur_fromlen;
 
 	/* default read stream */
 	struct sio_bq rd;
