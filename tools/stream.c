@@ -45,11 +45,42 @@ size_t relay_ack_frame(struct relay *r, uint8_t f[F_ACK_LEN])
 	f[18] = (uint8_t)(r->rx_window >> 16);
 	f[19] = (uint8_t)(r->rx_window >> 8);
 	f[20] = (uint8_t)r->rx_window;
+	f[21] = 0;
 	r->rx_acked_bytes = r->rx_written_bytes;
 	r->rx_last_ack_ms = cli_now_ms();
-	if (r->rx_have_end && r->rx_written >= r->rx_end)
+	if (r->rx_have_end && r->rx_written >= r->rx_end) {
 		r->rx_final_acked = 1;
+		f[21] = F_ACK_FINAL;
+	}
 	return F_ACK_LEN;
+}
+
+int relay_send_ctl(struct relay *r, const uint8_t *f, size_t len)
+{
+	return sio_write_message(r->s, CLI_CTL_CHANNEL, f, len);
+}
+
+int relay_send_hello(struct relay *r)
+{
+	uint8_t f[CLI_HELLO_LEN];
+	pthread_mutex_lock(&r->mu);
+	struct cli_mode m = r->mode;
+	if (r->peer_hello)
+		m.flags |= CLI_HF_SEEN;
+	if (r->peer_hello && r->peer_saw_ours)
+		m.flags |= CLI_HF_READY;
+	pthread_mutex_unlock(&r->mu);
+	cli_hello_encode(&m, f);
+	return relay_send_ctl(r, f, sizeof f);
+}
+
+int relay_rx_complete(const struct relay *r)
+{
+	if (r->o->send_only || (r->peer_hello && (r->peer_mode.flags & CLI_HF_NO_SEND)))
+		return 1; /* nothing comes this way */
+	if (r->o->lines)
+		return r->rx_lines_final && r->rx_lines_written >= r->rx_lines;
+	return r->rx_have_end && r->rx_written >= r->rx_end;
 }
 
 /* Appends to the output queue (mu held). */
@@ -152,7 +183,20 @@ static void on_message(sio_session *s, uint32_t type, const uint8_t *d, size_t l
 	(void)s;
 	(void)type;
 	pthread_mutex_lock(&r->mu);
+	if (!r->peer_hello || r->mismatch || (r->o->send_only && r->o->lines)) {
+		/* a sio peer sends data only once it has our HELLO and we have
+		 * its own (and no lines to a --send-only side) */
+		if (!r->peer_hello && !r->early_data) {
+			r->early_data = 1;
+			relay_wake(r);
+		}
+		pthread_mutex_unlock(&r->mu);
+		return;
+	}
 	if (r->o->lines) {
+		r->rx_lines++;
+		if (r->rx_have_lend)
+			r->rx_lines_progress_ms = cli_now_ms();
 		while (r->qbytes > LINES_QUEUE_MAX && !r->out_err && !r->writer_stop)
 			pthread_cond_wait(&r->cond, &r->mu);
 		struct chunk *c = r->out_err ? NULL : chunk_new(d, len, 1);
@@ -196,6 +240,8 @@ static void on_message(sio_session *s, uint32_t type, const uint8_t *d, size_t l
 			}
 			if (win >= 4096)
 				r->tx_window = win;
+			if (d[21] & F_ACK_FINAL)
+				r->tx_final = 1;
 			r->tx_last_ack_ms = cli_now_ms();
 			pthread_cond_broadcast(&r->cond);
 			wake = 1;
@@ -237,6 +283,74 @@ bad:
 	pthread_mutex_unlock(&r->mu);
 }
 
+/* Messages of the control channel: HELLO, DONE, LEND, LACK (relay.h). */
+static void on_ctl(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
+{
+	struct relay *r = ctx;
+	(void)s;
+	(void)type;
+	int reply = 0;
+	pthread_mutex_lock(&r->mu);
+	if (len && d[0] == CLI_HELLO) {
+		struct cli_mode m;
+		if (cli_hello_decode(d, len, &m) < 0) {
+			memset(&m, 0, sizeof m);
+			m.version = len > 1 ? d[1] : 0;
+			r->mismatch = 1;
+		} else if (cli_mode_check(&r->mode, &m) < 0) {
+			r->mismatch = 1;
+		}
+		if (!r->peer_hello || r->mismatch)
+			r->peer_mode = m;
+		r->peer_hello = 1;
+		if (m.flags & CLI_HF_SEEN)
+			r->peer_saw_ours = 1;
+		/* a side still waiting (no READY) gets an answer saying what we
+		 * have; ready sides do not answer each other */
+		reply = !(m.flags & CLI_HF_READY);
+	} else if (!r->peer_hello || r->mismatch) {
+		/* control before the peer's HELLO: not ours */
+	} else if (len == 17 && d[0] == C_DONE) {
+		uint64_t sent = get_u64(d + 1), written = get_u64(d + 9);
+		r->peer_done = 1;
+		r->peer_done_written = written;
+		/* DONE also stands for the peer's END and its final ACK */
+		if (r->o->lines) {
+			if (!r->rx_have_lend) {
+				r->rx_have_lend = 1;
+				r->rx_lend = sent;
+			}
+			if (!r->tx_have_lack) {
+				r->tx_have_lack = 1;
+				r->tx_lack = written;
+			}
+		} else if (!r->rx_have_end && sent >= r->rx_next) {
+			r->rx_have_end = 1;
+			r->rx_end = sent;
+			on_announce(r, sent);
+		}
+		r->tx_final = 1;
+	} else if (len == 9 && d[0] == C_LEND && r->o->lines) {
+		if (!r->rx_have_lend) {
+			r->rx_have_lend = 1;
+			r->rx_lend = get_u64(d + 1);
+			r->rx_lines_progress_ms = cli_now_ms();
+		}
+		r->rx_final_acked = 0; /* answer it (again) */
+	} else if (len == 9 && d[0] == C_LACK && r->o->lines) {
+		if (!r->tx_have_lack) {
+			r->tx_have_lack = 1;
+			r->tx_lack = get_u64(d + 1);
+		}
+		r->tx_final = 1;
+	}
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->mu);
+	if (reply)
+		relay_send_hello(r);
+	relay_wake(r);
+}
+
 static int write_all(int fd, const uint8_t *p, size_t len)
 {
 	while (len) {
@@ -274,6 +388,8 @@ static void *writer_main(void *arg)
 			relay_wake(r);
 		}
 		if (!r->out_err) {
+			if (r->o->lines)
+				r->rx_lines_written++;
 			r->out_msgs++;
 			r->out_bytes += c->len - (r->o->lines ? 1 : 0);
 		}
@@ -305,6 +421,8 @@ static void *writer_main(void *arg)
 int relay_data_start(struct relay *r)
 {
 	int rc = sio_set_handler(r->s, r->type, on_message, NULL, r);
+	if (rc >= 0)
+		rc = sio_set_handler(r->s, CLI_CTL_CHANNEL, on_ctl, NULL, r);
 	if (rc < 0)
 		return rc;
 	if (pthread_create(&r->writer, NULL, writer_main, r) != 0)
