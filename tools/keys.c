@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -104,6 +105,26 @@ int cli_keygen(int argc, char **argv)
 	sio_identity *id = NULL;
 	errno = 0;
 	int rc = sio_identity_from_dir(&id, dir);
+	if (rc < 0 && !existed) {
+		/* the library says what failed, not why the key could not be
+		 * created: ask the file system the same question */
+		struct stat ds;
+		if (stat(dir, &ds) != 0) {
+			int e = errno;
+			if (mkdir(dir, 0700) != 0) {
+				cli_err("%s: cannot create the identity directory (%s)", dir,
+				        strerror(errno ? errno : e));
+				return CLI_ERR;
+			}
+			rmdir(dir);
+		} else if (!S_ISDIR(ds.st_mode)) {
+			cli_err("%s: not a directory", dir);
+			return CLI_ERR;
+		} else if (access(dir, W_OK) != 0) {
+			cli_err("%s: cannot create a key in this directory (%s)", dir, strerror(errno));
+			return CLI_ERR;
+		}
+	}
 	if (rc < 0)
 		return key_file_error(existed ? path : dir, rc);
 	if (!existed)
