@@ -51,6 +51,9 @@ for k in udp tcp unixgram; do
 	a=$(new_addr "$k")
 	run_pair "$a" "-q -i $T/a --timeout 2" "-q -i $T/b --psk-file $T/psk2 --timeout 2" "$T/msg"
 	check_eq "$k PSK on one side only: exits" "3 3" "$CRC $LRC"
+	# the listener, which has no PSK, points at the PSK, not the identity
+	check "$k PSK on the connecting side only: listener asks about a PSK ($(cat "$T/l.err"))" \
+		grep -q 'does the peer use a --psk-file we do not have' "$T/l.err"
 done
 
 # nobody there: exit 3 after --timeout

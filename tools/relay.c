@@ -151,6 +151,13 @@ int cli_read_psk(const char *path, uint8_t *buf, size_t cap, size_t *len)
 /* What may have kept the peer out, for the error line. */
 static const char *auth_hint(const struct relay *r)
 {
+	/* without a PSK of ours, key exchanges dropped before any identity
+	 * check (no SIO_EAUTH event) are PSK-wrapped ones we cannot read */
+	if (!r->o->psk_file && !r->saw_auth)
+		return r->o->remote ? "its identity is not the key pinned with -r, or it uses a "
+		                      "--psk-file we do not have"
+		                    : "its key exchange could not be read: does the peer use a "
+		                      "--psk-file we do not have?";
 	if (r->o->remote && r->o->psk_file)
 		return "wrong identity (not the key pinned with -r) or wrong PSK";
 	if (r->o->remote)
@@ -485,7 +492,7 @@ static int report_mismatch(struct relay *r, const char *fmt)
 	else
 		cli_mode_text(&theirs, b, sizeof b);
 	cli_err(fmt, a, b);
-	relay_send_hello(r);
+	relay_send_hello(r, 0);
 	sio_close_and_wait(r->s, 1000);
 	return CLI_USAGE;
 }
@@ -496,7 +503,7 @@ static int report_mismatch(struct relay *r, const char *fmt)
 static int hello_phase(struct relay *r)
 {
 	int64_t t0 = cli_now_ms(), last = t0;
-	relay_send_hello(r);
+	relay_send_hello(r, 0);
 	for (;;) {
 		int64_t now = cli_now_ms();
 		pthread_mutex_lock(&r->mu);
@@ -528,7 +535,7 @@ static int hello_phase(struct relay *r)
 		}
 		if (now - last >= CTL_REPEAT_MS) {
 			last = now;
-			relay_send_hello(r);
+			relay_send_hello(r, 0);
 		}
 		struct pollfd p = {.fd = r->wake[0], .events = POLLIN};
 		if (poll(&p, 1, 50) > 0)

@@ -145,15 +145,17 @@ int relay_data_start(struct relay *r);
 void relay_data_finish(struct relay *r);
 /* Frees what the data path holds. */
 void relay_data_free(struct relay *r);
-/* Stream mode: sends a frame (main thread or writer). */
+/* Stream mode: sends a frame and waits until it left, or the session
+ * closed (main thread or writer; never from a session handler). */
 int relay_send_frame(struct relay *r, const uint8_t *f, size_t len);
 void relay_put_u64(uint8_t *p, uint64_t v);
 /* Stream mode: ACK frame of what was written so far (call with mu held). */
 size_t relay_ack_frame(struct relay *r, uint8_t f[F_ACK_LEN]);
 /* Sends a frame on the control channel. */
 int relay_send_ctl(struct relay *r, const uint8_t *f, size_t len);
-/* Sends our HELLO (SEEN set once we have the peer's). */
-int relay_send_hello(struct relay *r);
+/* Sends our HELLO (SEEN set once we have the peer's; IN_HANDLER: from a
+ * session handler, where it is only queued). */
+int relay_send_hello(struct relay *r, int in_handler);
 /* Is our receiving direction complete (the peer's end seen, all written)? (mu held) */
 int relay_rx_complete(const struct relay *r);
 

@@ -31,9 +31,28 @@ void relay_wake(struct relay *r)
 	(void)n;
 }
 
+/* Sends one message and waits until it left. Not sio_write_message: when
+ * the transport fails under it, that call can wait forever for a packet
+ * the dead session never completes; here the wait gives up once the
+ * session is closed. */
+static int send_wait(struct relay *r, uint32_t type, const uint8_t *f, size_t len)
+{
+	int err = 0;
+	sio_send_info *si = sio_write_message_async(r->s, type, f, len, NULL, NULL, &err);
+	if (!si)
+		return err ? err : SIO_ENOMEM;
+	int rc = sio_send_info_send_now_and_wait(si, 200);
+	while (rc == SIO_ETIMEDOUT && sio_session_state(r->s) != SIO_STATE_CLOSED)
+		rc = sio_send_info_wait(si, 200);
+	if (rc == SIO_ETIMEDOUT)
+		rc = SIO_ECLOSED;
+	sio_send_info_release(si);
+	return rc;
+}
+
 int relay_send_frame(struct relay *r, const uint8_t *f, size_t len)
 {
-	return sio_write_message(r->s, r->type, f, len);
+	return send_wait(r, r->type, f, len);
 }
 
 size_t relay_ack_frame(struct relay *r, uint8_t f[F_ACK_LEN])
@@ -57,10 +76,10 @@ size_t relay_ack_frame(struct relay *r, uint8_t f[F_ACK_LEN])
 
 int relay_send_ctl(struct relay *r, const uint8_t *f, size_t len)
 {
-	return sio_write_message(r->s, CLI_CTL_CHANNEL, f, len);
+	return send_wait(r, CLI_CTL_CHANNEL, f, len);
 }
 
-int relay_send_hello(struct relay *r)
+int relay_send_hello(struct relay *r, int in_handler)
 {
 	uint8_t f[CLI_HELLO_LEN];
 	pthread_mutex_lock(&r->mu);
@@ -71,6 +90,8 @@ int relay_send_hello(struct relay *r)
 		m.flags |= CLI_HF_READY;
 	pthread_mutex_unlock(&r->mu);
 	cli_hello_encode(&m, f);
+	if (in_handler) /* queued, never waits there */
+		return sio_write_message(r->s, CLI_CTL_CHANNEL, f, sizeof f);
 	return relay_send_ctl(r, f, sizeof f);
 }
 
@@ -272,8 +293,8 @@ static void on_message(sio_session *s, uint32_t type, const uint8_t *d, size_t l
 		goto bad;
 	}
 	pthread_mutex_unlock(&r->mu);
-	if (acklen)
-		relay_send_frame(r, ack, acklen);
+	if (acklen) /* in a handler: queued, never waits */
+		sio_write_message(r->s, r->type, ack, acklen);
 	if (wake)
 		relay_wake(r);
 	return;
@@ -347,7 +368,7 @@ static void on_ctl(sio_session *s, uint32_t type, const uint8_t *d, size_t len, 
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->mu);
 	if (reply)
-		relay_send_hello(r);
+		relay_send_hello(r, 1);
 	relay_wake(r);
 }
 
