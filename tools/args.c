@@ -56,6 +56,8 @@ static const char help_text[] =
 "                   each message received is printed as \"FINGERPRINT MESSAGE\", each stdin\n"
 "                   line goes to every peer; -r FILE lists the allowed keys (SIGHUP reloads).\n"
 "                   connect: talk to such a listener (use with --lines)\n"
+"  -k, --keep-open  listen: after a session ends, serve the next peer (one at a time)\n"
+"                   until SIGINT/SIGTERM; stdin goes to the first peer, stdout collects all\n"
 "  -q               print nothing but errors\n"
 "\n"
 "Stream mode (the default) carries stdin bytes in order and writes them to stdout unchanged;\n"
@@ -229,6 +231,8 @@ int cli_parse_session_args(int argc, char **argv, struct cli_opts *o)
 			o->lines = 1;
 		} else if (strcmp(name, "--multi") == 0) {
 			o->multi = 1;
+		} else if (strcmp(name, "-k") == 0 || strcmp(name, "--keep-open") == 0) {
+			o->keep_open = 1;
 		} else if (strcmp(name, "--send-only") == 0) {
 			o->send_only = 1;
 		} else if (strcmp(name, "--recv-only") == 0) {
@@ -247,6 +251,8 @@ int cli_parse_session_args(int argc, char **argv, struct cli_opts *o)
 		return cli_usage_error(cmd, "--send-only and --recv-only exclude each other");
 	if ((o->send_only || o->recv_only) && o->multi)
 		return cli_usage_error(cmd, "--send-only and --recv-only do not apply to --multi");
+	if (o->keep_open && (strcmp(cmd, "listen") != 0 || o->multi))
+		return cli_usage_error(cmd, "-k/--keep-open is for listen without --multi");
 	if (!timeout_given && strcmp(cmd, "listen") == 0)
 		o->timeout_s = 0; /* listen waits for a peer forever unless told, like nc -l */
 	if (!o->id_dir)

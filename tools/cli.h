@@ -58,6 +58,8 @@ struct cli_opts {
 	int multi;        /* --multi: listen serves many peers; connect talks to such a listener */
 	int send_only;    /* --send-only: never read the peer's direction (stdout unused) */
 	int recv_only;    /* --recv-only: never read stdin */
+	int keep_open;    /* -k/--keep-open: listen serves the next peer after a session */
+	int established;  /* out: cli_session established a session */
 };
 
 /* Prints "sio: MSG" and the usage line of CMD (NULL: all) to stderr; returns CLI_USAGE. */
@@ -136,6 +138,8 @@ int cli_mode_check(const struct cli_mode *ours, const struct cli_mode *theirs);
 
 /* ---- the relay (relay.c, stream.c) ---- */
 int cli_session(struct cli_opts *o);
+/* Did SIGINT/SIGTERM arrive during cli_session? */
+int cli_interrupted(void);
 /* sio listen --multi (multi.c) */
 int cli_multi(struct cli_opts *o);
 

@@ -85,6 +85,11 @@ static void cb_connect(sio_session *s, void *ctx)
 	relay_wake(r);
 }
 
+int cli_interrupted(void)
+{
+	return g_sig != 0;
+}
+
 static int session_connected(struct relay *r)
 {
 	pthread_mutex_lock(&r->mu);
@@ -860,7 +865,8 @@ int cli_session(struct cli_opts *o)
 
 	code = cli_open(&addr, listening, deadline, &g_sig, &conn, err, sizeof err);
 	if (code) {
-		cli_err("%s", err);
+		if (!(o->keep_open && g_sig)) /* -k: a signal is the normal way to stop */
+			cli_err("%s", err);
 		goto out;
 	}
 	r.datagram = conn.datagram;
@@ -921,7 +927,8 @@ int cli_session(struct cli_opts *o)
 		if (rc != SIO_ETIMEDOUT)
 			break;
 		if (g_sig) {
-			cli_err("interrupted while establishing the session");
+			if (!o->keep_open) /* -k: the normal way to stop */
+				cli_err("interrupted while establishing the session");
 			goto out;
 		}
 		if (deadline && cli_now_ms() >= deadline)
@@ -932,6 +939,7 @@ int cli_session(struct cli_opts *o)
 		goto out;
 	}
 	int64_t t_est = cli_now_ms();
+	o->established = 1;
 	if (!o->quiet) {
 		uint8_t pk[SIO_PUBLIC_KEY_BYTES];
 		char fp[SIO_FINGERPRINT_MAX] = "?";
