@@ -71,12 +71,15 @@ new_addr() {
 
 # wait_ready ADDRESS PID: until the listener bound ADDRESS (or died).
 wait_ready() {
-	local a=$1 pid=$2 i
+	local a=$1 pid=$2 i p=${1##*:}
+	case $p in # a service name: its port number
+	*[!0-9]*) p=$(getent services "$p/${a%%:*}" | awk '{split($2, x, "/"); print x[1]}') ;;
+	esac
 	for i in $(seq 1 200); do
 		kill -0 "$pid" 2>/dev/null || return 1
 		case $a in
-		udp:*) port_bound udp "${a##*:}" && return 0 ;;
-		tcp:*) port_bound tcp "${a##*:}" && return 0 ;;
+		udp:*) port_bound udp "$p" && return 0 ;;
+		tcp:*) port_bound tcp "$p" && return 0 ;;
 		unix:* | unixgram:*) [ -S "${a#*:}" ] && return 0 ;;
 		esac
 		sleep 0.05

@@ -66,6 +66,22 @@ for proto in udp tcp; do
 	fi
 done
 
+# service names in addresses (tcp:HOST:SERVICE), as getaddrinfo resolves
+# them: a tcp service of /etc/services whose port is free here
+svc=$(getent services 2>/dev/null | awk '{split($2, p, "/"); if (p[2] == "tcp" && p[1] > 10000 && p[1] < 60000) print $1, p[1]}' |
+	while read -r name port; do port_bound tcp "$port" || { echo "$name $port"; break; }; done)
+if [ -n "$svc" ]; then
+	set -- $svc
+	run_pair "tcp:127.0.0.1:$1" "-q -i $T/a" "-q -i $T/b" "$T/bytes.bin"
+	check_eq "tcp:127.0.0.1:$1 (port $2): exits" "0 0" "$CRC $LRC"
+	check_eq "tcp:127.0.0.1:$1 (port $2): data identical" "$(sha "$T/bytes.bin")" "$(sha "$T/l.out")"
+else
+	echo "no free named tcp service in /etc/services: service-name transfer skipped"
+fi
+timeout -k 5 10 "$SIO" connect -q -i "$T/b" --timeout 1 tcp:127.0.0.1:no-such-service </dev/null 2>"$T/svc.err"
+check_eq "unknown service: exit 1" 1 "$?"
+check "unknown service: says so ($(cat "$T/svc.err"))" grep -q "unknown tcp service 'no-such-service'" "$T/svc.err"
+
 # --rekey: keys are renewed during a transfer without losing anything
 a=$(new_addr udp)
 mkfifo "$T/slow"

@@ -26,13 +26,13 @@ enum cli_addr_kind { CLI_UDP, CLI_TCP, CLI_UNIX, CLI_UNIXGRAM };
 struct cli_addr {
 	enum cli_addr_kind kind;
 	char host[CLI_HOST_MAX]; /* inet: without brackets; "" = any address (listen only) */
-	char port[6];            /* inet: decimal 1..65535 */
+	char port[32];           /* inet: decimal 1..65535, or a service name (/etc/services) */
 	char path[CLI_PATH_MAX]; /* unix: path, or "@name" for the abstract namespace */
 	int ipv6_literal;        /* host was written in [brackets] */
 };
 
 /* Parses ADDRESS (udp:HOST:PORT, tcp:HOST:PORT, unix:PATH, unixgram:PATH, HOST
- * may be [IPv6]). LISTENING allows an empty HOST (all addresses). Returns 0,
+ * may be [IPv6], PORT a number or a service name that getaddrinfo resolves). LISTENING allows an empty HOST (all addresses). Returns 0,
  * or -1 with a one-line reason in ERR. */
 int cli_addr_parse(const char *text, int listening, struct cli_addr *a, char *err, size_t errlen);
 
