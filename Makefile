@@ -36,8 +36,9 @@ bench: build
 	@bench/tools.sh
 	$(BUILD)/sio-bench $(BENCH_ARGS)
 
+# PREFIX wins over the prefix build/ was first configured with.
 install: build
-	cmake --install $(BUILD)
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 asan:
 	$(MAKE) test BUILD=build-asan CMAKE_ARGS="-DSIO_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS)"
