@@ -5,6 +5,10 @@ PREFIX     ?= /usr/local
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 CTEST_ARGS ?=
+# CMake's generated makefiles are make run from make: without this, every
+# one of them prints 'Entering/Leaving directory' (160 lines before the
+# demo's summary).
+MAKEFLAGS += --no-print-directory
 FUZZ_SECONDS ?= 60
 
 .PHONY: all deps configure build test demo bench install asan tsan fuzz soak valgrind clean
