@@ -21,7 +21,7 @@ _sio()
 	pubkey) opts="-i -f" ;;
 	fingerprint) COMPREPLY=($(compgen -f -- "$cur")); return ;;
 	listen | connect)
-		opts="-i -r --psk-file --lines --channel --send-only --recv-only --timeout --dead --rekey --stats --multi -q"
+		opts="-i -r --psk-file --lines --channel --send-only --recv-only --timeout --dead --rekey --stats --progress --multi -q"
 		[ "$cmd" = listen ] && opts="$opts -k --keep-open"
 		case $cur in
 		-*) ;;

@@ -87,11 +87,16 @@ a=$(new_addr udp)
 mkfifo "$T/slow"
 (head -c 100000 "$T/random.bin"; sleep 3.5; tail -c +100001 "$T/random.bin") >"$T/slow" &
 BG_PIDS+=($!)
-run_pair "$a" "-q -i $T/a --rekey 1 --stats" "-q -i $T/b --rekey 1 --stats" "$T/slow"
+run_pair "$a" "-q -i $T/a --rekey 1 --stats --progress" "-q -i $T/b --rekey 1 --stats" "$T/slow"
 check_eq "--rekey 1: exits" "0 0" "$CRC $LRC"
 check_eq "--rekey 1: data identical" "$(sha "$T/random.bin")" "$(sha "$T/l.out")"
 renewals=$(sed -n 's/.*key renewals \([0-9]*\).*/\1/p' "$T/c.err")
 check "--rekey 1: keys were renewed (${renewals:-none})" test "${renewals:-0}" -ge 1
+# --progress (stderr not a terminal: one line per second, and a last one)
+check "--progress: reports while the stream runs ($(grep -c progress "$T/l.err") lines)" \
+	test "$(grep -c '^sio: progress: sent 0.0 MB, received [0-9.]* MB, [0-9.]* MB/s, 00:0' "$T/l.err")" -ge 2
+check "--progress: the last line counts every byte ($(grep progress "$T/l.err" | tail -1))" \
+	grep -q "^sio: progress: sent 0.0 MB, received 3.2 MB" <(grep progress "$T/l.err" | tail -1)
 
 # --stats on both ends; without -q the learned identity is reported
 a=$(new_addr unix)

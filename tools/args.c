@@ -53,6 +53,8 @@ static const char help_text[] =
 "                   unanswered renewal is retried every SEC/4, at most 1 s\n"
 "  --stats          on exit print to stderr: bytes and messages each way, packets dropped by\n"
 "                   reason, key renewals, negotiated packet size, elapsed time, throughput\n"
+"  --progress       every second, bytes each way, rate and elapsed time on stderr (one\n"
+"                   line rewritten in place on a terminal)\n"
 "  --multi          listen: serve many peers on one udp:/unixgram: socket (server mode):\n"
 "                   each message received is printed as \"FINGERPRINT MESSAGE\", each stdin\n"
 "                   line goes to every peer; -r FILE lists the allowed keys (SIGHUP reloads).\n"
@@ -238,6 +240,8 @@ int cli_parse_session_args(int argc, char **argv, struct cli_opts *o)
 			o->send_only = 1;
 		} else if (strcmp(name, "--recv-only") == 0) {
 			o->recv_only = 1;
+		} else if (strcmp(name, "--progress") == 0) {
+			o->progress = 1;
 		} else if (strcmp(name, "--stats") == 0) {
 			o->stats = 1;
 		} else if (strcmp(name, "-q") == 0) {

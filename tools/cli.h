@@ -59,6 +59,7 @@ struct cli_opts {
 	int send_only;    /* --send-only: never read the peer's direction (stdout unused) */
 	int recv_only;    /* --recv-only: never read stdin */
 	int keep_open;    /* -k/--keep-open: listen serves the next peer after a session */
+	int progress;     /* --progress: bytes, rate and elapsed time on stderr */
 	int established;  /* out: cli_session established a session */
 };
 

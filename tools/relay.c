@@ -483,6 +483,25 @@ static void final_ack(struct relay *r)
 		relay_send_frame(r, ack, n);
 }
 
+/* --progress: bytes each way, rate and elapsed time on stderr. On a
+ * terminal one line rewritten in place, elsewhere one line per report;
+ * FINAL ends the line. */
+static void progress(struct relay *r, int64_t t0, int final)
+{
+	static int tty = -1;
+	if (tty < 0)
+		tty = isatty(STDERR_FILENO);
+	pthread_mutex_lock(&r->mu);
+	uint64_t in = r->in_bytes, out = r->out_bytes;
+	pthread_mutex_unlock(&r->mu);
+	double el = (double)(cli_now_ms() - t0) / 1000.0;
+	fprintf(stderr, "%ssio: progress: sent %.1f MB, received %.1f MB, %.2f MB/s, %02d:%02d%s",
+	        tty ? "\r" : "", (double)in / 1e6, (double)out / 1e6,
+	        el > 0 ? (double)(in + out) / el / 1e6 : 0.0, (int)el / 60, (int)el % 60,
+	        tty && !final ? "" : "\n");
+	fflush(stderr);
+}
+
 /* Mode mismatch: says what both sides run, makes sure the peer has our
  * HELLO (it says the same on its side), closes. Exit code 2. */
 static int report_mismatch(struct relay *r, const char *fmt)
@@ -589,7 +608,7 @@ static int relay_loop(struct relay *r, size_t chunk)
 	pthread_mutex_unlock(&r->mu);
 	if (acklen)
 		relay_send_frame(r, ack, acklen);
-	int64_t last_req = cli_now_ms(), last_done = 0;
+	int64_t last_req = cli_now_ms(), last_done = 0, t_start = last_req, last_progress = last_req;
 	while (rc < 0) {
 		int64_t now = cli_now_ms();
 		pthread_mutex_lock(&r->mu);
@@ -631,6 +650,10 @@ static int relay_loop(struct relay *r, size_t chunk)
 			send_ctl_u64(r, C_LACK, lack_v);
 		int stalled =
 		    !all_acked && now - (last_ack > last_req ? last_ack : last_req) > STALL_MS;
+		if (r->o->progress && now - last_progress >= 1000) {
+			last_progress = now;
+			progress(r, t_start, 0);
+		}
 
 		if (out_err) {
 			cli_err("stdout: %s", strerror(out_err));
@@ -755,6 +778,8 @@ static int relay_loop(struct relay *r, size_t chunk)
 		}
 	}
 	free(buf);
+	if (r->o->progress)
+		progress(r, t_start, 1);
 	if (rc == -1) {
 		/* the session ended by itself: wait for it, then write what arrived */
 		sio_session_wait_state(r->s, SIO_STATE_CLOSED, CLOSE_WAIT_MS);
