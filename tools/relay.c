@@ -293,16 +293,14 @@ static int report_end(struct relay *r, int write_err)
 		         ? "; its lines may not all have arrived"
 		         : "; stream incomplete (what was written is an exact prefix)");
 	size_t n = strlen(what);
-	if (tx_final)
-		;
-	else if (r->o->lines && unconfirmed)
+	if (!tx_final && unconfirmed && r->o->lines)
 		snprintf(what + n, sizeof what - n, "; it did not confirm our %llu lines",
 		         (unsigned long long)unconfirmed);
-	else if (!r->o->lines && unconfirmed)
+	else if (!tx_final && unconfirmed)
 		snprintf(what + n, sizeof what - n,
 		         "; data lost: it did not confirm %llu bytes of our stdin",
 		         (unsigned long long)unconfirmed);
-	else if (end_sent)
+	else if (!tx_final && end_sent)
 		snprintf(what + n, sizeof what - n, "; it did not confirm the end of our stream");
 	cli_err("%s%s", why, what);
 	return CLI_ERR;
