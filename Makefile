@@ -5,6 +5,10 @@ PREFIX     ?= /usr/local
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 CTEST_ARGS ?=
+# CMake's generated makefiles are make run from make: without this, every
+# one of them prints 'Entering/Leaving directory' (160 lines before the
+# demo's summary).
+MAKEFLAGS += --no-print-directory
 FUZZ_SECONDS ?= 60
 
 .PHONY: all deps configure build test demo bench install asan tsan fuzz soak valgrind clean
@@ -36,8 +40,9 @@ bench: build
 	@bench/tools.sh
 	$(BUILD)/sio-bench $(BENCH_ARGS)
 
+# PREFIX wins over the prefix build/ was first configured with.
 install: build
-	cmake --install $(BUILD)
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 asan:
 	$(MAKE) test BUILD=build-asan CMAKE_ARGS="-DSIO_SANITIZE=address -DCMAKE_BUILD_TYPE=Debug $(CMAKE_ARGS)"

@@ -8,9 +8,7 @@ SIO=${SIO:-build/sio}
 MB=${DEMO_MB:-4}
 [ -x "$SIO" ] || { echo "demo: $SIO not found (run: make demo)" >&2; exit 1; }
 D=$(mktemp -d "${TMPDIR:-/tmp}/sio-demo.XXXXXX")
-HOLD_FD=
 cleanup() {
-	[ -n "$HOLD_FD" ] && exec {HOLD_FD}>&-
 	jobs -p | xargs -r kill 2>/dev/null
 	rm -rf "$D"
 }
@@ -55,10 +53,10 @@ for addr in "udp:127.0.0.1:$(free_port)" "unix:$D/demo.sock" "tcp:127.0.0.1:$(fr
 	n=$((n + 1))
 	echo
 	echo "== $addr"
-	mkfifo "$D/hold$n"
-	exec {HOLD_FD}<>"$D/hold$n" # alice's stdin stays open: she only receives
+	# alice only receives: her stdin is /dev/null, as in a script (her
+	# direction ends at once, she keeps receiving until bob's ends)
 	timeout -k 5 120 "$SIO" listen -q --stats -i "$D/alice" -r "$D/bob.pub" "$addr" \
-		<"$D/hold$n" >"$D/received" 2>"$D/alice.err" &
+		</dev/null >"$D/received" 2>"$D/alice.err" &
 	lpid=$!
 	ready "$addr" "$lpid"
 	timeout -k 5 120 "$SIO" connect -q --stats -i "$D/bob" -r "$D/alice.pub" "$addr" \
@@ -66,8 +64,6 @@ for addr in "udp:127.0.0.1:$(free_port)" "unix:$D/demo.sock" "tcp:127.0.0.1:$(fr
 	crc=$?
 	wait "$lpid"
 	lrc=$?
-	exec {HOLD_FD}>&-
-	HOLD_FD=
 	got=$(sha256sum <"$D/received" | cut -c1-64)
 	echo "  alice (listen):"
 	sed 's/^sio: stats: /    /; s/^sio: /    error: /' "$D/alice.err"

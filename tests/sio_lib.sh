@@ -71,12 +71,15 @@ new_addr() {
 
 # wait_ready ADDRESS PID: until the listener bound ADDRESS (or died).
 wait_ready() {
-	local a=$1 pid=$2 i
+	local a=$1 pid=$2 i p=${1##*:}
+	case $p in # a service name: its port number
+	*[!0-9]*) p=$(getent services "$p/${a%%:*}" | awk '{split($2, x, "/"); print x[1]}') ;;
+	esac
 	for i in $(seq 1 200); do
 		kill -0 "$pid" 2>/dev/null || return 1
 		case $a in
-		udp:*) port_bound udp "${a##*:}" && return 0 ;;
-		tcp:*) port_bound tcp "${a##*:}" && return 0 ;;
+		udp:*) port_bound udp "$p" && return 0 ;;
+		tcp:*) port_bound tcp "$p" && return 0 ;;
 		unix:* | unixgram:*) [ -S "${a#*:}" ] && return 0 ;;
 		esac
 		sleep 0.05
@@ -90,40 +93,35 @@ have_ipv6() { [ -f /proc/net/if_inet6 ] && grep -q '0000000000000000000000000000
 mkid() { "$SIO" keygen -i "$T/$1" >"$T/$1.pub.line" 2>/dev/null; }
 
 # run_pair ADDRESS "LISTEN OPTS" "CONNECT OPTS" INPUT [CONNECT_ADDRESS]
-# Runs `sio listen` (stdin held open, never ending) and `sio connect`
-# (stdin from INPUT) against each other. Results: LRC/CRC exit codes,
-# $T/l.out $T/l.err (listener stdout/stderr), $T/c.out $T/c.err.
+# Runs `sio listen` (stdin /dev/null, as in scripts and services) and `sio
+# connect` (stdin from INPUT) against each other. Results: LRC/CRC exit
+# codes, $T/l.out $T/l.err (listener stdout/stderr), $T/c.out $T/c.err.
 run_pair() {
 	local addr=$1 lopts=$2 copts=$3 input=$4 caddr=${5:-$1}
 	# shellcheck disable=SC2086
-	listen_held "$addr" $lopts
+	listen_bg "$addr" $lopts
 	# shellcheck disable=SC2086
 	timeout -k 5 "$TMO" "$SIO" connect $copts "$caddr" <"$input" >"$T/c.out" 2>"$T/c.err"
 	CRC=$?
-	end_held
+	end_bg
 }
 
-# listen_held ADDRESS OPTS...: starts `sio listen OPTS ADDRESS` with its
-# stdin held open (a FIFO on HOLD_FD) and waits until it is ready; output
-# in $T/l.out $T/l.err, its pid in LPID. end_held waits for the listener
-# (which ends with its session), sets LRC to its exit code, then closes
-# the held stdin.
-listen_held() {
+# listen_bg ADDRESS OPTS...: starts `sio listen OPTS ADDRESS` with stdin from
+# $LISTEN_IN (default /dev/null: its direction ends at once, and it keeps
+# receiving until the peer's stream ends) and waits until it is ready;
+# output in $T/l.out $T/l.err, its pid in LPID. end_bg waits for it and sets
+# LRC to its exit code.
+listen_bg() {
 	local addr=$1
 	shift
-	HOLD="$T/hold.$SEQ.$RANDOM"
-	mkfifo "$HOLD"
-	exec {HOLD_FD}<>"$HOLD"
-	timeout -k 5 "$TMO" "$SIO" listen "$@" "$addr" <"$HOLD" >"$T/l.out" 2>"$T/l.err" &
+	timeout -k 5 "$TMO" "$SIO" listen "$@" "$addr" <"${LISTEN_IN:-/dev/null}" >"$T/l.out" 2>"$T/l.err" &
 	LPID=$!
 	BG_PIDS+=("$LPID")
 	wait_ready "$addr" "$LPID"
 }
-end_held() {
+end_bg() {
 	wait "$LPID"
 	LRC=$?
-	exec {HOLD_FD}>&-
-	rm -f "$HOLD"
 }
 
 sha() { sha256sum <"$1" | cut -d' ' -f1; }

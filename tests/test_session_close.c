@@ -285,6 +285,7 @@ static void test_vanish_udp(void)
 /* A callback transport that fails: the error becomes an event and CLOSED. */
 static int broken_fd = -1;
 static atomic_int broken;
+static int broken_errno; /* what the broken side's recv fails with */
 
 static ssize_t brk_send(void *ctx, const void *buf, size_t len)
 {
@@ -295,12 +296,15 @@ static ssize_t brk_send(void *ctx, const void *buf, size_t len)
 static ssize_t brk_recv(void *ctx, void *buf, size_t len)
 {
 	if (*(int *)ctx == broken_fd && atomic_load(&broken))
-		return -ECONNRESET;
+		return -broken_errno;
 	ssize_t r = recv(*(int *)ctx, buf, len, MSG_DONTWAIT);
 	return r < 0 ? -errno : r;
 }
 
-static void test_custom_error(void)
+/* A custom transport whose recv fails with ENO ends the session with WANT:
+ * a reset connection (ECONNRESET) is the peer gone without a graceful
+ * close, other errors are transport failures. */
+static void test_custom_error_one(int eno, int want)
 {
 	struct pair p;
 	struct evrec e;
@@ -315,16 +319,23 @@ static void test_custom_error(void)
 	ta.recv = tb.recv = brk_recv;
 	ta.poll_fd = -1; /* polled: the failure is found without any input */
 	broken_fd = p.fds[0];
+	broken_errno = eno;
 	atomic_store(&broken, 0);
 	CHECK_OK(sio_session_new(&p.a, p.ida, p.ra, &ta, NULL, &ca));
 	CHECK_OK(sio_session_new(&p.b, p.idb, p.rb, &tb, NULL, NULL));
 	CHECK_OK(pair_start(&p));
 	atomic_store(&broken, 1);
 	CHECK_OK(sio_session_wait_state(p.a, SIO_STATE_CLOSED, 10000));
-	CHECK(has_err(&e, SIO_EIO));
+	CHECK(has_err(&e, want));
 	char buf[2];
-	CHECK_EQ(sio_read_timeout(p.a, buf, 2, 1000), SIO_EIO);
+	CHECK_EQ(sio_read_timeout(p.a, buf, 2, 1000), want);
 	pair_free(&p);
+}
+
+static void test_custom_error(void)
+{
+	test_custom_error_one(EIO, SIO_EIO);
+	test_custom_error_one(ECONNRESET, SIO_ETRUNCATED);
 }
 
 static void freeing_handler(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)

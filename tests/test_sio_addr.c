@@ -38,6 +38,10 @@ int main(void)
 {
 	ok("udp:127.0.0.1:5000", 0, CLI_UDP, "127.0.0.1", "5000", "");
 	ok("tcp:localhost:1", 0, CLI_TCP, "localhost", "1", "");
+	/* service names, as getaddrinfo resolves them */
+	ok("tcp:host.example:ssh", 0, CLI_TCP, "host.example", "ssh", "");
+	ok("udp:[::1]:domain", 0, CLI_UDP, "::1", "domain", "");
+	ok("tcp::x-my_svc.2", 1, CLI_TCP, "", "x-my_svc.2", "");
 	ok("tcp:my-host.example.org:65535", 0, CLI_TCP, "my-host.example.org", "65535", "");
 	ok("udp:[::1]:5000", 0, CLI_UDP, "::1", "5000", "");
 	ok("tcp:[fe80::1%eth0]:22", 0, CLI_TCP, "fe80::1%eth0", "22", "");
@@ -55,7 +59,10 @@ int main(void)
 	refused("udp:127.0.0.1:65536", 0, "PORT");
 	refused("udp:127.0.0.1:123456", 0, "PORT");
 	refused("udp:127.0.0.1:+80", 0, "PORT");
-	refused("udp:127.0.0.1:http", 0, "PORT");
+	refused("udp:127.0.0.1:1http", 0, "PORT");
+	refused("udp:127.0.0.1:-http", 0, "PORT");
+	refused("tcp:127.0.0.1:ht/tp", 0, "service name");
+	refused("tcp:127.0.0.1:abcdefghijklmnopqrstuvwxyz0123456", 0, "service name");
 	refused("udp:::1:5000", 0, "brackets");
 	refused("udp:[::1]5000", 0, "':PORT'");
 	refused("udp:[::1:5000", 0, "']'");

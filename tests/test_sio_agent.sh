@@ -25,11 +25,11 @@ head -c 200000 /dev/urandom >"$T/data"
 # no terminal, no passphrase file, no askpass: only the agent can sign
 nott() { setsid -w "$@"; }
 addr=$(new_addr udp)
-listen_held "$addr" -i "$T/bob" -r "$T/alice.pub"
+listen_bg "$addr" -i "$T/bob" -r "$T/alice.pub"
 nott timeout -k 5 "$TMO" "$SIO" connect -v -i "$T/alice" -r "$T/bob/id_ed25519.pub" --rekey 0.5 "$addr" \
 	<"$T/data" >/dev/null 2>"$T/c.err"
 CRC=$?
-end_held
+end_bg
 check_eq "encrypted key, agent holds it: connect exit" 0 "$CRC"
 check_eq "listener exit" 0 "$LRC"
 check_eq "data through" "$(sha "$T/data")" "$(sha "$T/l.out")"
@@ -38,11 +38,11 @@ check "-v says the agent signs" grep -q "signing with the ssh-agent" "$T/c.err"
 # only alice.pub: the agent is the only holder of the key
 mkdir "$T/pubonly" && cp "$T/alice.pub" "$T/pubonly/id_ed25519.pub"
 addr=$(new_addr unix)
-listen_held "$addr" -i "$T/bob" -r "$T/alice.pub"
+listen_bg "$addr" -i "$T/bob" -r "$T/alice.pub"
 nott timeout -k 5 "$TMO" "$SIO" connect -i "$T/pubonly" -r "$T/bob/id_ed25519.pub" "$addr" \
 	<"$T/data" >/dev/null 2>"$T/c.err"
 CRC=$?
-end_held
+end_bg
 check_eq "private key absent, agent holds it" "0 0" "$CRC $LRC"
 
 # --no-agent: the passphrase is needed and nobody can type it
@@ -76,12 +76,12 @@ check "--agent without SSH_AUTH_SOCK: says so" grep -q "SSH_AUTH_SOCK is not set
 ssh-keygen -q -t ed25519 -N '' -f "$T/dave"
 ssh-add -q -c "$T/dave" </dev/null 2>/dev/null
 addr=$(new_addr udp)
-listen_held "$addr" -i "$T/bob" --timeout 3
+listen_bg "$addr" -i "$T/bob" --timeout 3
 nott timeout -k 5 "$TMO" "$SIO" connect --agent -i "$T/dave" --timeout 3 "$addr" \
 	</dev/null >/dev/null 2>"$T/c.err"
 CRC=$?
 kill "$LPID" 2>/dev/null
-end_held
+end_bg
 check_eq "ssh-add -c refused: connect exit 1" 1 "$CRC"
 check "ssh-add -c refused: the signer refused, said once" grep -q "signer (ssh-agent or callback) failed or refused" "$T/c.err"
 
@@ -89,7 +89,7 @@ check "ssh-add -c refused: the signer refused, said once" grep -q "signer (ssh-a
 # the signer error, not a hang
 addr=$(new_addr udp)
 mkfifo "$T/slow"
-listen_held "$addr" -i "$T/bob"
+listen_bg "$addr" -i "$T/bob"
 nott timeout -k 5 "$TMO" "$SIO" connect -i "$T/alice" --rekey 0.3 "$addr" <"$T/slow" >/dev/null 2>"$T/c.err" &
 CPID=$!
 exec {SLOW}>"$T/slow"
@@ -100,7 +100,7 @@ wait "$CPID"
 CRC=$?
 exec {SLOW}>&-
 kill "$LPID" 2>/dev/null
-end_held
+end_bg
 check "agent killed: connect fails (exit $CRC)" test "$CRC" -ne 0
 check "agent killed: says the signer failed" grep -q "signer" "$T/c.err"
 

@@ -14,12 +14,12 @@ one_peer() {
 	local kind=$1 from=$2 want=$3 a
 	printf 'from="%s" %s\n' "$from" "$key" >"$T/auth"
 	a=$(new_addr "$kind")
-	listen_held "$a" -i "$T/srv" -r "$T/auth" --timeout 3
+	listen_bg "$a" -i "$T/srv" -r "$T/auth" --timeout 3
 	timeout -k 5 "$TMO" "$SIO" connect -i "$T/cli" -r "$T/srv.pub.line" --timeout 3 "$a" \
 		<"$T/in" >/dev/null 2>"$T/c.err"
 	CRC=$?
 	[ "$want" = 0 ] || kill "$LPID" 2>/dev/null
-	end_held
+	end_bg
 	check_eq "$kind from=\"$from\": connect exit" "$want" "$CRC"
 	if [ "$want" = 0 ]; then
 		check_eq "$kind from=\"$from\": data through" hello "$(cat "$T/l.out")"
@@ -90,10 +90,10 @@ done
 # restrictions of SSH features sio does not have are accepted
 printf 'restrict,no-pty,no-port-forwarding,from="127.0.0.1" %s\n' "$key" >"$T/auth"
 a=$(new_addr udp)
-listen_held "$a" -i "$T/srv" -r "$T/auth"
+listen_bg "$a" -i "$T/srv" -r "$T/auth"
 timeout -k 5 "$TMO" "$SIO" connect -i "$T/cli" -r "$T/srv.pub.line" "$a" <"$T/in" >/dev/null 2>&1
 CRC=$?
-end_held
+end_bg
 check_eq "restrict,no-pty,...: accepted" "0 0" "$CRC $LRC"
 
 finish

@@ -81,6 +81,13 @@ expect_err "--psk-file FIFO" "fifo: not a regular file" connect -i "$T/id" --psk
 expect_err "--psk-file directory" "open: is a directory" connect -i "$T/id" --psk-file "$T/open" --timeout 1 udp:127.0.0.1:9
 expect_err "listen --multi --psk-file FIFO" "fifo: not a regular file" listen --multi -i "$T/id" --psk-file "$T/fifo" udp:127.0.0.1:9
 expect_err "identity key is a FIFO" "id_ed25519: .*not a regular file" keygen -i "$T/fifoid"
+# a directory that cannot be created says so (it said "file not found")
+expect_err "keygen -i /proc/nope" "/proc/nope: cannot create the identity directory" keygen -i /proc/nope
+: >"$T/plainfile"
+chmod 600 "$T/plainfile"
+# -i FILE names a key file (as ssh -i does): an existing one is never
+# overwritten, so an empty file is reported as the bad key it is
+expect_err "keygen -i FILE" "plainfile: malformed or truncated key file" keygen -i "$T/plainfile"
 
 # ---- a PSK file gets the private-key permission check ----
 head -c 32 /dev/urandom >"$T/g.psk"

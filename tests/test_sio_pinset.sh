@@ -19,7 +19,7 @@ cat "$T/part1" "$T/part2" "$T/part3" >"$T/in"
 
 pl=$(pick_port)
 pr=$(pick_port)
-listen_held "udp:127.0.0.1:$pl" -i "$T/b" -r "$T/two.keys" --rekey 0.5 --stats
+listen_bg "udp:127.0.0.1:$pl" -i "$T/b" -r "$T/two.keys" --rekey 0.5 --stats
 "$RELAY" "$pr" "$pl" "$T/c/id_ed25519" 2 >"$T/relay.out" 2>"$T/relay.err" &
 RPID=$!
 BG_PIDS+=("$RPID")
@@ -28,7 +28,7 @@ sleep 0.2
 	timeout -k 5 "$TMO" "$SIO" connect -q -i "$T/a" -r "$T/b/id_ed25519.pub" --rekey 0.5 \
 		"udp:127.0.0.1:$pr" >"$T/c.out" 2>"$T/c.err"
 CRC=$?
-end_held
+end_bg
 kill -TERM "$RPID"
 wait "$RPID"
 read -r _ forged _ data <"$T/relay.out"

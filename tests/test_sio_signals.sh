@@ -99,4 +99,21 @@ for k in tcp unix; do
 	check "$k sender killed: output is still an exact prefix" cmp -s -n "$n" "$T/data" "$T/l.out"
 	exec {H}>&-
 done
+
+# a receiver killed outright while the sender sends: the kernel resets the
+# connection (unread data in the killed side's socket); the sender says the
+# session was truncated, not "session failed: I/O error"
+for k in tcp unix; do
+	a=$(new_addr "$k")
+	listen_bg "$a" -q -i "$T/a"
+	timeout -k 5 "$TMO" "$SIO" connect -q -i "$T/b" "$a" </dev/zero >/dev/null 2>"$T/c.err" &
+	cpid=$!
+	BG_PIDS+=("$cpid")
+	for i in $(seq 1 200); do [ "$(stat -c %s "$T/l.out")" -gt 1000000 ] && break; sleep 0.05; done
+	pkill -KILL -P "$LPID" -x sio
+	wait "$cpid"
+	check_eq "$k receiver killed: sender exit 1" 1 "$?"
+	check "$k receiver killed: sender says truncated ($(cat "$T/c.err"))" grep -q 'session truncated' "$T/c.err"
+	{ end_bg; } 2>/dev/null
+done
 finish

@@ -59,13 +59,10 @@ while True:
 PY
 
 through_proxy() { # MODE N -> LRC CRC, $T/l.out
-	local mode=$1 n=$2 lp pp hold lpid ppid
+	local mode=$1 n=$2 lp pp lpid ppid
 	lp=$(pick_port)
 	pp=$(pick_port)
-	hold="$T/hold.$mode"
-	mkfifo "$hold"
-	exec {H}<>"$hold"
-	timeout -k 5 "$TMO" "$SIO" listen -q -i "$T/a" "udp:127.0.0.1:$lp" <"$hold" >"$T/l.out" 2>"$T/l.err" &
+	timeout -k 5 "$TMO" "$SIO" listen -q -i "$T/a" "udp:127.0.0.1:$lp" </dev/null >"$T/l.out" 2>"$T/l.err" &
 	lpid=$!
 	BG_PIDS+=("$lpid")
 	wait_ready "udp:127.0.0.1:$lp" "$lpid"
@@ -78,7 +75,6 @@ through_proxy() { # MODE N -> LRC CRC, $T/l.out
 	wait "$lpid"
 	LRC=$?
 	kill "$ppid" 2>/dev/null
-	exec {H}>&-
 }
 
 for mode in swap dup drop; do

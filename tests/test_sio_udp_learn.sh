@@ -73,10 +73,10 @@ factor() {
 	local name=$1 addr sent got n
 	shift
 	addr=$(new_addr udp)
-	listen_held "$addr" -q -i "$T/b" --rekey 1 --timeout 0 "$@"
+	listen_bg "$addr" -q -i "$T/b" --rekey 1 --timeout 0 "$@"
 	read -r sent got n < <(python3 "$T/udp.py" blast "${addr##*:}" "$T/kx.$name" 3)
 	kill "$LPID" 2>/dev/null
-	end_held
+	end_bg
 	echo "$name: $sent bytes in, $got bytes in $n datagrams out"
 	check "$name: the listener answered ($n datagrams)" test "${n:-0}" -ge 1
 	check "$name: at most 3x back ($got bytes for $sent)" test "${got:-999999}" -le $((3 * ${sent:-0}))
@@ -131,14 +131,14 @@ PY
 head -c $((1024 * 1024)) /dev/urandom >"$T/data"
 lp=$(pick_port)
 pp=$(pick_port)
-listen_held "udp:127.0.0.1:$lp" -q -i "$T/b"
+listen_bg "udp:127.0.0.1:$lp" -q -i "$T/b"
 python3 "$T/relay.py" "$pp" "$lp" >"$T/relay.out" &
 rpid=$!
 BG_PIDS+=("$rpid")
 wait_ready "udp:127.0.0.1:$pp" "$rpid"
 timeout -k 5 "$TMO" "$SIO" connect -q -i "$T/a" "udp:127.0.0.1:$pp" <"$T/data" >/dev/null 2>"$T/c.err"
 CRC=$?
-end_held
+end_bg
 wait "$rpid"
 read -r replays to_m <"$T/relay.out"
 check_eq "replay: exits" "0 0" "$CRC $LRC"

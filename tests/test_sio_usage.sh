@@ -28,7 +28,7 @@ expect_usage "bad timeout" connect --timeout soon udp:127.0.0.1:5000
 expect_usage "zero rekey" connect --rekey 0 udp:127.0.0.1:5000
 expect_usage "tiny rekey" connect --rekey 0.01 udp:127.0.0.1:5000
 expect_usage "flag with value" connect --lines=yes udp:127.0.0.1:5000
-for a in udp:127.0.0.1 udp:127.0.0.1:0 udp:127.0.0.1:65536 udp:127.0.0.1:http udp:::1:5000 \
+for a in udp:127.0.0.1 udp:127.0.0.1:0 udp:127.0.0.1:65536 udp:127.0.0.1:1http udp:::1:5000 \
 	'udp:[::1]5000' 'udp:[::1:5000' 'udp:[]:5000' 'udp:[1.2.3.4]:5000' tcp::5000 sctp:1.2.3.4:5 \
 	unix: unixgram: "unix:$(printf 'x%.0s' $(seq 1 120))" 127.0.0.1:5000; do
 	expect_usage "bad address $a" connect "$a"

@@ -60,7 +60,7 @@ for mode in stream lines; do
 	[ "$mode" = lines ] && opt="--lines"
 	a=$(new_addr udp)
 	# shellcheck disable=SC2086
-	listen_held "$a" -q $opt -i "$T/a" -r "$T/b.pub.line"
+	listen_bg "$a" -q $opt -i "$T/a" -r "$T/b.pub.line"
 	rm -f "$T/cin" && mkfifo "$T/cin"
 	exec 8<>"$T/cin"
 	# shellcheck disable=SC2086
@@ -84,7 +84,7 @@ for mode in stream lines; do
 	exec 8>&-
 	wait "$cpid"
 	crc=$?
-	end_held
+	end_bg
 	check_eq "$mode: both exit 0" "0 0" "$crc $LRC"
 done
 

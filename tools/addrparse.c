@@ -47,18 +47,35 @@ static int is_zone_char(char c)
 
 static int parse_port(const char *p, size_t n, struct cli_addr *a, char *err, size_t errlen)
 {
+	static const char bad[] =
+	    "PORT must be a number from 1 to 65535 or a service name (letters, digits, '-', '_', "
+	    "'.'; at most 31)";
 	if (n == 0)
 		return fail(err, errlen, "missing PORT");
+	if ((p[0] >= 'a' && p[0] <= 'z') || (p[0] >= 'A' && p[0] <= 'Z')) {
+		/* a service name ("ssh"): getaddrinfo looks it up */
+		if (n >= sizeof a->port)
+			return fail(err, errlen, bad);
+		for (size_t i = 0; i < n; i++) {
+			char c = p[i];
+			if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+			      c == '-' || c == '_' || c == '.'))
+				return fail(err, errlen, bad);
+		}
+		memcpy(a->port, p, n);
+		a->port[n] = '\0';
+		return 0;
+	}
 	if (n > 5)
-		return fail(err, errlen, "PORT must be a number from 1 to 65535");
+		return fail(err, errlen, bad);
 	unsigned v = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (p[i] < '0' || p[i] > '9')
-			return fail(err, errlen, "PORT must be a number from 1 to 65535");
+			return fail(err, errlen, bad);
 		v = v * 10 + (unsigned)(p[i] - '0');
 	}
 	if (v < 1 || v > 65535)
-		return fail(err, errlen, "PORT must be a number from 1 to 65535");
+		return fail(err, errlen, bad);
 	snprintf(a->port, sizeof a->port, "%u", v);
 	return 0;
 }

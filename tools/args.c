@@ -33,7 +33,8 @@ static const char help_text[] =
 "  sio listen  [OPTIONS] ADDRESS    wait for one peer, then relay stdin -> session -> stdout\n"
 "  sio connect [OPTIONS] ADDRESS    connect to a listening peer, same relay\n"
 "\n"
-"ADDRESS:  udp:HOST:PORT | tcp:HOST:PORT | unix:PATH | unixgram:PATH   (HOST may be [IPv6])\n"
+"ADDRESS:  udp:HOST:PORT | tcp:HOST:PORT | unix:PATH | unixgram:PATH   (HOST may be [IPv6];\n"
+"          PORT a number or a service name such as ssh, from /etc/services)\n"
 "          listen may leave HOST empty (udp::5000) for all addresses; unix:@NAME is abstract\n"
 "OPTIONS:\n"
 "  -i DIR|FILE      local identity: a directory holding id_ed25519 (default ~/.ssh) or a key\n"
@@ -52,27 +53,38 @@ static const char help_text[] =
 "                   each received message is written as one line.\n"
 "                   Over udp: and unixgram: the session is a datagram service: lines lost\n"
 "                   on the network are lost (never altered or duplicated)\n"
-"  --channel N      send and receive on user channel N (0..2147483647) instead of the\n"
-"                   default read/write type\n"
-"  --timeout SEC    give up if no session is established within SEC seconds (default 30;\n"
-"                   0 = wait forever)\n"
+"  --channel N      send and receive on user channel N (0..2147483646) instead of the\n"
+"                   default read/write type (2147483647 is sio's control channel)\n"
+"  --send-only      only send stdin; write nothing to stdout (the peer sends nothing)\n"
+"  --recv-only      only write what the peer sends; stdin is not read\n"
+"  --timeout SEC    give up if no session is established within SEC seconds (connect:\n"
+"                   default 30; listen: default 0 = wait for a peer forever)\n"
+"  --dead SEC       give a silent peer up after SEC seconds: \"the peer stopped answering\"\n"
+"                   (default 10; keepalives flow while idle; 0 = never)\n"
 "  --rekey SEC      key renewal interval (default 60, at least 0.1); an\n"
 "                   unanswered renewal is retried every SEC/4, at most 1 s\n"
 "  --stats          on exit print to stderr: bytes and messages each way, packets dropped by\n"
 "                   reason, key renewals, negotiated packet size, elapsed time, throughput\n"
+"  --progress       every second, bytes each way, rate and elapsed time on stderr (one\n"
+"                   line rewritten in place on a terminal)\n"
 "  --multi          listen: serve many peers on one udp:/unixgram: socket (server mode):\n"
 "                   each message received is printed as \"FINGERPRINT MESSAGE\" (control\n"
 "                   bytes escaped as \\xNN, a backslash as \\\\), each stdin\n"
 "                   line goes to every peer; -r FILE lists the allowed keys (SIGHUP reloads).\n"
 "                   connect: talk to such a listener (use with --lines)\n"
+"  -k, --keep-open  listen: after a session ends, serve the next peer (one at a time)\n"
+"                   until SIGINT/SIGTERM; stdin goes to the first peer, stdout collects all\n"
 "  -q               print nothing but errors\n"
 "\n"
 "Stream mode (the default) carries stdin bytes in order and writes them to stdout unchanged;\n"
 "over udp: and unixgram: reordered data is put back in order and lost data is sent again;\n"
 "data that cannot get through ends the transfer with \"data lost in transit\" (what was\n"
-"written before is an exact prefix). Both peers must use the same mode and channel.\n"
-"When stdin ends, everything is sent, the session is closed gracefully and the peer exits\n"
-"after writing all it received. SIGINT/SIGTERM close gracefully.\n"
+"written before is an exact prefix). Both peers announce their mode (stream or --lines,\n"
+"channel, --multi, --send-only/--recv-only) at the start: a mismatch ends both with exit 2.\n"
+"Each direction ends on its own (half-close): when stdin ends, the end of our stream is\n"
+"sent and we keep receiving until the peer's stream ends too; then the session closes\n"
+"gracefully. Exit 0 means: all we sent was written out by the peer, and all it sent was\n"
+"written to our stdout. SIGINT/SIGTERM cut the stream (both sides then exit 1).\n"
 "\n"
 "Exit codes: 0 success; 1 error (address in use, bad key file, transport failure, data lost,\n"
 "session truncated); 2 usage error; 3 peer not authenticated or no session established\n"
@@ -148,16 +160,18 @@ const char *cli_default_id_dir(void)
 	return buf;
 }
 
-static int parse_seconds(const char *cmd, const char *opt, const char *v, int allow_zero,
-                         double *out)
+/* A duration option: a decimal number of seconds in [MIN, 1e7] (MIN 0
+ * allows 0 = "never"; MIN_EXCL: strictly above MIN). */
+static int parse_seconds(const char *cmd, const char *opt, const char *v, double min,
+                         int min_excl, double *out)
 {
 	char *end;
 	errno = 0;
 	double d = strtod(v, &end);
-	if (errno || end == v || *end || !isfinite(d) || d < 0 || (!allow_zero && d == 0) ||
+	if (errno || end == v || *end || !isfinite(d) || d < min || (min_excl && d == min) ||
 	    d > 1e7)
-		return cli_usage_error(cmd, "%s: '%s' is not a number of seconds%s", opt, v,
-		                       allow_zero ? "" : " above 0");
+		return cli_usage_error(cmd, "%s: '%s' is not a number of seconds from %g%s to 10000000",
+		                       opt, v, min, min_excl ? " (excluded)" : "");
 	*out = d;
 	return 0;
 }
@@ -176,7 +190,8 @@ int cli_parse_session_args(int argc, char **argv, struct cli_opts *o)
 	o->cmd = cmd;
 	o->timeout_s = 30;
 	o->rekey_s = 60;
-	int only_args = 0;
+	o->dead_s = 10;
+	int only_args = 0, timeout_given = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *val = NULL;
@@ -193,7 +208,7 @@ int cli_parse_session_args(int argc, char **argv, struct cli_opts *o)
 		/* options taking a value: "-i DIR", "--opt VALUE", "--opt=VALUE" */
 		static const char *const with_value[] = {"-i",        "-r",        "--psk-file",
 		                                         "--channel", "--timeout", "--rekey",
-		                                         "--passphrase-file"};
+		                                         "--passphrase-file", "--dead"};
 		const char *name = a;
 		char namebuf[32];
 		const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
@@ -230,20 +245,22 @@ int cli_parse_session_args(int argc, char **argv, struct cli_opts *o)
 			errno = 0;
 			unsigned long long c = strtoull(val, &end, 10);
 			if (errno || end == val || *end || val[0] == '-' || val[0] == '+' ||
-			    c > SIO_CHANNEL_MAX)
+			    c >= CLI_CTL_CHANNEL)
 				return cli_usage_error(
-				    cmd, "--channel: '%s' is not a channel number (0..%u)", val,
-				    SIO_CHANNEL_MAX);
+				    cmd, "--channel: '%s' is not a channel number (0..%u; %u is sio's control channel)",
+				    val, CLI_CTL_CHANNEL - 1, CLI_CTL_CHANNEL);
 			o->channel = (uint32_t)c;
 			o->have_channel = 1;
 		} else if (strcmp(name, "--timeout") == 0) {
-			if (parse_seconds(cmd, name, val, 1, &o->timeout_s))
+				if (parse_seconds(cmd, name, val, 0, 0, &o->timeout_s))
 				return CLI_USAGE;
+			timeout_given = 1;
 		} else if (strcmp(name, "--rekey") == 0) {
-			if (parse_seconds(cmd, name, val, 0, &o->rekey_s))
+			if (parse_seconds(cmd, name, val, 0.1, 0, &o->rekey_s))
 				return CLI_USAGE;
-			if (o->rekey_s < 0.1)
-				return cli_usage_error(cmd, "--rekey: at least 0.1 seconds");
+		} else if (strcmp(name, "--dead") == 0) {
+			if (parse_seconds(cmd, name, val, 0, 0, &o->dead_s))
+				return CLI_USAGE;
 		} else if (strcmp(name, "--agent") == 0) {
 			o->agent = 1;
 		} else if (strcmp(name, "--no-agent") == 0) {
@@ -254,6 +271,14 @@ int cli_parse_session_args(int argc, char **argv, struct cli_opts *o)
 			o->lines = 1;
 		} else if (strcmp(name, "--multi") == 0) {
 			o->multi = 1;
+		} else if (strcmp(name, "-k") == 0 || strcmp(name, "--keep-open") == 0) {
+			o->keep_open = 1;
+		} else if (strcmp(name, "--send-only") == 0) {
+			o->send_only = 1;
+		} else if (strcmp(name, "--recv-only") == 0) {
+			o->recv_only = 1;
+		} else if (strcmp(name, "--progress") == 0) {
+			o->progress = 1;
 		} else if (strcmp(name, "--stats") == 0) {
 			o->stats = 1;
 		} else if (strcmp(name, "-q") == 0) {
@@ -264,6 +289,14 @@ int cli_parse_session_args(int argc, char **argv, struct cli_opts *o)
 	}
 	if (!o->address)
 		return cli_usage_error(cmd, "missing ADDRESS");
+	if (o->send_only && o->recv_only)
+		return cli_usage_error(cmd, "--send-only and --recv-only exclude each other");
+	if ((o->send_only || o->recv_only) && o->multi)
+		return cli_usage_error(cmd, "--send-only and --recv-only do not apply to --multi");
+	if (o->keep_open && (strcmp(cmd, "listen") != 0 || o->multi))
+		return cli_usage_error(cmd, "-k/--keep-open is for listen without --multi");
+	if (!timeout_given && strcmp(cmd, "listen") == 0)
+		o->timeout_s = 0; /* listen waits for a peer forever unless told, like nc -l */
 	if (!o->id_dir)
 		o->id_dir = cli_default_id_dir();
 	return 0;

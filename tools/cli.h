@@ -26,13 +26,13 @@ enum cli_addr_kind { CLI_UDP, CLI_TCP, CLI_UNIX, CLI_UNIXGRAM };
 struct cli_addr {
 	enum cli_addr_kind kind;
 	char host[CLI_HOST_MAX]; /* inet: without brackets; "" = any address (listen only) */
-	char port[6];            /* inet: decimal 1..65535 */
+	char port[32];           /* inet: decimal 1..65535, or a service name (/etc/services) */
 	char path[CLI_PATH_MAX]; /* unix: path, or "@name" for the abstract namespace */
 	int ipv6_literal;        /* host was written in [brackets] */
 };
 
 /* Parses ADDRESS (udp:HOST:PORT, tcp:HOST:PORT, unix:PATH, unixgram:PATH, HOST
- * may be [IPv6]). LISTENING allows an empty HOST (all addresses). Returns 0,
+ * may be [IPv6], PORT a number or a service name that getaddrinfo resolves). LISTENING allows an empty HOST (all addresses). Returns 0,
  * or -1 with a one-line reason in ERR. */
 int cli_addr_parse(const char *text, int listening, struct cli_addr *a, char *err, size_t errlen);
 
@@ -62,11 +62,17 @@ struct cli_opts {
 	int lines;        /* --lines */
 	int have_channel; /* --channel given */
 	uint32_t channel;
-	double timeout_s; /* --timeout (0 = no limit) */
+	double timeout_s; /* --timeout (0 = no limit; listen: 0 unless given) */
+	double dead_s;    /* --dead: a silent peer is given up after this (0 = never) */
 	double rekey_s;   /* --rekey */
 	int stats;        /* --stats */
 	int quiet;        /* -q */
 	int multi;        /* --multi: listen serves many peers; connect talks to such a listener */
+	int send_only;    /* --send-only: never read the peer's direction (stdout unused) */
+	int recv_only;    /* --recv-only: never read stdin */
+	int keep_open;    /* -k/--keep-open: listen serves the next peer after a session */
+	int progress;     /* --progress: bytes, rate and elapsed time on stderr */
+	int established;  /* out: cli_session established a session */
 };
 
 /* Prints "sio: MSG" and the usage line of CMD (NULL: all) to stderr; returns CLI_USAGE. */
@@ -137,8 +143,43 @@ int cli_open(const struct cli_addr *a, int listening, int64_t deadline_ms,
 void cli_conn_close(struct cli_conn *c);
 int64_t cli_now_ms(void);
 
+/* ---- the mode announcement (mode.c; docs/SIO.md "Mode announcement") ----
+ * Each side sends, on the control channel CLI_CTL_CHANNEL, a HELLO naming
+ * its mode: [0x10][version 1][mode][flags][type u32 big-endian]. */
+#define CLI_CTL_CHANNEL   SIO_CHANNEL_MAX /* reserved by sio: --channel stops below */
+#define CLI_HELLO_LEN     8
+#define CLI_HELLO         0x10
+#define CLI_HELLO_VERSION 1
+/* the other control messages (tools/relay.h) */
+enum { C_DONE = 0x11, C_LEND = 0x12, C_LACK = 0x13 };
+enum { CLI_MODE_STREAM = 1, CLI_MODE_LINES = 2 };
+enum {
+	CLI_HF_MULTI = 1,     /* --multi (a hub, or a client of one) */
+	CLI_HF_NO_RECV = 2,   /* --send-only: this side receives nothing */
+	CLI_HF_NO_SEND = 4,   /* --recv-only: this side sends nothing */
+	CLI_HF_HUB = 8,       /* listen --multi (the hub itself) */
+	CLI_HF_READY = 0x40,  /* this side also knows the peer has its HELLO */
+	CLI_HF_SEEN = 0x80,   /* this side has the peer's HELLO */
+};
+struct cli_mode {
+	uint8_t version, mode, flags;
+	uint32_t type; /* a channel, or SIO_TYPE_READWRITE */
+};
+/* The HELLO of O (a session side, or HUB: listen --multi). */
+void cli_mode_of(const struct cli_opts *o, int hub, struct cli_mode *m);
+void cli_hello_encode(const struct cli_mode *m, uint8_t f[CLI_HELLO_LEN]);
+/* 0, or -1 if F is not a HELLO of a version we read. */
+int cli_hello_decode(const uint8_t *f, size_t len, struct cli_mode *m);
+/* Words for M ("stream mode on the default channel, --send-only"). */
+void cli_mode_text(const struct cli_mode *m, char *out, size_t outlen);
+/* 0 if OURS and THEIRS can work together, else -1 (what differs is in the
+ * texts of both modes). */
+int cli_mode_check(const struct cli_mode *ours, const struct cli_mode *theirs);
+
 /* ---- the relay (relay.c, stream.c) ---- */
 int cli_session(struct cli_opts *o);
+/* Did SIGINT/SIGTERM arrive during cli_session? */
+int cli_interrupted(void);
 /* sio listen --multi (multi.c) */
 int cli_multi(struct cli_opts *o);
 

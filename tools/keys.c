@@ -216,7 +216,7 @@ int cli_keygen(int argc, char **argv)
 			return CLI_ERR;
 		}
 		if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-			cli_err("%s: %s", dir, strerror(errno));
+			cli_err("%s: cannot create the identity directory (%s)", dir, strerror(errno));
 			return CLI_ERR;
 		}
 		int drc = sio_identity_check_dir(dir);

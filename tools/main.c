@@ -50,7 +50,18 @@ int main(int argc, char **argv)
 		int rc = cli_parse_session_args(argc - 1, argv + 1, &o);
 		if (!rc && o.multi && strcmp(cmd, "listen") == 0)
 			return cli_multi(&o);
-		return rc ? rc : cli_session(&o);
+		if (rc || !o.keep_open)
+			return rc ? rc : cli_session(&o);
+		/* -k: one peer after the other, until a signal or a failure to
+		 * listen at all (address in use, bad key file, ...) */
+		for (;;) {
+			o.established = 0;
+			rc = cli_session(&o);
+			if (cli_interrupted())
+				return o.established ? rc : CLI_OK; /* stopped while waiting */
+			if (!o.established && rc != CLI_NOSESSION)
+				return rc;
+		}
 	}
 	int rc = sio_init();
 	if (rc < 0) {

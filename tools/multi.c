@@ -36,10 +36,12 @@ struct peer {
 	char fp[SIO_FINGERPRINT_MAX];
 	int gone;
 	int accepted;
+	uint64_t lines; /* messages received (on the session's I/O thread) */
 	struct peer *all; /* every peer ever made, freed at exit */
 };
 
 static struct peer *g_all;
+static struct cli_mode g_hub_mode; /* what the hub announces (docs/SIO.md) */
 static pthread_mutex_t g_all_mu = PTHREAD_MUTEX_INITIALIZER;
 
 struct hub {
@@ -68,6 +70,7 @@ static void on_msg(sio_session *s, uint32_t type, const uint8_t *d, size_t len, 
 {
 	struct peer *p = ctx;
 	(void)type;
+	p->lines++;
 	if (!p->fp[0]) {
 		uint8_t pk[SIO_PUBLIC_KEY_BYTES];
 		if (sio_session_remote_key(s, pk) == 0)
@@ -120,6 +123,54 @@ static void on_herr(sio_session *s, uint32_t type, int err, void *ctx)
 	__atomic_store_n(&p->gone, 1, __ATOMIC_RELEASE);
 }
 
+/* The control channel: a client's HELLO gets the hub's in answer; a client
+ * whose mode does not fit (not --multi --lines on our channel) is told so
+ * by that answer and closed. */
+static void on_ctl(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
+{
+	struct peer *p = ctx;
+	struct cli_mode m;
+	(void)type;
+	if (len == 9 && d[0] == C_LEND) {
+		/* LEND: the client's lines ended. Every line it sent that
+		 * arrived is written: confirm them (LACK), and end our side at
+		 * once (DONE): the hub's lines to a client have no end */
+		uint8_t f[17];
+		f[0] = C_LACK;
+		for (int i = 0; i < 8; i++)
+			f[1 + i] = (uint8_t)(p->lines >> (56 - 8 * i));
+		sio_write_message(s, CLI_CTL_CHANNEL, f, 9);
+		f[0] = C_DONE;
+		memset(f + 1, 0, 8);
+		for (int i = 0; i < 8; i++)
+			f[9 + i] = (uint8_t)(p->lines >> (56 - 8 * i));
+		sio_write_message(s, CLI_CTL_CHANNEL, f, 17);
+		return;
+	}
+	if (!len || d[0] != CLI_HELLO)
+		return;
+	int bad = cli_hello_decode(d, len, &m) < 0 || cli_mode_check(&g_hub_mode, &m) < 0;
+	if (!(m.flags & CLI_HF_READY) || bad) {
+		struct cli_mode ours = g_hub_mode;
+		uint8_t f[CLI_HELLO_LEN];
+		ours.flags |= CLI_HF_SEEN | CLI_HF_READY;
+		cli_hello_encode(&ours, f);
+		sio_write_message(s, CLI_CTL_CHANNEL, f, sizeof f);
+	}
+	if (bad) {
+		char txt[128] = "an unreadable announcement";
+		if (cli_hello_decode(d, len, &m) == 0)
+			cli_mode_text(&m, txt, sizeof txt);
+		if (!p->fp[0]) {
+			uint8_t pk[SIO_PUBLIC_KEY_BYTES];
+			if (sio_session_remote_key(s, pk) == 0)
+				sio_fingerprint(pk, p->fp, sizeof p->fp);
+		}
+		fprintf(stderr, "sio: peer %s refused: mode mismatch: it runs %s\n", p->fp, txt);
+		sio_close(s);
+	}
+}
+
 /* Each new peer session gets its handler before it starts. */
 static void on_session(sio_listener *l, sio_session *s, void *ctx)
 {
@@ -134,6 +185,7 @@ static void on_session(sio_listener *l, sio_session *s, void *ctx)
 	g_all = p;
 	pthread_mutex_unlock(&g_all_mu);
 	sio_set_handler(s, h->type, on_msg, on_herr, p);
+	sio_set_handler(s, CLI_CTL_CHANNEL, on_ctl, NULL, p);
 }
 
 static struct peer *peer_of(sio_session *s)
@@ -197,6 +249,7 @@ int cli_multi(struct cli_opts *o)
 	memset(&h, 0, sizeof h);
 	pthread_mutex_init(&h.mu, NULL);
 	h.type = o->have_channel ? o->channel : SIO_TYPE_READWRITE;
+	cli_mode_of(o, 1, &g_hub_mode);
 	h.quiet = o->quiet;
 	uint8_t psk[1025];
 	size_t psk_len = 0;

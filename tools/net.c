@@ -137,7 +137,8 @@ static int open_inet(const struct cli_addr *a, int listening, int64_t deadline,
 	struct addrinfo hints = {0}, *res = NULL;
 	hints.ai_socktype = dgram ? SOCK_DGRAM : SOCK_STREAM;
 	hints.ai_family = AF_UNSPEC;
-	hints.ai_flags = AI_NUMERICSERV | (listening ? AI_PASSIVE : 0);
+	int named = a->port[0] < '0' || a->port[0] > '9'; /* a service name */
+	hints.ai_flags = (named ? 0 : AI_NUMERICSERV) | (listening ? AI_PASSIVE : 0);
 	const char *host = a->host[0] ? a->host : NULL;
 	if (listening && !host) {
 		hints.ai_family = AF_INET6; /* dual stack "::" first, 0.0.0.0 below */
@@ -147,6 +148,10 @@ static int open_inet(const struct cli_addr *a, int listening, int64_t deadline,
 		hints.ai_family = AF_INET;
 		g = getaddrinfo(host, a->port, &hints, &res);
 	}
+	if (g == EAI_SERVICE && named)
+		return set_err(err, errlen, CLI_ERR,
+		               "%s: unknown %s service '%s' (not in /etc/services; give a port number)",
+		               name, dgram ? "udp" : "tcp", a->port);
 	if (g != 0)
 		return set_err(err, errlen, CLI_ERR, "%s: cannot resolve '%s': %s", name, a->host,
 		               gai_strerror(g));

@@ -15,7 +15,6 @@
 #include "relay.h"
 
 #define CLOSE_WAIT_MS     5000  /* graceful close: wait this long for the peer */
-#define FINAL_ACK_WAIT_MS 10000 /* stream end: no ACK progress this long = give up */
 #define FINAL_FLUSH_MS    2000  /* closing: wait this long for stdout before the last ACK */
 #define LINE_MAX_BYTES    (16u << 20)
 
@@ -86,6 +85,11 @@ static void cb_connect(sio_session *s, void *ctx)
 	relay_wake(r);
 }
 
+int cli_interrupted(void)
+{
+	return g_sig != 0;
+}
+
 static int session_connected(struct relay *r)
 {
 	pthread_mutex_lock(&r->mu);
@@ -144,6 +148,13 @@ int cli_read_psk(const char *path, uint8_t *buf, size_t cap, size_t *len)
 /* What may have kept the peer out, for the error line. */
 static const char *auth_hint(const struct relay *r)
 {
+	/* without a PSK of ours, key exchanges dropped before any identity
+	 * check (no SIO_EAUTH event) are PSK-wrapped ones we cannot read */
+	if (!r->o->psk_file && !r->saw_auth)
+		return r->o->remote ? "its identity is not the key pinned with -r, or it uses a "
+		                      "--psk-file we do not have"
+		                    : "its key exchange could not be read: does the peer use a "
+		                      "--psk-file we do not have?";
 	if (r->o->remote && r->o->psk_file)
 		return "wrong identity (not the key pinned with -r) or wrong PSK";
 	if (r->o->remote)
@@ -206,6 +217,33 @@ static int report_no_session(struct relay *r, int err, double timeout_s)
 	}
 }
 
+/* Both directions ended and were confirmed: exit 0, unless --lines over a
+ * datagram transport lost lines (counted from LEND/LACK). */
+static int report_done(struct relay *r)
+{
+	pthread_mutex_lock(&r->mu);
+	uint64_t rx_lost = 0, tx_lost = 0, sent = r->tx_lines, peer_sent = r->rx_lend;
+	if (r->o->lines) {
+		if (r->rx_have_lend && r->rx_lend > r->rx_lines_written)
+			rx_lost = r->rx_lend - r->rx_lines_written;
+		if (r->tx_have_lack && r->tx_lines > r->tx_lack)
+			tx_lost = r->tx_lines - r->tx_lack;
+	}
+	int out_err = r->out_err;
+	pthread_mutex_unlock(&r->mu);
+	if (out_err) {
+		cli_err("stdout: %s", strerror(out_err));
+		return CLI_ERR;
+	}
+	if (tx_lost)
+		cli_err("lines lost in transit: %llu of the %llu lines we sent never reached the peer",
+		        (unsigned long long)tx_lost, (unsigned long long)sent);
+	if (rx_lost)
+		cli_err("lines lost in transit: %llu of the %llu lines the peer sent never arrived",
+		        (unsigned long long)rx_lost, (unsigned long long)peer_sent);
+	return tx_lost || rx_lost ? CLI_ERR : CLI_OK;
+}
+
 /* Message after the session ended by itself (peer close or failure). */
 static int report_end(struct relay *r, int write_err)
 {
@@ -213,41 +251,51 @@ static int report_end(struct relay *r, int write_err)
 	int err = r->err ? r->err : write_err;
 	int lost = r->lost || r->peer_lost;
 	int peer_lost = r->peer_lost;
-	int incomplete = !r->o->lines && (!r->rx_have_end || r->rx_written < r->rx_end);
+	int rx_complete = relay_rx_complete(r);
+	int tx_final = r->tx_final, end_sent = r->tx_end_sent;
 	int out_err = r->out_err;
-	/* stream mode: stdin bytes sent but never confirmed written by the peer */
-	uint64_t unconfirmed = r->o->lines ? 0 : r->tx_bytes - r->tx_acked_bytes;
+	/* what we sent and the peer never confirmed it wrote (a confirmed
+	 * byte is never counted: tx_acked_bytes only grows with its ACKs) */
+	uint64_t unconfirmed = r->o->lines ? r->tx_lines : r->tx_bytes - r->tx_acked_bytes;
 	pthread_mutex_unlock(&r->mu);
 	if (out_err) {
 		cli_err("stdout: %s", strerror(out_err));
-		return CLI_ERR;
-	}
-	if (err == SIO_ETRUNCATED || err == SIO_EPEERDEAD) {
-		cli_err("session truncated: the peer vanished without a graceful close (%s)",
-		        sio_strerror(err));
-		return CLI_ERR;
-	}
-	if (err && err != SIO_ECLOSED) {
-		cli_err("session failed: %s", sio_strerror(err));
 		return CLI_ERR;
 	}
 	if (lost) {
 		cli_err("data lost in transit%s", peer_lost ? " (reported by the peer)" : "");
 		return CLI_ERR;
 	}
-	if (unconfirmed) {
-		cli_err("data lost: the peer closed the session before confirming %llu bytes of stdin",
-		        (unsigned long long)unconfirmed);
-		return CLI_ERR;
-	}
-	if (incomplete) {
-		/* a graceful close without END: the sender was interrupted (or
-		 * runs in another mode or on another channel) */
-		cli_err("stream incomplete: the peer closed the session before the end of its stream "
-		        "(what was written is an exact prefix; was the sender interrupted?)");
-		return CLI_ERR;
-	}
-	return CLI_OK;
+	if (tx_final && rx_complete)
+		return report_done(r); /* both directions ended: how it closed does not matter */
+	char why[160];
+	if (err == SIO_EPEERDEAD)
+		snprintf(why, sizeof why, "the peer stopped answering (nothing heard for %g s: killed, "
+		         "or the network is down)", r->o->dead_s);
+	else if (err == SIO_ETRUNCATED)
+		snprintf(why, sizeof why, "session truncated: the peer went away without closing "
+		         "the session (killed or crashed?)");
+	else if (err && err != SIO_ECLOSED)
+		snprintf(why, sizeof why, "session failed: %s", sio_strerror(err));
+	else
+		snprintf(why, sizeof why, "the peer closed the session");
+	char what[256] = "";
+	if (!rx_complete)
+		snprintf(what, sizeof what, "%s", r->o->lines
+		         ? "; its lines may not all have arrived"
+		         : "; stream incomplete (what was written is an exact prefix)");
+	size_t n = strlen(what);
+	if (!tx_final && unconfirmed && r->o->lines)
+		snprintf(what + n, sizeof what - n, "; it did not confirm our %llu lines",
+		         (unsigned long long)unconfirmed);
+	else if (!tx_final && unconfirmed)
+		snprintf(what + n, sizeof what - n,
+		         "; data lost: it did not confirm %llu bytes of our stdin",
+		         (unsigned long long)unconfirmed);
+	else if (!tx_final && end_sent)
+		snprintf(what + n, sizeof what - n, "; it did not confirm the end of our stream");
+	cli_err("%s%s", why, what);
+	return CLI_ERR;
 }
 
 static void print_stats(struct relay *r, int64_t t0, int64_t t_est, int64_t t_end)
@@ -373,6 +421,7 @@ static int send_lines(struct relay *r, uint8_t *buf, size_t *len, int eof)
 		if (rc < 0)
 			return rc;
 		pthread_mutex_lock(&r->mu);
+		r->tx_lines++;
 		r->in_msgs++;
 		r->in_bytes += i - start;
 		pthread_mutex_unlock(&r->mu);
@@ -383,6 +432,7 @@ static int send_lines(struct relay *r, uint8_t *buf, size_t *len, int eof)
 		if (rc < 0)
 			return rc;
 		pthread_mutex_lock(&r->mu);
+		r->tx_lines++;
 		r->in_msgs++;
 		r->in_bytes += *len - start;
 		pthread_mutex_unlock(&r->mu);
@@ -423,10 +473,110 @@ static void final_ack(struct relay *r)
 		relay_send_frame(r, ack, n);
 }
 
-/* The relay loop once the session is established. Returns the exit code. */
+/* --progress: bytes each way, rate and elapsed time on stderr. On a
+ * terminal one line rewritten in place, elsewhere one line per report;
+ * FINAL ends the line. */
+static void progress(struct relay *r, int64_t t0, int final)
+{
+	static int tty = -1;
+	if (tty < 0)
+		tty = isatty(STDERR_FILENO);
+	pthread_mutex_lock(&r->mu);
+	uint64_t in = r->in_bytes, out = r->out_bytes;
+	pthread_mutex_unlock(&r->mu);
+	double el = (double)(cli_now_ms() - t0) / 1000.0;
+	fprintf(stderr, "%ssio: progress: sent %.1f MB, received %.1f MB, %.2f MB/s, %02d:%02d%s",
+	        tty ? "\r" : "", (double)in / 1e6, (double)out / 1e6,
+	        el > 0 ? (double)(in + out) / el / 1e6 : 0.0, (int)el / 60, (int)el % 60,
+	        tty && !final ? "" : "\n");
+	fflush(stderr);
+}
+
+/* Mode mismatch: says what both sides run, makes sure the peer has our
+ * HELLO (it says the same on its side), closes. Exit code 2. */
+static int report_mismatch(struct relay *r, const char *fmt)
+{
+	pthread_mutex_lock(&r->mu);
+	struct cli_mode ours = r->mode, theirs = r->peer_mode;
+	pthread_mutex_unlock(&r->mu);
+	char a[128], b[128];
+	cli_mode_text(&ours, a, sizeof a);
+	if (theirs.version > CLI_HELLO_VERSION && theirs.mode == 0)
+		snprintf(b, sizeof b, "a newer sio (announcement version %u)", theirs.version);
+	else
+		cli_mode_text(&theirs, b, sizeof b);
+	cli_err(fmt, a, b);
+	relay_send_hello(r, 0);
+	sio_close_and_wait(r->s, 1000);
+	return CLI_USAGE;
+}
+
+/* Mode announcement (docs/SIO.md): our HELLO, repeated until the peer has
+ * it, and the peer's. Returns 0 when both have each other's and they match,
+ * -1 if the session ended meanwhile, or an exit code (reported). */
+static int hello_phase(struct relay *r)
+{
+	int64_t t0 = cli_now_ms(), last = t0;
+	relay_send_hello(r, 0);
+	for (;;) {
+		int64_t now = cli_now_ms();
+		pthread_mutex_lock(&r->mu);
+		int mismatch = r->mismatch, early = r->early_data, closing = r->closing;
+		int ready = r->peer_hello && r->peer_saw_ours;
+		pthread_mutex_unlock(&r->mu);
+		if (mismatch)
+			return report_mismatch(r, "mode mismatch: we run %s, the peer runs %s");
+		if (early) {
+			cli_err("mode mismatch: the peer sent data without announcing its mode (an "
+			        "older sio, or another program?)");
+			sio_close_and_wait(r->s, 1000);
+			return CLI_USAGE;
+		}
+		if (ready)
+			return 0;
+		if (closing)
+			return -1;
+		if (g_sig) {
+			cli_err("interrupted by %s: session closed", g_sig == SIGINT ? "SIGINT" : "SIGTERM");
+			sio_close_and_wait(r->s, CLOSE_WAIT_MS);
+			return CLI_ERR;
+		}
+		if (now - t0 > HELLO_WAIT_MS) {
+			cli_err("mode check failed: the peer announced no mode within %d s (an older "
+			        "sio, or another program?)", HELLO_WAIT_MS / 1000);
+			sio_close_and_wait(r->s, 1000);
+			return CLI_USAGE;
+		}
+		if (now - last >= CTL_REPEAT_MS) {
+			last = now;
+			relay_send_hello(r, 0);
+		}
+		struct pollfd p = {.fd = r->wake[0], .events = POLLIN};
+		if (poll(&p, 1, 50) > 0)
+			drain_fd(r->wake[0]);
+	}
+}
+
+static int send_ctl_u64(struct relay *r, uint8_t kind, uint64_t v)
+{
+	uint8_t f[9];
+	f[0] = kind;
+	relay_put_u64(f + 1, v);
+	return relay_send_ctl(r, f, sizeof f);
+}
+
+/* The relay loop once the session is established. Each direction ends on
+ * its own (half-close): stdin's end sends END (LEND), the peer's final ACK
+ * (LACK) confirms it; the session closes once both directions ended and
+ * both sides said DONE. Returns the exit code. */
 static int relay_loop(struct relay *r, size_t chunk)
 {
 	const int lines = r->o->lines;
+	int rc = hello_phase(r);
+	if (rc > 0)
+		return rc;
+	if (rc == 0)
+		rc = -1;
 	size_t cap = lines ? 65536 : chunk + F_DATA_HDR;
 	size_t used = 0;
 	uint8_t *buf = malloc(cap);
@@ -434,9 +584,21 @@ static int relay_loop(struct relay *r, size_t chunk)
 		cli_err("out of memory");
 		return CLI_ERR;
 	}
-	int eof = 0, end_sent = 0, interrupted = 0, write_err = 0, rc = -1;
-	int64_t last_req = cli_now_ms(), last_progress = last_req;
-	uint64_t last_acked = 0;
+	int eof = 0, end_sent = 0, interrupted = 0, write_err = 0, done_sent = 0;
+	pthread_mutex_lock(&r->mu);
+	if (r->o->recv_only || (r->peer_mode.flags & CLI_HF_NO_RECV)) {
+		/* nothing to send, or nobody to read it: this direction is over */
+		eof = end_sent = 1;
+		r->tx_final = 1;
+	}
+	size_t acklen = 0;
+	uint8_t ack[F_ACK_LEN];
+	if (!lines && !r->o->send_only)
+		acklen = relay_ack_frame(r, ack); /* announce our receive window at once */
+	pthread_mutex_unlock(&r->mu);
+	if (acklen)
+		relay_send_frame(r, ack, acklen);
+	int64_t last_req = cli_now_ms(), last_done = 0, t_start = last_req, last_progress = last_req;
 	while (rc < 0) {
 		int64_t now = cli_now_ms();
 		pthread_mutex_lock(&r->mu);
@@ -449,22 +611,39 @@ static int relay_loop(struct relay *r, size_t chunk)
 		int room = lines || (r->tx_bytes - r->tx_acked_bytes < win &&
 		                     r->tx_next - r->tx_acked < RX_SLOTS);
 		int all_acked = r->tx_acked >= r->tx_next;
-		size_t acklen = 0;
-		uint8_t ack[F_ACK_LEN];
+		acklen = 0;
 		if (!lines && r->rx_written_bytes > r->rx_acked_bytes &&
 		    now - r->rx_last_ack_ms >= ACK_DELAY_MS)
 			acklen = relay_ack_frame(r, ack);
-		int64_t last_ack = r->tx_last_ack_ms;
-		if (r->tx_acked != last_acked) {
-			last_acked = r->tx_acked;
-			last_progress = now;
+		int lack = 0;
+		uint64_t lack_v = 0;
+		if (lines && r->rx_have_lend && !r->rx_lines_final &&
+		    (r->rx_lines >= r->rx_lend ||
+		     (r->datagram && now - r->rx_lines_progress_ms > LINES_GRACE_MS)))
+			r->rx_lines_final = 1; /* everything that will come came */
+		if (lines && r->rx_lines_final && r->rx_lines_written >= r->rx_lines &&
+		    !r->rx_final_acked) {
+			lack = 1;
+			lack_v = r->rx_lines_written;
+			r->rx_final_acked = 1;
 		}
+		int tx_final = r->tx_final, peer_done = r->peer_done;
+		int rx_done = relay_rx_complete(r);
+		uint64_t sent_total = lines ? r->tx_lines : r->tx_next;
+		uint64_t written_total = lines ? r->rx_lines_written : r->rx_written;
+		int64_t last_ack = r->tx_last_ack_ms;
 		uint64_t tx_next = r->tx_next;
 		pthread_mutex_unlock(&r->mu);
 		if (acklen)
 			relay_send_frame(r, ack, acklen);
+		if (lack)
+			send_ctl_u64(r, C_LACK, lack_v);
 		int stalled =
 		    !all_acked && now - (last_ack > last_req ? last_ack : last_req) > STALL_MS;
+		if (r->o->progress && now - last_progress >= 1000) {
+			last_progress = now;
+			progress(r, t_start, 0);
+		}
 
 		if (out_err) {
 			cli_err("stdout: %s", strerror(out_err));
@@ -478,55 +657,49 @@ static int relay_loop(struct relay *r, size_t chunk)
 			rc = -2; /* reported below, after stdout got everything before the gap */
 			break;
 		}
-		if (closing || write_err)
-			break;
-		if (g_sig && !interrupted) {
-			interrupted = 1;
-			eof = 1;
-			if (!lines && !end_sent) {
-				/* no END: the stream did not end, it was cut; the
-				 * peer sees the close without it and says so */
+		if (tx_final && rx_done) {
+			/* both directions ended: say so until the peer says it too */
+			if (!done_sent || (!peer_done && now - last_done >= CTL_REPEAT_MS)) {
+				uint8_t f[17];
+				f[0] = C_DONE;
+				relay_put_u64(f + 1, sent_total);
+				relay_put_u64(f + 9, written_total);
+				relay_send_ctl(r, f, sizeof f);
+				done_sent = 1;
+				last_done = now;
+			}
+			if (peer_done) {
 				sio_close_and_wait(r->s, CLOSE_WAIT_MS);
-				rc = CLI_ERR;
+				relay_data_finish(r);
+				rc = report_done(r);
 				break;
 			}
 		}
-		if (eof) {
-			if (lines) {
-				sio_close_and_wait(r->s, CLOSE_WAIT_MS);
-				rc = interrupted ? CLI_ERR : CLI_OK;
-				break;
-			}
-			if (!end_sent) {
+		if (closing || write_err)
+			break;
+		if (g_sig && !interrupted) {
+			/* no END: the stream did not end, it was cut; the peer sees
+			 * the close without it and says so */
+			interrupted = 1;
+			final_ack(r);
+			sio_close_and_wait(r->s, CLOSE_WAIT_MS);
+			rc = CLI_ERR;
+			break;
+		}
+		if (eof && !tx_final) {
+			if (!end_sent || now - last_req > STALL_MS) {
 				end_sent = 1;
+				pthread_mutex_lock(&r->mu);
+				r->tx_end_sent = 1;
+				pthread_mutex_unlock(&r->mu);
 				last_req = now;
-				last_progress = now;
-				write_err = send_u64_frame(r, F_END, tx_next);
-				continue;
-			}
-			if (all_acked) {
-				final_ack(r);
-				sio_close_and_wait(r->s, CLOSE_WAIT_MS);
-				rc = interrupted ? CLI_ERR : CLI_OK;
-				break;
-			}
-			if (now - last_progress > (interrupted ? 2000 : FINAL_ACK_WAIT_MS)) {
-				if (!interrupted)
-					cli_err(
-					    "the peer did not confirm that it received everything");
-				final_ack(r);
-				sio_close_and_wait(r->s, CLOSE_WAIT_MS);
-				rc = CLI_ERR;
-				break;
-			}
-			if (now - last_req > STALL_MS) {
-				last_req = now;
-				if (r->datagram && stalled)
+				if (!lines && r->datagram && stalled)
 					write_err = resend_unacked(r);
 				if (!write_err)
-					write_err = send_u64_frame(r, F_END, tx_next);
+					write_err = lines ? send_ctl_u64(r, C_LEND, sent_total)
+					                  : send_u64_frame(r, F_END, tx_next);
 			}
-		} else if (stalled && (!room || r->datagram)) {
+		} else if (!eof && !lines && stalled && (!room || r->datagram)) {
 			last_req = now;
 			if (r->datagram)
 				write_err = resend_unacked(r);
@@ -576,6 +749,7 @@ static int relay_loop(struct relay *r, size_t chunk)
 			continue;
 		if (n < 0 && errno != EBADF) {
 			cli_err("stdin: %s", strerror(errno));
+			final_ack(r);
 			sio_close_and_wait(r->s, CLOSE_WAIT_MS);
 			rc = CLI_ERR;
 			break;
@@ -594,6 +768,8 @@ static int relay_loop(struct relay *r, size_t chunk)
 		}
 	}
 	free(buf);
+	if (r->o->progress)
+		progress(r, t_start, 1);
 	if (rc == -1) {
 		/* the session ended by itself: wait for it, then write what arrived */
 		sio_session_wait_state(r->s, SIO_STATE_CLOSED, CLOSE_WAIT_MS);
@@ -610,8 +786,8 @@ static int relay_loop(struct relay *r, size_t chunk)
 		return CLI_ERR;
 	}
 	relay_data_finish(r);
-	if (interrupted && rc != CLI_OK)
-		cli_err("interrupted by %s: session closed",
+	if (interrupted)
+		cli_err("interrupted by %s: session closed (the stream was cut, not ended)",
 		        g_sig == SIGINT ? "SIGINT" : "SIGTERM");
 	pthread_mutex_lock(&r->mu);
 	int out_err = r->out_err;
@@ -622,6 +798,7 @@ static int relay_loop(struct relay *r, size_t chunk)
 	}
 	return rc;
 }
+
 
 static size_t window_for(const struct cli_conn *c)
 {
@@ -664,6 +841,7 @@ int cli_session(struct cli_opts *o)
 	r.tx_window = TX_INITIAL_WINDOW;
 	r.tx_cwnd = CWND_INITIAL;
 	r.tx_ssthresh = UINT64_MAX;
+	cli_mode_of(o, 0, &r.mode);
 	pthread_mutex_init(&r.mu, NULL);
 	pthread_cond_init(&r.cond, NULL);
 
@@ -690,7 +868,8 @@ int cli_session(struct cli_opts *o)
 
 	code = cli_open(&addr, listening, deadline, &g_sig, &conn, err, sizeof err);
 	if (code) {
-		cli_err("%s", err);
+		if (!(o->keep_open && g_sig)) /* -k: a signal is the normal way to stop */
+			cli_err("%s", err);
 		goto out;
 	}
 	r.datagram = conn.datagram;
@@ -707,6 +886,14 @@ int cli_session(struct cli_opts *o)
 	memset(&opts, 0, sizeof opts);
 	cli_set_rekey(&opts, o->rekey_s);
 	opts.listener_peer = o->multi && !listening; /* connect --multi: a sio listen --multi hub */
+	if (o->dead_s > 0) {
+		/* a silent peer is given up after --dead; keepalives while idle
+		 * keep a live one from looking silent */
+		opts.dead_peer_ns = (int64_t)(o->dead_s * 1e9);
+		opts.keepalive_ns = opts.dead_peer_ns / 4;
+	} else {
+		opts.dead_peer_ns = -1;
+	}
 	if (deadline) {
 		int64_t left = deadline - cli_now_ms();
 		opts.kx_timeout_ns = (left < 1000 ? 1000 : left) * 1000000LL + 1000000000LL;
@@ -743,7 +930,8 @@ int cli_session(struct cli_opts *o)
 		if (rc != SIO_ETIMEDOUT)
 			break;
 		if (g_sig) {
-			cli_err("interrupted while establishing the session");
+			if (!o->keep_open) /* -k: the normal way to stop */
+				cli_err("interrupted while establishing the session");
 			goto out;
 		}
 		if (deadline && cli_now_ms() >= deadline)
@@ -754,6 +942,7 @@ int cli_session(struct cli_opts *o)
 		goto out;
 	}
 	int64_t t_est = cli_now_ms();
+	o->established = 1;
 	if (!o->quiet) {
 		uint8_t pk[SIO_PUBLIC_KEY_BYTES];
 		char fp[SIO_FINGERPRINT_MAX] = "?";
@@ -767,14 +956,6 @@ int cli_session(struct cli_opts *o)
 	size_t chunk = st.packet_size > 1024 ? st.packet_size - 160 : 1024;
 	if (chunk > 65536 - F_DATA_HDR)
 		chunk = 65536 - F_DATA_HDR;
-	if (!o->lines) {
-		/* announce our receive window at once */
-		uint8_t ack[F_ACK_LEN];
-		pthread_mutex_lock(&r.mu);
-		size_t n = relay_ack_frame(&r, ack);
-		pthread_mutex_unlock(&r.mu);
-		relay_send_frame(&r, ack, n);
-	}
 	code = relay_loop(&r, chunk);
 	if (o->stats)
 		print_stats(&r, t0, t_est, cli_now_ms());

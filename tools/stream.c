@@ -31,9 +31,28 @@ void relay_wake(struct relay *r)
 	(void)n;
 }
 
+/* Sends one message and waits until it left. Not sio_write_message: when
+ * the transport fails under it, that call can wait forever for a packet
+ * the dead session never completes; here the wait gives up once the
+ * session is closed. */
+static int send_wait(struct relay *r, uint32_t type, const uint8_t *f, size_t len)
+{
+	int err = 0;
+	sio_send_info *si = sio_write_message_async(r->s, type, f, len, NULL, NULL, &err);
+	if (!si)
+		return err ? err : SIO_ENOMEM;
+	int rc = sio_send_info_send_now_and_wait(si, 200);
+	while (rc == SIO_ETIMEDOUT && sio_session_state(r->s) != SIO_STATE_CLOSED)
+		rc = sio_send_info_wait(si, 200);
+	if (rc == SIO_ETIMEDOUT)
+		rc = SIO_ECLOSED;
+	sio_send_info_release(si);
+	return rc;
+}
+
 int relay_send_frame(struct relay *r, const uint8_t *f, size_t len)
 {
-	return sio_write_message(r->s, r->type, f, len);
+	return send_wait(r, r->type, f, len);
 }
 
 size_t relay_ack_frame(struct relay *r, uint8_t f[F_ACK_LEN])
@@ -45,11 +64,44 @@ size_t relay_ack_frame(struct relay *r, uint8_t f[F_ACK_LEN])
 	f[18] = (uint8_t)(r->rx_window >> 16);
 	f[19] = (uint8_t)(r->rx_window >> 8);
 	f[20] = (uint8_t)r->rx_window;
+	f[21] = 0;
 	r->rx_acked_bytes = r->rx_written_bytes;
 	r->rx_last_ack_ms = cli_now_ms();
-	if (r->rx_have_end && r->rx_written >= r->rx_end)
+	if (r->rx_have_end && r->rx_written >= r->rx_end) {
 		r->rx_final_acked = 1;
+		f[21] = F_ACK_FINAL;
+	}
 	return F_ACK_LEN;
+}
+
+int relay_send_ctl(struct relay *r, const uint8_t *f, size_t len)
+{
+	return send_wait(r, CLI_CTL_CHANNEL, f, len);
+}
+
+int relay_send_hello(struct relay *r, int in_handler)
+{
+	uint8_t f[CLI_HELLO_LEN];
+	pthread_mutex_lock(&r->mu);
+	struct cli_mode m = r->mode;
+	if (r->peer_hello)
+		m.flags |= CLI_HF_SEEN;
+	if (r->peer_hello && r->peer_saw_ours)
+		m.flags |= CLI_HF_READY;
+	pthread_mutex_unlock(&r->mu);
+	cli_hello_encode(&m, f);
+	if (in_handler) /* queued, never waits there */
+		return sio_write_message(r->s, CLI_CTL_CHANNEL, f, sizeof f);
+	return relay_send_ctl(r, f, sizeof f);
+}
+
+int relay_rx_complete(const struct relay *r)
+{
+	if (r->o->send_only || (r->peer_hello && (r->peer_mode.flags & CLI_HF_NO_SEND)))
+		return 1; /* nothing comes this way */
+	if (r->o->lines)
+		return r->rx_lines_final && r->rx_lines_written >= r->rx_lines;
+	return r->rx_have_end && r->rx_written >= r->rx_end;
 }
 
 /* Appends to the output queue (mu held). */
@@ -162,7 +214,20 @@ static void on_message(sio_session *s, uint32_t type, const uint8_t *d, size_t l
 	(void)s;
 	(void)type;
 	pthread_mutex_lock(&r->mu);
+	if (!r->peer_hello || r->mismatch || (r->o->send_only && r->o->lines)) {
+		/* a sio peer sends data only once it has our HELLO and we have
+		 * its own (and no lines to a --send-only side) */
+		if (!r->peer_hello && !r->early_data) {
+			r->early_data = 1;
+			relay_wake(r);
+		}
+		pthread_mutex_unlock(&r->mu);
+		return;
+	}
 	if (r->o->lines) {
+		r->rx_lines++;
+		if (r->rx_have_lend)
+			r->rx_lines_progress_ms = cli_now_ms();
 		while (r->qbytes > LINES_QUEUE_MAX && !r->out_err && !r->writer_stop)
 			pthread_cond_wait(&r->cond, &r->mu);
 		struct chunk *c = r->out_err ? NULL : chunk_new(d, len, 1);
@@ -206,6 +271,8 @@ static void on_message(sio_session *s, uint32_t type, const uint8_t *d, size_t l
 			}
 			if (win >= 4096)
 				r->tx_window = win;
+			if (d[21] & F_ACK_FINAL)
+				r->tx_final = 1;
 			r->tx_last_ack_ms = cli_now_ms();
 			pthread_cond_broadcast(&r->cond);
 			wake = 1;
@@ -236,8 +303,8 @@ static void on_message(sio_session *s, uint32_t type, const uint8_t *d, size_t l
 		goto bad;
 	}
 	pthread_mutex_unlock(&r->mu);
-	if (acklen)
-		relay_send_frame(r, ack, acklen);
+	if (acklen) /* in a handler: queued, never waits */
+		sio_write_message(r->s, r->type, ack, acklen);
 	if (wake)
 		relay_wake(r);
 	return;
@@ -245,6 +312,74 @@ bad:
 	/* not our framing: both ends must run sio in the same mode */
 	mark_lost(r);
 	pthread_mutex_unlock(&r->mu);
+}
+
+/* Messages of the control channel: HELLO, DONE, LEND, LACK (relay.h). */
+static void on_ctl(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
+{
+	struct relay *r = ctx;
+	(void)s;
+	(void)type;
+	int reply = 0;
+	pthread_mutex_lock(&r->mu);
+	if (len && d[0] == CLI_HELLO) {
+		struct cli_mode m;
+		if (cli_hello_decode(d, len, &m) < 0) {
+			memset(&m, 0, sizeof m);
+			m.version = len > 1 ? d[1] : 0;
+			r->mismatch = 1;
+		} else if (cli_mode_check(&r->mode, &m) < 0) {
+			r->mismatch = 1;
+		}
+		if (!r->peer_hello || r->mismatch)
+			r->peer_mode = m;
+		r->peer_hello = 1;
+		if (m.flags & CLI_HF_SEEN)
+			r->peer_saw_ours = 1;
+		/* a side still waiting (no READY) gets an answer saying what we
+		 * have; ready sides do not answer each other */
+		reply = !(m.flags & CLI_HF_READY);
+	} else if (!r->peer_hello || r->mismatch) {
+		/* control before the peer's HELLO: not ours */
+	} else if (len == 17 && d[0] == C_DONE) {
+		uint64_t sent = get_u64(d + 1), written = get_u64(d + 9);
+		r->peer_done = 1;
+		r->peer_done_written = written;
+		/* DONE also stands for the peer's END and its final ACK */
+		if (r->o->lines) {
+			if (!r->rx_have_lend) {
+				r->rx_have_lend = 1;
+				r->rx_lend = sent;
+			}
+			if (!r->tx_have_lack) {
+				r->tx_have_lack = 1;
+				r->tx_lack = written;
+			}
+		} else if (!r->rx_have_end && sent >= r->rx_next) {
+			r->rx_have_end = 1;
+			r->rx_end = sent;
+			on_announce(r, sent);
+		}
+		r->tx_final = 1;
+	} else if (len == 9 && d[0] == C_LEND && r->o->lines) {
+		if (!r->rx_have_lend) {
+			r->rx_have_lend = 1;
+			r->rx_lend = get_u64(d + 1);
+			r->rx_lines_progress_ms = cli_now_ms();
+		}
+		r->rx_final_acked = 0; /* answer it (again) */
+	} else if (len == 9 && d[0] == C_LACK && r->o->lines) {
+		if (!r->tx_have_lack) {
+			r->tx_have_lack = 1;
+			r->tx_lack = get_u64(d + 1);
+		}
+		r->tx_final = 1;
+	}
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->mu);
+	if (reply)
+		relay_send_hello(r, 1);
+	relay_wake(r);
 }
 
 static int write_all(int fd, const uint8_t *p, size_t len)
@@ -284,6 +419,8 @@ static void *writer_main(void *arg)
 			relay_wake(r);
 		}
 		if (!r->out_err) {
+			if (r->o->lines)
+				r->rx_lines_written++;
 			r->out_msgs++;
 			r->out_bytes += c->len - (r->o->lines ? 1 : 0);
 		}
@@ -315,6 +452,8 @@ static void *writer_main(void *arg)
 int relay_data_start(struct relay *r)
 {
 	int rc = sio_set_handler(r->s, r->type, on_message, NULL, r);
+	if (rc >= 0)
+		rc = sio_set_handler(r->s, CLI_CTL_CHANNEL, on_ctl, NULL, r);
 	if (rc < 0)
 		return rc;
 	if (pthread_create(&r->writer, NULL, writer_main, r) != 0)

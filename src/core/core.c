@@ -606,7 +606,7 @@ void sio_core_transport_closed(sio_core *c, uint64_t now, int err)
 	(void)now;
 	if (c->state == SIO_STATE_CLOSED)
 		return;
-	if (err == 0)
+	if (err == 0 || err == SIO_ETRUNCATED)
 		sio_core_fail(c, SIO_ETRUNCATED, "transport ended without a graceful close");
 	else
 		sio_core_fail(c, err < 0 ? err : SIO_EIO, "transport failed");

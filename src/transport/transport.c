@@ -257,10 +257,19 @@ static int transient_dgram_error(const sio_tp *tp, int e)
 	return 0;
 }
 
+/* A reset connection or a pipe without reader is the peer gone without a
+ * graceful close, like an end of file: SIO_ETRUNCATED. (A peer killed with
+ * unread data in its socket resets the connection instead of closing it.)
+ * Anything else is SIO_EIO with the errno kept. */
+static int fatal_code(int e)
+{
+	return e == ECONNRESET || e == EPIPE ? SIO_ETRUNCATED : SIO_EIO;
+}
+
 static int fatal(sio_tp *tp, int e)
 {
 	tp->saved_errno = e;
-	return SIO_EIO;
+	return fatal_code(e);
 }
 
 /* The sending side keeps its own errno: it may run concurrently with the
@@ -268,7 +277,7 @@ static int fatal(sio_tp *tp, int e)
 static int fatal_tx(sio_tp *tp, int e)
 {
 	tp->send_errno = e;
-	return SIO_EIO;
+	return fatal_code(e);
 }
 
 /* UDP generic segmentation offload: a run of equal-sized datagrams (the

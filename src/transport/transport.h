@@ -153,7 +153,9 @@ int sio_tp_blocked_fd(const sio_tp *tp);
 
 /* Sends up to N packets. Returns how many were consumed (handed to the kernel
  * or copied into the pending tail), 0 when the transport is full (poll
- * sio_tp_blocked_fd()), or a negative SIO_E code on a fatal error. Datagrams
+ * sio_tp_blocked_fd()), or a negative SIO_E code on a fatal error
+ * (SIO_ETRUNCATED when the peer reset the connection or a pipe lost its
+ * reader: ECONNRESET, EPIPE; SIO_EIO otherwise). Datagrams
  * the kernel refuses for a transient reason (EMSGSIZE, ECONNREFUSED on UDP,
  * ENOBUFS, no route, unknown peer in learn mode) are consumed and counted in
  * drop_send, as if lost on the path. */
@@ -173,8 +175,9 @@ void sio_tp_rx_release(sio_tp *tp);
  * one buffer of stream bytes, or a single record in exact mode) and calls FN
  * for each packet. Returns the number of packets delivered (0 = nothing
  * available), SIO_TP_EOF (clean end of the transport), or a negative code:
- * SIO_ETRUNCATED (end of file inside a record), SIO_EPROTO (record larger
- * than the limit), SIO_EIO (see tp->saved_errno). Packets delivered before
+ * SIO_ETRUNCATED (end of file inside a record, or the peer reset the
+ * connection: ECONNRESET), SIO_EPROTO (record larger than the limit),
+ * SIO_EIO (see tp->saved_errno). Packets delivered before
  * the end in the same call were already passed to FN. */
 int sio_tp_recv(sio_tp *tp, sio_tp_packet_fn fn, void *ctx);
 
