@@ -50,6 +50,8 @@ int cli_addr_format(const struct cli_addr *a, char *out, size_t outlen);
 size_t cli_escape(const uint8_t *in, size_t len, int utf8, char *out);
 
 /* ---- options (args.c) ---- */
+struct cli_conn;
+
 struct cli_opts {
 	const char *cmd;      /* "listen" or "connect" */
 	const char *id_dir;   /* -i: a directory holding id_ed25519, or a key file */
@@ -71,6 +73,7 @@ struct cli_opts {
 	int send_only;    /* --send-only: never read the peer's direction (stdout unused) */
 	int recv_only;    /* --recv-only: never read stdin */
 	int keep_open;    /* -k/--keep-open: listen serves the next peer after a session */
+	struct cli_conn *kept; /* -k: a datagram socket kept open between sessions */
 	int progress;     /* --progress: bytes, rate and elapsed time on stderr */
 	int established;  /* out: cli_session established a session */
 };

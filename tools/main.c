@@ -54,13 +54,19 @@ int main(int argc, char **argv)
 			return rc ? rc : cli_session(&o);
 		/* -k: one peer after the other, until a signal or a failure to
 		 * listen at all (address in use, bad key file, ...) */
+		struct cli_conn kept = {.fd = -1};
+		o.kept = &kept;
 		for (;;) {
 			o.established = 0;
 			rc = cli_session(&o);
-			if (cli_interrupted())
+			if (cli_interrupted()) {
+				cli_conn_close(&kept);
 				return o.established ? rc : CLI_OK; /* stopped while waiting */
-			if (!o.established && rc != CLI_NOSESSION)
+			}
+			if (!o.established && rc != CLI_NOSESSION) {
+				cli_conn_close(&kept);
 				return rc;
+			}
 		}
 	}
 	int rc = sio_init();

@@ -866,7 +866,16 @@ int cli_session(struct cli_opts *o)
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	code = cli_open(&addr, listening, deadline, &g_sig, &conn, err, sizeof err);
+	if (o->kept && o->kept->fd >= 0) {
+		/* -k over a datagram socket: the same socket serves the next peer,
+		 * so a peer that connects while the last session ends (or lingers)
+		 * never meets a closed socket */
+		conn = *o->kept;
+		o->kept->fd = -1;
+		code = 0;
+	} else {
+		code = cli_open(&addr, listening, deadline, &g_sig, &conn, err, sizeof err);
+	}
 	if (code) {
 		if (!(o->keep_open && g_sig)) /* -k: a signal is the normal way to stop */
 			cli_err("%s", err);
@@ -965,7 +974,10 @@ out:
 		sio_session_free(r.s);
 	}
 	relay_data_free(&r);
-	cli_conn_close(&conn);
+	if (o->kept && listening && conn.datagram && conn.fd >= 0 && !g_sig)
+		*o->kept = conn; /* -k: kept for the next peer (main.c closes it) */
+	else
+		cli_conn_close(&conn);
 	g_wake_fd = -1;
 	if (r.wake[0] >= 0) {
 		close(r.wake[0]);
