@@ -144,7 +144,8 @@ int sio_core_close(sio_core *c, uint64_t now);
 /* The transport ended (ERR 0 = end of file) or failed (ERR < 0). */
 void sio_core_transport_closed(sio_core *c, uint64_t now, int err);
 
-/* The transport reaches only the peer (a stream, a connected socket): before
+/* The transport reaches only the peer (a stream, a pipe, a connected UNIX
+ * socket: the kernel vouches for the sender; not UDP): before
  * any key exchange was accepted, a well-signed one from an identity outside
  * the pinned set ends the session at once with SIO_EAUTH (a shared or
  * unconnected socket keeps waiting for the right peer instead). */

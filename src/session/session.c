@@ -795,9 +795,12 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 	r = sio_tp_open(&s->tp, t, sio_core_max_packet(s->core));
 	if (r < 0)
 		goto fail;
-	/* a stream or connected socket reaches only the peer: a wrong identity
-	 * there ends the session at once (core.h) */
-	if (!s->tp.custom && s->tp.peer_mode == SIO_TP_PEER_CONNECTED && !cfg.opts.listener_peer)
+	/* a transport whose sender the kernel vouches for (a stream, a pipe, a
+	 * connected UNIX socket) reaches only the peer: a wrong identity there
+	 * ends the session at once (core.h). Not UDP: anyone who can forge the
+	 * peer's address could end a handshake that way. */
+	if (!s->tp.custom && s->tp.peer_mode == SIO_TP_PEER_CONNECTED && !cfg.opts.listener_peer &&
+	    (!s->tp.datagram || s->tp.family == AF_UNIX))
 		sio_core_set_exclusive(s->core);
 	s->tp_open = 1;
 	/* a socket that learns its peer's address never sends unprompted to
