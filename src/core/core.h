@@ -89,11 +89,15 @@ int sio_core_start(sio_core *c, uint64_t now);
  * yet validated address at its source. */
 #define SIO_CORE_RX_DROP 0      /* dropped (counted), nothing learned */
 #define SIO_CORE_RX_KX 1        /* a valid key-exchange message, newly accepted */
-#define SIO_CORE_RX_DATA 2      /* a data packet that decrypted and passed the replay window */
+/* A data packet that decrypted, passed the replay window, and is numbered
+ * above every packet authenticated so far under the newest receive key
+ * that has any: a copy of a packet that was lost on the way (replayed from
+ * elsewhere) or a late one never is. */
+#define SIO_CORE_RX_DATA 2
 #define SIO_CORE_RX_KX_REPEAT 3 /* a copy of the peer's key-exchange message we hold */
-/* Authenticated and delivered, but replay protection is off (replay_window
- * negative) and its number is not above every one seen under its key: it
- * may be a replay, so it proves nothing about where it came from. */
+/* Authenticated and delivered, but not the highest-numbered so far under
+ * the newest key (reordered, under an older key, or, with replay protection
+ * off, possibly a replay): it proves nothing about where the peer is now. */
 #define SIO_CORE_RX_DATA_OLD 4
 
 /* One received packet (a datagram, or one de-framed stream record). The

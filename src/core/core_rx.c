@@ -150,8 +150,16 @@ int sio_core_data_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len)
 		return 0;
 	}
 	c->fail_run = 0;
-	/* with the window off, only a number above all before is surely fresh */
-	int fresh = ks->rp.window >= 0 || sio_replay_newest(&ks->rp, pn);
+	/* Only a packet numbered above all before it, under the newest key that
+	 * received anything, may move the peer's address (QUIC's rule): a
+	 * replayed copy of a packet lost on the way is fresh for the replay
+	 * window, but an observer could send it from anywhere. */
+	int fresh = sio_replay_newest(&ks->rp, pn);
+	for (int i = 0; fresh && i < SIO_KEY_SLOTS; i++) {
+		const sio_keyslot *o = &c->keys[i];
+		if (o->live && o->gen > ks->gen && o->rp.any)
+			fresh = 0;
+	}
 	sio_replay_update(&ks->rp, pn);
 	c->last_recv = now;
 	if (!ks->confirmed)
