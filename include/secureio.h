@@ -453,7 +453,7 @@ typedef struct sio_stats {
 	uint64_t drop_unknown_key;  /* key id not current/previous/next */
 	uint64_t drop_kx;           /* invalid key-exchange messages (all kinds) */
 	uint64_t drop_kx_limited;   /* of those: over the signature-check budget
-	                             * (8 per second and session) */
+	                             * (256 per second and session, bursts of 64) */
 	uint64_t drop_unknown_type; /* messages of a type with no handler */
 	uint64_t drop_fragments;    /* fragments dropped (timeout, bound, overlap) */
 	uint64_t rekeys;            /* completed key renewals (not counting the first) */
