@@ -338,6 +338,69 @@ static void test_custom_error(void)
 	test_custom_error_one(ECONNRESET, SIO_ETRUNCATED);
 }
 
+/* A synchronous write whose packet was sealed but never accepted by the
+ * transport (full) must return once the transport fails and the session
+ * closes, not wait forever for a send that cannot happen. */
+static atomic_int send_stalled;
+
+static ssize_t stall_send(void *ctx, const void *buf, size_t len)
+{
+	if (atomic_load(&send_stalled))
+		return -EAGAIN;
+	return brk_send(ctx, buf, len);
+}
+
+struct sync_writer {
+	sio_session *s;
+	atomic_int rc, done;
+};
+
+static void *sync_write(void *arg)
+{
+	struct sync_writer *w = arg;
+	atomic_store(&w->rc, sio_write_message(w->s, 1, "stuck", 5));
+	atomic_store(&w->done, 1);
+	return NULL;
+}
+
+static void test_sync_write_transport_dies(void)
+{
+	struct pair p;
+	memset(&p, 0, sizeof p);
+	sio_transport ta, tb;
+	CHECK_OK(pair_identities(&p, 1, 2));
+	CHECK_OK(pair_transports(&p, PK_CUSTOM, &ta, &tb));
+	ta.send = stall_send;
+	tb.send = brk_send;
+	ta.recv = tb.recv = brk_recv;
+	ta.poll_fd = -1;
+	broken_fd = p.fds[0];
+	broken_errno = EIO;
+	atomic_store(&broken, 0);
+	atomic_store(&send_stalled, 0);
+	CHECK_OK(sio_session_new(&p.a, p.ida, p.ra, &ta, NULL, NULL));
+	CHECK_OK(sio_session_new(&p.b, p.idb, p.rb, &tb, NULL, NULL));
+	CHECK_OK(pair_start(&p));
+	atomic_store(&send_stalled, 1);
+	struct sync_writer w = {.s = p.a};
+	pthread_t th;
+	CHECK_OK(pthread_create(&th, NULL, sync_write, &w));
+	usleep(200000); /* the writer waits for a send that cannot happen */
+	CHECK_EQ(atomic_load(&w.done), 0);
+	atomic_store(&broken, 1); /* then the transport fails */
+	for (int i = 0; i < 500 && !atomic_load(&w.done); i++)
+		usleep(10000);
+	CHECK_EQ(atomic_load(&w.done), 1);
+	if (atomic_load(&w.done)) {
+		pthread_join(th, NULL);
+		CHECK_EQ(atomic_load(&w.rc), SIO_EIO);
+	} else {
+		atomic_store(&send_stalled, 0); /* let it finish to clean up */
+		pthread_join(th, NULL);
+	}
+	pair_free(&p);
+}
+
 static void freeing_handler(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
 {
 	atomic_fetch_add((atomic_int *)ctx, 1);
@@ -496,6 +559,7 @@ int main(void)
 	test_free_in_handler();
 	test_handles_freed_early();
 	test_custom_error();
+	test_sync_write_transport_dies();
 	test_lost_close_ack(0);
 	test_lost_close_ack(1);
 	return check_done("test_session_close");

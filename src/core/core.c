@@ -51,6 +51,9 @@ void sio_core_fail(sio_core *c, int err, const char *msg)
 	c->err = err;
 	sio_core_error(c, err, msg);
 	sio_core_set_state(c, SIO_STATE_CLOSED);
+	/* a failed session sends no more data: writers waiting for sealed
+	 * packets learn it now, not when the session is freed */
+	sio_core_tx_abandon(c, err);
 }
 
 int sio_core_can_send(const sio_core *c)
@@ -133,14 +136,7 @@ void sio_core_free(sio_core *c)
 	if (!c)
 		return;
 	sio_core_tx_cancel(c, SIO_ECANCELED);
-	/* Tokens of sealed packets that never reached the transport. */
-	while (c->tokens && c->tok_count) {
-		uint64_t t = c->tokens[c->tok_head].token;
-		c->tok_head = (c->tok_head + 1) % SIO_TOKENS;
-		c->tok_count--;
-		if (c->cb.sent)
-			c->cb.sent(c->cb.ctx, t, SIO_ECANCELED);
-	}
+	sio_core_tx_abandon(c, SIO_ECANCELED);
 	sio_core_queues_free(c);
 	sio_core_msg_free(c);
 	for (int i = 0; i < SIO_KEY_SLOTS; i++) {
@@ -604,12 +600,14 @@ void sio_core_close_send(sio_core *c, uint64_t now)
 void sio_core_transport_closed(sio_core *c, uint64_t now, int err)
 {
 	(void)now;
-	if (c->state == SIO_STATE_CLOSED)
-		return;
-	if (err == 0 || err == SIO_ETRUNCATED)
-		sio_core_fail(c, SIO_ETRUNCATED, "transport ended without a graceful close");
-	else
-		sio_core_fail(c, err < 0 ? err : SIO_EIO, "transport failed");
+	if (c->state != SIO_STATE_CLOSED) {
+		if (err == 0 || err == SIO_ETRUNCATED)
+			sio_core_fail(c, SIO_ETRUNCATED, "transport ended without a graceful close");
+		else
+			sio_core_fail(c, err < 0 ? err : SIO_EIO, "transport failed");
+	}
+	/* what was sealed but not handed over will never leave now */
+	sio_core_tx_abandon(c, c->err ? c->err : SIO_ECANCELED);
 }
 
 static int kx_active(const sio_core *c)

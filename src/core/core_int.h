@@ -192,6 +192,10 @@ void sio_core_tx_close_open(sio_core *c);
 void sio_core_tx_seal(sio_core *c, uint64_t now);
 /* Drops unsealed data packets, failing their tokens with ERR. */
 void sio_core_tx_cancel(sio_core *c, int err);
+/* Fails with ERR the tokens of sealed packets not yet reported sent (the
+ * transport is gone, or the core is freed); a later sio_core_sent() reports
+ * them no more. */
+void sio_core_tx_abandon(sio_core *c, int err);
 /* Next merge deadline of the open packet, UINT64_MAX if none. */
 uint64_t sio_core_tx_deadline(const sio_core *c);
 

@@ -468,6 +468,17 @@ size_t sio_core_pending(sio_core *c, uint64_t now, struct iovec *iov, size_t max
 	return n;
 }
 
+void sio_core_tx_abandon(sio_core *c, int err)
+{
+	while (c->tokens && c->tok_count) {
+		uint64_t t = c->tokens[c->tok_head].token;
+		c->tok_head = (c->tok_head + 1) % SIO_TOKENS;
+		c->tok_count--;
+		if (c->cb.sent)
+			c->cb.sent(c->cb.ctx, t, err);
+	}
+}
+
 void sio_core_sent(sio_core *c, size_t n, int err)
 {
 	if (n > c->nhanded)
