@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "sshwire.h"
 #include "identity.h"
 
 #define AGENT_TIMEOUT_MS 60000 /* a person may have to confirm (ssh-add -c) */
@@ -25,46 +26,12 @@ struct agent_ctx {
 
 /* ---- parsing (pure) ------------------------------------------------------ */
 
-struct ard {
-	const uint8_t *p;
-	size_t left;
-	int bad;
-};
-
-static uint32_t a_u32(struct ard *r)
-{
-	if (r->bad || r->left < 4) {
-		r->bad = 1;
-		return 0;
-	}
-	uint32_t v =
-	    (uint32_t)r->p[0] << 24 | (uint32_t)r->p[1] << 16 | (uint32_t)r->p[2] << 8 | r->p[3];
-	r->p += 4;
-	r->left -= 4;
-	return v;
-}
-
-static const uint8_t *a_str(struct ard *r, size_t *len)
-{
-	uint32_t n = a_u32(r);
-	if (r->bad || n > r->left) {
-		r->bad = 1;
-		*len = 0;
-		return NULL;
-	}
-	const uint8_t *s = r->p;
-	r->p += n;
-	r->left -= n;
-	*len = n;
-	return s;
-}
-
 static int is_ed25519_blob(const uint8_t *b, size_t len, const uint8_t **pk)
 {
-	struct ard r = {b, len, 0};
+	struct rd r = {b, len, 0};
 	size_t tl, kl;
-	const uint8_t *t = a_str(&r, &tl);
-	const uint8_t *k = a_str(&r, &kl);
+	const uint8_t *t = rd_str(&r, &tl);
+	const uint8_t *k = rd_str(&r, &kl);
 	if (r.bad || r.left || tl != 11 || memcmp(t, "ssh-ed25519", 11) != 0 || kl != 32)
 		return 0;
 	*pk = k;
@@ -80,15 +47,15 @@ int sio_agent_parse_identities(const uint8_t *msg, size_t len, const uint8_t *wa
 		return SIO_EAGENT;
 	if (msg[0] != SIO_AGENT_IDENTITIES_ANSWER)
 		return SIO_EPROTO;
-	struct ard r = {msg + 1, len - 1, 0};
-	uint32_t n = a_u32(&r);
+	struct rd r = {msg + 1, len - 1, 0};
+	uint32_t n = rd_u32(&r);
 	if (r.bad || n > r.left / 8) /* each key takes at least two lengths */
 		return SIO_EPROTO;
 	int found = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		size_t bl, cl;
-		const uint8_t *blob = a_str(&r, &bl);
-		a_str(&r, &cl); /* comment */
+		const uint8_t *blob = rd_str(&r, &bl);
+		rd_str(&r, &cl); /* comment */
 		if (r.bad)
 			return SIO_EPROTO;
 		const uint8_t *pk;
@@ -113,14 +80,14 @@ int sio_agent_parse_sign(const uint8_t *msg, size_t len, uint8_t sig[64])
 		return SIO_ESIGN;
 	if (msg[0] != SIO_AGENT_SIGN_RESPONSE)
 		return SIO_EPROTO;
-	struct ard r = {msg + 1, len - 1, 0};
+	struct rd r = {msg + 1, len - 1, 0};
 	size_t sl, tl, kl;
-	const uint8_t *s = a_str(&r, &sl);
+	const uint8_t *s = rd_str(&r, &sl);
 	if (r.bad || r.left)
 		return SIO_EPROTO;
-	struct ard q = {s, sl, 0};
-	const uint8_t *t = a_str(&q, &tl);
-	const uint8_t *k = a_str(&q, &kl);
+	struct rd q = {s, sl, 0};
+	const uint8_t *t = rd_str(&q, &tl);
+	const uint8_t *k = rd_str(&q, &kl);
 	if (q.bad || q.left || tl != 11 || memcmp(t, "ssh-ed25519", 11) != 0 || kl != 64)
 		return SIO_EPROTO;
 	memcpy(sig, k, 64);

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "identity.h"
+#include "sshwire.h"
 #include "keyfile_crypt.h"
 
 #define OSSH_MAGIC  "openssh-key-v1" /* followed by a NUL byte */
@@ -104,41 +105,7 @@ static int pem_decode(const char *text, size_t len, const char *label, uint8_t *
 	return 0;
 }
 
-/* ---- SSH wire reader --------------------------------------------------- */
-
-struct rd {
-	const uint8_t *p;
-	size_t left;
-	int bad;
-};
-
-static uint32_t rd_u32(struct rd *r)
-{
-	if (r->bad || r->left < 4) {
-		r->bad = 1;
-		return 0;
-	}
-	uint32_t v =
-	    (uint32_t)r->p[0] << 24 | (uint32_t)r->p[1] << 16 | (uint32_t)r->p[2] << 8 | r->p[3];
-	r->p += 4;
-	r->left -= 4;
-	return v;
-}
-
-static const uint8_t *rd_str(struct rd *r, size_t *len)
-{
-	uint32_t n = rd_u32(r);
-	if (r->bad || n > r->left) {
-		r->bad = 1;
-		*len = 0;
-		return NULL;
-	}
-	const uint8_t *s = r->p;
-	r->p += n;
-	r->left -= n;
-	*len = n;
-	return s;
-}
+/* ---- SSH wire fields (the reader is sshwire.h) ------------------------- */
 
 static int str_is(const uint8_t *s, size_t len, const char *want)
 {
