@@ -331,6 +331,36 @@ static int send_gso(sio_tp *tp, const struct iovec *pkts, size_t n)
 	}
 }
 
+/* One sendmmsg() of N prepared datagrams: how many left, 0 when the socket
+ * is full, 1 when the first one was refused for a transient reason (lost,
+ * counted; the caller goes on), or a fatal code. */
+static int send_batch(sio_tp *tp, struct mmsghdr *m, size_t n)
+{
+	for (;;) {
+		int r = sendmmsg(tp->wfd, m, (unsigned)n, MSG_NOSIGNAL);
+		if (r > 0) {
+			/* stopping early means the next one would block (or fail:
+			 * the next call reports it) */
+			if ((size_t)r < n)
+				tp->wblocked = 1;
+			return r;
+		}
+		if (r == 0)
+			return 0;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			tp->wblocked = 1;
+			return 0;
+		}
+		if (transient_dgram_error(tp, errno)) {
+			tp->drop_send++;
+			return 1;
+		}
+		return fatal_tx(tp, errno);
+	}
+}
+
 static int send_prefixed(sio_tp *tp, const struct iovec *pkts, size_t n);
 static int send_dgram_to(sio_tp *tp, const struct iovec *pkts, size_t n);
 
@@ -415,29 +445,7 @@ static int send_dgram_to(sio_tp *tp, const struct iovec *pkts, size_t n)
 			m[i].msg_hdr.msg_namelen = tp->peer_len;
 		}
 	}
-	for (;;) {
-		int r = sendmmsg(tp->wfd, m, (unsigned)n, MSG_NOSIGNAL);
-		if (r > 0) {
-			/* stopping early means the next one would block (or fail:
-			 * the next call reports it) */
-			if ((size_t)r < n)
-				tp->wblocked = 1;
-			return r;
-		}
-		if (r == 0)
-			return 0;
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			tp->wblocked = 1;
-			return 0;
-		}
-		if (transient_dgram_error(tp, errno)) {
-			tp->drop_send++;
-			return 1; /* the first datagram is lost; the caller goes on */
-		}
-		return fatal_tx(tp, errno);
-	}
+	return send_batch(tp, m, n);
 }
 
 /* Datagram socket with a listener prefix: two iovecs per datagram. */
@@ -457,27 +465,7 @@ static int send_prefixed(sio_tp *tp, const struct iovec *pkts, size_t n)
 			m[i].msg_hdr.msg_namelen = tp->peer_len;
 		}
 	}
-	for (;;) {
-		int r = sendmmsg(tp->wfd, m, (unsigned)n, MSG_NOSIGNAL);
-		if (r > 0) {
-			if ((size_t)r < n)
-				tp->wblocked = 1;
-			return r;
-		}
-		if (r == 0)
-			return 0;
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			tp->wblocked = 1;
-			return 0;
-		}
-		if (transient_dgram_error(tp, errno)) {
-			tp->drop_send++;
-			return 1;
-		}
-		return fatal_tx(tp, errno);
-	}
+	return send_batch(tp, m, n);
 }
 
 /* writev that never raises SIGPIPE: sockets use MSG_NOSIGNAL; for pipes the
