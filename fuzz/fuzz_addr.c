@@ -1,7 +1,8 @@
 /* libFuzzer target: the ADDRESS parser of the `sio` command
  * (tools/addrparse.c). Properties checked on every input:
  *  - no crash, no read past the string (ASan);
- *  - on success the fields are well formed (port 1..65535 in decimal, host
+ *  - on success the fields are well formed (port 1..65535 in decimal, or a
+ *    service name: a letter, then letters, digits, '-', '_', '.'; host
  *    without brackets or spaces, a path that fits sun_path);
  *  - formatting the result and parsing it again gives the same address. */
 #include <stdint.h>
@@ -29,7 +30,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (a.kind == CLI_UDP || a.kind == CLI_TCP) {
 		long port = strtol(a.port, NULL, 10);
-		if (port < 1 || port > 65535 || strchr(a.host, '[') || strchr(a.host, ']') ||
+		int name = (a.port[0] >= 'a' && a.port[0] <= 'z') || (a.port[0] >= 'A' && a.port[0] <= 'Z');
+		if (name && strspn(a.port, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+					   "0123456789-_.") != strlen(a.port))
+			abort();
+		if ((!name && (port < 1 || port > 65535)) || strchr(a.host, '[') || strchr(a.host, ']') ||
 		    strchr(a.host, ' ') || (!listening && a.host[0] == '\0'))
 			abort();
 	} else if (a.path[0] == '\0' || strlen(a.path) >= sizeof a.path) {
