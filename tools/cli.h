@@ -144,6 +144,8 @@ struct cli_conn {
 int cli_open(const struct cli_addr *a, int listening, int64_t deadline_ms,
              volatile sig_atomic_t *stop, struct cli_conn *c, char *err, size_t errlen);
 void cli_conn_close(struct cli_conn *c);
+/* Writes all of BUF to FD (retrying EINTR and short writes): 0 or an errno. */
+int cli_write_all(int fd, const void *buf, size_t len);
 int64_t cli_now_ms(void);
 
 /* ---- the mode announcement (mode.c; docs/SIO.md "Mode announcement") ----

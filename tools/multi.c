@@ -52,20 +52,6 @@ struct hub {
 	int quiet;
 };
 
-static int write_all(int fd, const char *p, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? errno : EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static void on_msg(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
 {
 	struct peer *p = ctx;
@@ -103,7 +89,7 @@ static void on_msg(sio_session *s, uint32_t type, const uint8_t *d, size_t len, 
 		if (i == len)
 			out[n++] = '\n';
 		if (!e)
-			e = write_all(STDOUT_FILENO, out, n);
+			e = cli_write_all(STDOUT_FILENO, out, n);
 		n = 0;
 	} while (i < len);
 	if (e && !__atomic_load_n(&m_out_err, __ATOMIC_RELAXED))

@@ -374,6 +374,21 @@ int cli_open(const struct cli_addr *a, int listening, int64_t deadline, volatile
 	return open_unix(a, listening, deadline, stop, c, name, err, errlen);
 }
 
+int cli_write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? errno : EIO;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
 void cli_conn_close(struct cli_conn *c)
 {
 	if (c->fd >= 0)

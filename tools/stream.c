@@ -382,20 +382,6 @@ static void on_ctl(sio_session *s, uint32_t type, const uint8_t *d, size_t len, 
 	relay_wake(r);
 }
 
-static int write_all(int fd, const uint8_t *p, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? errno : EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static void *writer_main(void *arg)
 {
 	struct relay *r = arg;
@@ -411,7 +397,7 @@ static void *writer_main(void *arg)
 			r->qtail = NULL;
 		int skip = r->out_err != 0;
 		pthread_mutex_unlock(&r->mu);
-		int e = skip ? 0 : write_all(STDOUT_FILENO, c->data, c->len);
+		int e = skip ? 0 : cli_write_all(STDOUT_FILENO, c->data, c->len);
 		pthread_mutex_lock(&r->mu);
 		r->qbytes -= c->len;
 		if (e && !r->out_err) {

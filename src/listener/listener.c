@@ -444,6 +444,16 @@ fail:
 	return r;
 }
 
+/* Installs R (owned) as the allowed set and frees the one it replaces. */
+static void replace_allowed(sio_listener *l, sio_remote *r)
+{
+	pthread_mutex_lock(&l->mu);
+	sio_remote *old = l->allowed;
+	l->allowed = r;
+	pthread_mutex_unlock(&l->mu);
+	sio_remote_free(old);
+}
+
 int sio_listener_set_allowed(sio_listener *l, const sio_remote *allowed)
 {
 	if (!l)
@@ -454,11 +464,7 @@ int sio_listener_set_allowed(sio_listener *l, const sio_remote *allowed)
 		if (e < 0)
 			return e;
 	}
-	pthread_mutex_lock(&l->mu);
-	sio_remote *old = l->allowed;
-	l->allowed = r;
-	pthread_mutex_unlock(&l->mu);
-	sio_remote_free(old);
+	replace_allowed(l, r);
 	return 0;
 }
 
@@ -470,11 +476,7 @@ int sio_listener_reload_allowed(sio_listener *l, const char *path)
 	int e = sio_remote_load(&r, path);
 	if (e < 0)
 		return e;
-	pthread_mutex_lock(&l->mu);
-	sio_remote *old = l->allowed;
-	l->allowed = r;
-	pthread_mutex_unlock(&l->mu);
-	sio_remote_free(old);
+	replace_allowed(l, r);
 	return 0;
 }
 
