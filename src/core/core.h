@@ -120,6 +120,18 @@ int sio_core_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len);
 int sio_core_write(sio_core *c, uint64_t now, uint32_t type, const uint8_t *data, size_t len,
 		   uint64_t token);
 
+/* A TOKEN with SIO_CORE_TOKEN_WM set is a watermark: it is not kept per
+ * message but per packet (the largest one in the packet), and reported once
+ * through cbs.sent when that packet leaves, after the per-message tokens of
+ * the packet; watermarks must grow with every write. The session layer's
+ * write queue numbers its messages this way: completion per packet. */
+
+/* ON = 1: a batch of writes follows; packets whose merge deadline passed
+ * are not sealed (nor closed) between them, so the batch fills them first.
+ * ON = 0 seals what is due at NOW. */
+void sio_core_hold_seal(sio_core *c, uint64_t now, int on);
+#define SIO_CORE_TOKEN_WM (UINT64_C(1) << 63)
+
 /* Closes the packet being built now instead of waiting for the send delay. */
 void sio_core_flush(sio_core *c, uint64_t now);
 

@@ -67,6 +67,9 @@ typedef struct sio_pkt {
 	uint32_t lf_kind, lf_lenpos, lf_payload, lf_plen;
 	uint8_t lf_lensz;
 	uint32_t lim;     /* data ring: packet size limit when it was opened */
+	/* data ring: largest watermark token (odd, see sio_core_write) of the
+	 * messages it holds, reported once when the packet leaves */
+	uint64_t wm;
 } sio_pkt;
 
 typedef struct sio_pq {
@@ -139,6 +142,7 @@ struct sio_core {
 	sio_pq kxq, ctrlq, data;
 	uint64_t seal_seq, pkt_ids;
 	uint32_t data_sealed; /* sealed packets form a prefix of the data ring */
+	int hold_seal;        /* sio_core_hold_seal: a batch of writes is coming */
 	sio_handed *handed;
 	size_t nhanded, handed_cap;
 	sio_token *tokens;

@@ -256,7 +256,7 @@ void sio_core_tx_close_open(sio_core *c)
 
 void sio_core_tx_seal(sio_core *c, uint64_t now)
 {
-	if (!sio_core_can_send(c))
+	if (c->hold_seal || !sio_core_can_send(c))
 		return;
 	sio_keyslot *ks = &c->keys[c->tx_slot];
 	for (uint32_t i = c->data_sealed; i < c->data.count; i++) {
@@ -295,6 +295,8 @@ void sio_core_tx_cancel(sio_core *c, int err)
 		uint64_t id = p->id;
 		c->data.count--;
 		p->state = PKT_FREE;
+		if (p->wm && c->cb.sent)
+			c->cb.sent(c->cb.ctx, p->wm, err);
 		while (c->tok_count) {
 			sio_token *t = &c->tokens[(c->tok_head + c->tok_count - 1) % SIO_TOKENS];
 			if (t->pkt_id != id)
@@ -384,7 +386,7 @@ int sio_core_write(sio_core *c, uint64_t now, uint32_t type, const uint8_t *data
 		hl += sio_varint_put(hdr + hl, len);
 	if (c->tx_slot >= 0 && c->keys[c->tx_slot].tx_pn >= SIO_PN_LIMIT)
 		return SIO_ELIMIT;
-	if (token && c->tok_count == SIO_TOKENS)
+	if (token && !(token & SIO_CORE_TOKEN_WM) && c->tok_count == SIO_TOKENS)
 		return SIO_EAGAIN;
 	/* Keep one ring slot for the close and keepalive frames. */
 	sio_pkt *p = open_packet(c, now, alone ? (uint32_t)ptcap : (uint32_t)(hl + len), 1);
@@ -406,7 +408,10 @@ int sio_core_write(sio_core *c, uint64_t now, uint32_t type, const uint8_t *data
 	p->lf_lensz = alone ? 0 : (uint8_t)(hl - lenpos);
 	p->lf_payload = at + (uint32_t)hl;
 	p->lf_plen = (uint32_t)len;
-	if (token) {
+	if (token & SIO_CORE_TOKEN_WM) {
+		if (token > p->wm)
+			p->wm = token; /* one report per packet (watermarks only grow) */
+	} else if (token) {
 		sio_token *t = &c->tokens[(c->tok_head + c->tok_count) % SIO_TOKENS];
 		t->token = token;
 		t->pkt_id = p->id;
@@ -418,6 +423,13 @@ int sio_core_write(sio_core *c, uint64_t now, uint32_t type, const uint8_t *data
 		p->state = PKT_READY;
 	sio_core_tx_seal(c, now);
 	return 0;
+}
+
+void sio_core_hold_seal(sio_core *c, uint64_t now, int on)
+{
+	c->hold_seal = on;
+	if (!on)
+		sio_core_tx_seal(c, now);
 }
 
 void sio_core_flush(sio_core *c, uint64_t now)
@@ -477,6 +489,13 @@ void sio_core_tx_abandon(sio_core *c, int err)
 		if (c->cb.sent)
 			c->cb.sent(c->cb.ctx, t, err);
 	}
+	for (uint32_t i = 0; c->data.p && i < c->data.count; i++) {
+		sio_pkt *p = pq_at(&c->data, i);
+		uint64_t wm = p->wm;
+		p->wm = 0;
+		if (wm && c->cb.sent)
+			c->cb.sent(c->cb.ctx, wm, err);
+	}
 }
 
 void sio_core_sent(sio_core *c, size_t n, int err)
@@ -498,6 +517,8 @@ void sio_core_sent(sio_core *c, size_t n, int err)
 				if (c->cb.sent)
 					c->cb.sent(c->cb.ctx, t->token, err);
 			}
+			if (p->wm && c->cb.sent)
+				c->cb.sent(c->cb.ctx, p->wm, err);
 		}
 		if (q == &c->data)
 			c->data_sealed--;

@@ -274,6 +274,12 @@ static void cb_deliver(void *ctx, uint32_t type, const uint8_t *data, size_t len
 	}
 }
 
+/* The session ended: queued messages not sent by now never will be. */
+static void wq_fail_rest(sio_session *s)
+{
+	sio_wq_fail_all(s, s->close_err ? s->close_err : s->wq_err ? s->wq_err : SIO_ECANCELED);
+}
+
 static void cb_state(void *ctx, sio_state old_state, sio_state new_state)
 {
 	sio_session *s = ctx;
@@ -306,6 +312,10 @@ static void cb_state(void *ctx, sio_state old_state, sio_state new_state)
 	}
 	sio_signal(s); /* also wakes a reader polling the transport */
 	s->sh->si_completed = 1;
+	/* nothing queued will leave now (a send in flight reports its packets
+	 * first: sio_flush_out fails the rest after it) */
+	if (new_state == SIO_STATE_CLOSED && !s->sending)
+		wq_fail_rest(s);
 	sio_si_broadcast(s->sh);
 }
 
@@ -349,6 +359,20 @@ static int cb_remote_identity(void *ctx, const uint8_t pk[32])
 static void cb_sent(void *ctx, uint64_t token, int err)
 {
 	sio_session *s = ctx;
+	if (token & SIO_CORE_TOKEN_WM) {
+		/* a packet of queued messages left: every message numbered up
+		 * to this one was sent (completion per packet) */
+		struct sio_shared *sh = s->sh;
+		uint64_t seq = token & ~SIO_CORE_TOKEN_WM;
+		if (err == 0 && seq > atomic_load_explicit(&sh->done_seq, memory_order_relaxed) &&
+		    seq < atomic_load_explicit(&sh->fail_from, memory_order_relaxed)) {
+			atomic_store_explicit(&sh->done_seq, seq, memory_order_release);
+			sh->si_completed = 1;
+		} else if (err < 0 && !s->wq_err) {
+			s->wq_err = err; /* what the rest fails with (sio_wq_fail_all) */
+		}
+		return;
+	}
 	sio_send_info *si = (sio_send_info *)(uintptr_t)token;
 	sio_si_complete(si, err);
 	if (si->cb_pending) {
@@ -421,12 +445,16 @@ void sio_flush_out(sio_session *s, uint64_t now)
 		if (r > 0) {
 			sio_core_sent(s->core, (size_t)r, 0);
 			sio_signal(s); /* writers waiting for room in the core */
+			if (s->wq_full)
+				sio_wq_drain(s, now); /* whoever sends refills the core */
 		}
 		if ((size_t)r < n && blocked)
 			break; /* the I/O thread waits for POLLOUT */
 	}
 out:
 	s->sending = 0;
+	if (atomic_load(&s->state) == SIO_STATE_CLOSED)
+		wq_fail_rest(s);
 	sio_si_broadcast(s->sh);
 }
 
@@ -543,12 +571,46 @@ void sio_reader_wait(sio_session *s, uint64_t deadline)
 	}
 }
 
+/* Moves the write queue into the core and sends what is due, while the
+ * queue has records and the core takes them. Records found now mean the
+ * writers are busy: the next look is due one merge delay later (queued
+ * records wait at most that long, as a message in an open packet does).
+ * Lock held. */
+static void wq_step(sio_session *s, uint64_t now)
+{
+	for (int i = 0; i < 8; i++) {
+		size_t n = sio_wq_drain(s, now);
+		if (n == 0)
+			break;
+		if (s->send_delay_ns)
+			s->wq_idle_at = now + s->send_delay_ns;
+		sio_flush_out(s, now);
+		if (!sio_wq_pending(s) || s->tx_blocked || s->tp_dead)
+			break;
+	}
+}
+
+/* When the queue wants the consumer back: now if records wait and writers
+ * were idle, the end of the merge delay while they are busy. */
+static uint64_t wq_deadline(const sio_session *s, uint64_t now)
+{
+	if (now < s->wq_idle_at)
+		return s->wq_idle_at;
+	if (!sio_wq_pending(s) || s->tx_blocked)
+		return UINT64_MAX;
+	/* the core's ring is full: whoever sends refills it (sio_flush_out);
+	 * look again soon in case that was another thread */
+	return s->wq_full ? now + 1000000u : now;
+}
+
 /* Everything due: requested close, timers, output, one round of input,
  * events. Lock held. */
 static void step(sio_session *s, int allow_input)
 {
 	uint64_t now = sio_now_ns();
-	if (s->close_requested) {
+	wq_step(s, now);
+	if (s->close_requested && !sio_wq_pending(s)) {
+		/* (after everything written before it) */
 		s->close_requested = 0;
 		s->local_close = 1;
 		sio_core_close(s->core, now);
@@ -566,6 +628,7 @@ static void step(sio_session *s, int allow_input)
 		int n = read_input(s, now);
 		sio_flush_out(s, now); /* answers, acknowledgements */
 		dispatch(s);
+		wq_step(s, now); /* what handlers wrote */
 		if (n <= 0)
 			break;
 		now = sio_now_ns();
@@ -580,9 +643,15 @@ static void step(sio_session *s, int allow_input)
 	sio_si_broadcast(s->sh);
 }
 
+static uint64_t next_deadline(const sio_session *s, uint64_t now)
+{
+	uint64_t d = sio_core_deadline(s->core), w = wq_deadline(s, now);
+	return w < d ? w : d;
+}
+
 static int timeout_ms_locked(const sio_session *s, uint64_t now)
 {
-	uint64_t d = sio_core_deadline(s->core);
+	uint64_t d = next_deadline(s, now);
 	if (s->evn > 0 || s->close_requested || (s->out_more && !s->tx_blocked))
 		return 0;
 	if (s->tp.custom && !s->tp_dead && (s->tp.cb_poll_fd < 0 || s->tx_blocked)) {
@@ -602,6 +671,14 @@ static int timeout_ms_locked(const sio_session *s, uint64_t now)
 	return ms > 3600000u ? 3600000 : (int)ms;
 }
 
+/* Queued bytes worth waking the consumer for while it waits out a merge
+ * delay: a full packet. */
+static uint64_t wq_wake_bytes(const sio_session *s)
+{
+	uint64_t b = sio_core_max_packet(s->core);
+	return b < SIO_WQ_BYTES / 4 ? b : SIO_WQ_BYTES / 4;
+}
+
 static void drain_wake(sio_session *s)
 {
 	uint64_t v;
@@ -615,7 +692,6 @@ static void session_destroy(sio_session *s);
 static void *io_thread(void *arg)
 {
 	sio_session *s = arg;
-	uint64_t opened_seen = 0, opened_at = sio_now_ns();
 	lock(s);
 	if (s->core_start_deferred) {
 		s->core_start_deferred = 0;
@@ -643,30 +719,23 @@ static void *io_thread(void *arg)
 			if (bfd >= 0)
 				p[np++] = (struct pollfd){bfd, POLLOUT, 0};
 		}
-		uint64_t d = sio_core_deadline(s->core);
+		uint64_t d = next_deadline(s, now);
 		s->io_sleep_until = to == 0 ? 0 : (to < 0 ? UINT64_MAX : d);
-		if (to == 0) {
+		if (to == 0)
+			continue;
+		/* Writers wake us for a queued record only while the queue is
+		 * idle; while it is busy, for a packet's worth (we come back
+		 * at the end of the merge delay anyway). */
+		uint64_t ahead = now < s->wq_idle_at ? wq_wake_bytes(s) : 1;
+		if (!s->wq_full && sio_wq_arm(s, ahead)) {
+			sio_wq_disarm(s);
+			s->io_sleep_until = 0;
 			continue;
 		}
 		/* Sleep to the deadline itself, not to the next millisecond: the
-		 * merge delay (50 us by default) is what a packet waits for, and
-		 * a 1 ms poll() turned it into 1 ms (measured: small async
-		 * messages then waited for the token ring, not the CPU). But
-		 * while writers open packets faster than one per merge delay,
-		 * they close them themselves and waking at each delay only
-		 * costs wake-ups (measured on 1300-byte messages): then sleep
-		 * as poll() would; the writers' kicks still wake us. */
-		uint64_t opened = sio_core_opened(s->core);
-		int streaming = s->send_delay_ns > 0 && opened - opened_seen > 1 &&
-				(now - opened_at) / (opened - opened_seen) < s->send_delay_ns;
-		opened_seen = opened;
-		opened_at = now;
+		 * merge delay (50 us by default) is what a packet waits for. */
 		struct timespec ts, *tsp = NULL;
-		if (to > 0 && streaming) {
-			ts.tv_sec = to / 1000;
-			ts.tv_nsec = (long)(to % 1000) * 1000000L;
-			tsp = &ts;
-		} else if (to > 0) {
+		if (to > 0) {
 			uint64_t ns = d > now && d - now < (uint64_t)to * 1000000u ? d - now
 										       : (uint64_t)to * 1000000u;
 			ts.tv_sec = (time_t)(ns / 1000000000u);
@@ -677,6 +746,7 @@ static void *io_thread(void *arg)
 		unlock(s);
 		int r = ppoll(p, (nfds_t)np, tsp, NULL);
 		lock(s);
+		sio_wq_disarm(s);
 		s->io_sleep_until = 0;
 		if (r > 0 && (p[0].revents & POLLIN))
 			drain_wake(s);
@@ -703,7 +773,9 @@ static struct sio_shared *shared_new(void)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&sh->si_cond, &ca);
 	pthread_condattr_destroy(&ca);
-	atomic_store(&sh->session_alive, 1);
+	atomic_store(&sh->fail_from, UINT64_MAX);
+	atomic_store(&sh->wq_want, UINT64_MAX);
+	sh->wake_fd = -1;
 	return sh;
 }
 
@@ -790,7 +862,8 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 	if (r < 0)
 		goto fail;
 	sio_options ro;
-	if (sio_options_resolve(&cfg.opts, datagram, &ro) == 0 && ro.send_delay_ns > 0)
+	int ro_ok = sio_options_resolve(&cfg.opts, datagram, &ro) == 0;
+	if (ro_ok && ro.send_delay_ns > 0)
 		s->send_delay_ns = (uint64_t)ro.send_delay_ns;
 	r = sio_tp_open(&s->tp, t, sio_core_max_packet(s->core));
 	if (r < 0)
@@ -820,6 +893,16 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 		r = SIO_EIO;
 		goto fail;
 	}
+	s->sh->wake_fd = s->wake_fd;
+	s->sh->sess = s;
+	/* Messages that may go through the write queue: any the core takes
+	 * whole (fragmentation on), up to the inline limit. Without
+	 * fragmentation the core's verdict on a message's size depends on
+	 * the packet size of the moment: those take the locked path, which
+	 * returns it at once. */
+	if (ro_ok && ro.fragmentation > 0)
+		s->wq_fast = (int)(ro.max_message_size < SIO_WQ_INLINE_MAX ? ro.max_message_size
+									  : SIO_WQ_INLINE_MAX);
 	*out = s;
 	return 0;
 fail:
@@ -870,8 +953,13 @@ static int start_common(sio_session *s, int mode)
 		if (pthread_create(&s->thread, NULL, io_thread, s) != 0) {
 			s->thread_started = 0;
 			r = SIO_ENOMEM;
+		} else {
+			s->sh->io_thread = s->thread;
+			s->sh->has_io_thread = 1;
 		}
 	}
+	if (mode == MODE_LOOP)
+		s->sh->loop_mode = 1;
 	if (r == 0 && mode == MODE_LOOP)
 		sio_wake(s); /* first sio_session_process() sends the key exchange */
 	unlock(s);
@@ -949,6 +1037,11 @@ int sio_session_process(sio_session *s)
 		return SIO_ECLOSED;
 	}
 	loop_update_fds(s);
+	/* writes made before the next call wake the loop's poll when the
+	 * queue needs it (sio_session_timeout_ms() covers the rest) */
+	uint64_t now = sio_now_ns();
+	if (sio_wq_arm(s, now < s->wq_idle_at ? wq_wake_bytes(s) : 1))
+		sio_wake(s);
 	int st = atomic_load(&s->state);
 	int r = st == SIO_STATE_CLOSED ? sio_closed_err(s) : 0;
 	unlock(s);
@@ -1068,12 +1161,25 @@ int sio_close(sio_session *s)
 			sio_wake(s);
 	} else {
 		uint64_t now = sio_now_ns();
-		s->local_close = 1;
-		r = sio_core_close(s->core, now);
-		sio_flush_out(s, now);
-		sio_kick(s);
-		if (s->mode == MODE_THREAD)
+		/* the close goes after everything written before it */
+		sio_wq_drain(s, now);
+		if (sio_wq_pending(s)) {
+			sio_flush_out(s, now);
+			sio_wq_drain(s, now);
+		}
+		if (sio_wq_pending(s)) {
+			/* the core's ring is full: the I/O thread (or the
+			 * loop) closes once the queue has gone in */
+			s->close_requested = 1;
 			sio_wake(s);
+		} else {
+			s->local_close = 1;
+			r = sio_core_close(s->core, now);
+			sio_flush_out(s, now);
+			sio_kick(s);
+			if (s->mode == MODE_THREAD)
+				sio_wake(s);
+		}
 	}
 	unlock(s);
 	return r == SIO_ECLOSED ? 0 : r;
@@ -1099,6 +1205,7 @@ static void session_destroy(sio_session *s)
 		pthread_mutex_lock(&s->sh->mu);
 		sio_core_free(s->core); /* fails pending tokens: SIO_ECANCELED */
 		s->core = NULL;
+		wq_fail_rest(s);
 		sio_si_broadcast(s->sh);
 		pthread_mutex_unlock(&s->sh->mu);
 	}

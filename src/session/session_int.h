@@ -31,20 +31,66 @@
  * stops reading from the transport (flow control back to the peer). */
 #define SIO_RD_LIMIT (4u << 20)
 
+/* The write queue (docs/ARCHITECTURE.md, "Write path"): writers append
+ * records to a byte ring without taking the session lock; whoever holds the
+ * lock (the I/O thread, sio_session_process(), or a writer on a slow path)
+ * moves them into the core in batches. A record is a struct sio_wq_rec then
+ * the message, padded to 16 bytes; a record never wraps (a skip record fills
+ * the end of the ring). Offsets are byte counts since the session began,
+ * never reduced: a message's number is the offset of its record's end. */
+#define SIO_WQ_BYTES (256u << 10)
+#define SIO_WQ_INLINE_MAX (8u << 10) /* larger messages go to the core directly */
+
+struct sio_wq_rec {
+	uint32_t len;  /* message bytes, or SIO_WQ_SKIP */
+	uint32_t type;
+	uint64_t size; /* whole record, header included */
+};
+#define SIO_WQ_SKIP UINT32_MAX
+
 struct sio_shared {
 	pthread_mutex_t mu;     /* the session lock */
 	pthread_cond_t si_cond; /* completion of any send-info object */
 	int si_waiters;
 	int si_completed; /* completions since the last broadcast */
-	atomic_int session_alive;
-	size_t live;               /* send-info objects out of the free list */
-	struct sio_send_info *free; /* free list (lock held) */
-	/* Released objects come back without the lock: a stack pushed by
-	 * sio_send_info_release() and taken whole (lock held) by sio_si_get()
-	 * and at session end, which first waits for releasers in flight. */
-	_Atomic(struct sio_send_info *) returned;
-	atomic_int releasing;
-	struct si_chunk *chunks;
+	size_t live;               /* send-info objects out of the free list (plock) */
+	struct sio_send_info *free; /* free list (plock) */
+	struct si_chunk *chunks;   /* (plock) */
+	/* Writers' lock: the free list and the ring's tail. Never held while
+	 * waiting for anything; the session lock may be held when taking it,
+	 * never the other way round. */
+	atomic_int plock;
+
+	/* ring, writer side (plock) */
+	uint8_t *wq;        /* SIO_WQ_BYTES, allocated with the session */
+	uint64_t wq_tail;   /* end of the last record reserved */
+	uint64_t wq_room;   /* writers' view of wq_head + SIO_WQ_BYTES */
+
+	/* Released objects come back without any lock: a stack pushed by
+	 * sio_send_info_release() and taken whole by writers. When the session
+	 * is freed the head becomes SI_CLOSED and releases take sh->mu. */
+	_Alignas(64) _Atomic(struct sio_send_info *) returned;
+
+	/* end of the last complete record (writers publish, consumer reads) */
+	_Alignas(64) _Atomic uint64_t wq_commit;
+	/* consumer asks writers to wake it once wq_commit reaches this
+	 * (UINT64_MAX: it is awake or will come back by itself) */
+	_Atomic uint64_t wq_want;
+	int wake_fd; /* where a writer wakes the consumer (the session's) */
+
+	/* consumer side (sh->mu) */
+	_Alignas(64) _Atomic uint64_t wq_head; /* records consumed below this */
+	/* Completion per packet: every message numbered <= done_seq was sent;
+	 * once the session ended, every message numbered >= fail_from failed
+	 * with fail_err (stored before fail_from is). */
+	_Atomic uint64_t done_seq;
+	_Atomic uint64_t fail_from;
+	_Atomic int fail_err;
+	sio_session *sess; /* the session, NULL once freed (sh->mu) */
+	/* where waiters may not block (sio_send_info_wait) */
+	int loop_mode;
+	int has_io_thread;
+	pthread_t io_thread;
 };
 
 /* One cache line each: the writer, the I/O thread and the releasing thread
@@ -52,13 +98,17 @@ struct sio_shared {
 struct sio_send_info {
 	_Alignas(64) struct sio_shared *sh;
 	struct sio_send_info *next;
-	sio_session *s; /* valid while inflight or cb_pending */
+	sio_session *s; /* valid while inflight or cb_pending (locked path) */
 	sio_send_done_fn fn;
 	void *ctx;
 	int err;
 	atomic_int done;
-	/* references: the program's (until released) and the session's (until
-	 * completed and its callback ran); the last one returns it to the pool */
+	/* Nonzero: a queued message (completion per packet); its number, done
+	 * when sh->done_seq reaches it. 0: completed through DONE. */
+	uint64_t seq;
+	/* references: the program's (until released) and, on the locked
+	 * path, the session's (until completed and its callback ran); the
+	 * last one returns it to the pool */
 	atomic_int refs;
 	uint8_t cb_pending; /* completion callback queued for the I/O thread */
 };
@@ -122,6 +172,11 @@ struct sio_session {
 	sio_identity *id; /* references held (sio_identity_ref, sio_remote_ref) */
 	sio_remote *remote;
 	sio_callbacks cbs;
+
+	uint64_t wq_idle_at; /* consumer: when queued records stop being expected */
+	int wq_err;          /* first error a packet of queued messages failed with */
+	int wq_full;         /* the last drain stopped: the core's ring was full */
+	int wq_fast;         /* messages up to this size may be queued */
 
 	/* cached clock for the write path (see sio_now_cached) */
 	uint64_t now_cache;
@@ -204,6 +259,18 @@ int sio_closed_err(const sio_session *s);
 int sio_input_ok(const sio_session *s);
 
 /* session_msg.c */
+/* Lock held: moves the queued records into the core (at most until its
+ * rings fill). Returns the number of records moved. */
+size_t sio_wq_drain(sio_session *s, uint64_t now);
+/* 1 when records are queued and not yet in the core. */
+int sio_wq_pending(const sio_session *s);
+/* Lock held: the session ended: every message not sent by now failed. */
+void sio_wq_fail_all(sio_session *s, int err);
+/* Lock held: arms the writers' wake-up for the consumer about to sleep
+ * (AHEAD: how many queued bytes justify a wake); returns 1 when records
+ * are already there (then do not sleep). */
+int sio_wq_arm(sio_session *s, uint64_t ahead);
+void sio_wq_disarm(sio_session *s);
 sio_send_info *sio_si_get(sio_session *s);
 void sio_si_complete(sio_send_info *si, int err);
 /* Lock held: wakes completion waiters once for all completions since the

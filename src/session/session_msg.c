@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "session_int.h"
 
@@ -92,6 +93,39 @@ struct si_chunk {
 	sio_send_info items[SI_CHUNK];
 };
 
+/* sh->returned once the session is gone: releases then take sh->mu. */
+#define SI_CLOSED ((sio_send_info *)(uintptr_t)1)
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#endif
+}
+
+/* The writers' lock (session_int.h): held for a few dozen instructions and
+ * a copy of at most SIO_WQ_INLINE_MAX bytes, so it spins, then yields. One
+ * atomic exchange when uncontended, on a line only writers touch. */
+static void plock(struct sio_shared *sh)
+{
+	if (!atomic_exchange_explicit(&sh->plock, 1, memory_order_acquire))
+		return;
+	for (unsigned n = 0;; n++) {
+		if (!atomic_load_explicit(&sh->plock, memory_order_relaxed) &&
+		    !atomic_exchange_explicit(&sh->plock, 1, memory_order_acquire))
+			return;
+		if (n < 100)
+			cpu_relax();
+		else
+			sched_yield();
+	}
+}
+
+static void punlock(struct sio_shared *sh)
+{
+	atomic_store_explicit(&sh->plock, 0, memory_order_release);
+}
+
 static void shared_free(struct sio_shared *sh)
 {
 	struct si_chunk *c = sh->chunks;
@@ -105,10 +139,76 @@ static void shared_free(struct sio_shared *sh)
 	free(sh);
 }
 
-/* Lock held: moves released objects back to the free list. */
-static void drain_returned(struct sio_shared *sh)
+/* plock held: an object from the pool (released ones first), or NULL. No
+ * allocation once the pool has grown to the working set. */
+static sio_send_info *pool_pop(struct sio_shared *sh)
 {
-	sio_send_info *l = atomic_exchange(&sh->returned, NULL);
+	sio_send_info *si = sh->free;
+	if (!si) {
+		si = atomic_exchange_explicit(&sh->returned, NULL, memory_order_acquire);
+		for (sio_send_info *l = si; l; l = l->next)
+			sh->live--;
+	}
+	if (!si) {
+		struct si_chunk *c = aligned_alloc(64, sizeof(*c));
+		if (!c)
+			return NULL;
+		memset(c, 0, sizeof(*c));
+		c->next = sh->chunks;
+		sh->chunks = c;
+		for (int i = SI_CHUNK - 1; i > 0; i--) {
+			c->items[i].sh = sh;
+			c->items[i].next = si;
+			si = &c->items[i];
+		}
+		c->items[0].sh = sh;
+		c->items[0].next = si;
+		si = &c->items[0];
+	}
+	sh->free = si->next;
+	/* the next one is likely last written by another thread (a release):
+	 * start fetching its line now, it is needed at the next write */
+	if (sh->free)
+		__builtin_prefetch(sh->free, 1);
+	sh->live++;
+	return si;
+}
+
+/* plock held */
+static void pool_push(sio_send_info *si)
+{
+	struct sio_shared *sh = si->sh;
+	si->s = NULL;
+	si->next = sh->free;
+	sh->free = si;
+	sh->live--;
+}
+
+static void si_init(sio_send_info *si, sio_session *s, int refs, uint64_t seq)
+{
+	si->next = NULL;
+	si->s = s;
+	si->fn = NULL;
+	si->ctx = NULL;
+	si->err = 0;
+	si->seq = seq;
+	atomic_store_explicit(&si->done, 0, memory_order_relaxed);
+	atomic_store_explicit(&si->refs, refs, memory_order_relaxed);
+	si->cb_pending = 0;
+}
+
+void sio_shared_unref(struct sio_shared *sh)
+{
+	pthread_mutex_lock(&sh->mu);
+	plock(sh);
+	sh->sess = NULL;
+	if (sh->wq) {
+		sodium_memzero(sh->wq, SIO_WQ_BYTES);
+		free(sh->wq);
+		sh->wq = NULL;
+	}
+	/* from now on releases take sh->mu (see sio_send_info_release) */
+	sio_send_info *l = atomic_exchange(&sh->returned, SI_CLOSED);
 	while (l) {
 		sio_send_info *n = l->next;
 		l->next = sh->free;
@@ -116,63 +216,31 @@ static void drain_returned(struct sio_shared *sh)
 		sh->live--;
 		l = n;
 	}
-}
-
-void sio_shared_unref(struct sio_shared *sh)
-{
-	pthread_mutex_lock(&sh->mu);
-	atomic_store(&sh->session_alive, 0);
-	/* a releaser that saw the session alive is pushing: let it finish
-	 * (a few instructions), then everything returned is in the stack */
-	while (atomic_load(&sh->releasing))
-		sched_yield();
-	drain_returned(sh);
 	int dead = sh->live == 0;
+	punlock(sh);
 	pthread_mutex_unlock(&sh->mu);
 	if (dead)
 		shared_free(sh);
 }
 
-/* Lock held. No allocation once the pool has grown to the working set. */
+/* Lock held (the slow paths). */
 sio_send_info *sio_si_get(sio_session *s)
 {
 	struct sio_shared *sh = s->sh;
-	if (!sh->free)
-		drain_returned(sh);
-	if (!sh->free) {
-		struct si_chunk *c = aligned_alloc(64, sizeof(*c));
-		if (!c)
-			return NULL;
-		memset(c, 0, sizeof(*c));
-		c->next = sh->chunks;
-		sh->chunks = c;
-		for (int i = SI_CHUNK - 1; i >= 0; i--) {
-			c->items[i].sh = sh;
-			c->items[i].next = sh->free;
-			sh->free = &c->items[i];
-		}
-	}
-	sio_send_info *si = sh->free;
-	sh->free = si->next;
-	sh->live++;
-	si->next = NULL;
-	si->s = s;
-	si->fn = NULL;
-	si->ctx = NULL;
-	si->err = 0;
-	atomic_store_explicit(&si->done, 0, memory_order_relaxed);
-	atomic_store_explicit(&si->refs, 2, memory_order_relaxed);
-	si->cb_pending = 0;
+	plock(sh);
+	sio_send_info *si = pool_pop(sh);
+	punlock(sh);
+	if (si)
+		si_init(si, s, 2, 0);
 	return si;
 }
 
 static void si_put(sio_send_info *si)
 {
 	struct sio_shared *sh = si->sh;
-	si->s = NULL;
-	si->next = sh->free;
-	sh->free = si;
-	sh->live--;
+	plock(sh);
+	pool_push(si);
+	punlock(sh);
 }
 
 void sio_si_unref_locked(sio_send_info *si)
@@ -214,6 +282,31 @@ static void si_abort(sio_send_info *si)
 	si_put(si);
 }
 
+/* Whether message number SEQ (a queued one) is done, and how: 1 and *ERR,
+ * or 0. Thread: any. */
+static int seq_done(struct sio_shared *sh, uint64_t seq, int *err)
+{
+	if (seq <= atomic_load_explicit(&sh->done_seq, memory_order_acquire)) {
+		*err = 0;
+		return 1;
+	}
+	if (seq >= atomic_load_explicit(&sh->fail_from, memory_order_acquire)) {
+		*err = atomic_load_explicit(&sh->fail_err, memory_order_relaxed);
+		return 1;
+	}
+	return 0;
+}
+
+static int si_is_done(const sio_send_info *si, int *err)
+{
+	if (si->seq)
+		return seq_done(si->sh, si->seq, err);
+	if (!atomic_load_explicit(&((sio_send_info *)si)->done, memory_order_acquire))
+		return 0;
+	*err = si->err;
+	return 1;
+}
+
 static void sh_wait(struct sio_shared *sh, uint64_t deadline)
 {
 	sh->si_waiters++;
@@ -231,31 +324,53 @@ static uint64_t deadline_of(int timeout_ms)
 	return timeout_ms < 0 ? UINT64_MAX : sio_now_ns() + (uint64_t)timeout_ms * 1000000u;
 }
 
+/* sh->mu held: 1 if this thread may not block for the session. */
+static int may_not_block(const struct sio_shared *sh)
+{
+	return sh->sess &&
+	       (sh->loop_mode || (sh->has_io_thread && pthread_equal(pthread_self(), sh->io_thread)));
+}
+
 static int si_wait_locked(sio_send_info *si, int timeout_ms)
 {
 	struct sio_shared *sh = si->sh;
 	uint64_t deadline = deadline_of(timeout_ms);
-	while (!atomic_load_explicit(&si->done, memory_order_acquire)) {
-		sio_session *s = si->s;
-		if (s && (s->mode == MODE_LOOP || sio_is_io_thread(s)))
+	int err;
+	while (!si_is_done(si, &err)) {
+		if (may_not_block(sh))
 			return timeout_ms == 0 ? SIO_ETIMEDOUT : SIO_EAGAIN;
 		if (timeout_ms == 0 || sio_now_ns() >= deadline)
 			return SIO_ETIMEDOUT;
 		sh_wait(sh, deadline);
 	}
-	return si->err;
+	return err;
 }
 
 int sio_send_info_wait(sio_send_info *si, int timeout_ms)
 {
 	if (!si)
 		return SIO_EINVAL;
-	if (atomic_load_explicit(&si->done, memory_order_acquire))
-		return si->err;
+	int err;
+	if (si_is_done(si, &err))
+		return err;
 	pthread_mutex_lock(&si->sh->mu);
 	int r = si_wait_locked(si, timeout_ms);
 	pthread_mutex_unlock(&si->sh->mu);
 	return r;
+}
+
+/* Lock held: moves what is queued into the core and sends what is due. */
+static void push_now(sio_session *s)
+{
+	uint64_t now = sio_now_ns();
+	sio_wq_drain(s, now);
+	sio_core_flush(s->core, now);
+	sio_flush_out(s, now);
+	if (sio_wq_drain(s, now)) { /* the core's ring had filled */
+		sio_core_flush(s->core, now);
+		sio_flush_out(s, now);
+	}
+	sio_kick(s);
 }
 
 int sio_send_info_send_now_and_wait(sio_send_info *si, int timeout_ms)
@@ -264,13 +379,10 @@ int sio_send_info_send_now_and_wait(sio_send_info *si, int timeout_ms)
 		return SIO_EINVAL;
 	struct sio_shared *sh = si->sh;
 	pthread_mutex_lock(&sh->mu);
-	sio_session *s = si->s;
-	if (!atomic_load(&si->done) && s && s->core && sio_core_enter(s) == 0) {
-		uint64_t now = sio_now_ns();
-		sio_core_flush(s->core, now);
-		sio_flush_out(s, now);
-		sio_kick(s);
-	}
+	sio_session *s = sh->sess;
+	int err;
+	if (!si_is_done(si, &err) && s && s->core && sio_core_enter(s) == 0)
+		push_now(s);
 	int r = si_wait_locked(si, timeout_ms);
 	pthread_mutex_unlock(&sh->mu);
 	return r;
@@ -278,16 +390,16 @@ int sio_send_info_send_now_and_wait(sio_send_info *si, int timeout_ms)
 
 int sio_send_info_done(const sio_send_info *si)
 {
-	return si && atomic_load_explicit(&((sio_send_info *)si)->done, memory_order_acquire);
+	int err;
+	return si && si_is_done(si, &err);
 }
 
 int sio_send_info_err(const sio_send_info *si)
 {
 	if (!si)
 		return SIO_EINVAL;
-	if (!atomic_load_explicit(&((sio_send_info *)si)->done, memory_order_acquire))
-		return 0;
-	return si->err;
+	int err;
+	return si_is_done(si, &err) ? err : 0;
 }
 
 void sio_send_info_release(sio_send_info *si)
@@ -295,27 +407,193 @@ void sio_send_info_release(sio_send_info *si)
 	if (!si)
 		return;
 	struct sio_shared *sh = si->sh;
-	if (atomic_fetch_sub(&si->refs, 1) != 1)
+	/* refs 1: only the program's (a queued message, or the session's
+	 * reference went): no read-modify-write needed */
+	if (atomic_load_explicit(&si->refs, memory_order_acquire) != 1 &&
+	    atomic_fetch_sub_explicit(&si->refs, 1, memory_order_acq_rel) != 1)
 		return; /* the session still holds it: it returns it later */
-	/* Last reference. While the session lives, push it back without its
-	 * lock (no contention with writers and the I/O thread). */
-	atomic_fetch_add(&sh->releasing, 1);
-	if (atomic_load(&sh->session_alive)) {
-		si->s = NULL;
-		sio_send_info *head = atomic_load(&sh->returned);
-		do
-			si->next = head;
-		while (!atomic_compare_exchange_weak(&sh->returned, &head, si));
-		atomic_fetch_sub(&sh->releasing, 1);
-		return;
+	si->s = NULL;
+	/* While the session lives, push it back without any lock. */
+	sio_send_info *head = atomic_load_explicit(&sh->returned, memory_order_relaxed);
+	while (head != SI_CLOSED) {
+		si->next = head;
+		if (atomic_compare_exchange_weak_explicit(&sh->returned, &head, si,
+							  memory_order_release, memory_order_relaxed))
+			return;
 	}
-	atomic_fetch_sub(&sh->releasing, 1);
 	pthread_mutex_lock(&sh->mu);
-	si_put(si);
-	int dead = !atomic_load(&sh->session_alive) && sh->live == 0;
+	plock(sh);
+	pool_push(si);
+	int dead = sh->live == 0;
+	punlock(sh);
 	pthread_mutex_unlock(&sh->mu);
 	if (dead)
 		shared_free(sh);
+}
+
+/* ---- the write queue ---------------------------------------------------- */
+
+/* plock held: appends one record. Returns the message's number (the end of
+ * its record), or 0 when the ring has no room for it. */
+static uint64_t wq_put(struct sio_shared *sh, uint32_t type, const void *data, size_t len)
+{
+	if (!sh->wq) {
+		sh->wq = malloc(SIO_WQ_BYTES); /* untouched pages cost no memory */
+		if (!sh->wq)
+			return 0;
+		sh->wq_room = SIO_WQ_BYTES;
+	}
+	uint64_t size = (sizeof(struct sio_wq_rec) + len + 15) & ~(uint64_t)15;
+	uint64_t t = sh->wq_tail;
+	uint64_t pos = t & (SIO_WQ_BYTES - 1);
+	uint64_t skip = SIO_WQ_BYTES - pos < size ? SIO_WQ_BYTES - pos : 0;
+	if (t + skip + size > sh->wq_room) {
+		sh->wq_room = atomic_load_explicit(&sh->wq_head, memory_order_acquire) + SIO_WQ_BYTES;
+		if (t + skip + size > sh->wq_room)
+			return 0;
+	}
+	struct sio_wq_rec *r = (struct sio_wq_rec *)(void *)(sh->wq + pos);
+	if (skip) {
+		r->len = SIO_WQ_SKIP;
+		r->type = 0;
+		r->size = skip;
+		t += skip;
+		r = (struct sio_wq_rec *)(void *)sh->wq;
+	}
+	r->len = (uint32_t)len;
+	r->type = type;
+	r->size = size;
+	if (len)
+		memcpy(r + 1, data, len);
+	t += size;
+	sh->wq_tail = t;
+	return t;
+}
+
+/* The lock-free write: queues the message without the session lock.
+ * Returns 1 (*SEQ is its number; *SIP, if asked, a completion object for
+ * it), or 0: take the locked path (not established yet, closing, too large,
+ * the ring is full). */
+static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
+		    sio_send_info **sip, uint64_t *seq)
+{
+	struct sio_shared *sh = s->sh;
+	if (len > (size_t)s->wq_fast)
+		return 0;
+	int st = atomic_load_explicit(&s->state, memory_order_acquire);
+	if (st != SIO_STATE_NEGOTIATION && st != SIO_STATE_ESTABLISHED)
+		return 0;
+	sio_send_info *si = NULL;
+	plock(sh);
+	if (sip && !(si = pool_pop(sh))) {
+		punlock(sh);
+		return 0;
+	}
+	uint64_t t = wq_put(sh, type, data, len);
+	if (!t) {
+		if (si)
+			pool_push(si);
+		punlock(sh);
+		return 0;
+	}
+	/* seq_cst: ordered before the load of wq_want below, as the consumer
+	 * orders its store of wq_want before its load of wq_commit (one of the
+	 * two sees the other: a record is never left behind a sleeping
+	 * consumer) */
+	atomic_store_explicit(&sh->wq_commit, t, memory_order_seq_cst);
+	punlock(sh);
+	if (si) {
+		si_init(si, s, 1, t);
+		*sip = si;
+	}
+	*seq = t;
+	if (t >= atomic_load_explicit(&sh->wq_want, memory_order_seq_cst) &&
+	    atomic_exchange_explicit(&sh->wq_want, UINT64_MAX, memory_order_relaxed) != UINT64_MAX) {
+		uint64_t one = 1;
+		ssize_t r = write(sh->wake_fd, &one, sizeof(one));
+		(void)r;
+	}
+	return 1;
+}
+
+int sio_wq_pending(const sio_session *s)
+{
+	return atomic_load_explicit(&s->sh->wq_commit, memory_order_acquire) !=
+	       atomic_load_explicit(&s->sh->wq_head, memory_order_relaxed);
+}
+
+int sio_wq_arm(sio_session *s, uint64_t ahead)
+{
+	struct sio_shared *sh = s->sh;
+	uint64_t h = atomic_load_explicit(&sh->wq_head, memory_order_relaxed);
+	atomic_store_explicit(&sh->wq_want, h + (ahead ? ahead : 1), memory_order_seq_cst);
+	return atomic_load_explicit(&sh->wq_commit, memory_order_seq_cst) >= h + (ahead ? ahead : 1);
+}
+
+void sio_wq_disarm(sio_session *s)
+{
+	atomic_store_explicit(&s->sh->wq_want, UINT64_MAX, memory_order_relaxed);
+}
+
+/* Lock held: the record ending at SEQ could not be sent (ERR), nor can any
+ * after it (the core refuses only when it is closing or closed). */
+static void wq_refuse(sio_session *s, uint64_t seq, int err)
+{
+	struct sio_shared *sh = s->sh;
+	if (seq < atomic_load_explicit(&sh->fail_from, memory_order_relaxed)) {
+		if (atomic_load_explicit(&sh->fail_from, memory_order_relaxed) == UINT64_MAX)
+			atomic_store_explicit(&sh->fail_err, err, memory_order_relaxed);
+		atomic_store_explicit(&sh->fail_from, seq, memory_order_release);
+		sh->si_completed = 1;
+	}
+}
+
+void sio_wq_fail_all(sio_session *s, int err)
+{
+	struct sio_shared *sh = s->sh;
+	wq_refuse(s, atomic_load_explicit(&sh->done_seq, memory_order_relaxed) + 1, err);
+	sio_si_broadcast(sh);
+}
+
+size_t sio_wq_drain(sio_session *s, uint64_t now)
+{
+	struct sio_shared *sh = s->sh;
+	uint64_t h0 = atomic_load_explicit(&sh->wq_head, memory_order_relaxed);
+	uint64_t c = atomic_load_explicit(&sh->wq_commit, memory_order_acquire);
+	if (h0 == c || !s->core)
+		return 0;
+	uint64_t h = h0;
+	size_t n = 0;
+	sio_core_hold_seal(s->core, now, 1); /* fill packets before sealing them */
+	s->wq_full = 0;
+	while (h < c) {
+		const struct sio_wq_rec *r =
+		    (const struct sio_wq_rec *)(const void *)(sh->wq + (h & (SIO_WQ_BYTES - 1)));
+		if (r->len != SIO_WQ_SKIP) {
+			uint64_t seq = h + r->size;
+			int e = sio_core_write(s->core, now, r->type, (const uint8_t *)(r + 1), r->len,
+					       seq | SIO_CORE_TOKEN_WM);
+			if (e == SIO_EAGAIN || e == SIO_ELIMIT) {
+				s->wq_full = 1; /* room (or a new key) comes after packets leave */
+				break;
+			}
+			if (e < 0)
+				wq_refuse(s, seq, e);
+			n++;
+		}
+		h += r->size;
+	}
+	sio_core_hold_seal(s->core, now, 0);
+	/* the messages are in packets now: wipe their copies */
+	uint64_t a = h0 & (SIO_WQ_BYTES - 1), len = h - h0;
+	if (len) {
+		uint64_t first = SIO_WQ_BYTES - a < len ? SIO_WQ_BYTES - a : len;
+		sodium_memzero(sh->wq + a, first);
+		if (len > first)
+			sodium_memzero(sh->wq, len - first);
+	}
+	atomic_store_explicit(&sh->wq_head, h, memory_order_release);
+	return n;
 }
 
 /* ---- writing ------------------------------------------------------------ */
@@ -325,8 +603,9 @@ static int check_type(uint32_t type)
 	return type <= SIO_CHANNEL_MAX || type == SIO_TYPE_READWRITE;
 }
 
-/* Queues one message into the core, sending directly when the ring is full.
- * Blocks for room only on threads allowed to block. Lock held. */
+/* The locked path: queues one message into the core after what the write
+ * queue holds (order is kept), sending directly when the core's ring is
+ * full. Blocks for room only on threads allowed to block. Lock held. */
 static int queue_write(sio_session *s, uint32_t type, const void *data, size_t len,
 		       sio_send_info *si, int may_block)
 {
@@ -335,13 +614,15 @@ static int queue_write(sio_session *s, uint32_t type, const void *data, size_t l
 	for (;;) {
 		if (atomic_load(&s->state) >= SIO_STATE_CLOSING)
 			return sio_closed_err(s);
-		int r = sio_core_write(s->core, now, type, data, len, token);
+		sio_wq_drain(s, now);
+		int r = sio_wq_pending(s) ? SIO_EAGAIN : sio_core_write(s->core, now, type, data, len, token);
 		if (r != SIO_EAGAIN)
 			return r;
 		/* ring full: push out what can go now, then retry */
 		sio_core_flush(s->core, now);
 		sio_flush_out(s, now);
-		r = sio_core_write(s->core, now, type, data, len, token);
+		sio_wq_drain(s, now);
+		r = sio_wq_pending(s) ? SIO_EAGAIN : sio_core_write(s->core, now, type, data, len, token);
 		if (r != SIO_EAGAIN || !may_block)
 			return r;
 		sio_wake(s);
@@ -353,10 +634,36 @@ static int queue_write(sio_session *s, uint32_t type, const void *data, size_t l
 	}
 }
 
+/* A synchronous write through the queue: sends it from this thread (no
+ * reason to wait for the merge delay) and waits for its packet. */
+static int wait_queued(sio_session *s, uint64_t seq)
+{
+	struct sio_shared *sh = s->sh;
+	int err;
+	pthread_mutex_lock(&sh->mu);
+	while (!seq_done(sh, seq, &err)) {
+		if (sio_core_enter(s) == 0)
+			push_now(s);
+		if (seq_done(sh, seq, &err))
+			break;
+		sh_wait(sh, sio_now_ns() + 100000000u);
+	}
+	pthread_mutex_unlock(&sh->mu);
+	return err;
+}
+
 int sio_write_message(sio_session *s, uint32_t type, const void *data, size_t len)
 {
 	if (!s || (!data && len) || !check_type(type))
 		return SIO_EINVAL;
+	uint64_t seq;
+	if (wq_write(s, type, data, len, NULL, &seq)) {
+		/* on the I/O thread or in event-loop mode nothing may wait: the
+		 * message leaves with the next packet */
+		if (s->mode == MODE_LOOP || sio_is_io_thread(s))
+			return 0;
+		return wait_queued(s, seq);
+	}
 	pthread_mutex_lock(&s->sh->mu);
 	int r = sio_core_enter(s);
 	if (r) {
@@ -412,6 +719,11 @@ sio_send_info *sio_write_message_async(sio_session *s, uint32_t type, const void
 		e = SIO_EINVAL;
 		goto out;
 	}
+	uint64_t seq;
+	/* messages with a completion callback keep the locked path: the
+	 * callback needs the session to hold the object until it ran */
+	if (!done && wq_write(s, type, data, len, &si, &seq))
+		goto out;
 	pthread_mutex_lock(&s->sh->mu);
 	e = sio_core_enter(s);
 	if (e == 0) {
