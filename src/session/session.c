@@ -727,6 +727,8 @@ static void *io_thread(void *arg)
 		 * idle; while it is busy, for a packet's worth (we come back
 		 * at the end of the merge delay anyway). */
 		uint64_t ahead = now < s->wq_idle_at ? wq_wake_bytes(s) : 1;
+		if (ahead == 1)
+			sio_wq_wipe(s); /* the queue went idle */
 		if (!s->wq_full && sio_wq_arm(s, ahead)) {
 			sio_wq_disarm(s);
 			s->io_sleep_until = 0;
@@ -1040,6 +1042,8 @@ int sio_session_process(sio_session *s)
 	/* writes made before the next call wake the loop's poll when the
 	 * queue needs it (sio_session_timeout_ms() covers the rest) */
 	uint64_t now = sio_now_ns();
+	if (now >= s->wq_idle_at)
+		sio_wq_wipe(s);
 	if (sio_wq_arm(s, now < s->wq_idle_at ? wq_wake_bytes(s) : 1))
 		sio_wake(s);
 	int st = atomic_load(&s->state);

@@ -53,18 +53,24 @@ struct sio_shared {
 	pthread_cond_t si_cond; /* completion of any send-info object */
 	int si_waiters;
 	int si_completed; /* completions since the last broadcast */
-	size_t live;               /* send-info objects out of the free list (plock) */
-	struct sio_send_info *free; /* free list (plock) */
-	struct si_chunk *chunks;   /* (plock) */
-	/* Writers' lock: the free list and the ring's tail. Never held while
-	 * waiting for anything; the session lock may be held when taking it,
-	 * never the other way round. */
-	atomic_int plock;
+	sio_session *sess; /* the session, NULL once freed (sh->mu) */
+	/* where waiters may not block (sio_send_info_wait) */
+	int loop_mode;
+	int has_io_thread;
+	pthread_t io_thread;
+	int wake_fd; /* where a writer wakes the consumer (the session's) */
 
-	/* ring, writer side (plock) */
-	uint8_t *wq;        /* SIO_WQ_BYTES, allocated with the session */
-	uint64_t wq_tail;   /* end of the last record reserved */
-	uint64_t wq_room;   /* writers' view of wq_head + SIO_WQ_BYTES */
+	/* Writers' line. plock guards the free list and the ring's tail;
+	 * never held while waiting for anything; the session lock may be
+	 * held when taking it, never the other way round. */
+	_Alignas(64) atomic_int plock;
+	struct sio_send_info *free; /* free list */
+	struct si_chunk *chunks;
+	size_t total;      /* objects allocated */
+	size_t live;       /* out of the pool; counted once the session is gone */
+	uint8_t *wq;       /* SIO_WQ_BYTES, allocated at the first queued write */
+	uint64_t wq_tail;  /* end of the last record reserved */
+	uint64_t wq_room;  /* writers' view of wq_head + SIO_WQ_BYTES */
 
 	/* Released objects come back without any lock: a stack pushed by
 	 * sio_send_info_release() and taken whole by writers. When the session
@@ -76,21 +82,16 @@ struct sio_shared {
 	/* consumer asks writers to wake it once wq_commit reaches this
 	 * (UINT64_MAX: it is awake or will come back by itself) */
 	_Atomic uint64_t wq_want;
-	int wake_fd; /* where a writer wakes the consumer (the session's) */
 
 	/* consumer side (sh->mu) */
 	_Alignas(64) _Atomic uint64_t wq_head; /* records consumed below this */
+	uint64_t wq_wiped;                     /* ring bytes wiped below this */
 	/* Completion per packet: every message numbered <= done_seq was sent;
 	 * once the session ended, every message numbered >= fail_from failed
 	 * with fail_err (stored before fail_from is). */
-	_Atomic uint64_t done_seq;
+	_Alignas(64) _Atomic uint64_t done_seq;
 	_Atomic uint64_t fail_from;
 	_Atomic int fail_err;
-	sio_session *sess; /* the session, NULL once freed (sh->mu) */
-	/* where waiters may not block (sio_send_info_wait) */
-	int loop_mode;
-	int has_io_thread;
-	pthread_t io_thread;
 };
 
 /* One cache line each: the writer, the I/O thread and the releasing thread
@@ -264,6 +265,11 @@ int sio_input_ok(const sio_session *s);
 size_t sio_wq_drain(sio_session *s, uint64_t now);
 /* 1 when records are queued and not yet in the core. */
 int sio_wq_pending(const sio_session *s);
+/* Lock held: wipes the copies of messages already moved into the core.
+ * Called when the queue goes idle, not after every batch: while writers
+ * are busy the ring is overwritten anyway, and wiping it there would pull
+ * its lines away from the writers' cache at every lap. */
+void sio_wq_wipe(sio_session *s);
 /* Lock held: the session ended: every message not sent by now failed. */
 void sio_wq_fail_all(sio_session *s, int err);
 /* Lock held: arms the writers' wake-up for the consumer about to sleep

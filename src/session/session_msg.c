@@ -144,11 +144,8 @@ static void shared_free(struct sio_shared *sh)
 static sio_send_info *pool_pop(struct sio_shared *sh)
 {
 	sio_send_info *si = sh->free;
-	if (!si) {
+	if (!si)
 		si = atomic_exchange_explicit(&sh->returned, NULL, memory_order_acquire);
-		for (sio_send_info *l = si; l; l = l->next)
-			sh->live--;
-	}
 	if (!si) {
 		struct si_chunk *c = aligned_alloc(64, sizeof(*c));
 		if (!c)
@@ -156,6 +153,7 @@ static sio_send_info *pool_pop(struct sio_shared *sh)
 		memset(c, 0, sizeof(*c));
 		c->next = sh->chunks;
 		sh->chunks = c;
+		sh->total += SI_CHUNK;
 		for (int i = SI_CHUNK - 1; i > 0; i--) {
 			c->items[i].sh = sh;
 			c->items[i].next = si;
@@ -170,7 +168,6 @@ static sio_send_info *pool_pop(struct sio_shared *sh)
 	 * start fetching its line now, it is needed at the next write */
 	if (sh->free)
 		__builtin_prefetch(sh->free, 1);
-	sh->live++;
 	return si;
 }
 
@@ -181,7 +178,6 @@ static void pool_push(sio_send_info *si)
 	si->s = NULL;
 	si->next = sh->free;
 	sh->free = si;
-	sh->live--;
 }
 
 static void si_init(sio_send_info *si, sio_session *s, int refs, uint64_t seq)
@@ -213,9 +209,12 @@ void sio_shared_unref(struct sio_shared *sh)
 		sio_send_info *n = l->next;
 		l->next = sh->free;
 		sh->free = l;
-		sh->live--;
 		l = n;
 	}
+	/* what the program still holds (counted down by its releases) */
+	sh->live = sh->total;
+	for (l = sh->free; l; l = l->next)
+		sh->live--;
 	int dead = sh->live == 0;
 	punlock(sh);
 	pthread_mutex_unlock(&sh->mu);
@@ -424,7 +423,7 @@ void sio_send_info_release(sio_send_info *si)
 	pthread_mutex_lock(&sh->mu);
 	plock(sh);
 	pool_push(si);
-	int dead = sh->live == 0;
+	int dead = --sh->live == 0;
 	punlock(sh);
 	pthread_mutex_unlock(&sh->mu);
 	if (dead)
@@ -472,8 +471,8 @@ static uint64_t wq_put(struct sio_shared *sh, uint32_t type, const void *data, s
 
 /* The lock-free write: queues the message without the session lock.
  * Returns 1 (*SEQ is its number; *SIP, if asked, a completion object for
- * it), or 0: take the locked path (not established yet, closing, too large,
- * the ring is full). */
+ * it), -1 when the ring has no room now, or 0: take the locked path (not
+ * established yet, closing, too large, out of memory). */
 static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
 		    sio_send_info **sip, uint64_t *seq)
 {
@@ -494,7 +493,7 @@ static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
 		if (si)
 			pool_push(si);
 		punlock(sh);
-		return 0;
+		return sh->wq ? -1 : 0;
 	}
 	/* seq_cst: ordered before the load of wq_want below, as the consumer
 	 * orders its store of wq_want before its load of wq_commit (one of the
@@ -514,6 +513,33 @@ static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
 		(void)r;
 	}
 	return 1;
+}
+
+/* wq_write(), waiting for room in the ring where the thread may block:
+ * meanwhile it moves records into the core and sends them itself, as the
+ * I/O thread would. Returns as wq_write (-1 only where it may not block). */
+static int wq_write_wait(sio_session *s, uint32_t type, const void *data, size_t len,
+			 sio_send_info **sip, uint64_t *seq)
+{
+	for (;;) {
+		int r = wq_write(s, type, data, len, sip, seq);
+		if (r >= 0)
+			return r;
+		pthread_mutex_lock(&s->sh->mu);
+		if (s->mode != MODE_THREAD || sio_is_io_thread(s) || sio_core_enter(s) != 0 ||
+		    atomic_load(&s->state) >= SIO_STATE_CLOSING) {
+			pthread_mutex_unlock(&s->sh->mu);
+			return 0; /* the locked path decides (SIO_EAGAIN, closed...) */
+		}
+		uint64_t now = sio_now_ns();
+		sio_wq_drain(s, now);
+		sio_flush_out(s, now);
+		if (s->wq_full || s->tx_blocked) {
+			sio_wake(s);
+			sio_wait_cond(s, &s->cond, &s->waiters, sio_now_ns() + 100000000u);
+		}
+		pthread_mutex_unlock(&s->sh->mu);
+	}
 }
 
 int sio_wq_pending(const sio_session *s)
@@ -584,16 +610,33 @@ size_t sio_wq_drain(sio_session *s, uint64_t now)
 		h += r->size;
 	}
 	sio_core_hold_seal(s->core, now, 0);
-	/* the messages are in packets now: wipe their copies */
-	uint64_t a = h0 & (SIO_WQ_BYTES - 1), len = h - h0;
-	if (len) {
+	atomic_store_explicit(&sh->wq_head, h, memory_order_release);
+	return n;
+}
+
+void sio_wq_wipe(sio_session *s)
+{
+	struct sio_shared *sh = s->sh;
+	uint64_t h = atomic_load_explicit(&sh->wq_head, memory_order_relaxed);
+	if (h == sh->wq_wiped)
+		return;
+	/* Consumed space is the writers' again at once: wipe only the part no
+	 * record reserved since covers (writers wait meanwhile; the queue is
+	 * idle when this runs). What a newer record covers is that record's
+	 * to wipe once consumed. */
+	plock(sh);
+	uint64_t from = sh->wq_wiped, t = sh->wq_tail;
+	if (t > SIO_WQ_BYTES && from < t - SIO_WQ_BYTES)
+		from = t - SIO_WQ_BYTES;
+	if (from < h && sh->wq) {
+		uint64_t len = h - from, a = from & (SIO_WQ_BYTES - 1);
 		uint64_t first = SIO_WQ_BYTES - a < len ? SIO_WQ_BYTES - a : len;
 		sodium_memzero(sh->wq + a, first);
 		if (len > first)
 			sodium_memzero(sh->wq, len - first);
 	}
-	atomic_store_explicit(&sh->wq_head, h, memory_order_release);
-	return n;
+	punlock(sh);
+	sh->wq_wiped = h;
 }
 
 /* ---- writing ------------------------------------------------------------ */
@@ -657,7 +700,7 @@ int sio_write_message(sio_session *s, uint32_t type, const void *data, size_t le
 	if (!s || (!data && len) || !check_type(type))
 		return SIO_EINVAL;
 	uint64_t seq;
-	if (wq_write(s, type, data, len, NULL, &seq)) {
+	if (wq_write_wait(s, type, data, len, NULL, &seq) > 0) {
 		/* on the I/O thread or in event-loop mode nothing may wait: the
 		 * message leaves with the next packet */
 		if (s->mode == MODE_LOOP || sio_is_io_thread(s))
@@ -722,7 +765,7 @@ sio_send_info *sio_write_message_async(sio_session *s, uint32_t type, const void
 	uint64_t seq;
 	/* messages with a completion callback keep the locked path: the
 	 * callback needs the session to hold the object until it ran */
-	if (!done && wq_write(s, type, data, len, &si, &seq))
+	if (!done && wq_write_wait(s, type, data, len, &si, &seq) > 0)
 		goto out;
 	pthread_mutex_lock(&s->sh->mu);
 	e = sio_core_enter(s);
