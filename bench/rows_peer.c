@@ -21,6 +21,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,11 +178,6 @@ static int zpair_open(struct zpair *p, int server_type, int client_type, int hwm
 		return -1;
 	}
 	snprintf(p->endpoint, sizeof p->endpoint, "ipc://%s/s", p->dir);
-	char spub[41], ssec[41], cpub[41], csec[41];
-	if (Z.curve_keypair(spub, ssec) || Z.curve_keypair(cpub, csec)) {
-		bench_fail("zmq_curve_keypair: %s", zerr());
-		return -1;
-	}
 	p->sctx = Z.ctx_new();
 	p->cctx = Z.ctx_new();
 	if (!p->sctx || !p->cctx) {
@@ -194,7 +190,9 @@ static int zpair_open(struct zpair *p, int server_type, int client_type, int hwm
 		bench_fail("zmq_socket: %s", zerr());
 		return -1;
 	}
-	int rc = setopt_int(p->server, Z_CURVE_SERVER, 1);
+	char spub[41], ssec[41], cpub[41], csec[41];
+	int rc = Z.curve_keypair(spub, ssec) | Z.curve_keypair(cpub, csec);
+	rc |= setopt_int(p->server, Z_CURVE_SERVER, 1);
 	rc |= Z.setsockopt(p->server, Z_CURVE_SECRETKEY, ssec, 40);
 	rc |= Z.setsockopt(p->client, Z_CURVE_SERVERKEY, spub, 40);
 	rc |= Z.setsockopt(p->client, Z_CURVE_PUBLICKEY, cpub, 40);
@@ -207,16 +205,17 @@ static int zpair_open(struct zpair *p, int server_type, int client_type, int hwm
 	}
 	/* the receiving threads look at their stop flag this often */
 	rc |= setopt_int(p->server, Z_RCVTIMEO, 200);
+	/* the sockets hold their own copies */
+	sodium_memzero(ssec, sizeof ssec);
+	sodium_memzero(csec, sizeof csec);
 	if (rc) {
-		bench_fail("zmq_setsockopt: %s", zerr());
+		bench_fail("zmq CURVE keys or socket options: %s", zerr());
 		return -1;
 	}
 	if (Z.bind(p->server, p->endpoint) || Z.connect(p->client, p->endpoint)) {
 		bench_fail("zmq bind/connect %s: %s", p->endpoint, zerr());
 		return -1;
 	}
-	memset(ssec, 0, sizeof ssec);
-	memset(csec, 0, sizeof csec);
 	return 0;
 }
 
@@ -247,7 +246,7 @@ struct pp {
 	uint64_t sent;                    /* bench thread only */
 	_Atomic uint64_t received, bad;   /* written by the PULL thread */
 	struct bench_gate *gate;
-	int rx_err;
+	atomic_int rx_err; /* the PULL thread's fatal zmq errno */
 };
 
 static void *pp_rx(void *arg)
@@ -260,7 +259,7 @@ static void *pp_rx(void *arg)
 			int e = Z.zerrno();
 			if (e == EAGAIN || e == EINTR)
 				continue;
-			p->rx_err = e;
+			atomic_store(&p->rx_err, e);
 			break;
 		}
 		if ((size_t)n != p->size || !counter_matches(p->in, p->size, expect))
@@ -343,7 +342,7 @@ static int pp_setup(void **st, const struct bench_row *r)
 	p->rx_started = 1;
 	/* connection and CURVE handshake outside the measured window */
 	if (pp_send(p) || pp_wait(p, 1)) {
-		if (!p->rx_err)
+		if (!atomic_load(&p->rx_err))
 			bench_fail("the first message did not arrive (CURVE handshake over %s)",
 				   p->z.endpoint);
 		pp_teardown(p);
@@ -367,10 +366,11 @@ static int pp_run(void *st, uint64_t n)
 	bench_stop();
 	uint64_t got = atomic_load(&p->received);
 	if (lost || got != base + n || atomic_load(&p->bad) != bad0) {
+		int e = atomic_load(&p->rx_err);
 		bench_fail("PULL received %llu of %llu messages, %llu of the wrong size or out of order%s%s",
 			   (unsigned long long)(got - base), (unsigned long long)n,
-			   (unsigned long long)(atomic_load(&p->bad) - bad0), p->rx_err ? ": " : "",
-			   p->rx_err ? Z.strerror(p->rx_err) : "");
+			   (unsigned long long)(atomic_load(&p->bad) - bad0), e ? ": " : "",
+			   e ? Z.strerror(e) : "");
 		return -1;
 	}
 	return 0;
