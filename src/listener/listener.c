@@ -297,6 +297,12 @@ static void cb_error(sio_session *s, int err, const char *msg, void *ctx)
 		p->l->ucbs.on_error(s, err, msg, p->l->ucbs.ctx);
 }
 
+static void cb_diag(sio_session *s, int level, const char *msg, void *ctx)
+{
+	struct lpeer *p = ctx;
+	p->l->ucbs.on_diag(s, level, msg, p->l->ucbs.ctx);
+}
+
 static int cb_identity(sio_session *s, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], void *ctx)
 {
 	struct lpeer *p = ctx;
@@ -571,7 +577,8 @@ static void peer_start(struct sio_listener *l, struct lpeer *p)
 	t.recv = l_recv;
 	t.poll_fd = p->efd;
 	t.ctx = p;
-	sio_callbacks cb = {p, cb_connect, cb_state, cb_error, cb_identity};
+	sio_callbacks cb = {p, cb_connect, cb_state, cb_error, cb_identity,
+			    l->ucbs.on_diag ? cb_diag : NULL, l->ucbs.diag_level};
 	sio_session *s = NULL;
 	int r = sio_session_new(&s, l->id, NULL, &t, &l->sopts, &cb);
 	if (r == 0) {
