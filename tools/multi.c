@@ -214,6 +214,12 @@ static void reap(struct hub *h)
 	pthread_mutex_unlock(&h->mu);
 }
 
+static void peer_diag(sio_session *s, int level, const char *msg, void *ctx)
+{
+	(void)s;
+	cli_diag(ctx, level, msg);
+}
+
 int cli_multi(struct cli_opts *o)
 {
 	int code = CLI_ERR, rc;
@@ -268,9 +274,15 @@ int cli_multi(struct cli_opts *o)
 		so.psk = psk;
 		so.psk_len = psk_len;
 	}
+	sio_callbacks scb;
+	memset(&scb, 0, sizeof scb);
+	scb.ctx = o;
+	scb.on_diag = peer_diag; /* -v: what each peer session does */
+	scb.diag_level = cli_diag_level(o);
 	sio_listener_options lo;
 	memset(&lo, 0, sizeof lo);
 	lo.session_opts = &so;
+	lo.session_cbs = &scb;
 	lo.on_session = on_session;
 	lo.ctx = &h;
 	rc = sio_listener_new(&l, id, conn.fd, allowed, &lo);
