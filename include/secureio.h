@@ -459,7 +459,8 @@ typedef struct sio_callbacks {
 	 * ("refused SHA256:... (not pinned)", once per identity and session,
 	 * only when that identity's signature holds), drops by reason (one line
 	 * per reason and second at most, giving the count since the previous
-	 * line). Never a key, a secret or message data. Delivered like the
+	 * line; non-fatal error events at most one a second after a burst
+	 * of 4). Never a key, a secret or message data. Delivered like the
 	 * other callbacks: on the I/O thread (or inside sio_session_process()),
 	 * never with a lock of ours held. NULL: nothing is formatted or
 	 * counted for it (one branch per event). */

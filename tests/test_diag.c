@@ -285,6 +285,54 @@ static void test_refused_and_drops(void)
 	sio_remote_free(wrong);
 }
 
+static int errors_seen;
+static void on_error_count(sio_session *s, int err, const char *msg, void *ctx)
+{
+	(void)s;
+	(void)msg;
+	(void)ctx;
+	if (err == SIO_EDECRYPT)
+		__atomic_add_fetch(&errors_seen, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Non-fatal error events (a run of decrypt failures, which anyone can
+ * cause) reach on_error every time but on_diag rate-limited: 4 lines, then
+ * one a second, the next shown line counting those not shown. */
+static void test_warnings_limited(void)
+{
+	struct log lb;
+	log_init(&lb);
+	sio_options o;
+	memset(&o, 0, sizeof o);
+	o.error_on_decrypt_fails = 1; /* an event for each run, however short */
+	sio_callbacks cb = {.ctx = &lb, .on_diag = on_diag, .on_error = on_error_count};
+	struct pair p;
+	memset(&p, 0, sizeof p);
+	CHECK_OK(pair_open(&p, PK_UDP_UNCONNECTED, &o, &o, NULL, &cb));
+	CHECK_OK(pair_start(&p));
+	int raw = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_in bto;
+	socklen_t bl = sizeof bto;
+	CHECK_OK(getsockname(p.fds[1], (struct sockaddr *)&bto, &bl));
+	uint8_t junk[64], buf[8];
+	double t0 = now_s();
+	for (int i = 0; i < 40; i++) {
+		randombytes_buf(junk, sizeof junk);
+		junk[0] = 0x41; /* the key of generation 1 */
+		CHECK_EQ(sendto(raw, junk, sizeof junk, 0, (struct sockaddr *)&bto, bl), (ssize_t)sizeof junk);
+		/* a good packet ends the run */
+		CHECK_EQ(sio_write(p.a, "x", 1), 1);
+		CHECK_EQ(sio_read_timeout(p.b, buf, sizeof buf, 10000), 1);
+	}
+	WAIT_FOR(__atomic_load_n(&errors_seen, __ATOMIC_SEQ_CST) == 40);
+	double el = now_s() - t0;
+	CHECK_EQ(__atomic_load_n(&errors_seen, __ATOMIC_SEQ_CST), 40);
+	int n = count(&lb, "failed to decrypt", SIO_DIAG_WARN);
+	CHECK(n >= 4 && n <= 5 + (int)el);
+	close(raw);
+	pair_free(&p);
+}
+
 /* No callback: nothing changes (a diag_level alone does nothing). */
 static void test_no_callback(void)
 {
@@ -308,6 +356,7 @@ int main(void)
 		return 1;
 	test_handshake();
 	test_refused_and_drops();
+	test_warnings_limited();
 	test_no_callback();
 	return check_done("test_diag");
 }

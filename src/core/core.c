@@ -28,8 +28,12 @@ static int mode(const sio_core *c)
 
 static void report(sio_core *c, int err, const char *msg, int level)
 {
-	if (SIO_DIAG_ON(c, level))
-		sio_core_diag(c, level, "%s", msg ? msg : sio_strerror(err));
+	if (SIO_DIAG_ON(c, level)) {
+		if (level == SIO_DIAG_WARN)
+			sio_core_diag_warn(c, msg ? msg : sio_strerror(err));
+		else
+			sio_core_diag(c, level, "%s", msg ? msg : sio_strerror(err));
+	}
 	if (c->cb.error)
 		c->cb.error(c->cb.ctx, err, msg);
 }
@@ -658,8 +662,11 @@ void sio_core_tick(sio_core *c, uint64_t now)
 {
 	if (c->state == SIO_STATE_NEW || c->state == SIO_STATE_CLOSED)
 		return;
-	if (c->cb.diag && now >= c->dg.next)
-		sio_core_diag_drops(c, now); /* what the last second held */
+	if (c->cb.diag) {
+		c->dg.now = now;
+		if (now >= c->dg.next)
+			sio_core_diag_drops(c, now); /* what the last second held */
+	}
 	if (kx_active(c) && !round_complete(c)) {
 		if (now >= c->round_start + (uint64_t)c->o.kx_timeout_ns) {
 			if (!c->any_valid_kx)

@@ -77,9 +77,35 @@ static const char *const reason_text[SIO_DG_REASONS] = {
 	[SIO_DG_UNKNOWN_TYPE] = "unknown message type",
 };
 
+static int bucket(uint64_t *tat, uint64_t now, unsigned rate, unsigned burst)
+{
+	const uint64_t per = 1000000000ull / rate;
+	uint64_t t = *tat > now ? *tat : now;
+	if (t - now > (burst - 1) * per)
+		return 0;
+	*tat = t + per;
+	return 1;
+}
+
+void sio_core_diag_warn(sio_core *c, const char *msg)
+{
+	sio_diag_state *d = &c->dg;
+	if (!bucket(&d->warn_tat, d->now, 1, 4)) {
+		d->warn_hidden++;
+		return;
+	}
+	if (d->warn_hidden)
+		sio_core_diag(c, SIO_DIAG_WARN, "%s (and %llu such lines not shown)", msg,
+			      (unsigned long long)d->warn_hidden);
+	else
+		sio_core_diag(c, SIO_DIAG_WARN, "%s", msg);
+	d->warn_hidden = 0;
+}
+
 void sio_core_diag_drops(sio_core *c, uint64_t now)
 {
 	sio_diag_state *d = &c->dg;
+	d->now = now;
 	if (!SIO_DIAG_ON(c, SIO_DIAG_INFO))
 		return;
 	d->next = UINT64_MAX;
@@ -102,16 +128,6 @@ void sio_core_diag_drops(sio_core *c, uint64_t now)
 	}
 }
 
-static int verify_budget(sio_diag_state *d, uint64_t now)
-{
-	const uint64_t per = 1000000000ull / DG_VERIFY_RATE;
-	uint64_t tat = d->verify_tat > now ? d->verify_tat : now;
-	if (tat - now > (DG_VERIFY_BURST - 1) * per)
-		return 0;
-	d->verify_tat = tat + per;
-	return 1;
-}
-
 void sio_core_diag_refused(sio_core *c, uint64_t now, const uint8_t m[SIO_KX_MSG_LEN],
 			   const uint8_t pk[32], int pinned)
 {
@@ -124,7 +140,7 @@ void sio_core_diag_refused(sio_core *c, uint64_t now, const uint8_t m[SIO_KX_MSG
 			return; /* reported already (counted in the drop summaries) */
 	/* Only a message its identity signed names that identity: anyone can
 	 * write any key into junk, and the log must not say otherwise. */
-	if (!verify_budget(d, now) || sio_kx_verify(m) != 0)
+	if (!bucket(&d->verify_tat, now, DG_VERIFY_RATE, DG_VERIFY_BURST) || sio_kx_verify(m) != 0)
 		return;
 	memcpy(d->refused[d->nrefused % SIO_DG_REFUSED_KEYS], pk, 32);
 	d->nrefused++;

@@ -114,6 +114,9 @@ typedef struct sio_diag_state {
 	uint32_t nrefused;    /* identities reported so far (the table is a ring) */
 	uint64_t verify_tat;  /* signature checks of refused identities (own budget) */
 	uint32_t packet_size; /* last packet size reported */
+	uint64_t now;         /* time of the latest recv or tick */
+	uint64_t warn_tat;    /* non-fatal error lines (rate-limited) */
+	uint64_t warn_hidden; /* of those, not shown since the last one shown */
 } sio_diag_state;
 
 typedef struct sio_handed {
@@ -240,6 +243,9 @@ void sio_core_diag_drops(sio_core *c, uint64_t now);
  * budget of its own, not the key exchange's). */
 void sio_core_diag_refused(sio_core *c, uint64_t now, const uint8_t m[SIO_KX_MSG_LEN],
 			   const uint8_t pk[32], int pinned);
+/* A non-fatal error event MSG as a WARN line, at most 4 in a burst then one
+ * a second (anyone may cause some: a junk run breaks decryption). */
+void sio_core_diag_warn(sio_core *c, const char *msg);
 /* "SHA256:..." of PK into OUT (SIO_FINGERPRINT_MAX bytes). */
 void sio_core_diag_fp(const uint8_t pk[32], char *out);
 

@@ -188,6 +188,8 @@ static int recv_packet(sio_core *c, uint64_t now, uint8_t *pkt, size_t len)
 
 int sio_core_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len)
 {
+	if (c->cb.diag)
+		c->dg.now = now;
 	int r = recv_packet(c, now, pkt, len);
 	if (c->cb.diag)
 		sio_core_diag_drops(c, now);
