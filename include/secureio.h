@@ -758,6 +758,18 @@ typedef struct sio_listener_options {
 	 * and each messenger) before it stops reading its input; 0 = default
 	 * (256 KiB; a lone session: 4 MiB). */
 	uint32_t peer_unread_bytes;
+	/* Diagnostics of the listener itself (its peer sessions report through
+	 * session_cbs->on_diag): a key exchange from an identity outside the
+	 * allowed set, "refused SHA256:... (not allowed)" at SIO_DIAG_WARN,
+	 * once per identity (the last 16 remembered) and only when its
+	 * signature holds; and, at SIO_DIAG_INFO, summaries of the drops
+	 * counted in sio_listener_stats, one line per reason and second at
+	 * most ("dropped N datagrams (REASON)"). DIAG_LEVEL: most detailed
+	 * level delivered, 0 = SIO_DIAG_INFO. Thread: the listener's (or the
+	 * one calling sio_listener_process()), never with a lock of ours
+	 * held. NULL: nothing is formatted or counted for it. */
+	void (*on_diag)(sio_listener *l, int level, const char *msg, void *ctx);
+	int diag_level;
 } sio_listener_options;
 
 typedef struct sio_listener_stats {

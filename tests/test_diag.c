@@ -15,6 +15,7 @@
 #include "check.h"
 #include "kx.h"
 #include "sess_pair.h"
+#include "transport.h"
 
 #define MAXL 4096
 
@@ -333,6 +334,117 @@ static void test_warnings_limited(void)
 	pair_free(&p);
 }
 
+static void on_ldiag(sio_listener *l, int level, const char *msg, void *ctx)
+{
+	/* no lock of the listener held: this call takes it */
+	sio_listener_stats st;
+	sio_listener_stats_get(l, &st);
+	on_diag(NULL, level, msg, ctx);
+}
+
+static int udp_sock(struct sockaddr_in *a)
+{
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	memset(a, 0, sizeof *a);
+	a->sin_family = AF_INET;
+	a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	socklen_t l = sizeof *a;
+	if (fd < 0 || bind(fd, (struct sockaddr *)a, sizeof *a) || getsockname(fd, (struct sockaddr *)a, &l))
+		return -1;
+	return fd;
+}
+
+/* A listener whose allowed set lacks the client: the client's retries give
+ * one "refused" line, a forged message naming another identity none, the
+ * drops are summarised; the allowed client is then served. */
+static void test_listener(void)
+{
+	struct log ll;
+	log_init(&ll);
+	uint8_t seed[32], pk2[32], pk1[32];
+	char fp1[SIO_FINGERPRINT_MAX], fp4[SIO_FINGERPRINT_MAX], want[128];
+	fp_of(1, fp1, pk1);
+	fp_of(2, want, pk2);
+	fp_of(4, fp4, pk1);
+	fp_of(1, fp1, pk1);
+	sio_identity *srv, *c1;
+	memset(seed, 9, sizeof seed);
+	CHECK_OK(sio_identity_from_seed(&srv, seed));
+	memset(seed, 1, sizeof seed);
+	CHECK_OK(sio_identity_from_seed(&c1, seed));
+	uint8_t spk[32];
+	sio_identity_public_key(srv, spk);
+	sio_remote *allowed, *srvr;
+	CHECK_OK(sio_remote_from_public_key(&allowed, pk2));
+	CHECK_OK(sio_remote_from_public_key(&srvr, spk));
+	struct sockaddr_in sa, ca;
+	int sfd = udp_sock(&sa);
+	sio_listener_options lo;
+	memset(&lo, 0, sizeof lo);
+	lo.on_diag = on_ldiag;
+	lo.ctx = &ll;
+	lo.close_fd = 1;
+	sio_listener *l;
+	CHECK_OK(sio_listener_new(&l, srv, sfd, allowed, &lo));
+	CHECK_OK(sio_listener_start(l));
+	int cfd = udp_sock(&ca);
+	sio_transport t;
+	sio_transport_fd(&t, cfd, cfd);
+	memcpy(&t.peer, &sa, sizeof sa);
+	t.peer_len = sizeof sa;
+	t.close_fds = 1;
+	sio_options o;
+	memset(&o, 0, sizeof o);
+	o.listener_peer = 1;
+	o.kx_retry_ns = 50000000;
+	sio_session *cs;
+	CHECK_OK(sio_session_new(&cs, c1, srvr, &t, &o, NULL));
+	CHECK_OK(sio_session_start(cs));
+	sio_listener_stats st;
+	for (int i = 0; i < 2000; i++) {
+		sio_listener_stats_get(l, &st);
+		if (st.drop_unauthorized >= 5)
+			break;
+		usleep(10000);
+	}
+	CHECK(st.drop_unauthorized >= 5);
+	/* a first message naming identity 4 but signed by another key, with
+	 * the listener's prefix (mark, fresh connection id) */
+	uint8_t m[1 + SIO_LISTENER_CID_BYTES + SIO_KX_MSG_LEN];
+	m[0] = SIO_LISTENER_MARK;
+	randombytes_buf(m + 1, SIO_LISTENER_CID_BYTES);
+	kx_msg(m + 1 + SIO_LISTENER_CID_BYTES, 4, 5);
+	int raw = socket(AF_INET, SOCK_DGRAM, 0);
+	CHECK_EQ(sendto(raw, m, sizeof m, 0, (struct sockaddr *)&sa, sizeof sa), (ssize_t)sizeof m);
+	/* then a genuine one from identity 6: once its line is here, 4's
+	 * would be too (same socket, read in order) */
+	randombytes_buf(m + 1, SIO_LISTENER_CID_BYTES);
+	kx_msg(m + 1 + SIO_LISTENER_CID_BYTES, 6, 6);
+	CHECK_EQ(sendto(raw, m, sizeof m, 0, (struct sockaddr *)&sa, sizeof sa), (ssize_t)sizeof m);
+	char fp6[SIO_FINGERPRINT_MAX];
+	fp_of(6, fp6, pk1);
+	snprintf(want, sizeof want, "refused %s (not allowed)", fp6);
+	WAIT_FOR(count(&ll, want, SIO_DIAG_WARN) == 1);
+	CHECK_EQ(count(&ll, want, SIO_DIAG_WARN), 1);
+	snprintf(want, sizeof want, "refused %s (not allowed)", fp1);
+	WAIT_FOR(count(&ll, "(identity not allowed", SIO_DIAG_INFO) >= 2);
+	CHECK_EQ(count(&ll, want, SIO_DIAG_WARN), 1);
+	CHECK_EQ(count(&ll, fp4, 0), 0);
+	CHECK(count(&ll, "(identity not allowed", SIO_DIAG_INFO) >= 2);
+	sio_session_free(cs);
+	sio_listener_stats_get(l, &st);
+	int nl = 0;
+	WAIT_FOR(dropped(&ll, "(identity not allowed", &nl) == st.drop_unauthorized);
+	CHECK_EQ(dropped(&ll, "(identity not allowed", &nl), st.drop_unauthorized);
+	CHECK_EQ(ll.bad, 0);
+	close(raw);
+	sio_listener_free(l);
+	sio_remote_free(allowed);
+	sio_remote_free(srvr);
+	sio_identity_free(srv);
+	sio_identity_free(c1);
+}
+
 /* No callback: nothing changes (a diag_level alone does nothing). */
 static void test_no_callback(void)
 {
@@ -357,6 +469,7 @@ int main(void)
 	test_handshake();
 	test_refused_and_drops();
 	test_warnings_limited();
+	test_listener();
 	test_no_callback();
 	return check_done("test_diag");
 }

@@ -67,6 +67,27 @@ for k in udp unixgram; do
 	check "$k every stderr line starts with 'sio: '" test "$(grep -vc '^sio: ' "$T/l.err" "$T/c.err" | awk -F: '{s += $2} END {print s}')" -eq 0
 done
 
+# listen --multi: the hub names a stranger once, however often it knocks
+a=$(new_addr udp)
+(sleep 30 | timeout -k 5 "$TMO" "$SIO" listen --multi --lines -i "$T/a" -r "$T/b/id_ed25519.pub" "$a" >"$T/h.out" 2>"$T/h.err") &
+HPID=$!
+BG_PIDS+=("$HPID")
+wait_ready "$a" "$HPID"
+for i in 1 2; do
+	echo "let me in" | timeout -k 5 "$TMO" "$SIO" connect --multi --lines -q -i "$T/c" \
+		-r "$T/a/id_ed25519.pub" --timeout 1.5 "$a" >/dev/null 2>&1
+	check_eq "multi: stranger, try $i: exit 3" 3 "$?"
+done
+echo "hello hub" | timeout -k 5 "$TMO" "$SIO" connect --multi --lines -q -i "$T/b" \
+	-r "$T/a/id_ed25519.pub" "$a" >/dev/null 2>&1
+check_eq "multi: allowed peer served" 0 "$?"
+for n in $(seq 1 100); do grep -q 'hello hub' "$T/h.out" && break; sleep 0.05; done
+kill -TERM "$HPID" 2>/dev/null
+wait "$HPID" 2>/dev/null
+check_eq "multi: refused line once ($(tr '\n' '|' <"$T/h.err"))" 1 \
+	"$(grep -cxF "sio: refused $fpc (not allowed)" "$T/h.err")"
+check "multi: the allowed peer's line" grep -q 'hello hub' "$T/h.out"
+
 # key renewals show with -v
 a=$(new_addr udp)
 listen_bg "$a" -v -i "$T/a" -r "$T/b/id_ed25519.pub" --rekey 0.3

@@ -667,7 +667,11 @@ static int read_batch(struct sio_listener *l)
 		else
 			l->st.drop_unknown++; /* its session is ending */
 	}
+	if (l->lo.on_diag)
+		sio_l_diag_drops(l, now);
 	pthread_mutex_unlock(&l->mu);
+	if (l->lo.on_diag)
+		sio_l_diag_flush(l);
 	for (int i = 0; i < nf; i++)
 		peer_start(l, fresh[i]);
 	return n;
@@ -689,7 +693,11 @@ static void sweep(struct sio_listener *l, uint64_t now)
 			dead[nd++] = p->s;
 		}
 	}
+	if (l->lo.on_diag)
+		sio_l_diag_drops(l, now); /* what the last second held */
 	pthread_mutex_unlock(&l->mu);
+	if (l->lo.on_diag)
+		sio_l_diag_flush(l);
 	for (size_t i = 0; i < nd; i++)
 		sio_session_free(dead[i]); /* free_hook removes the entry */
 }
