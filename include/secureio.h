@@ -420,6 +420,19 @@ SIO_API void sio_options_default(sio_options *o);
 
 typedef struct sio_session sio_session;
 
+/* Diagnostics levels (sio_callbacks.on_diag), most severe first. */
+typedef enum sio_diag_level {
+	SIO_DIAG_ERROR = 1, /* the session ends: the reason (as on_error says it) */
+	SIO_DIAG_WARN = 2,  /* refused identities (once each), non-fatal error events */
+	SIO_DIAG_INFO = 3,  /* established, key renewals, peer address changes,
+	                     * packet size, drop summaries (rate-limited) */
+	SIO_DIAG_DEBUG = 4, /* each key-exchange message sent and received */
+} sio_diag_level;
+
+/* Name of a level ("error", "warn", "info", "debug"; "?" otherwise).
+ * Thread: any. */
+SIO_API const char *sio_diag_level_name(int level);
+
 /* Session-wide callbacks. All are called on the session's I/O thread (or,
  * in event-loop mode, inside sio_session_process()), one at a time, in the
  * order the events happened, never with a lock of ours held; they may call
@@ -439,6 +452,22 @@ typedef struct sio_callbacks {
 	 * trusted. Return 0 to accept, nonzero to refuse (the session then ends
 	 * with SIO_EREFUSED). Not set: every valid identity is accepted. */
 	int (*on_remote_identity)(sio_session *s, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], void *ctx);
+	/* Diagnostics (docs/API.md, "Diagnostics"): LEVEL (an SIO_DIAG_ value)
+	 * and one line of text MSG (no newline, valid during the call only)
+	 * saying what the session did or refused: key-exchange steps, keys
+	 * renewed, the peer's address learned or moved, a refused identity
+	 * ("refused SHA256:... (not pinned)", once per identity and session,
+	 * only when that identity's signature holds), drops by reason (one line
+	 * per reason and second at most, giving the count since the previous
+	 * line; non-fatal error events at most one a second after a burst
+	 * of 4). Never a key, a secret or message data. Delivered like the
+	 * other callbacks: on the I/O thread (or inside sio_session_process()),
+	 * never with a lock of ours held. NULL: nothing is formatted or
+	 * counted for it (one branch per event). */
+	void (*on_diag)(sio_session *s, int level, const char *msg, void *ctx);
+	/* Most detailed level passed to on_diag; 0 = SIO_DIAG_INFO. Lines of a
+	 * more detailed level are not even formatted. */
+	int diag_level;
 } sio_callbacks;
 
 typedef struct sio_stats {
@@ -729,6 +758,18 @@ typedef struct sio_listener_options {
 	 * and each messenger) before it stops reading its input; 0 = default
 	 * (256 KiB; a lone session: 4 MiB). */
 	uint32_t peer_unread_bytes;
+	/* Diagnostics of the listener itself (its peer sessions report through
+	 * session_cbs->on_diag): a key exchange from an identity outside the
+	 * allowed set, "refused SHA256:... (not allowed)" at SIO_DIAG_WARN,
+	 * once per identity (the last 16 remembered) and only when its
+	 * signature holds; and, at SIO_DIAG_INFO, summaries of the drops
+	 * counted in sio_listener_stats, one line per reason and second at
+	 * most ("dropped N datagrams (REASON)"). DIAG_LEVEL: most detailed
+	 * level delivered, 0 = SIO_DIAG_INFO. Thread: the listener's (or the
+	 * one calling sio_listener_process()), never with a lock of ours
+	 * held. NULL: nothing is formatted or counted for it. */
+	void (*on_diag)(sio_listener *l, int level, const char *msg, void *ctx);
+	int diag_level;
 } sio_listener_options;
 
 typedef struct sio_listener_stats {

@@ -56,6 +56,13 @@ static void cb_error(sio_session *s, int err, const char *msg, void *ctx)
 	relay_wake(r);
 }
 
+static void cb_diag(sio_session *s, int level, const char *msg, void *ctx)
+{
+	struct relay *r = ctx;
+	(void)s;
+	cli_diag(r->o, level, msg);
+}
+
 static void cb_state(sio_session *s, sio_state old_state, sio_state new_state, void *ctx)
 {
 	struct relay *r = ctx;
@@ -920,6 +927,8 @@ int cli_session(struct cli_opts *o)
 	cbs.on_state = cb_state;
 	cbs.on_connect = cb_connect;
 	cbs.on_remote_identity = cb_remote_identity;
+	cbs.on_diag = cb_diag;
+	cbs.diag_level = cli_diag_level(o);
 
 	code = CLI_ERR;
 	rc = sio_session_new(&r.s, id, remote, &t, &opts, &cbs);

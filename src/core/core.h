@@ -41,6 +41,10 @@ typedef struct sio_core_cbs {
 	/* Randomness: NULL means libsodium's randombytes_buf. Simulations pass a
 	 * seeded generator. */
 	void (*random)(void *ctx, uint8_t *buf, size_t len);
+	/* Diagnostics (sio_callbacks.on_diag): LEVEL is an SIO_DIAG_ value, MSG
+	 * one line without a secret, valid during the call only. NULL: nothing
+	 * is formatted or counted for it (core_diag.c). */
+	void (*diag)(void *ctx, int level, const char *msg);
 } sio_core_cbs;
 
 typedef struct sio_core_config {
@@ -60,6 +64,7 @@ typedef struct sio_core_config {
 	int datagram;              /* 1 = datagram transport, 0 = stream records */
 	sio_options opts;          /* copied; zero fields mean defaults */
 	uint64_t wallclock_ns;     /* wall-clock time at creation (session id) */
+	int diag_level;            /* most detailed SIO_DIAG_ level for cbs.diag; 0 = INFO */
 } sio_core_config;
 
 /* Allocates every buffer the core will ever need. */

@@ -21,6 +21,10 @@ static void sync_stats(sio_core *c)
 		c->st.drop_fragments = fs.dropped;
 	}
 	c->st.packet_size = m->pkt_size;
+	if (c->dg.packet_size && c->dg.packet_size != m->pkt_size && SIO_DIAG_ON(c, SIO_DIAG_INFO)) {
+		c->dg.packet_size = m->pkt_size;
+		sio_core_diag(c, SIO_DIAG_INFO, "packet size now %u bytes", (unsigned)m->pkt_size);
+	}
 }
 
 static void frag_deliver(void *ctx, uint32_t type, const uint8_t *data, size_t len)

@@ -63,6 +63,17 @@ const char *sio_state_name(sio_state st)
 	return "unknown";
 }
 
+const char *sio_diag_level_name(int level)
+{
+	switch (level) {
+	case SIO_DIAG_ERROR: return "error";
+	case SIO_DIAG_WARN: return "warn";
+	case SIO_DIAG_INFO: return "info";
+	case SIO_DIAG_DEBUG: return "debug";
+	}
+	return "?";
+}
+
 int sio_init(void)
 {
 	return sodium_init() < 0 ? SIO_ECRYPTO : 0;

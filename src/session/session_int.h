@@ -63,7 +63,7 @@ struct sio_send_info {
 	uint8_t cb_pending; /* completion callback queued for the I/O thread */
 };
 
-enum ev_kind { EV_MSG, EV_STATE, EV_CONNECT, EV_ERROR, EV_SENT, EV_HERR };
+enum ev_kind { EV_MSG, EV_STATE, EV_CONNECT, EV_ERROR, EV_SENT, EV_HERR, EV_DIAG };
 
 /* One deferred event (kept small: one per delivered message). */
 struct sio_ev {
