@@ -73,6 +73,7 @@ enum sio_error {
 	SIO_EPASSPHRASE = -32, /* wrong passphrase for an encrypted private key */
 	SIO_ESIGN = -33,      /* the identity's external signer failed or refused */
 	SIO_EAGENT = -34,     /* ssh-agent unreachable, or it does not hold the key */
+	SIO_EUNREACH = -35,   /* the peer's port or socket is gone (connected datagram socket) */
 };
 
 /* Returns a static, human-readable description of an SIO_E... code.

@@ -45,6 +45,8 @@ const char *sio_strerror(int err)
 	case SIO_ESIGN:
 		return "the identity's signer (ssh-agent or callback) failed or refused to sign";
 	case SIO_EAGENT: return "ssh-agent unreachable, or it does not hold the key";
+	case SIO_EUNREACH:
+		return "the peer is unreachable: nothing listens at its address any more (port unreachable)";
 	}
 	return "unknown error";
 }
