@@ -1,4 +1,4 @@
-/* Error strings, state names and library initialisation. */
+/* Error strings, state names, the version and library initialisation. */
 #include <sodium.h>
 
 #include "secureio.h"
@@ -49,6 +49,11 @@ const char *sio_strerror(int err)
 		return "the peer is unreachable: nothing listens at its address any more (port unreachable)";
 	}
 	return "unknown error";
+}
+
+const char *sio_version(void)
+{
+	return SIO_LIB_VERSION;
 }
 
 const char *sio_state_name(sio_state st)
