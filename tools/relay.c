@@ -207,7 +207,9 @@ static int report_no_session(struct relay *r, int err, double timeout_s)
 		return CLI_NOSESSION;
 	case SIO_EUNREACH:
 		cli_err("no session established: nothing answers at the peer's address (port "
-		        "unreachable: no peer listening, or it is gone)");
+		        "unreachable: %s)",
+		        auth ? auth_hint(r)
+		             : "no peer listening, or it is gone: did it refuse our identity or PSK?");
 		return CLI_NOSESSION;
 	case SIO_EANSWERS:
 	case SIO_ECLOCK:
