@@ -250,9 +250,9 @@ static int transient_dgram_error(const sio_tp *tp, int e)
 		return 1;
 	case ECONNREFUSED:
 	case ENOENT:
-		/* UDP: an ICMP error about an earlier datagram (counted by
-		 * refused(), the session judges it). A connected UNIX socket:
-		 * the peer is gone for good. */
+		/* UDP: an ICMP error about an earlier datagram (counted, see
+		 * udp_refused(); the session judges it). A connected UNIX
+		 * socket: the peer is gone for good. */
 		return tp->family != AF_UNIX || tp->peer_mode != SIO_TP_PEER_CONNECTED;
 	}
 	return 0;
