@@ -276,8 +276,10 @@ static int udp_refused(const sio_tp *tp, int e)
 static int fatal_code(const sio_tp *tp, int e)
 {
 	/* a connected UNIX datagram socket whose peer's socket is gone: the
-	 * kernel itself says so (nobody can forge it), the peer is unreachable */
-	if (tp->datagram && tp->family == AF_UNIX && (e == ECONNREFUSED || e == ENOENT))
+	 * kernel itself says so (nobody can forge it), the peer is unreachable
+	 * (ENOTCONN: a send already found it gone and disconnected us) */
+	if (tp->datagram && tp->family == AF_UNIX &&
+	    (e == ECONNREFUSED || e == ENOENT || e == ENOTCONN))
 		return SIO_EUNREACH;
 	return e == ECONNRESET || e == EPIPE ? SIO_ETRUNCATED : SIO_EIO;
 }

@@ -159,7 +159,7 @@ int sio_tp_blocked_fd(const sio_tp *tp);
  * sio_tp_blocked_fd()), or a negative SIO_E code on a fatal error
  * (SIO_ETRUNCATED when the peer reset the connection or a pipe lost its
  * reader: ECONNRESET, EPIPE; SIO_EUNREACH when a connected UNIX datagram
- * socket's peer is gone: ECONNREFUSED, ENOENT; SIO_EIO otherwise). Datagrams
+ * socket's peer is gone: ECONNREFUSED, ENOENT, ENOTCONN; SIO_EIO otherwise). Datagrams
  * the kernel refuses for a transient reason (EMSGSIZE, ECONNREFUSED on UDP,
  * ENOBUFS, no route, unknown peer in learn mode) are consumed and counted in
  * drop_send, as if lost on the path; ECONNREFUSED on a connected UDP socket
