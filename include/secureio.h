@@ -3,8 +3,17 @@
  * over any byte transport (UDP, TCP, UNIX sockets, pipes, custom callbacks).
  *
  * Conventions used throughout this header:
- *  - Every function returns 0 (or a non-negative count) on success and a
- *    negative SIO_E... code on failure; sio_strerror() names the code.
+ *  - Functions returning int or ssize_t return 0 (or a non-negative count
+ *    or flag) on success and a negative SIO_E... code on failure;
+ *    sio_strerror() names the code. The exceptions say so in their comment:
+ *    the void ones cannot fail (the *_free and *_close calls, getters that
+ *    fill a struct: sio_identity_public_key, sio_session_stats,
+ *    sio_messenger_counts, sio_listener_stats_get, sio_transport_fd,
+ *    sio_options_default, sio_send_info_release, sio_messenger_pause and
+ *    _resume); sio_remote_count returns a size_t; sio_session_state returns
+ *    a state; sio_write_message_async returns a completion object, or NULL
+ *    with the code in *ERR; sio_strerror, sio_state_name and sio_version
+ *    return static strings.
  *  - All types are opaque except plain option/statistics structs.
  *  - "Thread:" in each comment says which threads may call the function.
  *    "any" means any thread, concurrently with other calls on the same object.
@@ -73,11 +82,18 @@ enum sio_error {
 	SIO_EPASSPHRASE = -32, /* wrong passphrase for an encrypted private key */
 	SIO_ESIGN = -33,      /* the identity's external signer failed or refused */
 	SIO_EAGENT = -34,     /* ssh-agent unreachable, or it does not hold the key */
+	SIO_EUNREACH = -35,   /* the peer's port or socket is gone (connected datagram socket) */
 };
 
 /* Returns a static, human-readable description of an SIO_E... code.
  * Thread: any. */
 SIO_API const char *sio_strerror(int err);
+
+/* Returns the version of the library actually linked, as a static string
+ * "MAJOR.MINOR.PATCH" (the project version in CMakeLists.txt); compare it
+ * with SIO_VERSION_STRING, the version of the header the program was built
+ * against. Thread: any (no sio_init() needed). */
+SIO_API const char *sio_version(void);
 
 /* Initialises the library (libsodium). Idempotent. Returns 0 or SIO_ECRYPTO.
  * Thread: any. */

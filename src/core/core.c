@@ -526,6 +526,7 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 	memcpy(c->peer_epub, f.epub, 32);
 	c->peer_created = f.created_ns;
 	c->last_recv = now;
+	c->unreach_count = 0;
 	/* The peer has not seen our message (it names no receiver): it started
 	 * after our earlier sends, or they went nowhere (a UDP listener learns
 	 * its peer's address only now). Send ours at once instead of at the
@@ -638,11 +639,34 @@ void sio_core_transport_closed(sio_core *c, uint64_t now, int err)
 	if (c->state != SIO_STATE_CLOSED) {
 		if (err == 0 || err == SIO_ETRUNCATED)
 			sio_core_fail(c, SIO_ETRUNCATED, "transport ended without a graceful close");
+		else if (err == SIO_EUNREACH)
+			sio_core_fail(c, err, "the peer's socket is gone (connection refused)");
 		else
 			sio_core_fail(c, err < 0 ? err : SIO_EIO, "transport failed");
 	}
 	/* what was sealed but not handed over will never leave now */
 	sio_core_tx_abandon(c, c->err ? c->err : SIO_ECANCELED);
+}
+
+void sio_core_unreachable(sio_core *c, uint64_t now)
+{
+	if (c->state == SIO_STATE_NEW || c->state == SIO_STATE_CLOSED)
+		return;
+	if (c->unreach_count++ == 0)
+		c->unreach_first = now;
+	if (c->unreach_count >= SIO_UNREACH_COUNT && now - c->unreach_first >= SIO_UNREACH_NS) {
+		sio_core_fail(c, SIO_EUNREACH,
+			      "the peer's port is unreachable (ICMP port unreachable for over a "
+			      "second, nothing authenticated from the peer meanwhile)");
+		return;
+	}
+	/* Ask a live peer to prove it: it answers a packet-size probe with id 0
+	 * at once (an authenticated packet, which ends the run), however idle
+	 * it is. At most one every SIO_UNREACH_NS / 4. */
+	if (c->state >= SIO_STATE_NEGOTIATION && c->state <= SIO_STATE_ESTABLISHED &&
+	    (c->unreach_probe == 0 || now >= c->unreach_probe + SIO_UNREACH_NS / 4) &&
+	    sio_core_tx_probe(c, now, 0, SIO_OVERHEAD + 11) == 0)
+		c->unreach_probe = now;
 }
 
 static int kx_active(const sio_core *c)

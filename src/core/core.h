@@ -153,6 +153,16 @@ int sio_core_close(sio_core *c, uint64_t now);
 /* The transport ended (ERR 0 = end of file) or failed (ERR < 0). */
 void sio_core_transport_closed(sio_core *c, uint64_t now, int err);
 
+/* Port unreachable on a connected UDP socket (docs/TRANSPORT.md, "Port
+ * unreachable"): ICMP is not authenticated, so a refusal alone proves
+ * nothing. The session fails with SIO_EUNREACH only once at least
+ * SIO_UNREACH_COUNT refusals were reported over at least SIO_UNREACH_NS with
+ * no authenticated packet from the peer in between (a valid key exchange or
+ * data packet starts the count again). */
+#define SIO_UNREACH_COUNT 3
+#define SIO_UNREACH_NS 1000000000ull
+void sio_core_unreachable(sio_core *c, uint64_t now);
+
 /* The transport reaches only the peer (a stream, a pipe, a connected UNIX
  * socket: the kernel vouches for the sender; not UDP): before
  * any key exchange was accepted, a well-signed one from an identity outside

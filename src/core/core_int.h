@@ -175,6 +175,9 @@ struct sio_core {
 
 	/* liveness, close */
 	uint64_t last_send, last_recv;
+	uint64_t unreach_first;  /* first refusal of the current run */
+	uint32_t unreach_count;  /* refusals since the last authenticated packet */
+	uint64_t unreach_probe;  /* when the last liveness probe went out (0 = none) */
 	uint32_t fail_run;
 	int close_sent, close_acked;
 	uint64_t close_retry, close_deadline;

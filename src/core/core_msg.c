@@ -217,7 +217,9 @@ size_t sio_core_msg_frame(sio_core *c, uint64_t now, uint8_t kind, int last, con
 	case SIO_FR_PROBE_ACK:
 		if (!(n = get2(p, end, &id, &size)))
 			return 0;
-		if (m->pmtu_on) {
+		/* id 0: the answer to a liveness probe (sio_core_unreachable),
+		 * which the packet's arrival already counted */
+		if (m->pmtu_on && id != 0) {
 			sio_pmtu_ack(&m->pmtu, now, id, size);
 			pmtu_run(c, now);
 		}

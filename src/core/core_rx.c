@@ -162,6 +162,7 @@ int sio_core_data_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len)
 	}
 	sio_replay_update(&ks->rp, pn);
 	c->last_recv = now;
+	c->unreach_count = 0; /* the peer is there: earlier refusals count no more */
 	if (!ks->confirmed)
 		sio_core_key_confirmed(c, now, ks);
 	c->msg.rx_pkt_len = len;

@@ -446,6 +446,16 @@ static void transport_ended(sio_session *s, uint64_t now, int err)
 	sio_core_transport_closed(s->core, now, err);
 }
 
+/* Port-unreachable reports the transport counted since the last look (SEEN:
+ * the count already passed on) go to the core, which decides whether they
+ * end the session (sio_core_unreachable). */
+static void pass_refusals(sio_session *s, uint64_t now, uint64_t count, uint64_t *seen)
+{
+	for (; *seen < count && !s->tp_dead; (*seen)++)
+		sio_core_unreachable(s->core, now);
+	*seen = count;
+}
+
 /* Hands due packets to the transport. On connected descriptor transports
  * the system call runs without the session lock (the core keeps the packet
  * buffers unchanged until sio_core_sent()), so writers and the receiving side
@@ -487,6 +497,8 @@ void sio_flush_out(sio_session *s, uint64_t now)
 		if (unlocked)
 			lock(s);
 		s->tx_blocked = blocked;
+		if (s->tp.refused_tx != s->refused_tx_seen)
+			pass_refusals(s, now, s->tp.refused_tx, &s->refused_tx_seen);
 		if (r < 0) {
 			sio_core_sent(s->core, n, r);
 			transport_ended(s, now, r);
@@ -578,6 +590,8 @@ static int read_input(sio_session *s, uint64_t now)
 		return 0;
 	struct rx_ctx rx = {s, now};
 	int r = sio_tp_recv(&s->tp, on_packet, &rx);
+	if (s->tp.refused_rx != s->refused_rx_seen)
+		pass_refusals(s, now, s->tp.refused_rx, &s->refused_rx_seen);
 	if (r == SIO_TP_EOF || r < 0) {
 		transport_ended(s, now, r == SIO_TP_EOF ? 0 : r);
 		return 0;

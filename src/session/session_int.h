@@ -115,6 +115,7 @@ struct sio_session {
 	sio_tp tp;
 	int tp_open;
 	int tp_dead;      /* transport ended: no more I/O on it */
+	uint64_t refused_tx_seen, refused_rx_seen; /* tp.refused_* passed to the core */
 	int sending;      /* a thread is inside sio_flush_out (maybe unlocked) */
 	int tx_blocked;   /* the transport is full: wait for POLLOUT */
 	int out_more;     /* sio_flush_out stopped with packets still due */
