@@ -15,7 +15,7 @@
  * returns the same codes. */
 struct bench_row {
 	const char *name;  /* without the "Benchmark" prefix and "-N" suffix */
-	const char *group; /* "limit", "session", "tool" */
+	const char *group; /* "limit", "kx", "session", "peer", "tool" */
 	size_t arg;        /* row parameter (message size, ...) */
 	size_t bytes;      /* bytes per operation for MB/s (0: no MB/s column) */
 	int (*setup)(void **st, const struct bench_row *r);
@@ -51,6 +51,7 @@ int bench_alloc_available(void);
 extern const struct bench_row bench_rows_limit[];
 extern const struct bench_row bench_rows_kx[];
 extern const struct bench_row bench_rows_session[];
+extern const struct bench_row bench_rows_peer[];
 extern const struct bench_row bench_rows_tool[];
 
 /* A stopwatch-free helper: sleeps-free wait of one thread for a counter to

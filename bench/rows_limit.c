@@ -5,6 +5,12 @@
  *  - RawUDP1300: 1300-byte datagrams over 127.0.0.1, sendmmsg on one
  *    thread, recvmmsg on another, a bounded window of datagrams in flight so
  *    the receive buffer never overflows (one op = one datagram delivered).
+ *  - RawSeqpacket64000: 64000-byte messages one way through a UNIX
+ *    SOCK_SEQPACKET pair like the session rows' (default buffers), send() on
+ *    the bench thread, recv() on a reader thread, no crypto; the clock stops
+ *    when the reader has the last one, each checked for size and counter
+ *    (one op = one message delivered). The kernel's share of an async
+ *    64000-byte message: R in the two-core pipeline limit of issue #16.
  *  - AEADSealOpen{64000,1300}: the library's packet AEAD (src/core/aead.h) seals
  *    then opens one buffer on one core; SodiumXChaChaSealOpen{...}: the same
  *    with libsodium's crypto_aead_xchacha20poly1305_ietf. MB/s counts the
@@ -211,6 +217,108 @@ static void udp_teardown(void *st)
 	free(u);
 }
 
+/* ---- raw seqpacket stream -------------------------------------------------------- */
+
+#define RS_SIZE 64000
+
+struct rs {
+	int fd[2];
+	pthread_t rx;
+	int rx_started;
+	uint64_t sent;                  /* bench thread only */
+	_Atomic uint64_t received, bad; /* reader thread */
+	struct bench_gate *gate;
+	uint8_t out[RS_SIZE], in[RS_SIZE + 1];
+};
+
+static void *rs_rx(void *arg)
+{
+	struct rs *t = arg;
+	uint64_t expect = 0;
+	for (;;) {
+		ssize_t n = recv(t->fd[1], t->in, sizeof t->in, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break; /* the writer's end closed at teardown */
+		uint64_t v;
+		memcpy(&v, t->in, sizeof v);
+		if (n != RS_SIZE || v != expect)
+			atomic_fetch_add(&t->bad, 1);
+		expect++;
+		atomic_fetch_add(&t->received, 1);
+		bench_gate_notify(t->gate);
+	}
+	return NULL;
+}
+
+static void rs_teardown(void *st)
+{
+	struct rs *t = st;
+	if (t->fd[0] >= 0)
+		shutdown(t->fd[0], SHUT_RDWR);
+	if (t->rx_started)
+		pthread_join(t->rx, NULL);
+	for (int i = 0; i < 2; i++)
+		if (t->fd[i] >= 0)
+			close(t->fd[i]);
+	bench_gate_free(t->gate);
+	free(t);
+}
+
+static int rs_setup(void **st, const struct bench_row *r)
+{
+	(void)r;
+	struct rs *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -1;
+	t->fd[0] = t->fd[1] = -1;
+	*st = t;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, t->fd)) {
+		bench_fail("socketpair: %s", strerror(errno));
+		rs_teardown(t);
+		return -1;
+	}
+	memset(t->out, 0x5a, sizeof t->out);
+	t->gate = bench_gate_new();
+	if (!t->gate || pthread_create(&t->rx, NULL, rs_rx, t)) {
+		rs_teardown(t);
+		return -1;
+	}
+	t->rx_started = 1;
+	return 0;
+}
+
+static int rs_run(void *st, uint64_t n)
+{
+	struct rs *t = st;
+	uint64_t base = t->sent, bad0 = atomic_load(&t->bad);
+	bench_start();
+	for (uint64_t i = 0; i < n; i++) {
+		memcpy(t->out, &t->sent, sizeof t->sent);
+		ssize_t w = send(t->fd[0], t->out, RS_SIZE, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR) {
+			i--;
+			continue;
+		}
+		if (w != RS_SIZE) {
+			bench_stop();
+			bench_fail("send: %s", w < 0 ? strerror(errno) : "short");
+			return -1;
+		}
+		t->sent++;
+	}
+	int lost = bench_gate_wait(t->gate, &t->received, base + n, 5000);
+	bench_stop();
+	if (lost || atomic_load(&t->received) != base + n || atomic_load(&t->bad) != bad0) {
+		bench_fail("reader got %llu of %llu messages, %llu of the wrong size or out of order",
+			   (unsigned long long)(atomic_load(&t->received) - base),
+			   (unsigned long long)n, (unsigned long long)(atomic_load(&t->bad) - bad0));
+		return -1;
+	}
+	return 0;
+}
+
 /* ---- AEAD ------------------------------------------------------------------------ */
 
 struct aead_st {
@@ -300,6 +408,7 @@ static void aead_teardown(void *st)
 
 const struct bench_row bench_rows_limit[] = {
 	{"RawSeqpacketRoundTrip1", "limit", 1, 0, rt_setup, rt_run, rt_teardown, 0},
+	{"RawSeqpacket64000", "limit", RS_SIZE, RS_SIZE, rs_setup, rs_run, rs_teardown, 0},
 	{"RawUDP1300", "limit", UDP_SIZE, UDP_SIZE, udp_setup, udp_run, udp_teardown, 0},
 	{"AEADSealOpen64000", "limit", 64000, 2 * 64000, aead_setup, aead_run, aead_teardown, 0},
 	{"AEADSealOpen1300", "limit", 1300, 2 * 1300, aead_setup, aead_run, aead_teardown, 0},

@@ -335,8 +335,14 @@ static int tool_run(void *st, uint64_t n)
 			snprintf(a3, sizeof a3, "%s/a", t->dir);
 			snprintf(a4, sizeof a4, "%s/b/id_ed25519.pub", t->dir);
 			snprintf(a5, sizeof a5, "tcp:127.0.0.1:%d", port);
-			char *l[] = {bench_sio_path, "listen", "-q", "-i", a1, "-r", a2, a5, NULL};
-			char *c[] = {bench_sio_path, "connect", "-q", "-i", a3, "-r", a4, a5, NULL};
+			/* one way, like socat -u: since each direction ends on its
+			 * own (README, "Ending"), a sender whose stdin ended waits for
+			 * the peer's stream to end too, and the listener's held stdin
+			 * never ends before the sender exits */
+			char *l[] = {bench_sio_path, "listen", "-q", "--recv-only", "-i", a1, "-r", a2,
+				     a5, NULL};
+			char *c[] = {bench_sio_path, "connect", "-q", "--send-only", "-i", a3, "-r", a4,
+				     a5, NULL};
 			for (; l[li]; li++)
 				largv[li] = l[li];
 			for (; c[ci]; ci++)

@@ -3,8 +3,17 @@
  * over any byte transport (UDP, TCP, UNIX sockets, pipes, custom callbacks).
  *
  * Conventions used throughout this header:
- *  - Every function returns 0 (or a non-negative count) on success and a
- *    negative SIO_E... code on failure; sio_strerror() names the code.
+ *  - Functions returning int or ssize_t return 0 (or a non-negative count
+ *    or flag) on success and a negative SIO_E... code on failure;
+ *    sio_strerror() names the code. The exceptions say so in their comment:
+ *    the void ones cannot fail (the *_free and *_close calls, getters that
+ *    fill a struct: sio_identity_public_key, sio_session_stats,
+ *    sio_messenger_counts, sio_listener_stats_get, sio_transport_fd,
+ *    sio_options_default, sio_send_info_release, sio_messenger_pause and
+ *    _resume); sio_remote_count returns a size_t; sio_session_state returns
+ *    a state; sio_write_message_async returns a completion object, or NULL
+ *    with the code in *ERR; sio_strerror, sio_state_name and sio_version
+ *    return static strings.
  *  - All types are opaque except plain option/statistics structs.
  *  - "Thread:" in each comment says which threads may call the function.
  *    "any" means any thread, concurrently with other calls on the same object.
@@ -73,11 +82,18 @@ enum sio_error {
 	SIO_EPASSPHRASE = -32, /* wrong passphrase for an encrypted private key */
 	SIO_ESIGN = -33,      /* the identity's external signer failed or refused */
 	SIO_EAGENT = -34,     /* ssh-agent unreachable, or it does not hold the key */
+	SIO_EUNREACH = -35,   /* the peer's port or socket is gone (connected datagram socket) */
 };
 
 /* Returns a static, human-readable description of an SIO_E... code.
  * Thread: any. */
 SIO_API const char *sio_strerror(int err);
+
+/* Returns the version of the library actually linked, as a static string
+ * "MAJOR.MINOR.PATCH" (the project version in CMakeLists.txt); compare it
+ * with SIO_VERSION_STRING, the version of the header the program was built
+ * against. Thread: any (no sio_init() needed). */
+SIO_API const char *sio_version(void);
 
 /* Initialises the library (libsodium). Idempotent. Returns 0 or SIO_ECRYPTO.
  * Thread: any. */
@@ -420,6 +436,19 @@ SIO_API void sio_options_default(sio_options *o);
 
 typedef struct sio_session sio_session;
 
+/* Diagnostics levels (sio_callbacks.on_diag), most severe first. */
+typedef enum sio_diag_level {
+	SIO_DIAG_ERROR = 1, /* the session ends: the reason (as on_error says it) */
+	SIO_DIAG_WARN = 2,  /* refused identities (once each), non-fatal error events */
+	SIO_DIAG_INFO = 3,  /* established, key renewals, peer address changes,
+	                     * packet size, drop summaries (rate-limited) */
+	SIO_DIAG_DEBUG = 4, /* each key-exchange message sent and received */
+} sio_diag_level;
+
+/* Name of a level ("error", "warn", "info", "debug"; "?" otherwise).
+ * Thread: any. */
+SIO_API const char *sio_diag_level_name(int level);
+
 /* Session-wide callbacks. All are called on the session's I/O thread (or,
  * in event-loop mode, inside sio_session_process()), one at a time, in the
  * order the events happened, never with a lock of ours held; they may call
@@ -439,6 +468,22 @@ typedef struct sio_callbacks {
 	 * trusted. Return 0 to accept, nonzero to refuse (the session then ends
 	 * with SIO_EREFUSED). Not set: every valid identity is accepted. */
 	int (*on_remote_identity)(sio_session *s, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], void *ctx);
+	/* Diagnostics (docs/API.md, "Diagnostics"): LEVEL (an SIO_DIAG_ value)
+	 * and one line of text MSG (no newline, valid during the call only)
+	 * saying what the session did or refused: key-exchange steps, keys
+	 * renewed, the peer's address learned or moved, a refused identity
+	 * ("refused SHA256:... (not pinned)", once per identity and session,
+	 * only when that identity's signature holds), drops by reason (one line
+	 * per reason and second at most, giving the count since the previous
+	 * line; non-fatal error events at most one a second after a burst
+	 * of 4). Never a key, a secret or message data. Delivered like the
+	 * other callbacks: on the I/O thread (or inside sio_session_process()),
+	 * never with a lock of ours held. NULL: nothing is formatted or
+	 * counted for it (one branch per event). */
+	void (*on_diag)(sio_session *s, int level, const char *msg, void *ctx);
+	/* Most detailed level passed to on_diag; 0 = SIO_DIAG_INFO. Lines of a
+	 * more detailed level are not even formatted. */
+	int diag_level;
 } sio_callbacks;
 
 typedef struct sio_stats {
@@ -729,6 +774,18 @@ typedef struct sio_listener_options {
 	 * and each messenger) before it stops reading its input; 0 = default
 	 * (256 KiB; a lone session: 4 MiB). */
 	uint32_t peer_unread_bytes;
+	/* Diagnostics of the listener itself (its peer sessions report through
+	 * session_cbs->on_diag): a key exchange from an identity outside the
+	 * allowed set, "refused SHA256:... (not allowed)" at SIO_DIAG_WARN,
+	 * once per identity (the last 16 remembered) and only when its
+	 * signature holds; and, at SIO_DIAG_INFO, summaries of the drops
+	 * counted in sio_listener_stats, one line per reason and second at
+	 * most ("dropped N datagrams (REASON)"). DIAG_LEVEL: most detailed
+	 * level delivered, 0 = SIO_DIAG_INFO. Thread: the listener's (or the
+	 * one calling sio_listener_process()), never with a lock of ours
+	 * held. NULL: nothing is formatted or counted for it. */
+	void (*on_diag)(sio_listener *l, int level, const char *msg, void *ctx);
+	int diag_level;
 } sio_listener_options;
 
 typedef struct sio_listener_stats {

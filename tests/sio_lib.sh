@@ -125,3 +125,13 @@ end_bg() {
 }
 
 sha() { sha256sum <"$1" | cut -d' ' -f1; }
+
+# Measured times for the closing notes of issues (never asserted: a test
+# only checks the outcome, within its own timeout). t0=$(now_s) ... then
+# report_time CASE SIDE "$t0" RC ERRFILE prints one table row on stdout.
+now_s() { date +%s.%N; }
+report_time() {
+	local secs
+	secs=$(awk -v a="$3" -v b="$(now_s)" 'BEGIN { printf "%.2f", b - a }')
+	echo "TIME | $1 | $2 | $secs s | exit $4 | $(head -n 1 "$5" 2>/dev/null)"
+}

@@ -4,7 +4,7 @@
  * that did not change, creation time going backwards, remote clock too far
  * off, every single-bit flip of data and kx packets, truncated and oversized
  * packets, decrypt-failure runs, the packet-number hard limit, keepalive and
- * dead-peer detection. */
+ * dead-peer detection, forged and genuine port-unreachable reports. */
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -547,6 +547,57 @@ static void test_liveness(void)
 	sim_free(&s);
 }
 
+/* Refusals (ICMP port unreachable on a connected UDP socket) every
+ * 100 ms for TICKS ticks, the simulated network running in between. */
+static void refuse_for(sim *s, int side, int ticks)
+{
+	for (int i = 0; i < ticks && sio_core_state(s->p[side].core) != SIO_STATE_CLOSED; i++) {
+		sio_core_unreachable(s->p[side].core, s->now);
+		sim_run(s, s->now + 100 * SIM_MS, NULL, NULL);
+	}
+}
+
+/* ICMP is not authenticated: forged port-unreachable reports must not end a
+ * session whose peer is alive, even an idle one that hears from its peer
+ * only every keepalive (the liveness probe makes the peer answer at once);
+ * a peer that is really gone ends the session with SIO_EUNREACH after at
+ * least SIO_UNREACH_NS, not before; before the key exchange, refusals with
+ * no valid message from the peer end it too. */
+static void test_port_unreachable(void)
+{
+	sim s;
+	sim_config cfg = base();
+	CHECK_OK(sim_init(&s, 101, &cfg));
+	CHECK(sim_run(&s, 3 * SIM_S, both_established, NULL));
+	sim_run(&s, s.now + 25 * SIM_S, NULL, NULL); /* idle: keepalives only */
+	refuse_for(&s, 0, 100);                      /* 10 s of forged refusals */
+	CHECK_EQ(sio_core_state(s.p[0].core), SIO_STATE_ESTABLISHED);
+	CHECK(!sim_has_error(&s.p[0], SIO_EUNREACH));
+	/* a few refusals then nothing: the run does not end the session later */
+	refuse_for(&s, 0, 2);
+	sim_run(&s, s.now + 5 * SIM_S, NULL, NULL);
+	CHECK_EQ(sio_core_state(s.p[0].core), SIO_STATE_ESTABLISHED);
+	/* the peer is gone: nothing comes back any more */
+	s.net.loss = 1.0;
+	uint64_t t0 = s.now;
+	refuse_for(&s, 0, 9); /* 0.9 s: not yet */
+	CHECK_EQ(sio_core_state(s.p[0].core), SIO_STATE_ESTABLISHED);
+	refuse_for(&s, 0, 20);
+	CHECK_EQ(sio_core_state(s.p[0].core), SIO_STATE_CLOSED);
+	CHECK(sim_has_error(&s.p[0], SIO_EUNREACH));
+	CHECK(s.now - t0 >= 1 * SIM_S && s.now - t0 <= 2 * SIM_S);
+	sim_free(&s);
+
+	/* before any key exchange: nobody listens at the peer's port */
+	cfg = base();
+	cfg.no_start[1] = 1;
+	CHECK_OK(sim_init(&s, 102, &cfg));
+	refuse_for(&s, 0, 30);
+	CHECK_EQ(sio_core_state(s.p[0].core), SIO_STATE_CLOSED);
+	CHECK(sim_has_error(&s.p[0], SIO_EUNREACH));
+	sim_free(&s);
+}
+
 /* Junk that can only be dropped costs no signature check: a replayed
  * message of an older generation, a second message for a generation already
  * held, generations far ahead, an unknown "new session" that is not newer;
@@ -741,5 +792,6 @@ int main(void)
 	test_time_sanity();
 	test_pn_limit();
 	test_liveness();
+	test_port_unreachable();
 	return check_done("test_core_neg");
 }

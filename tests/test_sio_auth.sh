@@ -57,6 +57,32 @@ for k in udp tcp unixgram; do
 		grep -q 'does the peer use a --psk-file we do not have' "$T/l.err"
 done
 
+# A wrong pinned key, with the default timeouts over TCP (the kernel vouches
+# for the sender: both sides end at once) and --timeout 5 over UDP (an
+# off-path sender could forge a refusal, so UDP waits for the right peer
+# until the timeout, docs/SECURITY.md): either side pinning the wrong key,
+# both exit 3. The times are printed (TIME lines), not asserted.
+for k in tcp udp; do
+	tmo=
+	[ "$k" = udp ] && tmo="--timeout 5"
+	for who in listen connect; do
+		lpin= cpin=
+		if [ "$who" = listen ]; then lpin="-r $T/c/id_ed25519.pub"; else cpin="-r $T/c/id_ed25519.pub"; fi
+		a=$(new_addr "$k")
+		# shellcheck disable=SC2086
+		listen_bg "$a" -q -i "$T/a" $lpin $tmo
+		t0=$(now_s)
+		# shellcheck disable=SC2086
+		timeout -k 5 "$TMO" "$SIO" connect -q -i "$T/b" $cpin $tmo "$a" <"$T/msg" >/dev/null 2>"$T/c.err"
+		CRC=$?
+		report_time "$k, wrong -r key on the $who side${tmo:+ ($tmo)}" connect "$t0" "$CRC" "$T/c.err"
+		end_bg
+		report_time "$k, wrong -r key on the $who side${tmo:+ ($tmo)}" listen "$t0" "$LRC" "$T/l.err"
+		check_eq "$k, wrong key on the $who side, default timeouts: exits" "3 3" "$CRC $LRC"
+		check "$k, wrong key on the $who side: nothing delivered" test ! -s "$T/l.out"
+	done
+done
+
 # nobody there: exit 3 after --timeout
 for k in udp tcp unix unixgram; do
 	a=$(new_addr "$k")

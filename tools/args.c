@@ -3,6 +3,7 @@
 #include <langinfo.h>
 #include <locale.h>
 #include <math.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,7 +46,11 @@ static const char help_text[] =
 "                   by default the agent is used when the private key file is encrypted or\n"
 "                   absent (only FILE.pub) and the agent holds the key\n"
 "  --no-agent       never use the agent\n"
-"  -v               say where the identity's signatures come from (key file or ssh-agent)\n"
+"  -v               verbose, repeatable: where the identity's signatures come from, the\n"
+"                   handshake, key renewals, peer address changes, refused peers and drop\n"
+"                   summaries (at most one line per reason and second); -vv adds each\n"
+"                   key-exchange message. Without -v only warnings show: an unconnected\n"
+"                   udp:/unixgram: listener names each refused identity once\n"
 "  -r FILE          pin the remote public key (any format the library reads);\n"
 "                   without it any identity is accepted and its public key line is printed to stderr\n"
 "  --psk-file FILE  pre-shared key (the file's bytes, 16 to 1024 of them)\n"
@@ -108,6 +113,51 @@ void cli_err(const char *fmt, ...)
 	char out[4 * sizeof buf + 1];
 	cli_escape((const uint8_t *)buf, strlen(buf), cli_utf8_locale(), out);
 	fprintf(stderr, "sio: %s\n", out);
+}
+
+/* Fingerprints of the "refused" lines printed so far (any session of this
+ * process: -k serves several), so that each identity is named once. */
+#define REFUSED_MEMORY 64
+static char refused_seen[REFUSED_MEMORY][SIO_FINGERPRINT_MAX];
+static unsigned refused_n;
+static pthread_mutex_t refused_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* 1 the first time MSG ("refused SHA256:... (why)") is seen. */
+static int refused_first(const char *msg)
+{
+	char fp[SIO_FINGERPRINT_MAX];
+	size_t n = strcspn(msg + 8, " ");
+	if (n >= sizeof fp)
+		n = sizeof fp - 1;
+	memcpy(fp, msg + 8, n);
+	fp[n] = 0;
+	int first = 1;
+	pthread_mutex_lock(&refused_mu);
+	unsigned have = refused_n < REFUSED_MEMORY ? refused_n : REFUSED_MEMORY;
+	for (unsigned i = 0; i < have && first; i++)
+		if (strcmp(refused_seen[i], fp) == 0)
+			first = 0;
+	if (first)
+		memcpy(refused_seen[refused_n++ % REFUSED_MEMORY], fp, sizeof fp);
+	pthread_mutex_unlock(&refused_mu);
+	return first;
+}
+
+void cli_diag(const struct cli_opts *o, int level, const char *msg)
+{
+	/* errors: sio says itself how a session ended, in its own words */
+	if (level <= SIO_DIAG_ERROR || o->quiet)
+		return;
+	if (level > cli_diag_level(o))
+		return;
+	if (strncmp(msg, "refused ", 8) == 0 && !refused_first(msg))
+		return; /* once per identity; with -v the drop summaries count the rest */
+	cli_err("%s", msg);
+}
+
+int cli_diag_level(const struct cli_opts *o)
+{
+	return o->verbose >= 2 ? SIO_DIAG_DEBUG : o->verbose ? SIO_DIAG_INFO : SIO_DIAG_WARN;
 }
 
 int cli_utf8_locale(void)
@@ -265,8 +315,8 @@ int cli_parse_session_args(int argc, char **argv, struct cli_opts *o)
 			o->agent = 1;
 		} else if (strcmp(name, "--no-agent") == 0) {
 			o->agent = -1;
-		} else if (strcmp(name, "-v") == 0) {
-			o->verbose = 1;
+		} else if (name[0] == '-' && name[1] == 'v' && !name[strspn(name + 1, "v") + 1]) {
+			o->verbose += (int)strlen(name) - 1; /* -v, -vv, -v -v */
 		} else if (strcmp(name, "--lines") == 0) {
 			o->lines = 1;
 		} else if (strcmp(name, "--multi") == 0) {

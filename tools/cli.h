@@ -57,7 +57,7 @@ struct cli_opts {
 	const char *id_dir;   /* -i: a directory holding id_ed25519, or a key file */
 	const char *passphrase_file; /* --passphrase-file */
 	int agent;                   /* --agent 1, --no-agent -1, else 0: when needed */
-	int verbose;                 /* -v */
+	int verbose;                 /* -v: 1, -vv: 2 (repeatable) */
 	const char *remote;   /* -r */
 	const char *psk_file; /* --psk-file */
 	const char *address;
@@ -98,6 +98,14 @@ void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * then cli_escape() lets well-formed printable UTF-8 through. Computed once;
  * the program's own locale stays "C". */
 int cli_utf8_locale(void);
+/* The library's diagnostics (sio_callbacks.on_diag) as O asks for them:
+ * nothing with -q; without -v warnings only (a refused identity: once per
+ * identity and process); -v adds info lines, -vv debug lines. Error lines
+ * are left out: sio reports how a session ended itself. Each is one
+ * escaped "sio: " line on stderr. */
+void cli_diag(const struct cli_opts *o, int level, const char *msg);
+/* The most detailed level cli_diag() prints for O (sio_callbacks.diag_level). */
+int cli_diag_level(const struct cli_opts *o);
 /* Default identity directory: $HOME/.ssh. */
 const char *cli_default_id_dir(void);
 

@@ -37,7 +37,7 @@ int main(int argc, char **argv)
 		return CLI_OK;
 	}
 	if (strcmp(cmd, "--version") == 0) {
-		printf("sio (secureio) %s\n", SIO_VERSION_STRING);
+		printf("sio (secureio) %s\n", sio_version());
 		return CLI_OK;
 	}
 	for (int i = 2; i < argc; i++)

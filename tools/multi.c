@@ -50,6 +50,7 @@ struct hub {
 	size_t n, cap;
 	uint32_t type;
 	int quiet;
+	const struct cli_opts *o;
 };
 
 static void on_msg(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
@@ -214,6 +215,18 @@ static void reap(struct hub *h)
 	pthread_mutex_unlock(&h->mu);
 }
 
+static void hub_diag(sio_listener *l, int level, const char *msg, void *ctx)
+{
+	(void)l;
+	cli_diag(((struct hub *)ctx)->o, level, msg);
+}
+
+static void peer_diag(sio_session *s, int level, const char *msg, void *ctx)
+{
+	(void)s;
+	cli_diag(ctx, level, msg);
+}
+
 int cli_multi(struct cli_opts *o)
 {
 	int code = CLI_ERR, rc;
@@ -237,6 +250,7 @@ int cli_multi(struct cli_opts *o)
 	h.type = o->have_channel ? o->channel : SIO_TYPE_READWRITE;
 	cli_mode_of(o, 1, &g_hub_mode);
 	h.quiet = o->quiet;
+	h.o = o;
 	uint8_t psk[1025];
 	size_t psk_len = 0;
 
@@ -268,9 +282,17 @@ int cli_multi(struct cli_opts *o)
 		so.psk = psk;
 		so.psk_len = psk_len;
 	}
+	sio_callbacks scb;
+	memset(&scb, 0, sizeof scb);
+	scb.ctx = o;
+	scb.on_diag = peer_diag; /* -v: what each peer session does */
+	scb.diag_level = cli_diag_level(o);
 	sio_listener_options lo;
 	memset(&lo, 0, sizeof lo);
 	lo.session_opts = &so;
+	lo.session_cbs = &scb;
+	lo.on_diag = hub_diag; /* refused identities, drop summaries */
+	lo.diag_level = cli_diag_level(o);
 	lo.on_session = on_session;
 	lo.ctx = &h;
 	rc = sio_listener_new(&l, id, conn.fd, allowed, &lo);

@@ -56,6 +56,13 @@ static void cb_error(sio_session *s, int err, const char *msg, void *ctx)
 	relay_wake(r);
 }
 
+static void cb_diag(sio_session *s, int level, const char *msg, void *ctx)
+{
+	struct relay *r = ctx;
+	(void)s;
+	cli_diag(r->o, level, msg);
+}
+
 static void cb_state(sio_session *s, sio_state old_state, sio_state new_state, void *ctx)
 {
 	struct relay *r = ctx;
@@ -205,6 +212,12 @@ static int report_no_session(struct relay *r, int err, double timeout_s)
 		        err == SIO_EIO ? "went away" : "closed the transport",
 		        auth ? auth_hint(r) : "did it refuse our identity or PSK?");
 		return CLI_NOSESSION;
+	case SIO_EUNREACH:
+		cli_err("no session established: nothing answers at the peer's address (port "
+		        "unreachable: %s)",
+		        auth ? auth_hint(r)
+		             : "no peer listening, or it is gone: did it refuse our identity or PSK?");
+		return CLI_NOSESSION;
 	case SIO_EANSWERS:
 	case SIO_ECLOCK:
 	case SIO_EPROTO:
@@ -272,6 +285,9 @@ static int report_end(struct relay *r, int write_err)
 	if (err == SIO_EPEERDEAD)
 		snprintf(why, sizeof why, "the peer stopped answering (nothing heard for %g s: killed, "
 		         "or the network is down)", r->o->dead_s);
+	else if (err == SIO_EUNREACH)
+		snprintf(why, sizeof why, "the peer stopped answering (port unreachable: nothing "
+		         "listens at its address any more; killed or crashed?)");
 	else if (err == SIO_ETRUNCATED)
 		snprintf(why, sizeof why, "session truncated: the peer went away without closing "
 		         "the session (killed or crashed?)");
@@ -920,6 +936,8 @@ int cli_session(struct cli_opts *o)
 	cbs.on_state = cb_state;
 	cbs.on_connect = cb_connect;
 	cbs.on_remote_identity = cb_remote_identity;
+	cbs.on_diag = cb_diag;
+	cbs.diag_level = cli_diag_level(o);
 
 	code = CLI_ERR;
 	rc = sio_session_new(&r.s, id, remote, &t, &opts, &cbs);

@@ -26,10 +26,21 @@ static int mode(const sio_core *c)
 	return (int)c->o.answers_mode;
 }
 
-void sio_core_error(sio_core *c, int err, const char *msg)
+static void report(sio_core *c, int err, const char *msg, int level)
 {
+	if (SIO_DIAG_ON(c, level)) {
+		if (level == SIO_DIAG_WARN)
+			sio_core_diag_warn(c, msg ? msg : sio_strerror(err));
+		else
+			sio_core_diag(c, level, "%s", msg ? msg : sio_strerror(err));
+	}
 	if (c->cb.error)
 		c->cb.error(c->cb.ctx, err, msg);
+}
+
+void sio_core_error(sio_core *c, int err, const char *msg)
+{
+	report(c, err, msg, SIO_DIAG_WARN);
 }
 
 void sio_core_set_state(sio_core *c, sio_state st)
@@ -49,7 +60,7 @@ void sio_core_fail(sio_core *c, int err, const char *msg)
 	if (c->state == SIO_STATE_CLOSED)
 		return;
 	c->err = err;
-	sio_core_error(c, err, msg);
+	report(c, err, msg, SIO_DIAG_ERROR);
 	sio_core_set_state(c, SIO_STATE_CLOSED);
 	/* a failed session sends no more data: writers waiting for sealed
 	 * packets learn it now, not when the session is freed */
@@ -91,6 +102,8 @@ int sio_core_new(sio_core **out, const sio_core_config *cfg, const sio_core_cbs 
 	c->wall0 = cfg->wallclock_ns;
 	c->tx_slot = -1;
 	c->st.packet_size = c->o.max_packet_size;
+	c->diag_level = cfg->diag_level > 0 ? cfg->diag_level : SIO_DIAG_INFO;
+	c->dg.next = UINT64_MAX;
 	if (cfg->opts.psk_len)
 		sio_psk_derive(&c->psk, cfg->opts.psk, cfg->opts.psk_len);
 
@@ -114,6 +127,7 @@ int sio_core_new(sio_core **out, const sio_core_config *cfg, const sio_core_cbs 
 		sio_core_free(c);
 		return r;
 	}
+	c->dg.packet_size = c->st.packet_size; /* changes from here on are reported */
 	/* Session id: creation time (ns) || 64 random bits. */
 	sio_put_le64(c->sid, cfg->wallclock_ns);
 	rnd(c, c->sid + 8, 8);
@@ -196,6 +210,8 @@ static int new_round(sio_core *c, uint64_t now, uint32_t gen)
 	c->round_start = now;
 	c->next_retry = now + (uint64_t)c->o.kx_retry_ns;
 	sio_core_queue_kx(c, c->local_wire, c->local_wire_len);
+	if (SIO_DIAG_ON(c, SIO_DIAG_DEBUG))
+		sio_core_diag(c, SIO_DIAG_DEBUG, "key exchange: sent generation %u", gen);
 	return 0;
 }
 
@@ -211,6 +227,16 @@ static void promote(sio_core *c, uint64_t now, int slot)
 	c->tx_slot = slot;
 	if (c->established_once)
 		c->st.rekeys++;
+	if (SIO_DIAG_ON(c, SIO_DIAG_INFO)) {
+		char fp[SIO_FINGERPRINT_MAX];
+		if (c->established_once) {
+			sio_core_diag(c, SIO_DIAG_INFO, "keys renewed (generation %u)", c->keys[slot].gen);
+		} else {
+			sio_core_diag_fp(c->peer_id, fp);
+			sio_core_diag(c, SIO_DIAG_INFO, "established with %s (key generation %u)", fp,
+				      c->keys[slot].gen);
+		}
+	}
 	if (c->state == SIO_STATE_KEY_EXCHANGING) {
 		c->established_once = 1;
 		c->last_recv = now;
@@ -231,6 +257,8 @@ static void resend_local(sio_core *c, uint64_t now)
 		return;
 	sio_core_queue_kx(c, c->local_wire, c->local_wire_len);
 	c->next_retry = now + (uint64_t)c->o.kx_retry_ns;
+	if (SIO_DIAG_ON(c, SIO_DIAG_DEBUG))
+		sio_core_diag(c, SIO_DIAG_DEBUG, "key exchange: sent generation %u again", c->gen);
 }
 
 static void answer(sio_core *c, uint64_t now, int slot)
@@ -364,6 +392,8 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 	} else if (c->remote && !(c->admit ? c->admit(c->cb.ctx, f.idpk)
 	                                    : sio_remote_contains(c->remote, f.idpk))) {
 		c->auth_refused++;
+		if (c->cb.diag)
+			sio_core_diag_refused(c, now, m, f.idpk, sio_remote_contains(c->remote, f.idpk));
 		/* On a transport that reaches only the peer (a stream, a connected
 		 * socket), a well-signed message from an identity we do not accept
 		 * means the peer is not the one we want: fail now rather than at
@@ -496,10 +526,16 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 	memcpy(c->peer_epub, f.epub, 32);
 	c->peer_created = f.created_ns;
 	c->last_recv = now;
+	c->unreach_count = 0;
 	/* The peer has not seen our message (it names no receiver): it started
 	 * after our earlier sends, or they went nowhere (a UDP listener learns
 	 * its peer's address only now). Send ours at once instead of at the
 	 * next retry, so a late peer is not kept waiting up to a retry period. */
+	if (SIO_DIAG_ON(c, SIO_DIAG_DEBUG)) {
+		char fp[SIO_FINGERPRINT_MAX];
+		sio_core_diag_fp(f.idpk, fp);
+		sio_core_diag(c, SIO_DIAG_DEBUG, "key exchange: received generation %u from %s", f.gen, fp);
+	}
 	if (sodium_is_zero(f.sid_receiver, 16) && c->round_start != now)
 		resend_local(c, now);
 	return SIO_CORE_RX_KX;
@@ -603,11 +639,34 @@ void sio_core_transport_closed(sio_core *c, uint64_t now, int err)
 	if (c->state != SIO_STATE_CLOSED) {
 		if (err == 0 || err == SIO_ETRUNCATED)
 			sio_core_fail(c, SIO_ETRUNCATED, "transport ended without a graceful close");
+		else if (err == SIO_EUNREACH)
+			sio_core_fail(c, err, "the peer's socket is gone (connection refused)");
 		else
 			sio_core_fail(c, err < 0 ? err : SIO_EIO, "transport failed");
 	}
 	/* what was sealed but not handed over will never leave now */
 	sio_core_tx_abandon(c, c->err ? c->err : SIO_ECANCELED);
+}
+
+void sio_core_unreachable(sio_core *c, uint64_t now)
+{
+	if (c->state == SIO_STATE_NEW || c->state == SIO_STATE_CLOSED)
+		return;
+	if (c->unreach_count++ == 0)
+		c->unreach_first = now;
+	if (c->unreach_count >= SIO_UNREACH_COUNT && now - c->unreach_first >= SIO_UNREACH_NS) {
+		sio_core_fail(c, SIO_EUNREACH,
+			      "the peer's port is unreachable (ICMP port unreachable for over a "
+			      "second, nothing authenticated from the peer meanwhile)");
+		return;
+	}
+	/* Ask a live peer to prove it: it answers a packet-size probe with id 0
+	 * at once (an authenticated packet, which ends the run), however idle
+	 * it is. At most one every SIO_UNREACH_NS / 4. */
+	if (c->state >= SIO_STATE_NEGOTIATION && c->state <= SIO_STATE_ESTABLISHED &&
+	    (c->unreach_probe == 0 || now >= c->unreach_probe + SIO_UNREACH_NS / 4) &&
+	    sio_core_tx_probe(c, now, 0, SIO_OVERHEAD + 11) == 0)
+		c->unreach_probe = now;
 }
 
 static int kx_active(const sio_core *c)
@@ -627,6 +686,11 @@ void sio_core_tick(sio_core *c, uint64_t now)
 {
 	if (c->state == SIO_STATE_NEW || c->state == SIO_STATE_CLOSED)
 		return;
+	if (c->cb.diag) {
+		c->dg.now = now;
+		if (now >= c->dg.next)
+			sio_core_diag_drops(c, now); /* what the last second held */
+	}
 	if (kx_active(c) && !round_complete(c)) {
 		if (now >= c->round_start + (uint64_t)c->o.kx_timeout_ns) {
 			if (!c->any_valid_kx)
@@ -638,10 +702,8 @@ void sio_core_tick(sio_core *c, uint64_t now)
 				sio_core_fail(c, SIO_ETIMEDOUT, "key exchange timed out");
 			return;
 		}
-		if (now >= c->next_retry && timer_retries(c)) {
-			sio_core_queue_kx(c, c->local_wire, c->local_wire_len);
-			c->next_retry = now + (uint64_t)c->o.kx_retry_ns;
-		}
+		if (now >= c->next_retry && timer_retries(c))
+			resend_local(c, now);
 	}
 	/* Messages first: packet-size negotiation may end here, and an
 	 * ESTABLISHED session's timers below must then run in this same tick. */
@@ -705,6 +767,8 @@ uint64_t sio_core_deadline(const sio_core *c)
 	if (c->state == SIO_STATE_CLOSING && c->close_sent && !c->close_acked)
 		d = min64(d, min64(c->close_deadline, c->close_retry));
 	d = min64(d, sio_core_msg_deadline(c));
+	if (c->cb.diag)
+		d = min64(d, c->dg.next);
 	if (sio_core_can_send(c) && c->keys[c->tx_slot].tx_pn < SIO_PN_LIMIT)
 		d = min64(d, sio_core_tx_deadline(c));
 	return d;

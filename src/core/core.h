@@ -41,6 +41,10 @@ typedef struct sio_core_cbs {
 	/* Randomness: NULL means libsodium's randombytes_buf. Simulations pass a
 	 * seeded generator. */
 	void (*random)(void *ctx, uint8_t *buf, size_t len);
+	/* Diagnostics (sio_callbacks.on_diag): LEVEL is an SIO_DIAG_ value, MSG
+	 * one line without a secret, valid during the call only. NULL: nothing
+	 * is formatted or counted for it (core_diag.c). */
+	void (*diag)(void *ctx, int level, const char *msg);
 } sio_core_cbs;
 
 typedef struct sio_core_config {
@@ -60,6 +64,7 @@ typedef struct sio_core_config {
 	int datagram;              /* 1 = datagram transport, 0 = stream records */
 	sio_options opts;          /* copied; zero fields mean defaults */
 	uint64_t wallclock_ns;     /* wall-clock time at creation (session id) */
+	int diag_level;            /* most detailed SIO_DIAG_ level for cbs.diag; 0 = INFO */
 } sio_core_config;
 
 /* Allocates every buffer the core will ever need. */
@@ -159,6 +164,16 @@ int sio_core_close(sio_core *c, uint64_t now);
 
 /* The transport ended (ERR 0 = end of file) or failed (ERR < 0). */
 void sio_core_transport_closed(sio_core *c, uint64_t now, int err);
+
+/* Port unreachable on a connected UDP socket (docs/TRANSPORT.md, "Port
+ * unreachable"): ICMP is not authenticated, so a refusal alone proves
+ * nothing. The session fails with SIO_EUNREACH only once at least
+ * SIO_UNREACH_COUNT refusals were reported over at least SIO_UNREACH_NS with
+ * no authenticated packet from the peer in between (a valid key exchange or
+ * data packet starts the count again). */
+#define SIO_UNREACH_COUNT 3
+#define SIO_UNREACH_NS 1000000000ull
+void sio_core_unreachable(sio_core *c, uint64_t now);
 
 /* The transport reaches only the peer (a stream, a pipe, a connected UNIX
  * socket: the kernel vouches for the sender; not UDP): before

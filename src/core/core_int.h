@@ -93,6 +93,35 @@ typedef struct sio_token {
 	uint64_t token, pkt_id;
 } sio_token;
 
+/* Drop reasons of the diagnostics' summaries (core_diag.c). */
+enum {
+	SIO_DG_MALFORMED,
+	SIO_DG_DECRYPT,
+	SIO_DG_REPLAY,
+	SIO_DG_UNKNOWN_KEY,
+	SIO_DG_IDENTITY,
+	SIO_DG_KX_LIMITED,
+	SIO_DG_KX,
+	SIO_DG_FRAGMENTS,
+	SIO_DG_UNKNOWN_TYPE,
+	SIO_DG_REASONS
+};
+#define SIO_DG_REFUSED_KEYS 16 /* refused identities remembered (reported once each) */
+
+/* Diagnostics state: only used when cb.diag is set. */
+typedef struct sio_diag_state {
+	uint64_t seen[SIO_DG_REASONS];        /* drops already reported, per reason */
+	uint64_t quiet_until[SIO_DG_REASONS]; /* no line for that reason before this */
+	uint64_t next;                        /* earliest pending summary, UINT64_MAX none */
+	uint8_t refused[SIO_DG_REFUSED_KEYS][32];
+	uint32_t nrefused;    /* identities reported so far (the table is a ring) */
+	uint64_t verify_tat;  /* signature checks of refused identities (own budget) */
+	uint32_t packet_size; /* last packet size reported */
+	uint64_t now;         /* time of the latest recv or tick */
+	uint64_t warn_tat;    /* non-fatal error lines (rate-limited) */
+	uint64_t warn_hidden; /* of those, not shown since the last one shown */
+} sio_diag_state;
+
 typedef struct sio_handed {
 	uint8_t q; /* 0 kx, 1 ctrl, 2 data */
 } sio_handed;
@@ -150,12 +179,17 @@ struct sio_core {
 
 	/* liveness, close */
 	uint64_t last_send, last_recv;
+	uint64_t unreach_first;  /* first refusal of the current run */
+	uint32_t unreach_count;  /* refusals since the last authenticated packet */
+	uint64_t unreach_probe;  /* when the last liveness probe went out (0 = none) */
 	uint32_t fail_run;
 	int close_sent, close_acked;
 	uint64_t close_retry, close_deadline;
 	uint64_t linger_start, linger_until; /* answering repeated CLOSEs (core.c) */
 
 	sio_stats st;
+	int diag_level;    /* most detailed level passed to cb.diag */
+	sio_diag_state dg; /* diagnostics (core_diag.c) */
 	sio_core_msg msg; /* fragmentation, packet-size negotiation (core_msg.c) */
 };
 
@@ -202,6 +236,25 @@ void sio_core_tx_cancel(sio_core *c, int err);
 void sio_core_tx_abandon(sio_core *c, int err);
 /* Next merge deadline of the open packet, UINT64_MAX if none. */
 uint64_t sio_core_tx_deadline(const sio_core *c);
+
+/* core_diag.c. Every call site tests SIO_DIAG_ON() (or cb.diag) first: with
+ * no callback, diagnostics cost one branch and nothing is formatted. */
+#define SIO_DIAG_ON(c, lvl) ((c)->cb.diag && (lvl) <= (c)->diag_level)
+void sio_core_diag(sio_core *c, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Reports the drops counted since the last report, at most one line per
+ * reason and second (what a second holds is said in the next line). */
+void sio_core_diag_drops(sio_core *c, uint64_t now);
+/* A key exchange from identity PK (in the message M) was not accepted:
+ * reported once per identity, only if M's signature holds (checked from a
+ * budget of its own, not the key exchange's). */
+void sio_core_diag_refused(sio_core *c, uint64_t now, const uint8_t m[SIO_KX_MSG_LEN],
+			   const uint8_t pk[32], int pinned);
+/* A non-fatal error event MSG as a WARN line, at most 4 in a burst then one
+ * a second (anyone may cause some: a junk run breaks decryption). */
+void sio_core_diag_warn(sio_core *c, const char *msg);
+/* "SHA256:..." of PK into OUT (SIO_FINGERPRINT_MAX bytes). */
+void sio_core_diag_fp(const uint8_t pk[32], char *out);
 
 /* core_rx.c */
 int sio_core_data_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len);

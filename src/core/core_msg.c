@@ -21,6 +21,10 @@ static void sync_stats(sio_core *c)
 		c->st.drop_fragments = fs.dropped;
 	}
 	c->st.packet_size = m->pkt_size;
+	if (c->dg.packet_size && c->dg.packet_size != m->pkt_size && SIO_DIAG_ON(c, SIO_DIAG_INFO)) {
+		c->dg.packet_size = m->pkt_size;
+		sio_core_diag(c, SIO_DIAG_INFO, "packet size now %u bytes", (unsigned)m->pkt_size);
+	}
 }
 
 static void frag_deliver(void *ctx, uint32_t type, const uint8_t *data, size_t len)
@@ -213,7 +217,9 @@ size_t sio_core_msg_frame(sio_core *c, uint64_t now, uint8_t kind, int last, con
 	case SIO_FR_PROBE_ACK:
 		if (!(n = get2(p, end, &id, &size)))
 			return 0;
-		if (m->pmtu_on) {
+		/* id 0: the answer to a liveness probe (sio_core_unreachable),
+		 * which the packet's arrival already counted */
+		if (m->pmtu_on && id != 0) {
 			sio_pmtu_ack(&m->pmtu, now, id, size);
 			pmtu_run(c, now);
 		}

@@ -162,6 +162,7 @@ int sio_core_data_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len)
 	}
 	sio_replay_update(&ks->rp, pn);
 	c->last_recv = now;
+	c->unreach_count = 0; /* the peer is there: earlier refusals count no more */
 	if (!ks->confirmed)
 		sio_core_key_confirmed(c, now, ks);
 	c->msg.rx_pkt_len = len;
@@ -169,7 +170,7 @@ int sio_core_data_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len)
 	return fresh ? SIO_CORE_RX_DATA : SIO_CORE_RX_DATA_OLD;
 }
 
-int sio_core_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len)
+static int recv_packet(sio_core *c, uint64_t now, uint8_t *pkt, size_t len)
 {
 	c->st.packets_received++;
 	c->st.wire_bytes_received += len;
@@ -184,4 +185,14 @@ int sio_core_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len)
 	if (pkt[0] & 0x80)
 		return sio_core_kx_recv(c, now, pkt, len);
 	return sio_core_data_recv(c, now, pkt, len);
+}
+
+int sio_core_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len)
+{
+	if (c->cb.diag)
+		c->dg.now = now;
+	int r = recv_packet(c, now, pkt, len);
+	if (c->cb.diag)
+		sio_core_diag_drops(c, now);
+	return r;
 }

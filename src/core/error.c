@@ -1,4 +1,4 @@
-/* Error strings, state names and library initialisation. */
+/* Error strings, state names, the version and library initialisation. */
 #include <sodium.h>
 
 #include "secureio.h"
@@ -45,8 +45,15 @@ const char *sio_strerror(int err)
 	case SIO_ESIGN:
 		return "the identity's signer (ssh-agent or callback) failed or refused to sign";
 	case SIO_EAGENT: return "ssh-agent unreachable, or it does not hold the key";
+	case SIO_EUNREACH:
+		return "the peer is unreachable: nothing listens at its address any more (port unreachable)";
 	}
 	return "unknown error";
+}
+
+const char *sio_version(void)
+{
+	return SIO_LIB_VERSION;
 }
 
 const char *sio_state_name(sio_state st)
@@ -61,6 +68,17 @@ const char *sio_state_name(sio_state st)
 	case SIO_STATE_CLOSED: return "closed";
 	}
 	return "unknown";
+}
+
+const char *sio_diag_level_name(int level)
+{
+	switch (level) {
+	case SIO_DIAG_ERROR: return "error";
+	case SIO_DIAG_WARN: return "warn";
+	case SIO_DIAG_INFO: return "info";
+	case SIO_DIAG_DEBUG: return "debug";
+	}
+	return "?";
 }
 
 int sio_init(void)

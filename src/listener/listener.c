@@ -297,6 +297,12 @@ static void cb_error(sio_session *s, int err, const char *msg, void *ctx)
 		p->l->ucbs.on_error(s, err, msg, p->l->ucbs.ctx);
 }
 
+static void cb_diag(sio_session *s, int level, const char *msg, void *ctx)
+{
+	struct lpeer *p = ctx;
+	p->l->ucbs.on_diag(s, level, msg, p->l->ucbs.ctx);
+}
+
 static int cb_identity(sio_session *s, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], void *ctx)
 {
 	struct lpeer *p = ctx;
@@ -571,7 +577,8 @@ static void peer_start(struct sio_listener *l, struct lpeer *p)
 	t.recv = l_recv;
 	t.poll_fd = p->efd;
 	t.ctx = p;
-	sio_callbacks cb = {p, cb_connect, cb_state, cb_error, cb_identity};
+	sio_callbacks cb = {p, cb_connect, cb_state, cb_error, cb_identity,
+			    l->ucbs.on_diag ? cb_diag : NULL, l->ucbs.diag_level};
 	sio_session *s = NULL;
 	int r = sio_session_new(&s, l->id, NULL, &t, &l->sopts, &cb);
 	if (r == 0) {
@@ -660,7 +667,11 @@ static int read_batch(struct sio_listener *l)
 		else
 			l->st.drop_unknown++; /* its session is ending */
 	}
+	if (l->lo.on_diag)
+		sio_l_diag_drops(l, now);
 	pthread_mutex_unlock(&l->mu);
+	if (l->lo.on_diag)
+		sio_l_diag_flush(l);
 	for (int i = 0; i < nf; i++)
 		peer_start(l, fresh[i]);
 	return n;
@@ -682,7 +693,11 @@ static void sweep(struct sio_listener *l, uint64_t now)
 			dead[nd++] = p->s;
 		}
 	}
+	if (l->lo.on_diag)
+		sio_l_diag_drops(l, now); /* what the last second held */
 	pthread_mutex_unlock(&l->mu);
+	if (l->lo.on_diag)
+		sio_l_diag_flush(l);
 	for (size_t i = 0; i < nd; i++)
 		sio_session_free(dead[i]); /* free_hook removes the entry */
 }

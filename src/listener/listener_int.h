@@ -85,6 +85,23 @@ struct lpeer {
 	struct lpeer *anext;          /* accept queue */
 };
 
+/* Listener diagnostics (listener_diag.c): lines wait here (under mu) until
+ * the reading thread hands them to lo.on_diag after unlocking. */
+#define SIO_L_DIAG_Q 16
+#define SIO_L_DIAG_LEN 160
+#define SIO_L_DIAG_KEYS 16
+#define SIO_L_DIAG_REASONS 10
+struct ldiag {
+	char line[SIO_L_DIAG_Q][SIO_L_DIAG_LEN];
+	int level[SIO_L_DIAG_Q];
+	unsigned n;
+	uint64_t lost; /* lines that found the queue full */
+	uint8_t refused[SIO_L_DIAG_KEYS][32];
+	uint32_t nrefused;
+	uint64_t verify_tat;
+	uint64_t seen[SIO_L_DIAG_REASONS], quiet_until[SIO_L_DIAG_REASONS];
+};
+
 struct sio_listener {
 	pthread_mutex_t mu;
 	pthread_cond_t cond; /* accept queue */
@@ -127,6 +144,7 @@ struct sio_listener {
 	uint64_t mem_used, mem_budget, peer_half, peer_full;
 
 	sio_listener_stats st;
+	struct ldiag dg; /* used only with lo.on_diag */
 
 	/* receive batch */
 	uint8_t *rbuf;
@@ -148,5 +166,13 @@ int sio_l_parse(const uint8_t *buf, size_t len, const uint8_t **cid, const uint8
 		const uint8_t **cookie);
 void sio_l_cookie(struct sio_listener *l, const uint8_t *secret, const uint8_t *cid,
 		  const struct sockaddr *from, socklen_t flen, uint8_t out[SIO_L_COOKIE_BYTES]);
+
+/* listener_diag.c (mu held, lo.on_diag set): a first key exchange MSG from
+ * identity PK outside the allowed set; the drop summaries due at NOW. */
+void sio_l_diag_refused(struct sio_listener *l, const uint8_t *msg, const uint8_t *pk, uint64_t now);
+void sio_l_diag_drops(struct sio_listener *l, uint64_t now);
+/* Unlocked: hands the queued lines to lo.on_diag (one thread at a time:
+ * the one reading the socket). */
+void sio_l_diag_flush(struct sio_listener *l);
 
 #endif

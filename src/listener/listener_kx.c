@@ -192,6 +192,8 @@ int sio_l_admit(struct sio_listener *l, const uint8_t *cid, const uint8_t *pkt, 
 	/* the message names the identity: strangers cost nothing more */
 	if (l->allowed && !sio_remote_contains(l->allowed, msg + 79)) {
 		l->st.drop_unauthorized++;
+		if (l->lo.on_diag)
+			sio_l_diag_refused(l, msg, msg + 79, now);
 		return -1;
 	}
 	/* nothing binds a first message to its connection id: the same message

@@ -1,14 +1,19 @@
 /* Public session API, lifecycle part (layer 3): creation, the I/O thread,
  * event-loop mode, core events and their dispatch, states, close, free.
  * See session_int.h for the locking rules. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -208,6 +213,9 @@ static void dispatch(sio_session *s)
 			case EV_HERR:
 				e->u.efn(s, e->type, e->a, e->ctx);
 				break;
+			case EV_DIAG:
+				s->cbs.on_diag(s, e->a, (const char *)ar.buf + e->off, s->cbs.ctx);
+				break;
 			case EV_SENT:
 				e->u.si->fn(e->u.si, e->u.si->err, e->u.si->ctx);
 				break;
@@ -339,6 +347,72 @@ static void cb_error(void *ctx, int err, const char *msg)
 	}
 }
 
+/* A diagnostics line (core_diag.c, or the session's own: diag() below). */
+static void cb_diag(void *ctx, int level, const char *msg)
+{
+	sio_session *s = ctx;
+	struct sio_ev *e = ev_push(s, EV_DIAG);
+	if (!e)
+		return;
+	e->a = level;
+	size_t off = s->arena.len;
+	if (sio_bq_put(&s->arena, msg, strlen(msg) + 1, NULL, 0) == 0) {
+		e->in_arena = 1;
+		e->off = off;
+	} else {
+		s->evn--;
+	}
+}
+
+static int diag_on(const sio_session *s, int level)
+{
+	return s->cbs.on_diag && level <= (s->cbs.diag_level > 0 ? s->cbs.diag_level : SIO_DIAG_INFO);
+}
+
+static void diag(sio_session *s, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void diag(sio_session *s, int level, const char *fmt, ...)
+{
+	char buf[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	cb_diag(s, level, buf);
+}
+
+/* A peer address as text: "127.0.0.1:5000", "[::1]:5000", a UNIX socket's
+ * path (bytes outside printable ASCII as '?': one line, whatever the peer
+ * named its socket) or "an unnamed UNIX socket". */
+static void addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_t cap)
+{
+	char host[INET6_ADDRSTRLEN];
+	if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *in = (const void *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+		snprintf(out, cap, "%s:%u", host, (unsigned)ntohs(in->sin_port));
+	} else if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+		snprintf(out, cap, "[%s]:%u", host, (unsigned)ntohs(in6->sin6_port));
+	} else if (sa->sa_family == AF_UNIX && len > offsetof(struct sockaddr_un, sun_path)) {
+		const struct sockaddr_un *un = (const void *)sa;
+		size_t n = len - offsetof(struct sockaddr_un, sun_path), o = 0;
+		int abstract = un->sun_path[0] == 0;
+		if (abstract && cap > 1)
+			out[o++] = '@';
+		for (size_t i = abstract ? 1 : 0; i < n && un->sun_path[i] && o + 1 < cap; i++) {
+			unsigned char ch = (unsigned char)un->sun_path[i];
+			out[o++] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+		}
+		out[o] = 0;
+		if (o == 0)
+			snprintf(out, cap, "an unnamed UNIX socket");
+	} else {
+		snprintf(out, cap, "an address of family %d", (int)sa->sa_family);
+	}
+}
+
 static int cb_remote_identity(void *ctx, const uint8_t pk[32])
 {
 	sio_session *s = ctx;
@@ -396,6 +470,16 @@ static void transport_ended(sio_session *s, uint64_t now, int err)
 	sio_core_transport_closed(s->core, now, err);
 }
 
+/* Port-unreachable reports the transport counted since the last look (SEEN:
+ * the count already passed on) go to the core, which decides whether they
+ * end the session (sio_core_unreachable). */
+static void pass_refusals(sio_session *s, uint64_t now, uint64_t count, uint64_t *seen)
+{
+	for (; *seen < count && !s->tp_dead; (*seen)++)
+		sio_core_unreachable(s->core, now);
+	*seen = count;
+}
+
 /* Hands due packets to the transport. On connected descriptor transports
  * the system call runs without the session lock (the core keeps the packet
  * buffers unchanged until sio_core_sent()), so writers and the receiving side
@@ -437,6 +521,8 @@ void sio_flush_out(sio_session *s, uint64_t now)
 		if (unlocked)
 			lock(s);
 		s->tx_blocked = blocked;
+		if (s->tp.refused_tx != s->refused_tx_seen)
+			pass_refusals(s, now, s->tp.refused_tx, &s->refused_tx_seen);
 		if (r < 0) {
 			sio_core_sent(s->core, n, r);
 			transport_ended(s, now, r);
@@ -494,8 +580,20 @@ static void on_packet(void *ctx, uint8_t *buf, size_t len, const struct sockaddr
 			[SIO_CORE_RX_KX_REPEAT] = SIO_TP_SEEN_REPEAT,
 			[SIO_CORE_RX_DATA_OLD] = SIO_TP_SEEN_NOTHING,
 		};
-		if (auth >= 0 && (size_t)auth < sizeof seen / sizeof seen[0])
-			sio_tp_learn_peer(&s->tp, from, fl, len, seen[auth]);
+		if (auth >= 0 && (size_t)auth < sizeof seen / sizeof seen[0]) {
+			int was_valid = s->tp.peer_valid;
+			int moved = sio_tp_learn_peer(&s->tp, from, fl, len, seen[auth]);
+			if ((moved || s->tp.peer_valid != was_valid) && diag_on(s, SIO_DIAG_INFO)) {
+				char a[128];
+				addr_text(from, fl, a, sizeof a);
+				if (!s->tp.peer_valid)
+					diag(s, SIO_DIAG_INFO, "peer address %s (tentative: a key exchange came from it)", a);
+				else if (!was_valid)
+					diag(s, SIO_DIAG_INFO, "peer address %s validated (authenticated data came from it)", a);
+				else
+					diag(s, SIO_DIAG_INFO, "peer moved to %s (authenticated data came from it)", a);
+			}
+		}
 	}
 }
 
@@ -520,6 +618,8 @@ static int read_input(sio_session *s, uint64_t now)
 		return 0;
 	struct rx_ctx rx = {s, now};
 	int r = sio_tp_recv(&s->tp, on_packet, &rx);
+	if (s->tp.refused_rx != s->refused_rx_seen)
+		pass_refusals(s, now, s->tp.refused_rx, &s->refused_rx_seen);
 	if (r == SIO_TP_EOF || r < 0) {
 		transport_ended(s, now, r == SIO_TP_EOF ? 0 : r);
 		return 0;
@@ -859,7 +959,9 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 	if (datagram && cfg.opts.listener_peer && cfg.opts.max_packet_size == 0 && !sio_tp_is_unix(t))
 		cfg.opts.max_packet_size = SIO_DEFAULT_MAX_PACKET_DGRAM - (1 + SIO_LISTENER_CID_BYTES);
 	cfg.wallclock_ns = wall_ns();
-	sio_core_cbs ccb = {s, cb_deliver, cb_state, cb_error, cb_remote_identity, cb_sent, NULL};
+	sio_core_cbs ccb = {s, cb_deliver, cb_state, cb_error, cb_remote_identity, cb_sent, NULL,
+			    s->cbs.on_diag ? cb_diag : NULL};
+	cfg.diag_level = s->cbs.diag_level;
 	int r = sio_core_new(&s->core, &cfg, &ccb);
 	if (r < 0)
 		goto fail;

@@ -114,7 +114,7 @@ struct sio_send_info {
 	uint8_t cb_pending; /* completion callback queued for the I/O thread */
 };
 
-enum ev_kind { EV_MSG, EV_STATE, EV_CONNECT, EV_ERROR, EV_SENT, EV_HERR };
+enum ev_kind { EV_MSG, EV_STATE, EV_CONNECT, EV_ERROR, EV_SENT, EV_HERR, EV_DIAG };
 
 /* One deferred event (kept small: one per delivered message). */
 struct sio_ev {
@@ -166,6 +166,7 @@ struct sio_session {
 	sio_tp tp;
 	int tp_open;
 	int tp_dead;      /* transport ended: no more I/O on it */
+	uint64_t refused_tx_seen, refused_rx_seen; /* tp.refused_* passed to the core */
 	int sending;      /* a thread is inside sio_flush_out (maybe unlocked) */
 	int tx_blocked;   /* the transport is full: wait for POLLOUT */
 	int out_more;     /* sio_flush_out stopped with packets still due */

@@ -250,26 +250,44 @@ static int transient_dgram_error(const sio_tp *tp, int e)
 		return 1;
 	case ECONNREFUSED:
 	case ENOENT:
-		/* UDP: an ICMP error about an earlier datagram. A connected UNIX
+		/* UDP: an ICMP error about an earlier datagram (counted, see
+		 * udp_refused(); the session judges it). A connected UNIX
 		 * socket: the peer is gone for good. */
 		return tp->family != AF_UNIX || tp->peer_mode != SIO_TP_PEER_CONNECTED;
 	}
 	return 0;
 }
 
+/* ECONNREFUSED on a connected UDP socket: an ICMP port unreachable came
+ * back for something we sent. ICMP is not authenticated (anyone who guesses
+ * the ports can forge it), so it only loses the datagram here; the session
+ * counts these (refused_tx / refused_rx) and decides (sio_core_unreachable).
+ * Unconnected sockets never see it (the kernel reports ICMP errors only on
+ * connected UDP sockets). */
+static int udp_refused(const sio_tp *tp, int e)
+{
+	return e == ECONNREFUSED && tp->family != AF_UNIX && tp->peer_mode == SIO_TP_PEER_CONNECTED;
+}
+
 /* A reset connection or a pipe without reader is the peer gone without a
  * graceful close, like an end of file: SIO_ETRUNCATED. (A peer killed with
  * unread data in its socket resets the connection instead of closing it.)
  * Anything else is SIO_EIO with the errno kept. */
-static int fatal_code(int e)
+static int fatal_code(const sio_tp *tp, int e)
 {
+	/* a connected UNIX datagram socket whose peer's socket is gone: the
+	 * kernel itself says so (nobody can forge it), the peer is unreachable
+	 * (ENOTCONN: a send already found it gone and disconnected us) */
+	if (tp->datagram && tp->family == AF_UNIX &&
+	    (e == ECONNREFUSED || e == ENOENT || e == ENOTCONN))
+		return SIO_EUNREACH;
 	return e == ECONNRESET || e == EPIPE ? SIO_ETRUNCATED : SIO_EIO;
 }
 
 static int fatal(sio_tp *tp, int e)
 {
 	tp->saved_errno = e;
-	return fatal_code(e);
+	return fatal_code(tp, e);
 }
 
 /* The sending side keeps its own errno: it may run concurrently with the
@@ -277,7 +295,7 @@ static int fatal(sio_tp *tp, int e)
 static int fatal_tx(sio_tp *tp, int e)
 {
 	tp->send_errno = e;
-	return fatal_code(e);
+	return fatal_code(tp, e);
 }
 
 /* UDP generic segmentation offload: a run of equal-sized datagrams (the
@@ -355,6 +373,8 @@ static int send_batch(sio_tp *tp, struct mmsghdr *m, size_t n)
 		}
 		if (transient_dgram_error(tp, errno)) {
 			tp->drop_send++;
+			if (udp_refused(tp, errno))
+				tp->refused_tx++;
 			return 1;
 		}
 		return fatal_tx(tp, errno);
@@ -671,8 +691,11 @@ static int recv_dgram(sio_tp *tp, sio_tp_packet_fn fn, void *ctx)
 			continue;
 		if (errno == EAGAIN || errno == EWOULDBLOCK)
 			return 0;
-		if (transient_dgram_error(tp, errno))
+		if (transient_dgram_error(tp, errno)) {
+			if (udp_refused(tp, errno))
+				tp->refused_rx++;
 			return 0; /* a pending ICMP error, now cleared */
+		}
 		tp->ended = 1;
 		return fatal(tp, errno);
 	}

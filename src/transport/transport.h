@@ -106,6 +106,9 @@ typedef struct sio_tp {
 	/* counters */
 	uint64_t drop_malformed; /* truncated datagrams, empty packets */
 	uint64_t drop_send;      /* datagrams the kernel refused (EMSGSIZE, ...) */
+	/* connected UDP: ECONNREFUSED (an ICMP port unreachable) seen by the
+	 * sending side and by the receiving side (each its own counter) */
+	uint64_t refused_tx, refused_rx;
 
 	/* datagram sockets: bytes put before every datagram sent (a
 	 * sio_listener's connection id), 0 = none */
@@ -155,10 +158,12 @@ int sio_tp_blocked_fd(const sio_tp *tp);
  * or copied into the pending tail), 0 when the transport is full (poll
  * sio_tp_blocked_fd()), or a negative SIO_E code on a fatal error
  * (SIO_ETRUNCATED when the peer reset the connection or a pipe lost its
- * reader: ECONNRESET, EPIPE; SIO_EIO otherwise). Datagrams
+ * reader: ECONNRESET, EPIPE; SIO_EUNREACH when a connected UNIX datagram
+ * socket's peer is gone: ECONNREFUSED, ENOENT, ENOTCONN; SIO_EIO otherwise). Datagrams
  * the kernel refuses for a transient reason (EMSGSIZE, ECONNREFUSED on UDP,
  * ENOBUFS, no route, unknown peer in learn mode) are consumed and counted in
- * drop_send, as if lost on the path. */
+ * drop_send, as if lost on the path; ECONNREFUSED on a connected UDP socket
+ * is also counted in refused_tx (refused_rx when sio_tp_recv() met it). */
 int sio_tp_send(sio_tp *tp, const struct iovec *pkts, size_t n);
 
 /* Writes the pending tail of a stream record, if any. Returns 1 when nothing
@@ -177,7 +182,8 @@ void sio_tp_rx_release(sio_tp *tp);
  * available), SIO_TP_EOF (clean end of the transport), or a negative code:
  * SIO_ETRUNCATED (end of file inside a record, or the peer reset the
  * connection: ECONNRESET), SIO_EPROTO (record larger than the limit),
- * SIO_EIO (see tp->saved_errno). Packets delivered before
+ * SIO_EUNREACH (a connected UNIX datagram socket's peer is gone), SIO_EIO
+ * (see tp->saved_errno). Packets delivered before
  * the end in the same call were already passed to FN. */
 int sio_tp_recv(sio_tp *tp, sio_tp_packet_fn fn, void *ctx);
 
