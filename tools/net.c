@@ -270,7 +270,8 @@ static int clear_stale(const char *path, const char *name, char *err, size_t err
 		return set_err(err, errlen, CLI_ERR, "%s: file exists and is not a socket", name);
 	struct sockaddr_un sun;
 	socklen_t len;
-	make_unix_addr(path, &sun, &len);
+	if (make_unix_addr(path, &sun, &len) != 0)
+		return set_err(err, errlen, CLI_ERR, "%s: path too long for a UNIX socket", name);
 	/* Probe with a seqpacket socket: a live stream or datagram socket
 	 * there answers EPROTOTYPE without any connection being made (a probe
 	 * of its own type was accepted by a waiting `sio listen` as its peer,
