@@ -590,9 +590,9 @@ SIO_API ssize_t sio_write(sio_session *s, const void *buf, size_t len);
 /* Sends one message of TYPE (a user channel or SIO_TYPE_READWRITE) and
  * returns once the packet holding it went to the transport, or an error
  * (SIO_ETOOBIG, SIO_ECLOSED or the error that ended the session, ...).
- * The payload is copied once, into the packet; the calling thread seals and
- * sends it itself (no merge delay, no hand-off to the I/O thread) unless the
- * transport is full. Messages written before "established" are queued and
+ * The calling thread moves it (and what other writers queued before it)
+ * into a packet, seals and sends it itself (no merge delay, no hand-off to
+ * the I/O thread) unless the transport is full. Messages written before "established" are queued and
  * this call waits for them to leave. Thread: any (from a handler or in
  * event-loop mode: queues and returns 0 without waiting). */
 SIO_API int sio_write_message(sio_session *s, uint32_t type, const void *data, size_t len);
@@ -600,10 +600,17 @@ SIO_API int sio_write_message(sio_session *s, uint32_t type, const void *data, s
 typedef struct sio_send_info sio_send_info;
 typedef void (*sio_send_done_fn)(sio_send_info *si, int err, void *ctx);
 
-/* Queues one message of TYPE (the payload is copied once, into the packet
- * being built; messages written within the send delay are merged into one
- * packet) and returns a completion object, or NULL with *ERR set (ERR may be
- * NULL). Blocks only while the send queue is full (not on the I/O thread or
+/* Queues one message of TYPE and returns a completion object, or NULL with
+ * *ERR set (ERR may be NULL). Messages written within the send delay are
+ * merged into one packet. Without DONE, a message of up to 8 KiB written
+ * once the session is established goes through the lock-free write queue
+ * (docs/ARCHITECTURE.md, "Write path"): the session lock is not taken, the
+ * payload is copied into the queue, and the object completes when the
+ * packet holding the message leaves (all the messages of a packet complete
+ * together). A session that ends before the message left fails it with the
+ * error that ended the session (or SIO_ECANCELED). Larger messages, and
+ * messages with DONE, are copied into the packet under the session lock.
+ * Blocks only while the send queue is full (not on the I/O thread or
  * in event-loop mode: NULL with SIO_EAGAIN). DONE, if not NULL, is called
  * once on the I/O thread when the message went out (err 0) or failed (e.g.
  * SIO_ECANCELED when the session is freed; then it runs on the freeing
