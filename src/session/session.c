@@ -1060,6 +1060,8 @@ static int start_common(sio_session *s, int mode)
 		} else {
 			s->sh->io_thread = s->thread;
 			s->sh->has_io_thread = 1;
+			/* only an I/O thread sleeps on the queue: sio_wq_arm */
+			s->sh->wq_light = sio_wq_membarrier_ok();
 		}
 	}
 	if (mode == MODE_LOOP)

@@ -59,6 +59,10 @@ struct sio_shared {
 	int has_io_thread;
 	pthread_t io_thread;
 	int wake_fd; /* where a writer wakes the consumer (the session's) */
+	/* writers publish with a plain release store; the consumer makes the
+	 * pair sequentially consistent with membarrier() before it sleeps
+	 * (sio_wq_arm). 0: both sides use seq_cst operations. */
+	int wq_light;
 
 	/* Writers' line. plock guards the free list and the ring's tail;
 	 * never held while waiting for anything; the session lock may be
@@ -278,6 +282,9 @@ void sio_wq_fail_all(sio_session *s, int err);
  * are already there (then do not sleep). */
 int sio_wq_arm(sio_session *s, uint64_t ahead);
 void sio_wq_disarm(sio_session *s);
+/* 1 if this process may use membarrier(PRIVATE_EXPEDITED) (registered once;
+ * a probe of the kernel's capability, the only process-wide state). */
+int sio_wq_membarrier_ok(void);
 sio_send_info *sio_si_get(sio_session *s);
 void sio_si_complete(sio_send_info *si, int err);
 /* Lock held: wakes completion waiters once for all completions since the

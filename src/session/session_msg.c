@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/syscall.h>
+#include <linux/membarrier.h>
 
 #include "session_int.h"
 
@@ -495,18 +497,30 @@ static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
 		punlock(sh);
 		return sh->wq ? -1 : 0;
 	}
-	/* seq_cst: ordered before the load of wq_want below, as the consumer
-	 * orders its store of wq_want before its load of wq_commit (one of the
-	 * two sees the other: a record is never left behind a sleeping
-	 * consumer) */
-	atomic_store_explicit(&sh->wq_commit, t, memory_order_seq_cst);
-	punlock(sh);
+	/* The store of wq_commit must be ordered before the load of wq_want
+	 * below, as the consumer orders its store of wq_want before its load
+	 * of wq_commit: then one of the two sees the other, and a record is
+	 * never left behind a sleeping consumer. Either both sides use
+	 * seq_cst operations, or (wq_light) the consumer's membarrier() puts
+	 * a full barrier into this thread wherever it is, and a compiler
+	 * barrier here is enough: no locked instruction per message. */
+	uint64_t want;
+	if (sh->wq_light) {
+		atomic_store_explicit(&sh->wq_commit, t, memory_order_release);
+		punlock(sh);
+		atomic_signal_fence(memory_order_seq_cst);
+		want = atomic_load_explicit(&sh->wq_want, memory_order_relaxed);
+	} else {
+		atomic_store_explicit(&sh->wq_commit, t, memory_order_seq_cst);
+		punlock(sh);
+		want = atomic_load_explicit(&sh->wq_want, memory_order_seq_cst);
+	}
 	if (si) {
 		si_init(si, s, 1, t);
 		*sip = si;
 	}
 	*seq = t;
-	if (t >= atomic_load_explicit(&sh->wq_want, memory_order_seq_cst) &&
+	if (t >= want &&
 	    atomic_exchange_explicit(&sh->wq_want, UINT64_MAX, memory_order_relaxed) != UINT64_MAX) {
 		uint64_t one = 1;
 		ssize_t r = write(sh->wake_fd, &one, sizeof(one));
@@ -548,12 +562,34 @@ int sio_wq_pending(const sio_session *s)
 	       atomic_load_explicit(&s->sh->wq_head, memory_order_relaxed);
 }
 
+int sio_wq_membarrier_ok(void)
+{
+	/* 0 unknown, 1 registered, -1 not available (old kernel, seccomp) */
+	static atomic_int state;
+	int st = atomic_load_explicit(&state, memory_order_acquire);
+	if (st == 0) {
+		st = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0 ? 1 : -1;
+		atomic_store_explicit(&state, st, memory_order_release);
+	}
+	return st > 0;
+}
+
 int sio_wq_arm(sio_session *s, uint64_t ahead)
 {
 	struct sio_shared *sh = s->sh;
 	uint64_t h = atomic_load_explicit(&sh->wq_head, memory_order_relaxed);
-	atomic_store_explicit(&sh->wq_want, h + (ahead ? ahead : 1), memory_order_seq_cst);
-	return atomic_load_explicit(&sh->wq_commit, memory_order_seq_cst) >= h + (ahead ? ahead : 1);
+	uint64_t want = h + (ahead ? ahead : 1);
+	atomic_store_explicit(&sh->wq_want, want, memory_order_seq_cst);
+	/* Writers publish without a barrier (wq_light): before a sleep that
+	 * only a writer can end, put one into each of them. A sleep bounded by
+	 * the merge delay (AHEAD > 1) needs none: missing the wake-up there
+	 * costs nothing, the consumer comes back by itself. */
+	if (sh->wq_light && ahead <= 1) {
+		/* cannot fail once registered (sio_wq_membarrier_ok) */
+		long r = syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0);
+		(void)r;
+	}
+	return atomic_load_explicit(&sh->wq_commit, memory_order_seq_cst) >= want;
 }
 
 void sio_wq_disarm(sio_session *s)
