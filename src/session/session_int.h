@@ -68,18 +68,17 @@ struct sio_shared {
 	 * never held while waiting for anything; the session lock may be
 	 * held when taking it, never the other way round. */
 	_Alignas(64) atomic_int plock;
-	struct sio_send_info *free; /* free list */
-	struct si_chunk *chunks;
+	/* The pool: chunks of objects, each with a bitmap of its free ones
+	 * (set by releases, taken whole by writers: session_msg.c). */
+	struct si_chunk *chunks; /* every chunk */
+	struct si_chunk *cur;    /* chunk being handed out */
+	struct si_chunk *scan;   /* next chunk to look for free objects */
+	uint64_t cur_mask;       /* free objects of cur taken from its bitmap */
 	size_t total;      /* objects allocated */
 	size_t live;       /* out of the pool; counted once the session is gone */
 	uint8_t *wq;       /* SIO_WQ_BYTES, allocated at the first queued write */
 	uint64_t wq_tail;  /* end of the last record reserved */
 	uint64_t wq_room;  /* writers' view of wq_head + SIO_WQ_BYTES */
-
-	/* Released objects come back without any lock: a stack pushed by
-	 * sio_send_info_release() and taken whole by writers. When the session
-	 * is freed the head becomes SI_CLOSED and releases take sh->mu. */
-	_Alignas(64) _Atomic(struct sio_send_info *) returned;
 
 	/* end of the last complete record (writers publish, consumer reads) */
 	_Alignas(64) _Atomic uint64_t wq_commit;
@@ -102,7 +101,8 @@ struct sio_shared {
  * touch different objects at the same time. */
 struct sio_send_info {
 	_Alignas(64) struct sio_shared *sh;
-	struct sio_send_info *next;
+	struct si_chunk *chunk; /* its chunk in the pool, and its index there */
+	unsigned idx;
 	sio_session *s; /* valid while inflight or cb_pending (locked path) */
 	sio_send_done_fn fn;
 	void *ctx;

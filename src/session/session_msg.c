@@ -89,14 +89,20 @@ static size_t bq_get(struct sio_bq *q, void *out, size_t n)
 
 /* ---- completion objects ------------------------------------------------- */
 
-#define SI_CHUNK 64
+/* Pool chunks: 63 objects and a bitmap of the free ones. A release sets
+ * its bit (one atomic OR, on a line that only moves to the writer when it
+ * takes the whole bitmap, once per chunk); a writer takes a chunk's bits at
+ * once and hands objects out in address order, so the next one's line can
+ * be fetched ahead. Bit 63 says the session is gone: a release that finds it
+ * set counts itself down under sh->mu, and the last one frees sh. */
+#define SI_CHUNK 63
+#define SI_GONE (UINT64_C(1) << 63)
+#define SI_ALL ((UINT64_C(1) << SI_CHUNK) - 1)
 struct si_chunk {
+	_Alignas(64) _Atomic uint64_t freemask;
 	struct si_chunk *next;
 	sio_send_info items[SI_CHUNK];
 };
-
-/* sh->returned once the session is gone: releases then take sh->mu. */
-#define SI_CLOSED ((sio_send_info *)(uintptr_t)1)
 
 static inline void cpu_relax(void)
 {
@@ -141,50 +147,73 @@ static void shared_free(struct sio_shared *sh)
 	free(sh);
 }
 
-/* plock held: an object from the pool (released ones first), or NULL. No
+/* plock held: an object from the pool, or NULL (out of memory). No
  * allocation once the pool has grown to the working set. */
 static sio_send_info *pool_pop(struct sio_shared *sh)
 {
-	sio_send_info *si = sh->free;
-	if (!si)
-		si = atomic_exchange_explicit(&sh->returned, NULL, memory_order_acquire);
-	if (!si) {
+	if (!sh->cur_mask) {
+		/* the chunks in turn: objects come back roughly in the order
+		 * they went out, so the next chunk is the likely free one */
+		struct si_chunk *c = sh->scan;
+		for (struct si_chunk *first = c; c;) {
+			if (atomic_load_explicit(&c->freemask, memory_order_relaxed) & SI_ALL) {
+				uint64_t m = atomic_exchange_explicit(&c->freemask, 0, memory_order_acquire);
+				if (m) {
+					sh->cur = c;
+					sh->cur_mask = m;
+					sh->scan = c->next ? c->next : sh->chunks;
+					break;
+				}
+			}
+			c = c->next ? c->next : sh->chunks;
+			if (c == first)
+				break;
+		}
+	}
+	if (!sh->cur_mask) {
 		struct si_chunk *c = aligned_alloc(64, sizeof(*c));
 		if (!c)
 			return NULL;
 		memset(c, 0, sizeof(*c));
+		for (unsigned i = 0; i < SI_CHUNK; i++) {
+			c->items[i].sh = sh;
+			c->items[i].chunk = c;
+			c->items[i].idx = i;
+		}
 		c->next = sh->chunks;
 		sh->chunks = c;
+		sh->scan = c;
 		sh->total += SI_CHUNK;
-		for (int i = SI_CHUNK - 1; i > 0; i--) {
-			c->items[i].sh = sh;
-			c->items[i].next = si;
-			si = &c->items[i];
-		}
-		c->items[0].sh = sh;
-		c->items[0].next = si;
-		si = &c->items[0];
+		sh->cur = c;
+		sh->cur_mask = SI_ALL;
 	}
-	sh->free = si->next;
-	/* the next one is likely last written by another thread (a release):
-	 * start fetching its line now, it is needed at the next write */
-	if (sh->free)
-		__builtin_prefetch(sh->free, 1);
-	return si;
+	unsigned i = (unsigned)__builtin_ctzll(sh->cur_mask);
+	sh->cur_mask &= sh->cur_mask - 1;
+	/* the next one's line was likely last written by the releasing
+	 * thread: start fetching it now, it is needed at the next write */
+	if (sh->cur_mask)
+		__builtin_prefetch(&sh->cur->items[__builtin_ctzll(sh->cur_mask)], 1);
+	return &sh->cur->items[i];
 }
 
-/* plock held */
-static void pool_push(sio_send_info *si)
+/* Any thread, any lock (or none): the object is free again. */
+static void si_return(sio_send_info *si)
 {
 	struct sio_shared *sh = si->sh;
-	si->s = NULL;
-	si->next = sh->free;
-	sh->free = si;
+	uint64_t old = atomic_fetch_or_explicit(&si->chunk->freemask, UINT64_C(1) << si->idx,
+						memory_order_acq_rel);
+	if (!(old & SI_GONE))
+		return;
+	/* the session is gone (sio_shared_unref counted this one as live) */
+	pthread_mutex_lock(&sh->mu);
+	int dead = --sh->live == 0;
+	pthread_mutex_unlock(&sh->mu);
+	if (dead)
+		shared_free(sh);
 }
 
 static void si_init(sio_send_info *si, sio_session *s, int refs, uint64_t seq)
 {
-	si->next = NULL;
 	si->s = s;
 	si->fn = NULL;
 	si->ctx = NULL;
@@ -205,18 +234,15 @@ void sio_shared_unref(struct sio_shared *sh)
 		free(sh->wq);
 		sh->wq = NULL;
 	}
-	/* from now on releases take sh->mu (see sio_send_info_release) */
-	sio_send_info *l = atomic_exchange(&sh->returned, SI_CLOSED);
-	while (l) {
-		sio_send_info *n = l->next;
-		l->next = sh->free;
-		sh->free = l;
-		l = n;
-	}
-	/* what the program still holds (counted down by its releases) */
-	sh->live = sh->total;
-	for (l = sh->free; l; l = l->next)
-		sh->live--;
+	/* Mark every chunk: from now on a release counts itself down under
+	 * sh->mu. What is free now (or taken by a writer and unused) is not
+	 * live; the rest the program still holds. */
+	size_t nfree = (size_t)__builtin_popcountll(sh->cur_mask);
+	sh->cur_mask = 0;
+	for (struct si_chunk *c = sh->chunks; c; c = c->next)
+		nfree += (size_t)__builtin_popcountll(
+		    atomic_fetch_or_explicit(&c->freemask, SI_GONE, memory_order_acq_rel) & SI_ALL);
+	sh->live = sh->total - nfree;
 	int dead = sh->live == 0;
 	punlock(sh);
 	pthread_mutex_unlock(&sh->mu);
@@ -238,10 +264,8 @@ sio_send_info *sio_si_get(sio_session *s)
 
 static void si_put(sio_send_info *si)
 {
-	struct sio_shared *sh = si->sh;
-	plock(sh);
-	pool_push(si);
-	punlock(sh);
+	si->s = NULL;
+	si_return(si);
 }
 
 void sio_si_unref_locked(sio_send_info *si)
@@ -407,29 +431,12 @@ void sio_send_info_release(sio_send_info *si)
 {
 	if (!si)
 		return;
-	struct sio_shared *sh = si->sh;
 	/* refs 1: only the program's (a queued message, or the session's
-	 * reference went): no read-modify-write needed */
+	 * reference went): nothing to count down on the object's line */
 	if (atomic_load_explicit(&si->refs, memory_order_acquire) != 1 &&
 	    atomic_fetch_sub_explicit(&si->refs, 1, memory_order_acq_rel) != 1)
 		return; /* the session still holds it: it returns it later */
-	si->s = NULL;
-	/* While the session lives, push it back without any lock. */
-	sio_send_info *head = atomic_load_explicit(&sh->returned, memory_order_relaxed);
-	while (head != SI_CLOSED) {
-		si->next = head;
-		if (atomic_compare_exchange_weak_explicit(&sh->returned, &head, si,
-							  memory_order_release, memory_order_relaxed))
-			return;
-	}
-	pthread_mutex_lock(&sh->mu);
-	plock(sh);
-	pool_push(si);
-	int dead = --sh->live == 0;
-	punlock(sh);
-	pthread_mutex_unlock(&sh->mu);
-	if (dead)
-		shared_free(sh);
+	si_return(si);
 }
 
 /* ---- the write queue ---------------------------------------------------- */
@@ -492,8 +499,8 @@ static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
 	}
 	uint64_t t = wq_put(sh, type, data, len);
 	if (!t) {
-		if (si)
-			pool_push(si);
+		if (si) /* back in front of the writers' free bits */
+			sh->cur_mask |= UINT64_C(1) << si->idx;
 		punlock(sh);
 		return sh->wq ? -1 : 0;
 	}
