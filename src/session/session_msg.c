@@ -475,6 +475,10 @@ static uint64_t wq_put(struct sio_shared *sh, uint32_t type, const void *data, s
 		memcpy(r + 1, data, len);
 	t += size;
 	sh->wq_tail = t;
+	/* the consumer read these lines last: fetch the next ones for writing
+	 * now, so that the next records' stores do not wait for them */
+	__builtin_prefetch(sh->wq + ((t + 128) & (SIO_WQ_BYTES - 1)), 1);
+	__builtin_prefetch(sh->wq + ((t + 192) & (SIO_WQ_BYTES - 1)), 1);
 	return t;
 }
 
