@@ -68,6 +68,13 @@ struct sio_shared {
 	 * never held while waiting for anything; the session lock may be
 	 * held when taking it, never the other way round. */
 	_Alignas(64) atomic_int plock;
+	/* Biased writers' lock (session_msg.c, wenter): the thread the lock
+	 * is biased to enters without a locked instruction, announcing itself
+	 * in win_cs; any other thread revokes the bias for good. wq_hold keeps
+	 * the owner out while the consumer wipes. */
+	_Atomic uintptr_t wbias; /* 0: none yet; 1: revoked; else the owner */
+	atomic_int win_cs;
+	atomic_int wq_hold;
 	/* The pool: chunks of objects, each with a bitmap of its free ones
 	 * (set by releases, taken whole by writers: session_msg.c). */
 	struct si_chunk *chunks; /* every chunk */

@@ -134,6 +134,78 @@ static void punlock(struct sio_shared *sh)
 	atomic_store_explicit(&sh->plock, 0, memory_order_release);
 }
 
+/* Writers' critical section. A session's writes usually come from one
+ * thread: the lock is biased to the first thread that writes once the I/O
+ * thread exists (wq_light: membarrier() is available), and that thread
+ * enters by storing win_cs and checking the bias, with only a compiler
+ * barrier between: a thread that revokes the bias (any other writer, for
+ * good) or holds the owner off (the consumer's wipe) stores its flag, calls
+ * membarrier(), which runs a full barrier in the owner wherever it is, then
+ * waits for win_cs to clear. One of the two always sees the other (an
+ * asymmetric Dekker), so the owner needs no locked instruction per message.
+ * Every other thread, and the owner when held off, takes plock. */
+#define WBIAS_OFF ((uintptr_t)1)
+
+static void membarrier_all(void)
+{
+	/* cannot fail once registered (sio_wq_membarrier_ok) */
+	long r = syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0);
+	(void)r;
+}
+
+/* Waits until the owner is out of its critical section (after a flag it
+ * checks on entry was stored and membarrier_all() ran). */
+static void wait_owner_out(struct sio_shared *sh)
+{
+	for (unsigned n = 0; atomic_load_explicit(&sh->win_cs, memory_order_acquire); n++) {
+		if (n < 100)
+			cpu_relax();
+		else
+			sched_yield();
+	}
+}
+
+static void wlock_slow(struct sio_shared *sh)
+{
+	plock(sh);
+	uintptr_t me = (uintptr_t)pthread_self();
+	uintptr_t b = atomic_load_explicit(&sh->wbias, memory_order_relaxed);
+	if (b == 0) {
+		if (sh->wq_light) /* the first writer: the next entries are its own */
+			atomic_store_explicit(&sh->wbias, me, memory_order_relaxed);
+	} else if (b != WBIAS_OFF && b != me) {
+		/* a second writing thread: no bias any more */
+		atomic_store_explicit(&sh->wbias, WBIAS_OFF, memory_order_relaxed);
+		membarrier_all();
+		wait_owner_out(sh);
+	}
+}
+
+/* Enters the writers' critical section: 1 through the bias, 0 with plock. */
+static int wenter(struct sio_shared *sh)
+{
+	uintptr_t me = (uintptr_t)pthread_self();
+	if (atomic_load_explicit(&sh->wbias, memory_order_relaxed) == me) {
+		atomic_store_explicit(&sh->win_cs, 1, memory_order_relaxed);
+		atomic_signal_fence(memory_order_seq_cst);
+		/* acquire: after a wipe, its bytes are written before ours */
+		if (atomic_load_explicit(&sh->wbias, memory_order_relaxed) == me &&
+		    !atomic_load_explicit(&sh->wq_hold, memory_order_acquire))
+			return 1;
+		atomic_store_explicit(&sh->win_cs, 0, memory_order_release);
+	}
+	wlock_slow(sh);
+	return 0;
+}
+
+static void wleave(struct sio_shared *sh, int biased)
+{
+	if (biased)
+		atomic_store_explicit(&sh->win_cs, 0, memory_order_release);
+	else
+		punlock(sh);
+}
+
 static void shared_free(struct sio_shared *sh)
 {
 	struct si_chunk *c = sh->chunks;
@@ -254,7 +326,7 @@ void sio_shared_unref(struct sio_shared *sh)
 sio_send_info *sio_si_get(sio_session *s)
 {
 	struct sio_shared *sh = s->sh;
-	plock(sh);
+	wlock_slow(sh);
 	sio_send_info *si = pool_pop(sh);
 	punlock(sh);
 	if (si)
@@ -496,17 +568,18 @@ static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
 	if (st != SIO_STATE_NEGOTIATION && st != SIO_STATE_ESTABLISHED)
 		return 0;
 	sio_send_info *si = NULL;
-	plock(sh);
+	int biased = wenter(sh);
 	if (sip && !(si = pool_pop(sh))) {
-		punlock(sh);
+		wleave(sh, biased);
 		return 0;
 	}
 	uint64_t t = wq_put(sh, type, data, len);
 	if (!t) {
 		if (si) /* back in front of the writers' free bits */
 			sh->cur_mask |= UINT64_C(1) << si->idx;
-		punlock(sh);
-		return sh->wq ? -1 : 0;
+		int r = sh->wq ? -1 : 0;
+		wleave(sh, biased);
+		return r;
 	}
 	/* The store of wq_commit must be ordered before the load of wq_want
 	 * below, as the consumer orders its store of wq_want before its load
@@ -518,12 +591,12 @@ static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
 	uint64_t want;
 	if (sh->wq_light) {
 		atomic_store_explicit(&sh->wq_commit, t, memory_order_release);
-		punlock(sh);
+		wleave(sh, biased);
 		atomic_signal_fence(memory_order_seq_cst);
 		want = atomic_load_explicit(&sh->wq_want, memory_order_relaxed);
 	} else {
 		atomic_store_explicit(&sh->wq_commit, t, memory_order_seq_cst);
-		punlock(sh);
+		wleave(sh, biased);
 		want = atomic_load_explicit(&sh->wq_want, memory_order_seq_cst);
 	}
 	if (si) {
@@ -595,11 +668,8 @@ int sio_wq_arm(sio_session *s, uint64_t ahead)
 	 * only a writer can end, put one into each of them. A sleep bounded by
 	 * the merge delay (AHEAD > 1) needs none: missing the wake-up there
 	 * costs nothing, the consumer comes back by itself. */
-	if (sh->wq_light && ahead <= 1) {
-		/* cannot fail once registered (sio_wq_membarrier_ok) */
-		long r = syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0);
-		(void)r;
-	}
+	if (sh->wq_light && ahead <= 1)
+		membarrier_all();
 	return atomic_load_explicit(&sh->wq_commit, memory_order_seq_cst) >= want;
 }
 
@@ -671,6 +741,11 @@ void sio_wq_wipe(sio_session *s)
 	 * record reserved since covers (writers wait meanwhile; the queue is
 	 * idle when this runs). What a newer record covers is that record's
 	 * to wipe once consumed. */
+	atomic_store_explicit(&sh->wq_hold, 1, memory_order_relaxed);
+	if (atomic_load_explicit(&sh->wbias, memory_order_relaxed) > WBIAS_OFF) {
+		membarrier_all(); /* the biased owner sees wq_hold, or we see it in */
+		wait_owner_out(sh);
+	}
 	plock(sh);
 	uint64_t from = sh->wq_wiped, t = sh->wq_tail;
 	if (t > SIO_WQ_BYTES && from < t - SIO_WQ_BYTES)
@@ -683,6 +758,7 @@ void sio_wq_wipe(sio_session *s)
 			sodium_memzero(sh->wq, len - first);
 	}
 	punlock(sh);
+	atomic_store_explicit(&sh->wq_hold, 0, memory_order_release);
 	sh->wq_wiped = h;
 }
 
