@@ -682,8 +682,6 @@ static void wq_step(sio_session *s, uint64_t now)
 		size_t n = sio_wq_drain(s, now);
 		if (n == 0)
 			break;
-		if (s->send_delay_ns)
-			s->wq_idle_at = now + s->send_delay_ns;
 		sio_flush_out(s, now);
 		if (!sio_wq_pending(s) || s->tx_blocked || s->tp_dead)
 			break;

@@ -86,6 +86,7 @@ struct sio_shared {
 	uint8_t *wq;       /* SIO_WQ_BYTES, allocated at the first queued write */
 	uint64_t wq_tail;  /* end of the last record reserved */
 	uint64_t wq_room;  /* writers' view of wq_head + SIO_WQ_BYTES */
+	int wq_published;  /* a record was published */
 
 	/* end of the last complete record (writers publish, consumer reads) */
 	_Alignas(64) _Atomic uint64_t wq_commit;

@@ -589,7 +589,9 @@ static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
 	 * a full barrier into this thread wherever it is, and a compiler
 	 * barrier here is enough: no locked instruction per message. */
 	uint64_t want;
-	if (sh->wq_light) {
+	int light = sh->wq_light && sh->wq_published;
+	sh->wq_published = 1; /* the first record is published seq_cst: sio_wq_arm */
+	if (light) {
 		atomic_store_explicit(&sh->wq_commit, t, memory_order_release);
 		wleave(sh, biased);
 		atomic_signal_fence(memory_order_seq_cst);
@@ -668,8 +670,9 @@ int sio_wq_arm(sio_session *s, uint64_t ahead)
 	 * only a writer can end, put one into each of them. A sleep bounded by
 	 * the merge delay (AHEAD > 1) needs none: missing the wake-up there
 	 * costs nothing, the consumer comes back by itself. */
-	if (sh->wq_light && ahead <= 1)
-		membarrier_all();
+	if (sh->wq_light && ahead <= 1 && atomic_load_explicit(&sh->wq_commit, memory_order_seq_cst))
+		membarrier_all(); /* (never for a session nobody wrote to: a
+				   * writer's first record is published seq_cst) */
 	return atomic_load_explicit(&sh->wq_commit, memory_order_seq_cst) >= want;
 }
 
@@ -728,6 +731,10 @@ size_t sio_wq_drain(sio_session *s, uint64_t now)
 	}
 	sio_core_hold_seal(s->core, now, 0);
 	atomic_store_explicit(&sh->wq_head, h, memory_order_release);
+	/* writers are busy: the consumer comes back within a merge delay
+	 * rather than asking for a wake-up per record (io_thread) */
+	if (n && s->send_delay_ns)
+		s->wq_idle_at = now + s->send_delay_ns;
 	return n;
 }
 
