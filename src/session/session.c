@@ -1002,9 +1002,17 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 	 * fragmentation the core's verdict on a message's size depends on
 	 * the packet size of the moment: those take the locked path, which
 	 * returns it at once. */
-	if (ro_ok && ro.fragmentation > 0)
-		s->wq_fast = (int)(ro.max_message_size < SIO_WQ_INLINE_MAX ? ro.max_message_size
-									  : SIO_WQ_INLINE_MAX);
+	if (ro_ok && ro.fragmentation > 0) {
+		uint32_t m = SIO_WQ_INLINE_MAX;
+		if (ro.max_message_size < m)
+			m = ro.max_message_size;
+		/* a message filling most of a packet gains nothing from being
+		 * merged: the writer seals and sends it itself, in parallel
+		 * with the I/O thread, rather than handing it over */
+		if (ro.max_packet_size / 4 < m)
+			m = ro.max_packet_size / 4;
+		s->wq_fast = (int)m;
+	}
 	*out = s;
 	return 0;
 fail:

@@ -559,7 +559,7 @@ static uint64_t wq_put(struct sio_shared *sh, uint32_t type, const void *data, s
  * it), -1 when the ring has no room now, or 0: take the locked path (not
  * established yet, closing, too large, out of memory). */
 static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
-		    sio_send_info **sip, uint64_t *seq)
+		    sio_send_info **sip, uint64_t *seq, int self_send)
 {
 	struct sio_shared *sh = s->sh;
 	if (len > (size_t)s->wq_fast)
@@ -606,7 +606,8 @@ static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
 		*sip = si;
 	}
 	*seq = t;
-	if (t >= want &&
+	/* (a synchronous writer sends it itself: no need to wake anyone) */
+	if (!self_send && t >= want &&
 	    atomic_exchange_explicit(&sh->wq_want, UINT64_MAX, memory_order_relaxed) != UINT64_MAX) {
 		uint64_t one = 1;
 		ssize_t r = write(sh->wake_fd, &one, sizeof(one));
@@ -619,10 +620,10 @@ static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
  * meanwhile it moves records into the core and sends them itself, as the
  * I/O thread would. Returns as wq_write (-1 only where it may not block). */
 static int wq_write_wait(sio_session *s, uint32_t type, const void *data, size_t len,
-			 sio_send_info **sip, uint64_t *seq)
+			 sio_send_info **sip, uint64_t *seq, int self_send)
 {
 	for (;;) {
-		int r = wq_write(s, type, data, len, sip, seq);
+		int r = wq_write(s, type, data, len, sip, seq, self_send);
 		if (r >= 0)
 			return r;
 		pthread_mutex_lock(&s->sh->mu);
@@ -830,7 +831,8 @@ int sio_write_message(sio_session *s, uint32_t type, const void *data, size_t le
 	if (!s || (!data && len) || !check_type(type))
 		return SIO_EINVAL;
 	uint64_t seq;
-	if (wq_write_wait(s, type, data, len, NULL, &seq) > 0) {
+	int self_send = s->mode == MODE_THREAD && !sio_is_io_thread(s);
+	if (wq_write_wait(s, type, data, len, NULL, &seq, self_send) > 0) {
 		/* on the I/O thread or in event-loop mode nothing may wait: the
 		 * message leaves with the next packet */
 		if (s->mode == MODE_LOOP || sio_is_io_thread(s))
@@ -895,7 +897,7 @@ sio_send_info *sio_write_message_async(sio_session *s, uint32_t type, const void
 	uint64_t seq;
 	/* messages with a completion callback keep the locked path: the
 	 * callback needs the session to hold the object until it ran */
-	if (!done && wq_write_wait(s, type, data, len, &si, &seq) > 0)
+	if (!done && wq_write_wait(s, type, data, len, &si, &seq, 0) > 0)
 		goto out;
 	pthread_mutex_lock(&s->sh->mu);
 	e = sio_core_enter(s);
