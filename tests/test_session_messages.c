@@ -258,6 +258,126 @@ static void test_async_threads(enum pair_kind k)
 	pair_free(&p);
 }
 
+/* The write queue's phases (docs/ARCHITECTURE.md, "Write path"): one
+ * thread writes (the writers' lock becomes biased to it), the session goes
+ * idle (the consumer wipes the ring while holding the owner off), a second
+ * thread writes (the bias is revoked for good), the first writes again, and
+ * messages too large for the queue go in between. Every message arrives
+ * once, in each writer's order, intact; every completion succeeds. */
+struct phase_rx {
+	pthread_mutex_t mu;
+	uint32_t next[2];
+	int bad, total;
+};
+
+static void on_phase(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
+{
+	(void)s;
+	(void)type;
+	struct phase_rx *r = ctx;
+	uint32_t w, n;
+	pthread_mutex_lock(&r->mu);
+	if (len < 8) {
+		r->bad++;
+	} else {
+		memcpy(&w, d, 4);
+		memcpy(&n, d + 4, 4);
+		if (w > 1 || r->next[w] != n)
+			r->bad++;
+		else
+			r->next[w]++;
+		for (size_t i = 8; i < len; i++)
+			r->bad += d[i] != (uint8_t)(n + i);
+	}
+	r->total++;
+	pthread_mutex_unlock(&r->mu);
+}
+
+struct phase_writer {
+	sio_session *s;
+	uint32_t id, seq;
+	int count, errs;
+};
+
+static void phase_write(struct phase_writer *w)
+{
+	uint8_t big[9000]; /* per thread: both write at once */
+	for (int i = 0; i < w->count; i++) {
+		uint32_t n = w->seq++;
+		/* every 500th too large for the queue: the locked path, in order */
+		size_t len = i % 500 == 499 ? sizeof big : 8 + (size_t)(i % 24);
+		uint8_t *m = big;
+		memcpy(m, &w->id, 4);
+		memcpy(m + 4, &n, 4);
+		for (size_t j = 8; j < len; j++)
+			m[j] = (uint8_t)(n + j);
+		int err;
+		sio_send_info *si = sio_write_message_async(w->s, 12, m, len, NULL, NULL, &err);
+		if (!si) {
+			w->errs++;
+			continue;
+		}
+		if (i % 1000 == 999 && sio_send_info_wait(si, 20000) != 0)
+			w->errs++;
+		sio_send_info_release(si);
+	}
+	/* a synchronous one at the end: returns once it left */
+	uint8_t m[8];
+	uint32_t n = w->seq++;
+	memcpy(m, &w->id, 4);
+	memcpy(m + 4, &n, 4);
+	if (sio_write_message(w->s, 12, m, 8) != 0)
+		w->errs++;
+}
+
+static void *phase_thread(void *arg)
+{
+	phase_write(arg);
+	return NULL;
+}
+
+static void test_write_queue_phases(enum pair_kind k)
+{
+	struct pair p;
+	static struct phase_rx rx;
+	memset(&rx, 0, sizeof rx);
+	pthread_mutex_init(&rx.mu, NULL);
+	CHECK_OK(pair_open(&p, k, NULL, NULL, NULL, NULL));
+	CHECK_OK(sio_set_handler(p.b, 12, on_phase, NULL, &rx));
+	CHECK_OK(pair_start(&p));
+	struct phase_writer a = {p.a, 0, 0, 20000, 0}, b = {p.a, 1, 0, 20000, 0};
+	phase_write(&a);  /* biased to this thread */
+	usleep(20000);    /* idle: the ring is wiped */
+	phase_write(&a);
+	pthread_t t;
+	pthread_create(&t, NULL, phase_thread, &b); /* revokes the bias */
+	phase_write(&a);                              /* concurrently */
+	pthread_join(t, NULL);
+	usleep(20000);
+	phase_write(&a);
+	CHECK_EQ(a.errs, 0);
+	CHECK_EQ(b.errs, 0);
+	int want = (int)(a.seq + b.seq);
+	for (int i = 0; i < 2000; i++) {
+		pthread_mutex_lock(&rx.mu);
+		int done = rx.total >= want;
+		pthread_mutex_unlock(&rx.mu);
+		if (done)
+			break;
+		usleep(5000);
+	}
+	pthread_mutex_lock(&rx.mu);
+	CHECK_EQ(rx.total, want);
+	CHECK_EQ(rx.bad, 0);
+	CHECK_EQ(rx.next[0], a.seq);
+	CHECK_EQ(rx.next[1], b.seq);
+	pthread_mutex_unlock(&rx.mu);
+	sio_stats st;
+	sio_session_stats(p.a, &st);
+	CHECK_EQ(st.messages_sent, (uint64_t)want);
+	pair_free(&p);
+}
+
 int main(void)
 {
 	alarm(300);
@@ -268,5 +388,7 @@ int main(void)
 	test_async_threads(PK_SEQPACKET);
 	test_async_threads(PK_TCP);
 	test_async_threads(PK_UNIX_DGRAM); /* lossless, unlike UDP under load */
+	test_write_queue_phases(PK_SEQPACKET);
+	test_write_queue_phases(PK_TCP);
 	return check_done("test_session_messages");
 }
