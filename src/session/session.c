@@ -448,8 +448,9 @@ static void cb_sent(void *ctx, uint64_t token, int err)
 		return;
 	}
 	sio_send_info *si = (sio_send_info *)(uintptr_t)token;
-	sio_si_complete(si, err);
-	if (si->cb_pending) {
+	/* (without a callback the object may be back in the pool, even in
+	 * another writer's hands, once this returns: not touched again) */
+	if (sio_si_complete(si, err)) {
 		struct sio_ev *e = ev_push(s, EV_SENT);
 		if (e) {
 			e->u.si = si;

@@ -294,7 +294,9 @@ void sio_wq_disarm(sio_session *s);
  * a probe of the kernel's capability, the only process-wide state). */
 int sio_wq_membarrier_ok(void);
 sio_send_info *sio_si_get(sio_session *s);
-void sio_si_complete(sio_send_info *si, int err);
+/* Returns 1 when its completion callback is pending (the session keeps its
+ * reference for it); 0: SI may already be reused. */
+int sio_si_complete(sio_send_info *si, int err);
 /* Lock held: wakes completion waiters once for all completions since the
  * last call (not once per message). */
 void sio_si_broadcast(struct sio_shared *sh);

@@ -347,16 +347,18 @@ void sio_si_unref_locked(sio_send_info *si)
 }
 
 /* Lock held (the core reported the token). */
-void sio_si_complete(sio_send_info *si, int err)
+int sio_si_complete(sio_send_info *si, int err)
 {
 	struct sio_shared *sh = si->sh;
+	int cb = si->fn != NULL;
 	si->err = err;
-	atomic_store_explicit(&si->done, 1, memory_order_release);
-	if (si->fn)
-		si->cb_pending = 1; /* the caller queues the callback; ref kept */
-	else
-		sio_si_unref_locked(si);
 	sh->si_completed = 1; /* waiters are woken once per batch: sio_si_broadcast */
+	if (cb)
+		si->cb_pending = 1; /* the caller queues the callback; ref kept */
+	atomic_store_explicit(&si->done, 1, memory_order_release);
+	if (!cb)
+		sio_si_unref_locked(si);
+	return cb;
 }
 
 void sio_si_broadcast(struct sio_shared *sh)
