@@ -791,6 +791,7 @@ static void session_destroy(sio_session *s);
 static void *io_thread(void *arg)
 {
 	sio_session *s = arg;
+	uint64_t opened_seen = 0, opened_at = sio_now_ns();
 	lock(s);
 	if (s->core_start_deferred) {
 		s->core_start_deferred = 0;
@@ -834,9 +835,25 @@ static void *io_thread(void *arg)
 			continue;
 		}
 		/* Sleep to the deadline itself, not to the next millisecond: the
-		 * merge delay (50 us by default) is what a packet waits for. */
+		 * merge delay (50 us by default) is what a packet waits for, and
+		 * a 1 ms poll() turned it into 1 ms. But while writers on the
+		 * locked path (messages over a quarter of a packet) open
+		 * packets faster than one per merge delay, they close them
+		 * themselves and waking at each delay only costs wake-ups
+		 * (measured on 1300-byte messages): then sleep as poll() would;
+		 * their kicks still wake us. Not while the write queue is busy:
+		 * its records wait for us. */
+		uint64_t opened = sio_core_opened(s->core);
+		int streaming = s->send_delay_ns > 0 && ahead == 1 && opened - opened_seen > 1 &&
+				(now - opened_at) / (opened - opened_seen) < s->send_delay_ns;
+		opened_seen = opened;
+		opened_at = now;
 		struct timespec ts, *tsp = NULL;
-		if (to > 0) {
+		if (to > 0 && streaming) {
+			ts.tv_sec = to / 1000;
+			ts.tv_nsec = (long)(to % 1000) * 1000000L;
+			tsp = &ts;
+		} else if (to > 0) {
 			uint64_t ns = d > now && d - now < (uint64_t)to * 1000000u ? d - now
 										       : (uint64_t)to * 1000000u;
 			ts.tv_sec = (time_t)(ns / 1000000000u);
