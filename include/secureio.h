@@ -793,6 +793,12 @@ typedef struct sio_listener_options {
 	 * held. NULL: nothing is formatted or counted for it. */
 	void (*on_diag)(sio_listener *l, int level, const char *msg, void *ctx);
 	int diag_level;
+	/* Worker threads driving every peer session (blocking style; the
+	 * event-loop style has one, run by sio_listener_process()); 0 = one per
+	 * online core. A UDP socket with SO_REUSEPORT set before its bind gets
+	 * a sibling socket per worker, bound to the same address; otherwise
+	 * the workers share FD. See docs/SERVER.md. */
+	int workers;
 } sio_listener_options;
 
 typedef struct sio_listener_stats {
@@ -820,6 +826,9 @@ typedef struct sio_listener_stats {
 	                               validated: 3 times what came from it, spent */
 	uint64_t memory;            /* bytes of max_memory reserved by live peers */
 	uint64_t drop_memory;       /* key exchanges dropped: max_memory reached */
+	uint64_t workers;           /* worker threads (1 in event-loop style) */
+	uint64_t handoffs;          /* datagrams read by a worker that does not own
+	                               the peer, handed to the one that does */
 } sio_listener_stats;
 
 /* Creates a listener on the bound datagram socket FD, answering as ID

@@ -271,6 +271,20 @@ void sio_signal(sio_session *s);
 void sio_reader_wait(sio_session *s, uint64_t deadline);
 int sio_closed_err(const sio_session *s);
 int sio_input_ok(const sio_session *s);
+/* Lock held: runs the queued events with the lock released (session.c). */
+void sio_dispatch(sio_session *s);
+/* Lock held: the session ended: queued messages not sent by now never will be. */
+void sio_wq_fail_rest(sio_session *s);
+/* A diagnostics line for the program (queued as an event; lock held). */
+void sio_diag_push(void *ctx, int level, const char *msg);
+/* Frees everything; no thread drives the session any more. */
+void sio_session_destroy(sio_session *s);
+
+/* session_io.c */
+/* Closed after acknowledging the peer's CLOSE on a datagram transport: the
+ * peer's repeated CLOSEs are still read and answered until the linger ends. */
+int sio_lingering(const sio_session *s, uint64_t now);
+void *sio_io_thread(void *arg); /* the I/O thread (blocking mode) */
 
 /* session_msg.c */
 /* Lock held: moves the queued records into the core (at most until its
