@@ -535,18 +535,22 @@ SIO_API int sio_session_start_loop(sio_session *s);
 
 /* Event-loop mode: descriptor to poll for POLLIN (an epoll descriptor that
  * combines the transport and the session's wake-ups; -1 if not in loop
- * mode). It can be added to the program's own epoll/poll set. Thread: any. */
+ * mode, and for a listener's peer: sio_listener_fd() covers those). It can
+ * be added to the program's own epoll/poll set. Thread: any. */
 SIO_API int sio_session_fd(const sio_session *s);
 
 /* Event-loop mode: reads what is available, runs timers, sends what is due,
  * and runs handlers and events. Returns 0, or once the session is CLOSED the
  * error that ended it (SIO_ECLOSED after a graceful close). If a handler
  * called sio_session_free() during this call, S is freed before it returns
- * (SIO_ECLOSED). Thread: the program's loop (one thread at a time). */
+ * (SIO_ECLOSED). A listener's peer in event-loop style is driven by
+ * sio_listener_process(); this runs it now, which does no harm. Thread: the
+ * program's loop (one thread at a time). */
 SIO_API int sio_session_process(sio_session *s);
 
 /* Event-loop mode: milliseconds until sio_session_process() must be called
- * again even without input (-1 = no timer; 0 = now). Thread: any. */
+ * again even without input (-1 = no timer; 0 = now; -1 for a listener's
+ * peer: see sio_listener_timeout_ms()). Thread: any. */
 SIO_API int sio_session_timeout_ms(const sio_session *s);
 
 /* Current state (lock-free read). Thread: any. */
@@ -757,7 +761,7 @@ typedef struct sio_listener_options {
 	const sio_callbacks *session_cbs; /* callbacks of every peer session (copied) */
 	/* A new peer proved its identity PK (and is in the allowed set, if one is
 	 * set). Return 0 to accept, nonzero to refuse (counted in drop_refused;
-	 * the peer gets nothing). Runs on a peer session's thread. */
+	 * the peer gets nothing). Runs on the peer's worker. */
 	int (*on_peer)(sio_listener *l, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], void *ctx);
 	void *ctx;
 	int close_fd; /* nonzero: sio_listener_free() closes the socket */
@@ -765,7 +769,7 @@ typedef struct sio_listener_options {
 	 * not known yet): the place to set handlers and messengers, so that no
 	 * early message reaches sio_read instead. The session may still fail
 	 * the key exchange and be freed by the listener without being
-	 * accepted. Thread: the listener's (or sio_listener_process). */
+	 * accepted. Thread: the peer's worker (or sio_listener_process). */
 	void (*on_session)(sio_listener *l, sio_session *s, void *ctx);
 	/* Memory budget of the whole listener, in bytes; 0 = default (a quarter
 	 * of the machine's physical memory, at least 64 MiB). Every peer
@@ -788,9 +792,9 @@ typedef struct sio_listener_options {
 	 * signature holds; and, at SIO_DIAG_INFO, summaries of the drops
 	 * counted in sio_listener_stats, one line per reason and second at
 	 * most ("dropped N datagrams (REASON)"). DIAG_LEVEL: most detailed
-	 * level delivered, 0 = SIO_DIAG_INFO. Thread: the listener's (or the
-	 * one calling sio_listener_process()), never with a lock of ours
-	 * held. NULL: nothing is formatted or counted for it. */
+	 * level delivered, 0 = SIO_DIAG_INFO. Thread: one of the listener's
+	 * workers, one call at a time (or the one calling
+	 * sio_listener_process()), never with a lock of ours held. NULL: nothing is formatted or counted for it. */
 	void (*on_diag)(sio_listener *l, int level, const char *msg, void *ctx);
 	int diag_level;
 	/* Worker threads driving every peer session (blocking style; the
@@ -840,8 +844,14 @@ typedef struct sio_listener_stats {
 SIO_API int sio_listener_new(sio_listener **out, const sio_identity *id, int fd, const sio_remote *allowed,
 		     const sio_listener_options *lo);
 
-/* Blocking style: starts the listener's thread; each peer session runs its
- * own I/O thread (sio_session_start). Returns 0 or SIO_ESTATE. Thread: any, once. */
+/* Blocking style: starts the listener's worker threads (lo.workers; one per
+ * online core by default), which read the socket(s) and drive every peer
+ * session: a peer session owns no thread and no descriptor, and its
+ * callbacks (on_session, on_peer, the session callbacks and handlers) run
+ * on its worker, so they must not block (docs/SERVER.md). The program's
+ * own threads use accepted sessions as any blocking-style session.
+ * Returns 0, SIO_ESTATE (already started), SIO_ENOMEM or SIO_EIO. Thread:
+ * any, once. */
 SIO_API int sio_listener_start(sio_listener *l);
 
 /* Waits (timeout ms, -1 forever, 0 poll) for the next established peer and
@@ -854,12 +864,19 @@ SIO_API int sio_listener_accept(sio_listener *l, sio_session **out, int timeout_
 /* Event-loop style: starts without threads. Poll sio_listener_fd() for
  * POLLIN and call sio_listener_process() when readable or when
  * sio_listener_timeout_ms() passed; it reads the socket, routes packets and
- * drives peers until established; then sio_listener_accept(l, &s, 0) hands
- * them over, started in event-loop mode: the program drives them with
- * sio_session_fd()/sio_session_process(). Thread: any, once. */
+ * drives every peer, before and after sio_listener_accept(l, &s, 0) hands
+ * it over: an accepted session needs no descriptor or call of its own (its
+ * calls never block, as in event-loop mode). Returns 0, SIO_ESTATE,
+ * SIO_ENOMEM or SIO_EIO. Thread: any, once. */
 SIO_API int sio_listener_start_loop(sio_listener *l);
+/* Event-loop style: the one descriptor to poll for POLLIN (an epoll
+ * descriptor combining the socket and the wake-ups other threads cause,
+ * e.g. by writing to a peer); -1 otherwise. Thread: any. */
 SIO_API int sio_listener_fd(const sio_listener *l);
-/* Returns 0 or SIO_EIO (socket error). Thread: the program's loop. */
+/* One turn: reads what the socket holds (a bounded amount), runs the peers
+ * that have work, their due timers, and expires stale key exchanges.
+ * Callbacks run inside it. Returns 0 or SIO_ESTATE (not in event-loop
+ * style). Thread: the program's loop. */
 SIO_API int sio_listener_process(sio_listener *l);
 /* Milliseconds until sio_listener_process() is due (-1 none). Thread: the
  * program's loop (it looks at sessions sio_listener_process() may free). */
@@ -877,9 +894,12 @@ SIO_API int sio_listener_reload_allowed(sio_listener *l, const char *path);
 /* Copies the counters. Thread: any. */
 SIO_API void sio_listener_stats_get(const sio_listener *l, sio_listener_stats *st);
 
-/* Stops the listener, frees sessions not yet accepted; accepted sessions
- * stay valid but can no longer send or receive (they end with
- * SIO_ETRUNCATED). Thread: any, once; not concurrently with other calls. */
+/* Stops the listener (its workers are joined), frees sessions not yet
+ * accepted; accepted sessions stay valid but can no longer send or
+ * receive: they end at once (SIO_ETRUNCATED; their state callbacks run on
+ * the calling thread) and the program frees them. Thread: any but a
+ * worker (not from a callback), once; not concurrently with other calls
+ * on the listener. */
 SIO_API void sio_listener_free(sio_listener *l);
 
 /* ------------------------------------------------------------------------ */

@@ -135,10 +135,13 @@ static int client_check(struct client *c, int idx)
 /* A listener on a fresh loopback UDP socket (its address in *SA) with the
  * options LO (close_fd set here) and ALLOWED, started in blocking style or,
  * with LOOP, in event-loop style. */
+static int last_sfd; /* the socket of the last listener_open() */
+
 static sio_listener *listener_open(struct sockaddr_in *sa, sio_listener_options *lo,
 				   const sio_remote *allowed, int loop)
 {
 	int sfd = udp_bound(sa);
+	last_sfd = sfd;
 	lo->close_fd = 1;
 	sio_listener *l = NULL;
 	CHECK_OK(sio_listener_new(&l, srv_id, sfd, allowed, lo));
@@ -374,7 +377,8 @@ static void test_loop(void)
 	sio_listener *l = NULL;
 	CHECK_OK(sio_listener_new(&l, srv_id, sfd, NULL, NULL));
 	CHECK_OK(sio_listener_start_loop(l));
-	CHECK(sio_listener_fd(l) == sfd);
+	/* one descriptor for the whole listener (its socket and its wake-ups) */
+	CHECK(sio_listener_fd(l) >= 0 && sio_listener_fd(l) != sfd);
 	enum { NC = 5 };
 	struct client c[NC];
 	memset(c, 0, sizeof(c));
@@ -840,7 +844,7 @@ static void test_cookie_replies(void)
 		lo.cookie_threshold = under_load ? 1 : -1;
 		struct sockaddr_in sa;
 		sio_listener *l = listener_open(&sa, &lo, NULL, 1);
-		int sfd = sio_listener_fd(l);
+		int sfd = last_sfd; /* (its socket: we read from it ourselves) */
 		int att = udp_bound(NULL);
 
 		/* from another address, during the key exchange: ignored */

@@ -147,8 +147,11 @@ struct cli_conn {
 
 /* Opens the transport for ADDRESS: listen (waits for one peer on stream
  * sockets) or connect (retries while nobody listens, until the deadline).
+ * LISTENING: 0 connect, 1 listen, CLI_LISTEN_SHARED listen on a UDP socket
+ * whose reuseport group the library's listener workers join (--multi).
  * DEADLINE_MS is a monotonic time in ms (0 = none); the wait ends early when
  * *STOP becomes nonzero. Returns 0 or an exit code with a message in ERR. */
+#define CLI_LISTEN_SHARED 2
 int cli_open(const struct cli_addr *a, int listening, int64_t deadline_ms,
              volatile sig_atomic_t *stop, struct cli_conn *c, char *err, size_t errlen);
 void cli_conn_close(struct cli_conn *c);

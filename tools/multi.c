@@ -269,7 +269,7 @@ int cli_multi(struct cli_opts *o)
 	sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	int c = cli_open(&addr, 1, 0, &m_stop, &conn, err, sizeof err);
+	int c = cli_open(&addr, CLI_LISTEN_SHARED, 0, &m_stop, &conn, err, sizeof err);
 	if (c) {
 		cli_err("%s", err);
 		code = c;

@@ -172,6 +172,25 @@ static int open_inet(const struct cli_addr *a, int listening, int64_t deadline,
 				setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
 			if (dgram)
 				big_buffers(fd);
+			if (dgram && listening == CLI_LISTEN_SHARED && ai->ai_family != AF_UNIX) {
+				/* the listener's workers each bind a socket of their
+				 * own to the same address (SO_REUSEPORT). A plain
+				 * bind first: a port already taken is still an error,
+				 * not a silent share with another process. */
+				int probe = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+				if (probe >= 0 && ai->ai_family == AF_INET6 && !host)
+					setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+				int taken = probe >= 0 && bind(probe, ai->ai_addr, ai->ai_addrlen) != 0;
+				int why = errno;
+				if (probe >= 0)
+					close(probe);
+				if (taken) {
+					last = why;
+					close(fd);
+					continue;
+				}
+				setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+			}
 			if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
 			    (!dgram && listen(fd, 1) != 0)) {
 				last = errno;

@@ -2,19 +2,21 @@
  * Listener: many peer sessions over one datagram socket (server mode).
  *
  * Every datagram from a client starts with a 9-byte prefix (mark, 8-byte
- * connection id chosen by the client). The listener routes by connection id
- * into a per-peer queue; each peer is an ordinary sio_session over a custom
- * datagram transport whose recv pops that queue and whose send is a sendto()
- * on the shared socket, to the peer's current address. The address moves
- * only after the session authenticated a data packet from a new source
- * (pkt_hook). See src/listener/listener_int.h for the locking rules.
+ * connection id chosen by the client). The listener's workers (worker.c)
+ * route by connection id; each peer is an ordinary sio_session, driven by
+ * its worker (MODE_DRIVEN), over a custom datagram transport whose send is a
+ * sendto() on the worker's socket, to the peer's current address, and whose
+ * recv pops the packets that had to wait while the session could not take
+ * them. The address moves only after the session authenticated a data
+ * packet from a new source (pkt_hook). This file: creation, admission of
+ * new peers, the peer's transport and callbacks, accept, free. See
+ * src/listener/listener_int.h for the locking rules.
  */
 #include <errno.h>
 #include <poll.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,9 +26,6 @@
 #define DEFAULT_MAX_SESSIONS 65536u
 #define DEFAULT_MAX_HALF_OPEN 1024u
 #define DEFAULT_HALF_OPEN_NS 10000000000ull
-#define RBATCH 32
-#define RROUNDS 8 /* batches per round of reading */
-#define RSLOT 65536
 
 static uint64_t mono_ns(void)
 {
@@ -42,29 +41,40 @@ static void hash_init(void)
 	randombytes_buf(hash_key, sizeof(hash_key));
 }
 
-static size_t bucket(const struct sio_listener *l, const uint8_t *cid)
+static size_t bucket(const struct lworker *w, const uint8_t *cid)
 {
 	uint8_t h[crypto_shorthash_BYTES];
 	crypto_shorthash(h, cid, SIO_LISTENER_CID_BYTES, hash_key);
 	uint64_t v;
 	memcpy(&v, h, 8);
-	return (size_t)(v & (l->hsize - 1));
+	return (size_t)(v & (w->hsize - 1));
 }
 
-static struct lpeer *lookup(struct sio_listener *l, const uint8_t *cid)
+struct lpeer *sio_l_lookup(struct lworker *w, const uint8_t *cid)
 {
-	for (struct lpeer *p = l->ht[bucket(l, cid)]; p; p = p->hnext)
+	for (struct lpeer *p = w->ht[bucket(w, cid)]; p; p = p->hnext)
 		if (memcmp(p->cid, cid, SIO_LISTENER_CID_BYTES) == 0)
 			return p;
 	return NULL;
 }
 
+void sio_l_count(struct sio_listener *l, uint64_t *field)
+{
+	pthread_mutex_lock(&l->mu);
+	(*field)++;
+	pthread_mutex_unlock(&l->mu);
+}
+
+static void wcount(struct lworker *w, int i)
+{
+	atomic_fetch_add_explicit(&w->ws[i], 1, memory_order_relaxed);
+}
+
 static void destroy(struct sio_listener *l)
 {
+	sio_l_workers_free(l);
 	if (l->close_fd && l->fd >= 0)
 		close(l->fd);
-	if (l->wake_fd >= 0)
-		close(l->wake_fd);
 	sio_remote_free(l->allowed);
 	sio_identity_free(l->id);
 	sodium_memzero(l->secret, sizeof(l->secret));
@@ -73,10 +83,9 @@ static void destroy(struct sio_listener *l)
 	if (l->sopts.psk)
 		sodium_memzero((void *)l->sopts.psk, l->sopts.psk_len);
 	free((void *)l->sopts.psk);
-	free(l->ht);
-	free(l->rbuf);
 	free(l->seen);
 	pthread_mutex_destroy(&l->mu);
+	pthread_mutex_destroy(&l->diag_mu);
 	pthread_cond_destroy(&l->cond);
 	free(l);
 }
@@ -90,16 +99,13 @@ static int unref_locked(struct sio_listener *l)
 
 /* ---- the peer's transport ------------------------------------------------ */
 
+/* Called with the session's lock held (every send of a custom transport is
+ * made under it), on whichever thread sends. */
 static ssize_t l_send(void *ctx, const void *buf, size_t len)
 {
 	struct lpeer *p = ctx;
-	struct sio_listener *l = p->l;
-	struct sockaddr_storage a;
-	pthread_mutex_lock(&l->mu);
-	if (p->detached) {
-		pthread_mutex_unlock(&l->mu);
+	if (atomic_load_explicit(&p->detached, memory_order_relaxed))
 		return -EPIPE;
-	}
 	/* An address that has not proven it receives our packets (no
 	 * authenticated data packet, no valid cookie from it yet) may be a
 	 * victim's, spoofed: at most SIO_L_AMP_FACTOR times what came from it,
@@ -107,18 +113,14 @@ static ssize_t l_send(void *ctx, const void *buf, size_t len)
 	 * received bytes, bring our message again). */
 	if (!p->validated) {
 		if (p->tx_unval + len > SIO_L_AMP_FACTOR * p->rx_unval) {
-			l->st.amp_limited++;
-			pthread_mutex_unlock(&l->mu);
+			wcount(p->w, WS_AMP);
 			return (ssize_t)len;
 		}
 		p->tx_unval += len;
 	}
-	socklen_t alen = p->alen;
-	memcpy(&a, &p->addr, alen);
-	int fd = l->fd;
-	pthread_mutex_unlock(&l->mu);
 	for (;;) {
-		ssize_t r = sendto(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&a, alen);
+		ssize_t r = sendto(p->w->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&p->addr,
+				   p->alen);
 		if (r >= 0)
 			return (ssize_t)len;
 		if (errno == EINTR)
@@ -129,35 +131,16 @@ static ssize_t l_send(void *ctx, const void *buf, size_t len)
 	}
 }
 
-static void efd_drain(int fd)
-{
-	uint64_t v;
-	while (read(fd, &v, sizeof(v)) < 0 && errno == EINTR)
-		;
-}
-
-static void efd_signal(int fd)
-{
-	uint64_t v = 1;
-	while (write(fd, &v, sizeof(v)) < 0 && errno == EINTR)
-		;
-}
-
-/* One packet at a time: the session reports (pkt_hook) whether it was
- * authentic before it gets the next, so we know which source to adopt. */
+/* The packets that waited while the session could not take them, one at a
+ * time: the session reports (pkt_hook) whether one was authentic before it
+ * gets the next, so we know which source to adopt. The worker's thread. */
 static ssize_t l_recv(void *ctx, void *buf, size_t len)
 {
 	struct lpeer *p = ctx;
-	struct sio_listener *l = p->l;
-	pthread_mutex_lock(&l->mu);
-	if (p->detached) {
-		pthread_mutex_unlock(&l->mu);
+	if (atomic_load_explicit(&p->detached, memory_order_relaxed))
 		return 0;
-	}
-	if (p->handed || p->qlen == 0) {
-		pthread_mutex_unlock(&l->mu);
+	if (p->handed || p->qlen == 0)
 		return -EAGAIN;
-	}
 	struct lpkt *k = &p->q[p->qhead];
 	size_t n = k->len < len ? k->len : len;
 	memcpy(buf, k->data, n);
@@ -165,22 +148,57 @@ static ssize_t l_recv(void *ctx, void *buf, size_t len)
 	p->clen = k->flen;
 	p->cand_kind = k->data[0];
 	p->qbytes -= k->len;
+	sodium_memzero(k->data, k->len);
 	free(k->data);
 	k->data = NULL;
 	p->qhead = (p->qhead + 1) % SIO_L_QMAX;
-	if (--p->qlen == 0)
-		efd_drain(p->efd);
+	if (--p->qlen == 0) {
+		free(p->q); /* an idle peer holds no queue */
+		p->q = NULL;
+		p->qhead = 0;
+	}
 	p->handed = 1;
-	pthread_mutex_unlock(&l->mu);
 	return (ssize_t)n;
 }
 
+int sio_l_enqueue(struct lpeer *p, const uint8_t *pkt, size_t len, const struct sockaddr *from, socklen_t flen)
+{
+	/* bounded in packets and in bytes: a half-open peer needs no more
+	 * than its key exchange and the first data */
+	size_t budget = p->established ? SIO_L_QBYTES : SIO_L_QBYTES_HALF;
+	if (p->qlen >= SIO_L_QMAX || len > UINT16_MAX || flen > sizeof(p->addr) ||
+	    p->qbytes + len > budget)
+		goto drop;
+	if (!p->q && !(p->q = calloc(SIO_L_QMAX, sizeof(*p->q))))
+		goto drop;
+	uint8_t *d = malloc(len);
+	if (!d)
+		goto drop;
+	memcpy(d, pkt, len);
+	struct lpkt *k = &p->q[(p->qhead + p->qlen) % SIO_L_QMAX];
+	k->data = d;
+	k->len = (uint16_t)len;
+	memcpy(&k->from, from, flen);
+	k->flen = flen;
+	p->qbytes += len;
+	p->qlen++;
+	return 0;
+drop:
+	wcount(p->w, WS_QUEUE);
+	return -1;
+}
+
+void sio_l_note_rx(struct lpeer *p, size_t len, const struct sockaddr *from, socklen_t flen)
+{
+	if (!p->validated && flen == p->alen && memcmp(from, &p->addr, flen) == 0)
+		p->rx_unval += len + SIO_L_PREFIX; /* the datagram, as it came */
+}
+
+/* The session's lock held, after each packet it was given. */
 static void pkt_hook(void *ctx, const uint8_t *pkt, int auth)
 {
 	struct lpeer *p = ctx;
-	struct sio_listener *l = p->l;
 	(void)pkt;
-	pthread_mutex_lock(&l->mu);
 	p->handed = 0;
 	/* roaming: only an authenticated data packet moves the peer, and it
 	 * validates the address it came from (a key-exchange message does
@@ -189,28 +207,41 @@ static void pkt_hook(void *ctx, const uint8_t *pkt, int auth)
 		if (p->clen != p->alen || memcmp(&p->cand, &p->addr, p->clen) != 0) {
 			memcpy(&p->addr, &p->cand, p->clen);
 			p->alen = p->clen;
-			l->st.roams++;
+			wcount(p->w, WS_ROAMS);
 		}
 		p->validated = 1;
 	}
-	if (p->qlen > 0)
-		efd_signal(p->efd); /* the session stopped at one packet: more */
-	pthread_mutex_unlock(&l->mu);
 }
 
+/* P leaves its worker's table and lists (w->mu), and the listener's counts
+ * and accept queue (l->mu). */
 static void peer_unlink(struct sio_listener *l, struct lpeer *p)
 {
-	struct lpeer **pp = &l->ht[bucket(l, p->cid)];
+	struct lworker *w = p->w;
+	pthread_mutex_lock(&w->mu);
+	struct lpeer **pp = &w->ht[bucket(w, p->cid)];
 	while (*pp && *pp != p)
 		pp = &(*pp)->hnext;
 	if (*pp)
 		*pp = p->hnext;
 	if (p->prev)
 		p->prev->next = p->next;
-	else if (l->all == p)
-		l->all = p->next;
+	else if (w->all == p)
+		w->all = p->next;
 	if (p->next)
 		p->next->prev = p->prev;
+	if (p->in_half) {
+		if (p->hprev_half)
+			p->hprev_half->hnext_half = p->hnext_half;
+		else
+			w->half = p->hnext_half;
+		if (p->hnext_half)
+			p->hnext_half->hprev_half = p->hprev_half;
+		p->in_half = 0;
+	}
+	w->npeers--;
+	pthread_mutex_unlock(&w->mu);
+	pthread_mutex_lock(&l->mu);
 	if (p->in_acceptq) {
 		struct lpeer **ap = &l->aq_head, *last = NULL;
 		while (*ap && *ap != p) {
@@ -229,14 +260,17 @@ static void peer_unlink(struct sio_listener *l, struct lpeer *p)
 		l->nhalf--;
 	l->mem_used -= p->reserved;
 	p->reserved = 0;
+	pthread_mutex_unlock(&l->mu);
 }
 
-static void peer_free_locked(struct lpeer *p)
+static void peer_free(struct lpeer *p)
 {
-	for (unsigned i = 0; i < p->qlen; i++)
-		free(p->q[(p->qhead + i) % SIO_L_QMAX].data);
-	if (p->efd >= 0)
-		close(p->efd);
+	for (unsigned i = 0; p->q && i < p->qlen; i++) {
+		struct lpkt *k = &p->q[(p->qhead + i) % SIO_L_QMAX];
+		sodium_memzero(k->data, k->len);
+		free(k->data);
+	}
+	free(p->q);
 	free(p);
 }
 
@@ -244,9 +278,9 @@ static void free_hook(void *ctx)
 {
 	struct lpeer *p = ctx;
 	struct sio_listener *l = p->l;
-	pthread_mutex_lock(&l->mu);
 	peer_unlink(l, p);
-	peer_free_locked(p);
+	peer_free(p);
+	pthread_mutex_lock(&l->mu);
 	int d = unref_locked(l);
 	pthread_mutex_unlock(&l->mu);
 	if (d)
@@ -259,11 +293,14 @@ static void cb_state(sio_session *s, sio_state o, sio_state n, void *ctx)
 {
 	struct lpeer *p = ctx;
 	struct sio_listener *l = p->l;
+	int now_established = 0;
 	pthread_mutex_lock(&l->mu);
 	/* a peer the sweep has picked (detached) is being freed by it: it
 	 * must never reach the program too */
-	if (n == SIO_STATE_ESTABLISHED && !p->established && !p->failed && !p->detached) {
+	if (n == SIO_STATE_ESTABLISHED && !p->established && !atomic_load(&p->failed) &&
+	    !atomic_load(&p->detached)) {
 		p->established = 1;
+		now_established = 1;
 		l->nhalf--;
 		l->nsessions++;
 		l->st.accepted++;
@@ -276,9 +313,24 @@ static void cb_state(sio_session *s, sio_state o, sio_state n, void *ctx)
 		p->in_acceptq = 1;
 		pthread_cond_broadcast(&l->cond);
 	} else if (n == SIO_STATE_CLOSED && !p->established) {
-		p->failed = 1;
+		atomic_store(&p->failed, 1);
 	}
 	pthread_mutex_unlock(&l->mu);
+	if (now_established) {
+		/* off the worker's half-open list (what its sweep looks at) */
+		struct lworker *w = p->w;
+		pthread_mutex_lock(&w->mu);
+		if (p->in_half) {
+			if (p->hprev_half)
+				p->hprev_half->hnext_half = p->hnext_half;
+			else
+				w->half = p->hnext_half;
+			if (p->hnext_half)
+				p->hnext_half->hprev_half = p->hprev_half;
+			p->in_half = 0;
+		}
+		pthread_mutex_unlock(&w->mu);
+	}
 	if (l->ucbs.on_state)
 		l->ucbs.on_state(s, o, n, l->ucbs.ctx);
 }
@@ -303,13 +355,15 @@ static void cb_diag(sio_session *s, int level, const char *msg, void *ctx)
 	p->l->ucbs.on_diag(s, level, msg, p->l->ucbs.ctx);
 }
 
+/* Runs inside the packet that proved the identity, on the peer's worker
+ * (the session's lock released: cb_remote_identity). */
 static int cb_identity(sio_session *s, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], void *ctx)
 {
 	struct lpeer *p = ctx;
 	struct sio_listener *l = p->l;
 	pthread_mutex_lock(&l->mu);
 	/* from="..." restrictions: the source of the key exchange being
-	 * processed (this runs on the session's thread, inside that packet) */
+	 * processed */
 	int ok = !l->allowed ||
 	         (p->clen ? sio_remote_allows(l->allowed, pk, (const struct sockaddr *)&p->cand, p->clen)
 	                  : sio_remote_allows(l->allowed, pk, (const struct sockaddr *)&p->addr, p->alen));
@@ -329,9 +383,7 @@ static int cb_identity(sio_session *s, const uint8_t pk[SIO_PUBLIC_KEY_BYTES], v
 	if (!ok)
 		return 1;
 	if (l->lo.on_peer && l->lo.on_peer(l, pk, l->lo.ctx) != 0) {
-		pthread_mutex_lock(&l->mu);
-		l->st.drop_refused++;
-		pthread_mutex_unlock(&l->mu);
+		sio_l_count(l, &l->st.drop_refused);
 		return 1;
 	}
 	if (l->ucbs.on_remote_identity)
@@ -356,13 +408,13 @@ int sio_listener_new(sio_listener **out, const sio_identity *id, int fd, const s
 	if (!l)
 		return SIO_ENOMEM;
 	pthread_mutex_init(&l->mu, NULL);
+	pthread_mutex_init(&l->diag_mu, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&l->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	l->fd = fd;
-	l->wake_fd = -1;
 	l->id = sio_identity_ref(id);
 	l->refs = 1;
 	if (lo)
@@ -417,11 +469,6 @@ int sio_listener_new(sio_listener **out, const sio_identity *id, int fd, const s
 				 : l->sopts.max_message_size;
 	l->peer_full = SIO_L_BASE_BYTES + SIO_L_QBYTES + reasm + l->sopts.max_message_size +
 		       l->lo.peer_unread_bytes;
-	l->hsize = 1024;
-	while (l->hsize < l->lo.max_sessions && l->hsize < (1u << 20))
-		l->hsize <<= 1;
-	l->ht = calloc(l->hsize, sizeof(*l->ht));
-	l->rbuf = malloc((size_t)RBATCH * RSLOT);
 	/* the record of first messages: room for every half-open exchange
 	 * several times over, kept as long as one may live, twice over */
 	l->nseen = SIO_L_SEEN_MIN;
@@ -430,15 +477,10 @@ int sio_listener_new(sio_listener **out, const sio_identity *id, int fd, const s
 	l->seen = calloc(l->nseen, sizeof(*l->seen));
 	randombytes_buf(l->seen_key, sizeof(l->seen_key));
 	l->seen_ttl_ns = 2 * l->half_open_timeout_ns;
-	if (!l->ht || !l->rbuf || !l->seen)
+	if (!l->seen)
 		goto fail;
 	if (allowed && (r = sio_listener_set_allowed(l, allowed)) < 0)
 		goto fail;
-	l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (l->wake_fd < 0) {
-		r = SIO_EIO;
-		goto fail;
-	}
 	randombytes_buf(l->secret, sizeof(l->secret));
 	randombytes_buf(l->prev_secret, sizeof(l->prev_secret));
 	l->secret_at = mono_ns();
@@ -499,75 +541,23 @@ void sio_listener_stats_get(const sio_listener *l, sio_listener_stats *st)
 	st->sessions = m->nsessions;
 	st->half_open = m->nhalf;
 	st->memory = m->mem_used;
+	st->workers = m->nw;
 	pthread_mutex_unlock(&m->mu);
+	for (unsigned i = 0; i < m->nw; i++) {
+		struct lworker *w = m->w[i];
+		st->handoffs += atomic_load_explicit(&w->ws[WS_HANDOFFS], memory_order_relaxed);
+		st->roams += atomic_load_explicit(&w->ws[WS_ROAMS], memory_order_relaxed);
+		st->amp_limited += atomic_load_explicit(&w->ws[WS_AMP], memory_order_relaxed);
+		st->drop_queue += atomic_load_explicit(&w->ws[WS_QUEUE], memory_order_relaxed);
+		st->drop_unknown += atomic_load_explicit(&w->ws[WS_UNKNOWN], memory_order_relaxed);
+	}
 }
 
-/* ---- routing ------------------------------------------------------------- */
+/* ---- new peers ------------------------------------------------------------ */
 
-/* Lock held. Queues PKT for P. */
-static void enqueue(struct sio_listener *l, struct lpeer *p, const uint8_t *pkt, size_t len,
-		    const struct sockaddr *from, socklen_t flen)
-{
-	/* bounded in packets and in bytes: a half-open peer needs no more
-	 * than its key exchange and the first data */
-	size_t budget = p->established ? SIO_L_QBYTES : SIO_L_QBYTES_HALF;
-	if (p->qlen >= SIO_L_QMAX || len > UINT16_MAX || flen > sizeof(p->addr) ||
-	    p->qbytes + len > budget) {
-		l->st.drop_queue++;
-		return;
-	}
-	uint8_t *d = malloc(len);
-	if (!d) {
-		l->st.drop_queue++;
-		return;
-	}
-	memcpy(d, pkt, len);
-	struct lpkt *k = &p->q[(p->qhead + p->qlen) % SIO_L_QMAX];
-	k->data = d;
-	k->len = (uint16_t)len;
-	memcpy(&k->from, from, flen);
-	k->flen = flen;
-	p->qbytes += len;
-	if (!p->validated && flen == p->alen && memcmp(from, &p->addr, flen) == 0)
-		p->rx_unval += len + SIO_L_PREFIX; /* the datagram, as it came */
-	if (p->qlen++ == 0)
-		efd_signal(p->efd);
-}
-
-/* Lock held. Creates the entry of a new peer (session made by the caller,
- * unlocked). */
-static struct lpeer *peer_add(struct sio_listener *l, const uint8_t *cid, const struct sockaddr *from,
-			      socklen_t flen, uint64_t now)
-{
-	struct lpeer *p = calloc(1, sizeof(*p));
-	if (!p)
-		return NULL;
-	p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (p->efd < 0) {
-		free(p);
-		return NULL;
-	}
-	memcpy(p->cid, cid, SIO_LISTENER_CID_BYTES);
-	p->l = l;
-	memcpy(&p->addr, from, flen);
-	p->alen = flen;
-	p->created_ns = now;
-	size_t b = bucket(l, cid);
-	p->hnext = l->ht[b];
-	l->ht[b] = p;
-	p->next = l->all;
-	if (l->all)
-		l->all->prev = p;
-	l->all = p;
-	l->nhalf++;
-	l->refs++;
-	p->reserved = l->peer_half;
-	l->mem_used += p->reserved;
-	return p;
-}
-
-/* Unlocked: gives a new peer its session. On failure the entry goes. */
-static void peer_start(struct sio_listener *l, struct lpeer *p)
+/* Gives a new peer its session, driven by W. Returns 0, or -1 (the caller
+ * frees the entry). */
+static int peer_session(struct sio_listener *l, struct lworker *w, struct lpeer *p)
 {
 	sio_transport t;
 	memset(&t, 0, sizeof(t));
@@ -575,166 +565,146 @@ static void peer_start(struct sio_listener *l, struct lpeer *p)
 	t.read_fd = t.write_fd = -1;
 	t.send = l_send;
 	t.recv = l_recv;
-	t.poll_fd = p->efd;
+	t.poll_fd = -1;
 	t.ctx = p;
 	sio_callbacks cb = {p, cb_connect, cb_state, cb_error, cb_identity,
 			    l->ucbs.on_diag ? cb_diag : NULL, l->ucbs.diag_level};
 	sio_session *s = NULL;
-	int r = sio_session_new(&s, l->id, NULL, &t, &l->sopts, &cb);
-	if (r == 0) {
-		s->rd_limit = l->lo.peer_unread_bytes;
-		/* a responder to an address that has not proven it hears us: no
-		 * retransmission on its own timer, the client drives retries
-		 * (docs/PROTOCOL.md §4.5, §13.5) */
-		sio_core_set_reply_only(s->core, 1);
-		s->pkt_hook = pkt_hook;
-		s->free_hook = free_hook;
-		s->hook_ctx = p;
-		if (l->lo.on_session)
-			l->lo.on_session(l, s, l->lo.ctx);
-		pthread_mutex_lock(&l->mu);
-		p->s = s;
-		pthread_mutex_unlock(&l->mu);
-		r = l->mode == 1 ? sio_session_start(s) : sio_session_start_loop(s);
-		if (r < 0) {
-			pthread_mutex_lock(&l->mu);
-			p->failed = 1;
-			pthread_mutex_unlock(&l->mu);
-		}
-		return;
+	if (sio_session_new(&s, l->id, NULL, &t, &l->sopts, &cb) != 0)
+		return -1;
+	s->rd_limit = l->lo.peer_unread_bytes;
+	/* a responder to an address that has not proven it hears us: no
+	 * retransmission on its own timer, the client drives retries
+	 * (docs/PROTOCOL.md §4.5, §13.5) */
+	sio_core_set_reply_only(s->core, 1);
+	s->pkt_hook = pkt_hook;
+	s->hook_ctx = p;
+	if (l->lo.on_session)
+		l->lo.on_session(l, s, l->lo.ctx);
+	if (sio_session_start_driven(s, &w->drv, p) != 0) {
+		sio_session_free(s); /* (no free_hook yet: the entry is the caller's) */
+		return -1;
 	}
-	pthread_mutex_lock(&l->mu);
-	peer_unlink(l, p);
-	peer_free_locked(p);
-	int d = unref_locked(l);
-	pthread_mutex_unlock(&l->mu);
-	(void)d; /* the program's reference keeps it */
+	s->free_hook = free_hook;
+	p->s = s;
+	return 0;
 }
 
-/* Reads one batch from the socket and routes it. Returns datagrams read or a
- * negative code. */
-static int read_batch(struct sio_listener *l)
+struct lpeer *sio_l_peer_new(struct lworker *w, const uint8_t *cid, const uint8_t *pkt, size_t plen,
+			     const uint8_t *cookie, const struct sockaddr *from, socklen_t flen, uint64_t now)
 {
-	struct mmsghdr m[RBATCH];
-	struct iovec iov[RBATCH];
-	struct sockaddr_storage from[RBATCH];
-	for (int i = 0; i < RBATCH; i++) {
-		iov[i].iov_base = l->rbuf + (size_t)i * RSLOT;
-		iov[i].iov_len = RSLOT;
-		memset(&m[i].msg_hdr, 0, sizeof(m[i].msg_hdr));
-		m[i].msg_hdr.msg_iov = &iov[i];
-		m[i].msg_hdr.msg_iovlen = 1;
-		m[i].msg_hdr.msg_name = &from[i];
-		m[i].msg_hdr.msg_namelen = sizeof(from[i]);
-	}
-	int n;
-	do
-		n = recvmmsg(l->fd, m, RBATCH, MSG_DONTWAIT, NULL);
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNREFUSED ? 0 : SIO_EIO;
-	struct lpeer *fresh[RBATCH];
-	int nf = 0;
-	uint64_t now = mono_ns();
+	struct sio_listener *l = w->l;
+	int validated;
 	pthread_mutex_lock(&l->mu);
-	for (int i = 0; i < n; i++) {
-		const uint8_t *buf = l->rbuf + (size_t)i * RSLOT;
-		size_t len = m[i].msg_len;
-		const uint8_t *cid, *pkt, *cookie;
-		size_t plen;
-		const struct sockaddr *fa = (const struct sockaddr *)&from[i];
-		socklen_t fl = m[i].msg_hdr.msg_namelen;
-		if ((m[i].msg_hdr.msg_flags & MSG_TRUNC) ||
-		    sio_l_parse(buf, len, &cid, &pkt, &plen, &cookie) < 0) {
-			l->st.drop_malformed++;
-			continue;
-		}
-		struct lpeer *p = lookup(l, cid);
-		if (!p) {
-			int validated;
-			if (sio_l_admit(l, cid, pkt, plen, cookie, fa, fl, now, &validated) != 0)
-				continue;
-			p = peer_add(l, cid, fa, fl, now);
-			if (!p) {
-				l->st.drop_half_open++;
-				continue;
-			}
-			p->validated = validated;
-			fresh[nf++] = p;
-		}
-		if (!p->detached && !p->failed)
-			enqueue(l, p, pkt, plen, fa, fl);
-		else
-			l->st.drop_unknown++; /* its session is ending */
+	int r = l->stop ? -1 : sio_l_admit(l, cid, pkt, plen, cookie, from, flen, now, &validated);
+	if (r == 0 && flen > sizeof(struct sockaddr_storage))
+		r = -1;
+	if (r == 0) {
+		l->nhalf++;
+		l->refs++;
+		l->mem_used += l->peer_half;
 	}
 	if (l->lo.on_diag)
 		sio_l_diag_drops(l, now);
 	pthread_mutex_unlock(&l->mu);
 	if (l->lo.on_diag)
 		sio_l_diag_flush(l);
-	for (int i = 0; i < nf; i++)
-		peer_start(l, fresh[i]);
-	return n;
-}
-
-/* Frees the sessions of half-open exchanges that failed or took too long.
- * Unlocked. */
-static void sweep(struct sio_listener *l, uint64_t now)
-{
-	sio_session *dead[64];
-	size_t nd = 0;
-	pthread_mutex_lock(&l->mu);
-	for (struct lpeer *p = l->all; p && nd < 64; p = p->next) {
-		if (p->established || !p->s || p->detached)
-			continue;
-		if (p->failed || now - p->created_ns > l->half_open_timeout_ns) {
-			p->detached = 1;
-			l->st.expired++;
-			dead[nd++] = p->s;
-		}
+	if (r != 0)
+		return NULL;
+	struct lpeer *p = calloc(1, sizeof(*p));
+	if (p) {
+		memcpy(p->cid, cid, SIO_LISTENER_CID_BYTES);
+		p->l = l;
+		p->w = w;
+		memcpy(&p->addr, from, flen);
+		p->alen = flen;
+		p->created_ns = now;
+		p->validated = validated;
+		p->reserved = l->peer_half;
 	}
-	if (l->lo.on_diag)
-		sio_l_diag_drops(l, now); /* what the last second held */
-	pthread_mutex_unlock(&l->mu);
-	if (l->lo.on_diag)
-		sio_l_diag_flush(l);
-	for (size_t i = 0; i < nd; i++)
-		sio_session_free(dead[i]); /* free_hook removes the entry */
-}
-
-/* Reads at most RROUNDS batches: under a flood the caller still sweeps,
- * sees a stop request and (event loop) returns; the socket stays readable
- * for the next round. Returns the last batch's result. */
-static int read_some(struct sio_listener *l)
-{
-	int r = 0;
-	for (int i = 0; i < RROUNDS; i++)
-		if ((r = read_batch(l)) != RBATCH)
-			break;
-	return r;
-}
-
-static void *listener_thread(void *arg)
-{
-	struct sio_listener *l = arg;
-	uint64_t last_sweep = mono_ns();
-	for (;;) {
+	if (!p || peer_session(l, w, p) != 0) {
+		free(p);
 		pthread_mutex_lock(&l->mu);
-		int stop = l->stop;
+		l->nhalf--;
+		l->mem_used -= l->peer_half;
+		l->st.drop_half_open++;
+		int d = unref_locked(l);
 		pthread_mutex_unlock(&l->mu);
-		if (stop)
-			break;
-		struct pollfd pf[2] = {{l->fd, POLLIN, 0}, {l->wake_fd, POLLIN, 0}};
-		int r = poll(pf, 2, 100);
-		if (r > 0 && (pf[0].revents & (POLLIN | POLLERR)))
-			read_some(l);
-		uint64_t now = mono_ns();
-		if (now - last_sweep > 100000000ull) {
-			sweep(l, now);
-			last_sweep = now;
-		}
+		(void)d; /* the program's reference keeps it */
+		return NULL;
 	}
-	return NULL;
+	pthread_mutex_lock(&w->mu);
+	size_t b = bucket(w, cid);
+	p->hnext = w->ht[b];
+	w->ht[b] = p;
+	p->next = w->all;
+	if (w->all)
+		w->all->prev = p;
+	w->all = p;
+	p->hnext_half = w->half;
+	if (w->half)
+		w->half->hprev_half = p;
+	w->half = p;
+	p->in_half = 1;
+	w->npeers++;
+	pthread_mutex_unlock(&w->mu);
+	return p;
+}
+
+/* Frees the sessions of half-open exchanges that failed or took too long
+ * (W's thread, W's peers only). */
+void sio_l_sweep(struct lworker *w, uint64_t now)
+{
+	struct sio_listener *l = w->l;
+	for (;;) {
+		sio_session *dead[64];
+		struct lpeer *dp[64];
+		size_t nc = 0, nd = 0;
+		pthread_mutex_lock(&w->mu);
+		for (struct lpeer *p = w->half; p && nc < 64; p = p->hnext_half) {
+			if (!p->s || atomic_load(&p->detached))
+				continue;
+			if (atomic_load(&p->failed) || now - p->created_ns > l->half_open_timeout_ns) {
+				dp[nc] = p;
+				dead[nc++] = p->s;
+			}
+		}
+		pthread_mutex_unlock(&w->mu);
+		/* (only this thread frees its half-open peers: they stay valid) */
+		for (size_t i = 0; i < nc; i++) {
+			sio_session *s = dead[i];
+			pthread_mutex_lock(&s->sh->mu);
+			int signing = s->core_start_deferred; /* next sweep: never wait for a signer */
+			pthread_mutex_unlock(&s->sh->mu);
+			if (!signing) {
+				atomic_store(&dp[i]->detached, 1);
+				dead[nd++] = s;
+			}
+		}
+		if (nd) {
+			pthread_mutex_lock(&l->mu);
+			l->st.expired += nd;
+			pthread_mutex_unlock(&l->mu);
+		}
+		for (size_t i = 0; i < nd; i++)
+			sio_session_free(dead[i]); /* free_hook removes the entry */
+		if (nc < 64 || nd == 0)
+			break;
+	}
+	if (l->lo.on_diag) {
+		pthread_mutex_lock(&l->mu);
+		sio_l_diag_drops(l, now); /* what the last second held */
+		pthread_mutex_unlock(&l->mu);
+		sio_l_diag_flush(l);
+	}
+}
+
+/* ---- starting, event loop, accept, free ---------------------------------- */
+
+static unsigned default_workers(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (unsigned)n : 1;
 }
 
 int sio_listener_start(sio_listener *l)
@@ -744,11 +714,14 @@ int sio_listener_start(sio_listener *l)
 	if (l->mode)
 		return SIO_ESTATE;
 	l->mode = 1;
-	if (pthread_create(&l->thread, NULL, listener_thread, l) != 0) {
+	int r = sio_l_workers_new(l, l->lo.workers > 0 ? (unsigned)l->lo.workers : default_workers());
+	if (r == 0)
+		r = sio_l_workers_start(l);
+	if (r < 0) {
+		sio_l_workers_free(l);
 		l->mode = 0;
-		return SIO_ENOMEM;
 	}
-	return 0;
+	return r;
 }
 
 int sio_listener_start_loop(sio_listener *l)
@@ -758,69 +731,44 @@ int sio_listener_start_loop(sio_listener *l)
 	if (l->mode)
 		return SIO_ESTATE;
 	l->mode = 2;
-	return 0;
+	int r = sio_l_workers_new(l, 1);
+	if (r < 0) {
+		sio_l_workers_free(l);
+		l->mode = 0;
+	}
+	return r;
 }
 
 int sio_listener_fd(const sio_listener *l)
 {
-	return l && l->mode == 2 ? l->fd : -1;
-}
-
-/* Loop mode: the sessions not handed over yet, driven here. */
-static size_t pending_sessions(struct sio_listener *l, sio_session **out, size_t max)
-{
-	size_t n = 0;
-	pthread_mutex_lock(&l->mu);
-	for (struct lpeer *p = l->all; p && n < max; p = p->next)
-		if (!p->accepted && !p->detached && p->s)
-			out[n++] = p->s;
-	pthread_mutex_unlock(&l->mu);
-	return n;
+	return l && l->mode == 2 && l->nw ? l->w[0]->epfd : -1;
 }
 
 int sio_listener_process(sio_listener *l)
 {
-	if (!l || l->mode != 2)
+	if (!l || l->mode != 2 || !l->nw)
 		return SIO_ESTATE;
-	int r = read_some(l);
-	size_t cap = l->lo.max_half_open + 64;
-	sio_session **v = malloc(cap * sizeof(*v));
-	if (v) {
-		size_t n = pending_sessions(l, v, cap);
-		for (size_t i = 0; i < n; i++)
-			(void)sio_session_process(v[i]);
-		free(v);
+	struct lworker *w = l->w[0];
+	pthread_mutex_lock(&w->mu);
+	if (w->signalled) {
+		uint64_t v;
+		ssize_t n = read(w->efd, &v, sizeof(v));
+		(void)n;
+		w->signalled = 0;
 	}
-	sweep(l, mono_ns());
-	return r < 0 ? r : 0;
+	pthread_mutex_unlock(&w->mu);
+	const void *was = sio_drv_self;
+	sio_drv_self = l;
+	sio_l_worker_turn(w);
+	sio_drv_self = was;
+	return 0;
 }
 
 int sio_listener_timeout_ms(const sio_listener *l)
 {
-	if (!l || l->mode != 2)
+	if (!l || l->mode != 2 || !l->nw)
 		return -1;
-	sio_listener *m = (sio_listener *)l;
-	int best = 100; /* sweeps */
-	pthread_mutex_lock(&m->mu);
-	for (struct lpeer *p = m->all; p; p = p->next) {
-		if (p->accepted || p->detached || !p->s)
-			continue;
-		if (p->qlen > 0) {
-			best = 0;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&m->mu);
-	if (best == 0)
-		return 0;
-	sio_session *v[256];
-	size_t n = pending_sessions(m, v, 256);
-	for (size_t i = 0; i < n; i++) {
-		int t = sio_session_timeout_ms(v[i]);
-		if (t >= 0 && t < best)
-			best = t;
-	}
-	return best;
+	return sio_l_worker_timeout_ms(l->w[0]);
 }
 
 int sio_listener_accept(sio_listener *l, sio_session **out, int timeout_ms)
@@ -861,6 +809,28 @@ int sio_listener_accept(sio_listener *l, sio_session **out, int timeout_ms)
 	}
 }
 
+/* A peer not handed to the program yet, of any worker (its session), marked
+ * detached; NULL when none is left. ACCEPTED: one the program holds instead. */
+static struct lpeer *next_peer(sio_listener *l, int accepted)
+{
+	for (unsigned i = 0; i < l->nw; i++) {
+		struct lworker *w = l->w[i];
+		pthread_mutex_lock(&w->mu);
+		pthread_mutex_lock(&l->mu);
+		for (struct lpeer *p = w->all; p; p = p->next) {
+			if (p->s && !atomic_load(&p->detached) && (p->accepted != 0) == accepted) {
+				atomic_store(&p->detached, 1);
+				pthread_mutex_unlock(&l->mu);
+				pthread_mutex_unlock(&w->mu);
+				return p;
+			}
+		}
+		pthread_mutex_unlock(&l->mu);
+		pthread_mutex_unlock(&w->mu);
+	}
+	return NULL;
+}
+
 void sio_listener_free(sio_listener *l)
 {
 	if (!l)
@@ -869,32 +839,19 @@ void sio_listener_free(sio_listener *l)
 	l->stop = 1;
 	pthread_cond_broadcast(&l->cond);
 	pthread_mutex_unlock(&l->mu);
-	efd_signal(l->wake_fd);
-	if (l->mode == 1)
-		pthread_join(l->thread, NULL);
-	/* sessions the program does not hold yet go; the others are cut off */
-	for (;;) {
-		sio_session *s = NULL;
-		pthread_mutex_lock(&l->mu);
-		for (struct lpeer *p = l->all; p; p = p->next) {
-			if (!p->accepted && p->s && !p->detached) {
-				p->detached = 1;
-				s = p->s;
-				break;
-			}
-		}
-		if (!s) {
-			/* entries with no session yet cannot exist here: the
-			 * thread that makes them has stopped */
-			for (struct lpeer *p = l->all; p; p = p->next) {
-				p->detached = 1;
-				efd_signal(p->efd); /* its session reads the end */
-			}
-		}
-		pthread_mutex_unlock(&l->mu);
-		if (!s)
-			break;
-		sio_session_free(s);
+	/* no worker runs after this: what is left is done here */
+	sio_l_workers_stop(l);
+	/* sessions the program does not hold yet go */
+	struct lpeer *p;
+	while ((p = next_peer(l, 0)) != NULL)
+		sio_session_free(p->s);
+	/* the others are cut off: they end now (their callbacks run on this
+	 * thread), and the program frees them */
+	while ((p = next_peer(l, 1)) != NULL) {
+		sio_session *s = p->s;
+		pthread_mutex_lock(&s->sh->mu);
+		sio_session_cutoff(s);
+		pthread_mutex_unlock(&s->sh->mu);
 	}
 	pthread_mutex_lock(&l->mu);
 	int d = unref_locked(l);

@@ -106,6 +106,9 @@ void sio_l_diag_flush(struct sio_listener *l)
 	l->dg.n = 0;
 	l->dg.lost = 0;
 	pthread_mutex_unlock(&l->mu);
+	if (!n && !lost)
+		return;
+	pthread_mutex_lock(&l->diag_mu); /* several workers: one caller at a time */
 	for (unsigned i = 0; i < n; i++)
 		l->lo.on_diag(l, level[i], line[i], l->lo.ctx);
 	if (lost) {
@@ -113,4 +116,5 @@ void sio_l_diag_flush(struct sio_listener *l)
 			 (unsigned long long)lost);
 		l->lo.on_diag(l, SIO_DIAG_WARN, line[0], l->lo.ctx);
 	}
+	pthread_mutex_unlock(&l->diag_mu);
 }

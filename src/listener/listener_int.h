@@ -17,10 +17,12 @@
 
 #include "kx.h"
 #include "secureio.h"
+#include "session_int.h"
 #include "transport.h"
 
 #define SIO_L_PREFIX (1 + SIO_LISTENER_CID_BYTES)
 #define SIO_L_QMAX 64 /* packets queued per peer */
+#define SIO_L_INBOX_MAX 4096 /* datagrams handed to a worker and not yet taken */
 /* bytes queued per peer: established, and still in key exchange (a few
  * key-exchange messages and the first data packets) */
 #define SIO_L_QBYTES (512u * 1024u)
@@ -58,10 +60,21 @@ struct lpkt {
 	struct sockaddr_storage from;
 };
 
+struct lworker;
+
+/* A peer. Its session is driven by one worker, w, the one its connection
+ * id names (owner()). Fields by lock: cid, w, created_ns: fixed; s, the
+ * table and list links: w->mu; addr, cand, validated, rx_unval, tx_unval:
+ * the session's lock (sends and input run under it); q (input waiting while
+ * the session cannot take it): w's thread only; established, accepted,
+ * in_acceptq, anext, reserved: l->mu; failed and detached are atomic. */
 struct lpeer {
 	uint8_t cid[SIO_LISTENER_CID_BYTES];
-	struct lpeer *hnext;        /* hash chain */
-	struct lpeer *next, *prev;  /* list of all peers */
+	struct lworker *w;
+	struct lpeer *hnext;          /* hash chain */
+	struct lpeer *next, *prev;    /* the worker's peers */
+	struct lpeer *hnext_half, *hprev_half; /* the worker's half-open peers */
+	int in_half;
 	struct sio_listener *l;
 	sio_session *s;
 	struct sockaddr_storage addr; /* where replies go */
@@ -69,20 +82,65 @@ struct lpeer {
 	struct sockaddr_storage cand; /* source of the packet being processed */
 	socklen_t clen;
 	uint8_t cand_kind;            /* first byte of that packet */
-	int handed;                   /* one packet handed to the session */
+	int handed;                   /* one queued packet handed to the session */
 	/* Anti-amplification: until an authenticated data packet (or a valid
 	 * cookie) came from addr, what we send there stays within
 	 * SIO_L_AMP_FACTOR times what arrived from it. */
 	int validated;
 	uint64_t rx_unval, tx_unval;
 	uint64_t reserved; /* bytes of l->mem_budget held (peer_half, then peer_full) */
-	struct lpkt q[SIO_L_QMAX];
+	struct lpkt *q;    /* SIO_L_QMAX slots, allocated while packets wait */
 	unsigned qhead, qlen;
 	size_t qbytes; /* bytes queued (SIO_L_QBYTES / SIO_L_QBYTES_HALF) */
-	int efd;                      /* eventfd: readable while q is not empty */
 	uint64_t created_ns;
-	int established, accepted, failed, detached, in_acceptq;
+	int established, accepted, in_acceptq;
+	atomic_int failed, detached;
 	struct lpeer *anext;          /* accept queue */
+};
+
+/* A datagram handed from the worker that read it to the one owning its
+ * connection id. */
+struct lhand {
+	struct lhand *next;
+	socklen_t flen;
+	struct sockaddr_storage from;
+	size_t len;
+	uint8_t data[];
+};
+
+/* Per-worker counters (atomic: read by sio_listener_stats_get). */
+enum { WS_HANDOFFS, WS_ROAMS, WS_AMP, WS_QUEUE, WS_UNKNOWN, WS_N };
+
+/* A worker: a thread (or, in event-loop style, the program's calls to
+ * sio_listener_process) that reads a socket and drives its peers' sessions.
+ * mu guards the run queue, the timer heap, the peer table and lists, the
+ * inbox and cur; the session's lock is never taken while mu is held. */
+struct lworker {
+	struct sio_drv drv; /* the driver its sessions see (first member) */
+	struct sio_listener *l;
+	unsigned idx;
+	pthread_t thread;
+	int started;
+	int fd, own_fd; /* the socket it reads (its own with SO_REUSEPORT) */
+	int efd;        /* eventfd: wakes it */
+	int epfd;       /* event-loop style: fd + efd, what sio_listener_fd gives */
+	pthread_mutex_t mu;
+	pthread_cond_t cond; /* cur changed (a release waits for it) */
+	int sleeping, signalled, stop;
+	sio_session *cur; /* the session its thread is inside now */
+	int cur_waiters;
+	sio_session *rq_head, *rq_tail; /* run queue */
+	sio_session **heap;              /* timers: min-heap on drv_due */
+	size_t hn, hcap;
+	struct lpeer **ht; /* its peers by connection id */
+	size_t hsize;
+	struct lpeer *all, *half;
+	size_t npeers;
+	struct lhand *in_head, *in_tail; /* handed over by other workers */
+	unsigned nin;
+	uint64_t last_sweep;
+	uint8_t *rbuf; /* receive batch */
+	_Atomic uint64_t ws[WS_N];
 };
 
 /* Listener diagnostics (listener_diag.c): lines wait here (under mu) until
@@ -105,6 +163,7 @@ struct ldiag {
 struct sio_listener {
 	pthread_mutex_t mu;
 	pthread_cond_t cond; /* accept queue */
+	pthread_mutex_t diag_mu; /* one on_diag caller at a time */
 	int fd, close_fd;
 	int family;
 	sio_identity *id; /* a reference held (sio_identity_ref) */
@@ -116,13 +175,13 @@ struct sio_listener {
 	int has_ucbs;
 	int mode; /* 0 new, 1 thread, 2 loop */
 	int stop;
-	pthread_t thread;
-	int wake_fd;
 	int refs; /* 1 for the program + 1 per live peer */
 
-	struct lpeer **ht;
-	size_t hsize;
-	struct lpeer *all;
+	struct lworker **w; /* the workers; the peer of connection id c is
+			       w[owner_index(c)] */
+	unsigned nw;
+	int steered; /* a reuseport program sends datagrams to the owner */
+
 	struct lpeer *aq_head, *aq_tail;
 	uint32_t nsessions, nhalf;
 	uint64_t half_open_timeout_ns;
@@ -145,11 +204,45 @@ struct sio_listener {
 
 	sio_listener_stats st;
 	struct ldiag dg; /* used only with lo.on_diag */
-
-	/* receive batch */
-	uint8_t *rbuf;
-	size_t slot;
 };
+
+/* The worker owning connection id CID: its first four bytes, big-endian,
+ * modulo the number of workers (the reuseport program computes the same). */
+static inline unsigned sio_l_owner(const struct sio_listener *l, const uint8_t *cid)
+{
+	uint32_t v = (uint32_t)cid[0] << 24 | (uint32_t)cid[1] << 16 | (uint32_t)cid[2] << 8 | cid[3];
+	return l->nw > 1 ? v % l->nw : 0;
+}
+
+/* worker.c */
+/* Creates the workers (N of them; their sockets), not started. */
+int sio_l_workers_new(struct sio_listener *l, unsigned n);
+int sio_l_workers_start(struct sio_listener *l);
+/* Stops and joins the workers (none runs afterwards). */
+void sio_l_workers_stop(struct sio_listener *l);
+void sio_l_workers_free(struct sio_listener *l);
+/* One turn of worker W without sleeping (event-loop style). */
+void sio_l_worker_turn(struct lworker *w);
+/* Milliseconds until W has something to do (event-loop style). */
+int sio_l_worker_timeout_ms(struct lworker *w);
+
+/* listener.c, used by worker.c */
+/* A datagram for the unknown connection id CID reached its owner W:
+ * admission, and a new peer (NULL when refused or dropped: counted). */
+struct lpeer *sio_l_peer_new(struct lworker *w, const uint8_t *cid, const uint8_t *pkt, size_t plen,
+			     const uint8_t *cookie, const struct sockaddr *from, socklen_t flen, uint64_t now);
+/* Lock held (w->mu): P by connection id. */
+struct lpeer *sio_l_lookup(struct lworker *w, const uint8_t *cid);
+/* Worker thread: half-open exchanges that failed or took too long go. */
+void sio_l_sweep(struct lworker *w, uint64_t now);
+/* Queues a copy of PKT for P (its session cannot take it now); 0 or -1
+ * (dropped: counted). W's thread, the session's lock held. */
+int sio_l_enqueue(struct lpeer *p, const uint8_t *pkt, size_t len, const struct sockaddr *from,
+		  socklen_t flen);
+/* The session's lock held: accounts a datagram from FROM (anti-amplification). */
+void sio_l_note_rx(struct lpeer *p, size_t len, const struct sockaddr *from, socklen_t flen);
+/* Counts a drop in the listener's stats. */
+void sio_l_count(struct sio_listener *l, uint64_t *field);
 
 /* listener_kx.c */
 /* Checks a datagram (prefix removed) that would create a new peer, lock held.

@@ -43,9 +43,30 @@ static uint64_t wall_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+_Thread_local const void *sio_drv_self;
+
 int sio_is_io_thread(const sio_session *s)
 {
+	if (s->mode == MODE_DRIVEN)
+		return sio_drv_self && sio_drv_self == s->drv->pool;
 	return s->mode == MODE_THREAD && s->thread_started && pthread_equal(pthread_self(), s->thread);
+}
+
+int sio_nonblocking(const sio_session *s)
+{
+	return s->mode == MODE_LOOP || (s->mode == MODE_DRIVEN && s->drv->loop) || sio_is_io_thread(s);
+}
+
+int sio_threaded_caller(const sio_session *s)
+{
+	return (s->mode == MODE_THREAD || (s->mode == MODE_DRIVEN && !s->drv->loop)) && !sio_is_io_thread(s);
+}
+
+/* A driver thread is running S right now (lock held): it looks at what is
+ * due before it lets go of S. */
+static int drv_running_here(const sio_session *s)
+{
+	return s->mode == MODE_DRIVEN && s->drv_active && pthread_equal(s->drv_thread, pthread_self());
 }
 
 static void lock(sio_session *s)
@@ -96,6 +117,10 @@ int sio_core_enter(sio_session *s)
 
 void sio_wake(sio_session *s)
 {
+	if (s->mode == MODE_DRIVEN) {
+		s->drv->schedule(s->drv, s);
+		return;
+	}
 	if (s->wake_pending || s->wake_fd < 0)
 		return;
 	uint64_t one = 1;
@@ -106,6 +131,17 @@ void sio_wake(sio_session *s)
 
 void sio_kick(sio_session *s)
 {
+	if (s->mode == MODE_DRIVEN) {
+		/* the driver's thread computes the deadline again when it is
+		 * done with S; anyone else tells it when S has something to do
+		 * sooner than the driver expects */
+		if (drv_running_here(s))
+			return;
+		if (s->evn > 0 || s->tx_blocked || s->close_requested ||
+		    sio_core_deadline(s->core) < s->drv_deadline || (s->input_stalled && sio_input_ok(s)))
+			sio_wake(s);
+		return;
+	}
 	if (s->mode == MODE_NEW || sio_is_io_thread(s))
 		return;
 	if (s->mode == MODE_LOOP) {
@@ -543,13 +579,6 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 		randombytes_buf(s->tp.tx_prefix + 1, SIO_LISTENER_CID_BYTES);
 		s->tp.tx_prefix_len = 1 + SIO_LISTENER_CID_BYTES;
 	}
-	s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	s->rwake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (s->wake_fd < 0 || s->rwake_fd < 0) {
-		r = SIO_EIO;
-		goto fail;
-	}
-	s->sh->wake_fd = s->wake_fd;
 	s->sh->sess = s;
 	/* Messages that may go through the write queue: any the core takes
 	 * whole (fragmentation on), up to the inline limit. Without
@@ -587,6 +616,19 @@ static int start_common(sio_session *s, int mode)
 		unlock(s); /* closed before it was started */
 		return SIO_ECLOSED;
 	}
+	/* the descriptors a session of its own needs: where others wake its
+	 * I/O thread (or its loop), and where they wake a reader polling the
+	 * transport (a driven session has none) */
+	s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	s->rwake_fd = mode == MODE_THREAD ? eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) : -1;
+	if (s->wake_fd < 0 || (mode == MODE_THREAD && s->rwake_fd < 0)) {
+		if (s->wake_fd >= 0)
+			close(s->wake_fd);
+		s->wake_fd = -1;
+		unlock(s);
+		return SIO_EIO;
+	}
+	s->sh->wake_fd = s->wake_fd;
 	s->mode = mode;
 	if (mode == MODE_LOOP) {
 		s->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -642,6 +684,60 @@ int sio_session_start_loop(sio_session *s)
 	return start_common(s, MODE_LOOP);
 }
 
+/* A driven session whose identity signs through an external signer (an
+ * ssh-agent may take long or hang): its first signature is made here, on
+ * a thread of its own, so that it never holds up the driver's other
+ * sessions. The core is marked busy meanwhile: the driver queues its input
+ * and does not run it (sio_session_run, sio_session_can_input). */
+static void *deferred_start(void *arg)
+{
+	sio_session *s = arg;
+	lock(s);
+	s->core_busy = 1;
+	s->core_busy_thread = pthread_self();
+	unlock(s);
+	(void)sio_core_start(s->core, sio_now_ns()); /* a failure closes it */
+	lock(s);
+	s->core_busy = 0;
+	s->core_start_deferred = 0;
+	sio_signal(s);
+	sio_wake(s); /* the driver takes over */
+	unlock(s);
+	return NULL;
+}
+
+int sio_session_start_driven(sio_session *s, struct sio_drv *d, void *ctx)
+{
+	lock(s);
+	if (s->mode != MODE_NEW) {
+		unlock(s);
+		return SIO_ESTATE;
+	}
+	s->mode = MODE_DRIVEN;
+	s->drv = d;
+	s->drv_ctx = ctx;
+	s->drv_deadline = UINT64_MAX;
+	s->sh->drv_pool = d->pool;
+	s->sh->loop_mode = d->loop;
+	int r = 0;
+	if (sio_identity_is_external(s->id)) {
+		pthread_t t;
+		pthread_attr_t a;
+		pthread_attr_init(&a);
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		s->core_start_deferred = 1;
+		if (pthread_create(&t, &a, deferred_start, s) != 0) {
+			s->core_start_deferred = 0;
+			r = SIO_ENOMEM;
+		}
+		pthread_attr_destroy(&a);
+	} else {
+		r = sio_core_start(s->core, sio_now_ns());
+	}
+	unlock(s);
+	return r;
+}
+
 sio_state sio_session_state(const sio_session *s)
 {
 	return s ? (sio_state)atomic_load(&((sio_session *)s)->state) : SIO_STATE_CLOSED;
@@ -676,7 +772,7 @@ int sio_session_wait_state(sio_session *s, sio_state st, int timeout_ms)
 			r = sio_closed_err(s);
 			break;
 		}
-		if (s->mode == MODE_LOOP || sio_is_io_thread(s)) {
+		if (sio_nonblocking(s)) {
 			r = SIO_EAGAIN;
 			break;
 		}
@@ -740,7 +836,7 @@ int sio_close(sio_session *s)
 		/* from a handler or from inside the core: the I/O thread (or the
 		 * loop's next process call) closes right after */
 		s->close_requested = 1;
-		if (s->mode == MODE_LOOP)
+		if (s->mode == MODE_LOOP || (s->mode == MODE_DRIVEN && !drv_running_here(s)))
 			sio_wake(s);
 	} else {
 		uint64_t now = sio_now_ns();
@@ -760,7 +856,7 @@ int sio_close(sio_session *s)
 			r = sio_core_close(s->core, now);
 			sio_flush_out(s, now);
 			sio_kick(s);
-			if (s->mode == MODE_THREAD)
+			if (s->mode == MODE_THREAD || s->mode == MODE_DRIVEN)
 				sio_wake(s);
 		}
 	}
@@ -773,7 +869,7 @@ int sio_close_and_wait(sio_session *s, int timeout_ms)
 	int r = sio_close(s);
 	if (r < 0)
 		return r;
-	if (sio_is_io_thread(s) || s->mode == MODE_LOOP)
+	if (sio_nonblocking(s))
 		return 0;
 	r = sio_session_wait_state(s, SIO_STATE_CLOSED, timeout_ms);
 	if (r == SIO_ETIMEDOUT)
@@ -835,7 +931,8 @@ void sio_session_free(sio_session *s)
 	if (!s)
 		return;
 	lock(s);
-	if (sio_is_io_thread(s) || (s->mode == MODE_LOOP && s->dispatching)) {
+	if ((s->mode == MODE_THREAD && sio_is_io_thread(s)) || (s->mode == MODE_LOOP && s->dispatching) ||
+	    drv_running_here(s)) {
 		/* from a handler: the I/O thread (or sio_session_process) frees
 		 * the session on its way out */
 		s->stop = 1;
@@ -855,6 +952,13 @@ void sio_session_free(sio_session *s)
 		lock(s);
 	}
 	s->stop = 1;
+	if (s->mode == MODE_DRIVEN) {
+		/* the driver lets go of it first */
+		unlock(s);
+		s->drv->release(s->drv, s);
+		sio_session_destroy(s);
+		return;
+	}
 	sio_wake(s);
 	int joined = s->thread_started;
 	unlock(s);

@@ -58,6 +58,7 @@ struct sio_shared {
 	int loop_mode;
 	int has_io_thread;
 	pthread_t io_thread;
+	const void *drv_pool; /* MODE_DRIVEN: its driver's pool (sio_drv_self) */
 	int wake_fd; /* where a writer wakes the consumer (the session's) */
 	/* writers publish with a plain release store; the consumer makes the
 	 * pair sequentially consistent with membarrier() before it sleeps
@@ -167,7 +168,27 @@ struct sio_messenger {
 	uint64_t in_msgs, in_bytes, out_msgs, out_bytes;
 };
 
-enum { MODE_NEW, MODE_THREAD, MODE_LOOP };
+/* MODE_DRIVEN: the session owns no thread and no descriptor; a driver (a
+ * listener's worker pool, src/listener/worker.c) runs it. */
+enum { MODE_NEW, MODE_THREAD, MODE_LOOP, MODE_DRIVEN };
+
+/* What a driver offers its sessions. */
+struct sio_drv {
+	/* S has work (input, a write, a close, an earlier deadline): run it
+	 * soon. Any thread; S's lock may be held. */
+	void (*schedule)(struct sio_drv *d, sio_session *s);
+	/* A thread that is not running S frees it: returns once no driver
+	 * thread is inside S and S is off the driver's lists (the caller then
+	 * destroys it). */
+	void (*release)(struct sio_drv *d, sio_session *s);
+	/* Event-loop style: runs S now, on the caller's (the loop's) thread;
+	 * returns what sio_session_process() returns. */
+	int (*process)(struct sio_drv *d, sio_session *s);
+	const void *pool; /* its threads set sio_drv_self to this */
+	int loop;         /* event-loop style: no call on its sessions blocks */
+};
+/* The pool the calling thread drives sessions for (NULL: none). */
+extern _Thread_local const void *sio_drv_self;
 
 struct sio_session {
 	struct sio_shared *sh;
@@ -198,6 +219,17 @@ struct sio_session {
 	uint64_t send_delay_ns; /* resolved option */
 
 	int mode;
+	/* MODE_DRIVEN: the driver; its lists (run queue, timer heap) are
+	 * under the driver's lock, drv_deadline and drv_active under ours. */
+	struct sio_drv *drv;
+	void *drv_ctx;          /* the driver's entry for us */
+	sio_session *drv_next;  /* run queue */
+	int drv_queued;
+	size_t drv_hidx;        /* timer heap position + 1, 0 = not in it */
+	uint64_t drv_due;       /* deadline the heap holds */
+	uint64_t drv_deadline;  /* next deadline found by the last run */
+	int drv_active;         /* a driver thread is running us (drv_thread) */
+	pthread_t drv_thread;
 	pthread_t thread;
 	int thread_started;
 	int core_start_deferred; /* external signer: the I/O thread signs first */
@@ -259,7 +291,14 @@ uint64_t sio_now_ns(void);
  * is busy: reading it costs more than queueing a small message here. A
  * slightly old time only makes a packet's merge deadline earlier. */
 uint64_t sio_now_cached(sio_session *s);
+/* 1 on the thread that drives S (its I/O thread, or any thread of its
+ * driver's pool): such a thread may not block waiting for S. */
 int sio_is_io_thread(const sio_session *s);
+/* 1 where no call on S may block: event-loop mode, or the driving thread. */
+int sio_nonblocking(const sio_session *s);
+/* 1 for a program thread of a blocking-style session (own I/O thread or a
+ * driver's worker): it may wait, and sends what it writes itself. */
+int sio_threaded_caller(const sio_session *s);
 int sio_core_enter(sio_session *s); /* lock held; 0 or SIO_ESTATE (inside the core) */
 void sio_kick(sio_session *s);      /* lock held: wake the I/O thread if it must act */
 void sio_wake(sio_session *s);      /* lock held: wake the I/O thread / the loop */
@@ -285,6 +324,20 @@ void sio_session_destroy(sio_session *s);
  * peer's repeated CLOSEs are still read and answered until the linger ends. */
 int sio_lingering(const sio_session *s, uint64_t now);
 void *sio_io_thread(void *arg); /* the I/O thread (blocking mode) */
+/* MODE_DRIVEN, lock held, called by the driver: */
+/* everything due now (as one turn of the I/O thread's loop); returns the
+ * next deadline (<= now: run again soon), also kept in drv_deadline */
+uint64_t sio_session_run(sio_session *s);
+/* 1 if S can take a packet now (else the driver queues it) */
+int sio_session_can_input(const sio_session *s);
+/* one packet read by the driver (decrypted in place: the caller wipes it
+ * after); answers, deliveries and their callbacks happen before it returns */
+void sio_session_input(sio_session *s, uint8_t *pkt, size_t len);
+/* Lock held: the driver stops for good: the transport ended (the session
+ * closes; its callbacks run on the calling thread). */
+void sio_session_cutoff(sio_session *s);
+/* Starts S driven by D (instead of sio_session_start/_loop). */
+int sio_session_start_driven(sio_session *s, struct sio_drv *d, void *ctx);
 
 /* session_msg.c */
 /* Lock held: moves the queued records into the core (at most until its

@@ -393,6 +393,65 @@ static uint64_t wq_wake_bytes(const sio_session *s)
 	return b < SIO_WQ_BYTES / 4 ? b : SIO_WQ_BYTES / 4;
 }
 
+/* ---- driven sessions (MODE_DRIVEN) -------------------------------------- */
+
+uint64_t sio_session_run(sio_session *s)
+{
+	if (s->core_busy || s->core_start_deferred) {
+		/* its first signature is being made (deferred_start): that
+		 * thread hands it back when done; never wait for it here */
+		s->drv_deadline = UINT64_MAX;
+		return UINT64_MAX;
+	}
+	sio_wq_disarm(s);
+	step(s, 1);
+	if (s->free_on_exit)
+		return UINT64_MAX;
+	uint64_t now = sio_now_ns();
+	uint64_t d = next_deadline(s, now);
+	if (s->evn > 0 || s->close_requested || (s->out_more && !s->tx_blocked))
+		d = now;
+	else if (s->tx_blocked && d > now + 1000000u)
+		d = now + 1000000u; /* no descriptor says when the socket has room */
+	if (d > now) {
+		/* as the I/O thread before it sleeps: writers wake the driver
+		 * for a record while the queue is idle, for a packet's worth
+		 * while it is busy */
+		uint64_t ahead = now < s->wq_idle_at ? wq_wake_bytes(s) : 1;
+		if (ahead == 1)
+			sio_wq_wipe(s);
+		if (!s->wq_full && sio_wq_arm(s, ahead)) {
+			sio_wq_disarm(s);
+			d = now;
+		}
+	}
+	s->drv_deadline = d;
+	return d;
+}
+
+int sio_session_can_input(const sio_session *s)
+{
+	return !s->tp_dead && !s->dispatching && s->evn == 0 && !s->core_busy && !s->core_start_deferred &&
+	       !s->free_on_exit &&
+	       !s->input_stalled && sio_input_ok(s) && atomic_load(&s->state) != SIO_STATE_CLOSED;
+}
+
+void sio_session_input(sio_session *s, uint8_t *pkt, size_t len)
+{
+	uint64_t now = sio_now_ns();
+	struct rx_ctx rx = {s, now};
+	on_packet(&rx, pkt, len, NULL, 0);
+	sio_flush_out(s, now); /* answers, acknowledgements */
+	sio_dispatch(s);
+	wq_step(s, now); /* what handlers wrote */
+}
+
+void sio_session_cutoff(sio_session *s)
+{
+	transport_ended(s, sio_now_ns(), 0);
+	sio_dispatch(s);
+}
+
 static void drain_wake(sio_session *s)
 {
 	uint64_t v;
@@ -538,6 +597,11 @@ static void loop_update_fds(sio_session *s)
 
 int sio_session_process(sio_session *s)
 {
+	if (s && s->mode == MODE_DRIVEN && s->drv->loop) {
+		/* a listener's peer in event-loop style: sio_listener_process()
+		 * drives it; running it here too does no harm */
+		return s->drv->process(s->drv, s);
+	}
 	if (!s || s->mode != MODE_LOOP)
 		return SIO_ESTATE;
 	lock(s);

@@ -427,7 +427,8 @@ static uint64_t deadline_of(int timeout_ms)
 static int may_not_block(const struct sio_shared *sh)
 {
 	return sh->sess &&
-	       (sh->loop_mode || (sh->has_io_thread && pthread_equal(pthread_self(), sh->io_thread)));
+	       (sh->loop_mode || (sh->has_io_thread && pthread_equal(pthread_self(), sh->io_thread)) ||
+		(sh->drv_pool && sio_drv_self == sh->drv_pool));
 }
 
 static int si_wait_locked(sio_send_info *si, int timeout_ms)
@@ -611,9 +612,13 @@ static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
 	/* (a synchronous writer sends it itself: no need to wake anyone) */
 	if (!self_send && t >= want &&
 	    atomic_exchange_explicit(&sh->wq_want, UINT64_MAX, memory_order_relaxed) != UINT64_MAX) {
-		uint64_t one = 1;
-		ssize_t r = write(sh->wake_fd, &one, sizeof(one));
-		(void)r;
+		if (s->mode == MODE_DRIVEN) {
+			s->drv->schedule(s->drv, s);
+		} else {
+			uint64_t one = 1;
+			ssize_t r = write(sh->wake_fd, &one, sizeof(one));
+			(void)r;
+		}
 	}
 	return 1;
 }
@@ -629,7 +634,7 @@ static int wq_write_wait(sio_session *s, uint32_t type, const void *data, size_t
 		if (r >= 0)
 			return r;
 		pthread_mutex_lock(&s->sh->mu);
-		if (s->mode != MODE_THREAD || sio_is_io_thread(s) || sio_core_enter(s) != 0 ||
+		if (!sio_threaded_caller(s) || sio_core_enter(s) != 0 ||
 		    atomic_load(&s->state) >= SIO_STATE_CLOSING) {
 			pthread_mutex_unlock(&s->sh->mu);
 			return 0; /* the locked path decides (SIO_EAGAIN, closed...) */
@@ -833,11 +838,11 @@ int sio_write_message(sio_session *s, uint32_t type, const void *data, size_t le
 	if (!s || (!data && len) || !check_type(type))
 		return SIO_EINVAL;
 	uint64_t seq;
-	int self_send = s->mode == MODE_THREAD && !sio_is_io_thread(s);
+	int self_send = sio_threaded_caller(s);
 	if (wq_write_wait(s, type, data, len, NULL, &seq, self_send) > 0) {
 		/* on the I/O thread or in event-loop mode nothing may wait: the
 		 * message leaves with the next packet */
-		if (s->mode == MODE_LOOP || sio_is_io_thread(s))
+		if (sio_nonblocking(s))
 			return 0;
 		return wait_queued(s, seq);
 	}
@@ -847,7 +852,7 @@ int sio_write_message(sio_session *s, uint32_t type, const void *data, size_t le
 		pthread_mutex_unlock(&s->sh->mu);
 		return r;
 	}
-	int nowait = s->mode == MODE_LOOP || sio_is_io_thread(s);
+	int nowait = sio_nonblocking(s);
 	sio_send_info *si = NULL;
 	if (!nowait) {
 		si = sio_si_get(s);
@@ -911,7 +916,7 @@ sio_send_info *sio_write_message_async(sio_session *s, uint32_t type, const void
 	if (si) {
 		si->fn = done;
 		si->ctx = ctx;
-		e = queue_write(s, type, data, len, si, s->mode == MODE_THREAD && !sio_is_io_thread(s));
+		e = queue_write(s, type, data, len, si, sio_threaded_caller(s));
 		if (e < 0) {
 			si_abort(si);
 			si = NULL;
@@ -952,7 +957,7 @@ ssize_t sio_read_timeout(sio_session *s, void *buf, size_t len, int timeout_ms)
 			r = end_code(s);
 			break;
 		}
-		if (s->mode == MODE_LOOP || sio_is_io_thread(s)) {
+		if (sio_nonblocking(s)) {
 			r = SIO_EAGAIN;
 			break;
 		}
@@ -1103,7 +1108,7 @@ ssize_t sio_messenger_read(sio_messenger *m, void *buf, size_t len, size_t *full
 			r = end_code(s);
 			break;
 		}
-		if (s->mode == MODE_LOOP || sio_is_io_thread(s) || timeout_ms == 0) {
+		if (sio_nonblocking(s) || timeout_ms == 0) {
 			r = SIO_EAGAIN;
 			break;
 		}
