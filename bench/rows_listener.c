@@ -385,14 +385,13 @@ static int hs_run(void *st, uint64_t n)
 		sio_session *s;
 		if (sio_listener_accept(h->l, &s, 30000) != 0) {
 			rc = -1;
-			n = 0;
 			break;
 		}
 		sio_session_free(s);
 	}
 	bench_start();
 	uint64_t c0 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
-	while (got < n) {
+	while (rc == 0 && got < n) {
 		sio_session *s;
 		int r = sio_listener_accept(h->l, &s, 30000);
 		if (r != 0) {
@@ -405,15 +404,18 @@ static int hs_run(void *st, uint64_t n)
 	uint64_t c1 = cpu_ns(CLOCK_PROCESS_CPUTIME_ID);
 	bench_stop();
 	bench_cpu_add(c1 - c0);
+	int gone = 0;
 	for (int i = 0; i < h->nclients; i++) {
 		char c;
 		if (write(h->cmd[i], "s", 1) != 1 || read(h->ack[i], &c, 1) != 1)
-			rc = -1;
+			gone = 1;
 	}
 	hs_drain(h, 200); /* exchanges still in flight when the clients stopped */
+	if (gone && !rc)
+		return bench_fail("a client process ended"), -1;
 	if (rc)
-		return bench_fail("%llu of %llu peers accepted (no peer for 30 s)", (unsigned long long)got,
-				  (unsigned long long)n), -1;
+		return bench_fail("%llu of %llu peers accepted (no peer for 30 s%s)", (unsigned long long)got,
+				  (unsigned long long)n, got ? "" : ", already while warming up"), -1;
 	return 0;
 }
 
