@@ -349,7 +349,7 @@ static int hs_setup(void **st, const struct bench_row *r)
 	memset(&lo, 0, sizeof lo);
 	lo.session_opts = &so;
 	lo.max_sessions = 1u << 20;
-	lo.max_half_open = 65536;
+	lo.max_half_open = 4096; /* clients keep at most 8 x 16 in flight */
 	lo.cookie_threshold = -1;
 	lo.max_memory = UINT64_MAX;
 	lo.close_fd = 1;

@@ -588,7 +588,9 @@ int main(int argc, char **argv)
 	memset(&lo, 0, sizeof(lo));
 	lo.session_opts = &so;
 	lo.max_sessions = (uint32_t)n + 1024;
-	lo.max_half_open = 65536;
+	/* well above what the clients keep in flight (parallel x window); not
+	 * far above: the event-loop listener sizes a per-call array by it */
+	lo.max_half_open = (uint32_t)(4 * parallel * window > 4096 ? 4 * parallel * window : 4096);
 	lo.cookie_threshold = -1;
 	lo.max_memory = UINT64_MAX; /* measured here, not capped: the budget reserves worst cases */
 	lo.workers = workers;
