@@ -36,9 +36,13 @@ demo: build
 
 # Benchmarks (docs/BENCHMARKS.md). BENCH_ARGS=--quick runs every row briefly;
 # bench/tools.sh installs socat/spiped for the comparison rows when root.
+# Then the listener at scale: BENCH_LISTENER_ARGS peers (docs/BENCHMARKS.md,
+# "Listener at scale"; it says what capped the count when a limit did).
+BENCH_LISTENER_ARGS ?= 100000
 bench: build
 	@bench/tools.sh
 	$(BUILD)/sio-bench $(BENCH_ARGS)
+	$(BUILD)/bench_listener $(BENCH_LISTENER_ARGS)
 
 # PREFIX wins over the prefix build/ was first configured with.
 install: build

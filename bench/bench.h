@@ -15,7 +15,7 @@
  * returns the same codes. */
 struct bench_row {
 	const char *name;  /* without the "Benchmark" prefix and "-N" suffix */
-	const char *group; /* "limit", "kx", "session", "peer", "tool" */
+	const char *group; /* "limit", "kx", "session", "peer", "tool", "listener" */
 	size_t arg;        /* row parameter (message size, ...) */
 	size_t bytes;      /* bytes per operation for MB/s (0: no MB/s column) */
 	int (*setup)(void **st, const struct bench_row *r);
@@ -28,6 +28,10 @@ struct bench_row {
 void bench_start(void);
 /* Stops both. */
 void bench_stop(void);
+/* CPU time (ns) the row measured itself for the current run (a process's
+ * or a thread's clock, see rows_listener.c): summed over the run and printed
+ * as cpu-ns/op beside the wall-clock ns/op. */
+void bench_cpu_add(uint64_t ns);
 /* Records a failure message for the current row (printf-like). */
 void bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Monotonic nanoseconds. */
@@ -53,6 +57,7 @@ extern const struct bench_row bench_rows_kx[];
 extern const struct bench_row bench_rows_session[];
 extern const struct bench_row bench_rows_peer[];
 extern const struct bench_row bench_rows_tool[];
+extern const struct bench_row bench_rows_listener[];
 
 /* A stopwatch-free helper: sleeps-free wait of one thread for a counter to
  * reach a value, with wake-ups only when someone waits (eventcount). */

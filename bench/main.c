@@ -20,7 +20,8 @@ int bench_quick;
 uint64_t bench_stream_bytes = 1ull << 30;
 char bench_sio_path[4096];
 
-static uint64_t t_start, t_elapsed;
+static uint64_t t_start, t_elapsed, c_elapsed;
+static int c_set;
 static uint64_t a_count, a_bytes;
 static int timer_on;
 static char fail_msg[400];
@@ -46,6 +47,12 @@ void bench_stop(void)
 	a_bytes += b;
 }
 
+void bench_cpu_add(uint64_t ns)
+{
+	c_elapsed += ns;
+	c_set = 1;
+}
+
 void bench_fail(const char *fmt, ...)
 {
 	va_list ap;
@@ -61,8 +68,9 @@ struct result {
 	const char *group;
 	uint64_t n;
 	double ns_op, mbps;
+	double cpu_ns_op; /* rows that measure their CPU time (has_cpu) */
 	uint64_t b_op, allocs_op;
-	int has_mbps;
+	int has_mbps, has_cpu;
 	int failed;
 	char err[512];
 };
@@ -95,7 +103,7 @@ static int cmp_double(const void *a, const void *b)
 /* Median over repetitions of the named row; NULL when absent or failed. */
 static const struct result *lookup(const char *name, struct result *out)
 {
-	double ns[256], mb[256];
+	double ns[256], mb[256], cpu[256];
 	size_t k = 0;
 	const struct result *last = NULL;
 	for (size_t i = 0; i < nres && k < 256; i++) {
@@ -103,6 +111,7 @@ static const struct result *lookup(const char *name, struct result *out)
 			continue;
 		ns[k] = res[i].ns_op;
 		mb[k] = res[i].mbps;
+		cpu[k] = res[i].cpu_ns_op;
 		k++;
 		last = &res[i];
 	}
@@ -110,9 +119,11 @@ static const struct result *lookup(const char *name, struct result *out)
 		return NULL;
 	qsort(ns, k, sizeof(double), cmp_double);
 	qsort(mb, k, sizeof(double), cmp_double);
+	qsort(cpu, k, sizeof(double), cmp_double);
 	*out = *last;
 	out->ns_op = ns[k / 2];
 	out->mbps = mb[k / 2];
+	out->cpu_ns_op = cpu[k / 2];
 	return out;
 }
 
@@ -210,6 +221,8 @@ static int matches(const char *name)
 static int run_once(const struct bench_row *r, void *st, uint64_t n, uint64_t *ns)
 {
 	t_elapsed = 0;
+	c_elapsed = 0;
+	c_set = 0;
 	a_count = a_bytes = 0;
 	fail_msg[0] = 0;
 	int rc = r->run(st, n);
@@ -247,8 +260,11 @@ static void print_row(const struct result *x)
 	printf("%-52s\t%10llu\t%14.1f ns/op", name, (unsigned long long)x->n, x->ns_op);
 	if (x->has_mbps)
 		printf("\t%10.2f MB/s", x->mbps);
-	printf("\t%8llu B/op\t%6llu allocs/op\n", (unsigned long long)x->b_op,
+	printf("\t%8llu B/op\t%6llu allocs/op", (unsigned long long)x->b_op,
 	       (unsigned long long)x->allocs_op);
+	if (x->has_cpu)
+		printf("\t%14.1f cpu-ns/op", x->cpu_ns_op);
+	printf("\n");
 	fflush(stdout);
 }
 
@@ -325,6 +341,8 @@ static void run_row(const struct bench_row *r)
 	uint64_t by = row_bytes(r);
 	x->has_mbps = by > 0;
 	x->mbps = by ? (double)by * (double)n / ((double)ns / 1e9) / 1e6 : 0;
+	x->has_cpu = c_set;
+	x->cpu_ns_op = (double)c_elapsed / (double)n;
 	x->b_op = a_bytes / n;
 	x->allocs_op = a_count / n;
 	if (r->teardown)
@@ -345,6 +363,8 @@ enum tkind {
 	T_BYTE_COST,   /* ns per byte of row / ns per byte of base <= goal */
 	T_PIPELINE,    /* MB/s of row / the two-core pipeline limit of base (raw
 			* transport rate R) and base2 (seal+open ns t) >= goal */
+	T_CPU_RATE,    /* ops per CPU-second of row / ops per CPU-second of base
+			* (cpu-ns/op of base / cpu-ns/op of row) >= goal */
 };
 
 struct target {
@@ -389,6 +409,9 @@ static const struct target targets[] = {
 	 2000, "<= +2 us", NULL},
 	{"replayed old kx vs junk naming a stranger", T_NS_DIFF, "KxJunkReplayOld", "KxJunkStranger",
 	 2000, "<= +2 us", NULL},
+	/* issue #17: a listener's handshakes per second of its CPU */
+	{"listener handshakes per CPU-second vs crypto bound", T_CPU_RATE, "ListenerHandshakeRate",
+	 "HandshakeCryptoBound", 0.7, ">= 0.7", NULL},
 	{"sio stream vs socat TLS ChaCha20-Poly1305", T_MB_RATIO, "StreamSio", "StreamSocatTLSChaCha",
 	 1.5, ">= 1.5", NULL},
 	{"sio stream vs spiped", T_MB_RATIO, "StreamSio", "StreamSpiped", 3.0, ">= 3.0", NULL},
@@ -496,6 +519,17 @@ static void eval_target(const struct target *t, struct tresult *o)
 			 o->ratio);
 		break;
 	}
+	case T_CPU_RATE:
+		if (!a.has_cpu || !b.has_cpu || a.cpu_ns_op <= 0 || b.cpu_ns_op <= 0) {
+			o->have = 0;
+			break;
+		}
+		o->value = 1e9 / a.cpu_ns_op;
+		o->ratio = b.cpu_ns_op / a.cpu_ns_op;
+		o->met = o->ratio >= t->goal;
+		snprintf(o->detail, sizeof o->detail, "%.0f / %.0f hs per CPU-s = %.2f (wall %.0f hs/s)",
+			 1e9 / a.cpu_ns_op, 1e9 / b.cpu_ns_op, o->ratio, 1e9 / a.ns_op);
+		break;
 	case T_MB_MIN:
 		o->value = a.mbps;
 		o->ratio = a.mbps / (t->goal / 4);
@@ -558,6 +592,8 @@ static void print_summary(void)
 				       x->ns_op);
 				if (x->has_mbps)
 					printf("\"mb_per_s\": %.3f, ", x->mbps);
+				if (x->has_cpu)
+					printf("\"cpu_ns_per_op\": %.3f, ", x->cpu_ns_op);
 				printf("\"bytes_per_op\": %llu, \"allocs_per_op\": %llu",
 				       (unsigned long long)x->b_op, (unsigned long long)x->allocs_op);
 			}
@@ -583,7 +619,7 @@ static void print_summary(void)
 		printf("  ]\n}\n");
 		return;
 	}
-	printf("\ntargets (issues #9 and #16), measured in this run:\n");
+	printf("\ntargets (issues #9, #16 and #17), measured in this run:\n");
 	for (size_t i = 0; i < nt; i++) {
 		if (!tr[i].have) {
 			printf("  %-48s %-22s not measured (row skipped, filtered or failed)\n", tr[i].t->what,
@@ -670,7 +706,7 @@ int main(int argc, char **argv)
 	ncpu = nc > 0 ? (int)nc : 1;
 
 	const struct bench_row *tables[] = {bench_rows_limit, bench_rows_kx, bench_rows_session,
-					    bench_rows_peer, bench_rows_tool};
+					    bench_rows_peer, bench_rows_tool, bench_rows_listener};
 	const size_t ntables = sizeof tables / sizeof tables[0];
 	if (list_only) {
 		for (size_t t = 0; t < ntables; t++)
