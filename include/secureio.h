@@ -822,7 +822,9 @@ typedef struct sio_listener_stats {
 	                               fresh cookie under load, else ignored (the
 	                               exchange is admitted as if it had none) */
 	uint64_t drop_queue;        /* peer's input queue full (64 packets or 512 KiB;
-	                               64 KiB during its key exchange) */
+	                               64 KiB during its key exchange), or a
+	                               worker's inbox of handed-over datagrams
+	                               full (4096) */
 	uint64_t expired;           /* half-open exchanges that timed out or failed */
 	uint64_t drop_replay;       /* a first key-exchange message already admitted
 	                               under another connection id (a replay) */
