@@ -1,0 +1,555 @@
+/* Listener at scale, written against the public API only (issue #17: a
+ * fixed pool of worker threads, one SO_REUSEPORT socket per worker):
+ *
+ * - 1000 peers through a 2-worker listener whose UDP socket has
+ *   SO_REUSEPORT set before its bind, in blocking and in event-loop style.
+ *   Each client sends 20 messages of assorted sizes (1 to 5000 bytes: the
+ *   largest are fragmented), contents derived from (peer, index); the
+ *   accepted sessions check every one (once, in order, intact, from the
+ *   peer whose key the session proved) and answer each with a reply derived
+ *   from (peer, index), which the clients check the same way. Then the
+ *   listener's counters: every peer accepted and live, nothing dropped.
+ * - Roaming between worker sockets: a peer whose source port changes
+ *   several times (new ports hash to either worker's socket) keeps its
+ *   session and its data both ways, one roam counted per move; forged and
+ *   replayed copies of its packets sent from many other ports move nothing.
+ *
+ * Clients are event-loop sessions driven by two threads (1000 client
+ * threads would crowd 2 cores); at most 16 client messages per thread are
+ * in flight, so the listener's socket buffer never overflows on loopback
+ * (nothing is retransmitted: a datagram the kernel dropped would be a lost
+ * message). No timing assertions: only generous deadlines. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "secureio.h"
+
+#define MAXPEERS 1000
+#define NMSG 20
+#define TYPE_DATA 7u
+#define NTHREADS 2
+#define WINDOW 3    /* messages a client may have in flight */
+#define THREAD_CAP 16 /* messages in flight per client thread */
+#define DEADLINE_MS 120000
+
+static int npeers = MAXPEERS;
+static sio_identity *srv_id;
+static uint8_t srv_pk[32];
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---- message contents ---------------------------------------------------- */
+
+/* Sizes by index: small ones, 1300-byte ones (one packet each) and 5000-byte
+ * ones (four fragments). Every message is at least 8 bytes: peer, index. */
+static size_t msg_size(int idx)
+{
+	static const size_t sz[10] = {8, 1300, 64, 5000, 300, 1300, 17, 1300, 999, 12};
+	return sz[idx % 10];
+}
+
+/* Message IDX of PEER in direction DIR (0 client to server, 1 reply). */
+static void msg_fill(uint8_t *b, int peer, int idx, int dir, size_t len)
+{
+	uint32_t p = (uint32_t)peer, i = (uint32_t)idx | (uint32_t)dir << 31;
+	memcpy(b, &p, 4);
+	memcpy(b + 4, &i, 4);
+	uint32_t x = p * 2654435761u ^ i * 40503u ^ 0x9e3779b9u;
+	for (size_t j = 8; j < len; j++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		b[j] = (uint8_t)x;
+	}
+}
+
+static int msg_check(const uint8_t *d, size_t len, int peer, int idx, int dir)
+{
+	uint8_t want[5000];
+	if (len != msg_size(idx))
+		return -1;
+	msg_fill(want, peer, idx, dir, len);
+	return memcmp(d, want, len) == 0 ? 0 : -1;
+}
+
+/* ---- sockets --------------------------------------------------------------- */
+
+/* A loopback UDP socket, SO_REUSEPORT set before its bind when REUSE. */
+static int udp_bound(struct sockaddr_in *addr, int reuse)
+{
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	int one = 1;
+	if (reuse)
+		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	struct sockaddr_in a;
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+		close(fd);
+		return -1;
+	}
+	socklen_t l = sizeof(a);
+	getsockname(fd, (struct sockaddr *)&a, &l);
+	if (addr)
+		*addr = a;
+	return fd;
+}
+
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+	if (!d)
+		return -1;
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n - 3; /* ".", "..", the directory's own descriptor */
+}
+
+/* ---- server side ------------------------------------------------------------ */
+
+struct srv_slot {
+	int peer;    /* -1 until the first message names it */
+	int next;    /* index expected next */
+	atomic_int got, bad;
+};
+
+static struct srv_slot slots[2 * MAXPEERS];
+static atomic_int nslots, slots_over;
+static atomic_int seen[MAXPEERS];
+static uint8_t peer_pk[MAXPEERS][32];
+static atomic_int reply_fail;
+
+/* Handler of every accepted session: checks the message and answers it. */
+static void srv_msg(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
+{
+	struct srv_slot *sl = ctx;
+	uint32_t p, i;
+	if (len < 8) {
+		atomic_fetch_add(&sl->bad, 1);
+		return;
+	}
+	memcpy(&p, d, 4);
+	memcpy(&i, d + 4, 4);
+	if (sl->peer < 0) {
+		uint8_t pk[32];
+		if (p >= (uint32_t)npeers || sio_session_remote_key(s, pk) != 0 ||
+		    memcmp(pk, peer_pk[p], 32) != 0 || atomic_exchange(&seen[p], 1) != 0) {
+			atomic_fetch_add(&sl->bad, 1); /* another peer's data, or a peer twice */
+			return;
+		}
+		sl->peer = (int)p;
+	}
+	if ((int)p != sl->peer || (int)i != sl->next || msg_check(d, len, sl->peer, sl->next, 0) != 0) {
+		atomic_fetch_add(&sl->bad, 1);
+		return;
+	}
+	sl->next++;
+	atomic_fetch_add(&sl->got, 1);
+	uint8_t r[5000];
+	size_t rl = msg_size((int)i);
+	msg_fill(r, (int)p, (int)i, 1, rl);
+	if (sio_write_message(s, type, r, rl) != 0)
+		atomic_fetch_add(&reply_fail, 1);
+}
+
+static void on_session(sio_listener *l, sio_session *s, void *ctx)
+{
+	(void)l;
+	(void)ctx;
+	int k = atomic_fetch_add(&nslots, 1);
+	if (k >= 2 * MAXPEERS) {
+		atomic_fetch_add(&slots_over, 1);
+		return;
+	}
+	slots[k].peer = -1;
+	slots[k].next = 0;
+	atomic_store(&slots[k].got, 0);
+	atomic_store(&slots[k].bad, 0);
+	sio_set_handler(s, TYPE_DATA, srv_msg, NULL, &slots[k]);
+}
+
+/* ---- clients: event-loop sessions, a few threads -------------------------- */
+
+struct client {
+	sio_identity *id;
+	sio_session *s;
+	int idx;
+	int started, established, fin;
+	int sent, got, bad;
+	struct cthread *th;
+};
+
+struct cthread {
+	pthread_t t;
+	struct client *c; /* its clients */
+	int n;
+	int inflight;
+	sio_remote *srv;
+	struct sockaddr_in sa;
+	int failed_start;
+	atomic_int done;
+};
+
+static struct client clients[MAXPEERS];
+
+static void cli_msg(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
+{
+	(void)s;
+	(void)type;
+	struct client *c = ctx;
+	if (c->got >= c->sent || msg_check(d, len, c->idx, c->got, 1) != 0) {
+		c->bad++;
+		return;
+	}
+	c->got++;
+	c->th->inflight--;
+}
+
+static int client_start(struct cthread *th, struct client *c)
+{
+	int fd = udp_bound(NULL, 0);
+	if (fd < 0)
+		return -1;
+	sio_transport t;
+	sio_transport_fd(&t, fd, fd);
+	memcpy(&t.peer, &th->sa, sizeof(th->sa));
+	t.peer_len = sizeof(th->sa);
+	t.close_fds = 1;
+	sio_options o;
+	memset(&o, 0, sizeof(o));
+	o.listener_peer = 1;
+	o.kx_retry_ns = 200000000;
+	if (sio_session_new(&c->s, c->id, th->srv, &t, &o, NULL) != 0) {
+		close(fd);
+		return -1;
+	}
+	sio_set_handler(c->s, TYPE_DATA, cli_msg, NULL, c);
+	c->th = th;
+	return sio_session_start_loop(c->s);
+}
+
+/* Writes what the client's window and its thread's cap allow. */
+static void client_send(struct client *c)
+{
+	int wrote = 0;
+	while (c->established && c->sent < NMSG && c->sent - c->got < WINDOW &&
+	       c->th->inflight < THREAD_CAP) {
+		uint8_t m[5000];
+		size_t len = msg_size(c->sent);
+		msg_fill(m, c->idx, c->sent, 0, len);
+		if (sio_write_message(c->s, TYPE_DATA, m, len) != 0) {
+			c->bad++;
+			break;
+		}
+		c->sent++;
+		c->th->inflight++;
+		wrote = 1;
+	}
+	if (wrote)
+		sio_session_process(c->s);
+}
+
+static void *client_thread(void *arg)
+{
+	struct cthread *th = arg;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	int started = 0, pending = 0, finished = 0, rr = 0;
+	uint64_t end = now_ms() + DEADLINE_MS, sweep = 0;
+	while (finished < th->n && now_ms() < end) {
+		/* key exchanges in batches: at most 64 in progress per thread */
+		while (started < th->n && pending < 64) {
+			struct client *c = &th->c[started++];
+			if (client_start(th, c) != 0) {
+				th->failed_start++;
+				finished++;
+				continue;
+			}
+			c->started = 1;
+			pending++;
+			struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+			epoll_ctl(ep, EPOLL_CTL_ADD, sio_session_fd(c->s), &ev);
+			sio_session_process(c->s);
+		}
+		struct epoll_event evs[128];
+		int k = epoll_wait(ep, evs, 128, 5);
+		for (int i = 0; i < k; i++) {
+			struct client *c = evs[i].data.ptr;
+			sio_session_process(c->s);
+		}
+		uint64_t t = now_ms();
+		int do_sweep = t >= sweep;
+		if (do_sweep)
+			sweep = t + 5;
+		/* timers, establishment, and writes the cap now allows (round
+		 * robin so that no client waits behind the others) */
+		for (int j = 0; j < started; j++) {
+			struct client *c = &th->c[(rr + j) % started];
+			if (!c->started)
+				continue;
+			if (do_sweep && sio_session_timeout_ms(c->s) == 0)
+				sio_session_process(c->s);
+			if (!c->established && sio_session_state(c->s) == SIO_STATE_ESTABLISHED) {
+				c->established = 1;
+				pending--;
+			}
+			if (!c->established && sio_session_state(c->s) == SIO_STATE_CLOSED) {
+				c->started = 0; /* failed: counted below */
+				pending--;
+				finished++;
+				continue;
+			}
+			client_send(c);
+			if (!c->fin && c->got == NMSG) {
+				c->fin = 1;
+				finished++;
+			}
+		}
+		rr++;
+	}
+	close(ep);
+	atomic_store(&th->done, 1);
+	return NULL;
+}
+
+/* ---- the 1000-peer run ------------------------------------------------------- */
+
+static void run_scale(int loop)
+{
+	uint64_t t0 = now_ms();
+	memset(slots, 0, sizeof(slots));
+	atomic_store(&nslots, 0);
+	for (int i = 0; i < npeers; i++)
+		atomic_store(&seen[i], 0);
+	atomic_store(&reply_fail, 0);
+
+	struct sockaddr_in sa;
+	int sfd = udp_bound(&sa, 1);
+	CHECK(sfd >= 0);
+	int big = 4 << 20;
+	(void)setsockopt(sfd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+	sio_listener_options lo;
+	memset(&lo, 0, sizeof(lo));
+	lo.workers = 2;
+	lo.close_fd = 1;
+	lo.on_session = on_session;
+	lo.max_memory = (uint64_t)npeers * (8u << 20); /* the test's peers, not the machine's RAM */
+	sio_listener *l = NULL;
+	CHECK_OK(sio_listener_new(&l, srv_id, sfd, NULL, &lo));
+	if (!l)
+		return;
+	CHECK_OK(loop ? sio_listener_start_loop(l) : sio_listener_start(l));
+
+	struct cthread th[NTHREADS];
+	memset(th, 0, sizeof(th));
+	for (int t = 0; t < NTHREADS; t++) {
+		th[t].c = &clients[t * npeers / NTHREADS];
+		th[t].n = (t + 1) * npeers / NTHREADS - t * npeers / NTHREADS;
+		th[t].sa = sa;
+		CHECK_OK(sio_remote_from_public_key(&th[t].srv, srv_pk));
+	}
+	for (int i = 0; i < npeers; i++) {
+		clients[i].idx = i;
+		clients[i].s = NULL;
+		clients[i].started = clients[i].established = clients[i].fin = 0;
+		clients[i].sent = clients[i].got = clients[i].bad = 0;
+	}
+	for (int t = 0; t < NTHREADS; t++)
+		CHECK(pthread_create(&th[t].t, NULL, client_thread, &th[t]) == 0);
+
+	/* the program's side: accept every peer (and, in event-loop style,
+	 * drive the listener and the accepted sessions) */
+	static sio_session *acc[MAXPEERS + 16];
+	int nacc = 0, lfd = loop ? sio_listener_fd(l) : -1, peak_fds = 0;
+	uint64_t end = now_ms() + DEADLINE_MS;
+	if (!loop) {
+		while (nacc < npeers && now_ms() < end)
+			if (sio_listener_accept(l, &acc[nacc], 1000) == 0)
+				nacc++;
+		peak_fds = count_fds();
+	} else {
+		int ep = epoll_create1(EPOLL_CLOEXEC);
+		struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0};
+		CHECK_OK(epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev));
+		uint64_t sweep = 0;
+		for (;;) {
+			/* until the clients are done: the last replies leave
+			 * during later sio_listener_process() or
+			 * sio_session_process() calls */
+			int running = 0;
+			for (int t = 0; t < NTHREADS; t++)
+				running += !atomic_load(&th[t].done);
+			if (!running)
+				break;
+			int to = sio_listener_timeout_ms(l);
+			struct epoll_event evs[128];
+			int k = epoll_wait(ep, evs, 128, to < 0 || to > 5 ? 5 : to);
+			CHECK_OK(sio_listener_process(l));
+			while (nacc < npeers + 16 && sio_listener_accept(l, &acc[nacc], 0) == 0) {
+				/* today accepted sessions have their own descriptor;
+				 * with the worker pool they may have none (-1) or
+				 * share the listener's: both are fine here */
+				int fd = sio_session_fd(acc[nacc]);
+				struct epoll_event e = {.events = EPOLLIN, .data.u64 = (uint64_t)nacc + 1};
+				if (fd >= 0 && fd != lfd)
+					(void)epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e);
+				nacc++;
+			}
+			for (int i = 0; i < k; i++)
+				if (evs[i].data.u64)
+					sio_session_process(acc[evs[i].data.u64 - 1]);
+			uint64_t t = now_ms();
+			if (t >= sweep) {
+				sweep = t + 5;
+				for (int i = 0; i < nacc; i++)
+					if (sio_session_timeout_ms(acc[i]) == 0)
+						sio_session_process(acc[i]);
+			}
+			if (nacc == npeers && !peak_fds)
+				peak_fds = count_fds();
+		}
+		close(ep);
+	}
+	for (int t = 0; t < NTHREADS; t++)
+		pthread_join(th[t].t, NULL);
+	if (!peak_fds)
+		peak_fds = count_fds();
+
+	/* every peer accepted once, every message checked both ways */
+	CHECK_EQ(nacc, npeers);
+	CHECK_EQ(atomic_load(&slots_over), 0);
+	int srv_got = 0, srv_bad = 0, peers_seen = 0, cli_got = 0, cli_bad = 0, cli_fin = 0;
+	for (int i = 0; i < atomic_load(&nslots) && i < 2 * MAXPEERS; i++) {
+		srv_got += atomic_load(&slots[i].got);
+		srv_bad += atomic_load(&slots[i].bad);
+	}
+	for (int i = 0; i < npeers; i++) {
+		peers_seen += atomic_load(&seen[i]);
+		cli_got += clients[i].got;
+		cli_bad += clients[i].bad;
+		cli_fin += clients[i].got == NMSG;
+	}
+	CHECK_EQ(srv_bad, 0);
+	CHECK_EQ(srv_got, npeers * NMSG);
+	CHECK_EQ(peers_seen, npeers);
+	CHECK_EQ(atomic_load(&reply_fail), 0);
+	CHECK_EQ(cli_bad, 0);
+	CHECK_EQ(cli_got, npeers * NMSG);
+	CHECK_EQ(cli_fin, npeers);
+	for (int t = 0; t < NTHREADS; t++)
+		CHECK_EQ(th[t].failed_start, 0);
+
+	/* on failure: the first few peers that did not finish, both sides */
+	for (int i = 0, shown = 0; i < npeers && shown < 10; i++) {
+		struct client *c = &clients[i];
+		if (c->got == NMSG || !c->s)
+			continue;
+		shown++;
+		sio_stats cs;
+		sio_session_stats(c->s, &cs);
+		printf("client %d: sent %d got %d bad %d state %d; rx msgs %llu pkts %llu tx msgs %llu to %d\n", i, c->sent, c->got, c->bad,
+		       (int)sio_session_state(c->s), (unsigned long long)cs.messages_received,
+		       (unsigned long long)cs.packets_received, (unsigned long long)cs.messages_sent, sio_session_timeout_ms(c->s));
+		for (int k = 0; k < nacc; k++) {
+			uint8_t pk[32];
+			if (sio_session_remote_key(acc[k], pk) == 0 && memcmp(pk, peer_pk[i], 32) == 0) {
+				sio_stats ss;
+				sio_session_stats(acc[k], &ss);
+				printf("  server: rx %llu tx msgs %llu pkts %llu state %d timeout %d\n",
+				       (unsigned long long)ss.messages_received, (unsigned long long)ss.messages_sent,
+				       (unsigned long long)ss.packets_sent, (int)sio_session_state(acc[k]), sio_session_timeout_ms(acc[k]));
+			}
+		}
+	}
+	uint64_t sdrops = 0;
+	for (int i = 0; i < nacc; i++) {
+		sio_stats ss;
+		sio_session_stats(acc[i], &ss);
+		sdrops += ss.drop_malformed + ss.drop_decrypt + ss.drop_replay + ss.drop_too_old +
+			  ss.drop_unknown_key + ss.drop_unknown_type + ss.drop_fragments;
+	}
+	CHECK_EQ(sdrops, 0);
+	sio_listener_stats st;
+	sio_listener_stats_get(l, &st);
+	printf("%s: %d peers x %d messages each way in %llu ms; descriptors %d (limit %d); "
+	       "workers %llu, handoffs %llu, half-open %llu, cookies %llu, drops: malformed %llu "
+	       "unknown %llu queue %llu memory %llu\n",
+	       loop ? "event-loop" : "blocking", npeers, NMSG, (unsigned long long)(now_ms() - t0),
+	       peak_fds, (int)sysconf(_SC_OPEN_MAX), (unsigned long long)st.workers,
+	       (unsigned long long)st.handoffs, (unsigned long long)st.half_open,
+	       (unsigned long long)st.cookies_sent, (unsigned long long)st.drop_malformed,
+	       (unsigned long long)st.drop_unknown, (unsigned long long)st.drop_queue,
+	       (unsigned long long)st.drop_memory);
+	CHECK_EQ(st.sessions, npeers);
+	CHECK_EQ(st.accepted, npeers);
+	CHECK_EQ(st.half_open, 0);
+	CHECK_EQ(st.drop_malformed + st.drop_unauthorized + st.drop_refused + st.drop_half_open +
+			 st.drop_sessions + st.drop_queue + st.drop_replay + st.drop_memory,
+		 0);
+	CHECK_EQ(st.roams, 0);
+
+	for (int i = 0; i < npeers; i++) {
+		sio_session_free(clients[i].s);
+		clients[i].s = NULL;
+	}
+	for (int i = 0; i < nacc; i++)
+		sio_session_free(acc[i]);
+	sio_listener_stats_get(l, &st);
+	CHECK_EQ(st.sessions, 0);
+	sio_listener_free(l);
+	for (int t = 0; t < NTHREADS; t++)
+		sio_remote_free(th[t].srv);
+}
+
+int main(void)
+{
+	alarm(600);
+	CHECK_OK(sio_init());
+	/* 1000 clients, each a UDP socket, two eventfds and an epoll
+	 * descriptor today, plus the accepted sessions' own: raise the soft
+	 * descriptor limit to the hard one */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	const char *np = getenv("SIO_TEST_PEERS");
+	if (np && atoi(np) >= 2 && atoi(np) <= MAXPEERS)
+		npeers = atoi(np);
+	CHECK_OK(sio_identity_generate(&srv_id));
+	sio_identity_public_key(srv_id, srv_pk);
+	for (int i = 0; i < npeers; i++) {
+		CHECK_OK(sio_identity_generate(&clients[i].id));
+		sio_identity_public_key(clients[i].id, peer_pk[i]);
+	}
+	run_scale(0);
+	run_scale(1);
+	for (int i = 0; i < npeers; i++)
+		sio_identity_free(clients[i].id);
+	sio_identity_free(srv_id);
+	return check_done("test_listener_scale");
+}
