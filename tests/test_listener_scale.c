@@ -12,7 +12,8 @@
  * - Roaming between worker sockets: a peer whose source port changes
  *   several times (new ports hash to either worker's socket) keeps its
  *   session and its data both ways, one roam counted per move; forged and
- *   replayed copies of its packets sent from many other ports move nothing.
+ *   replayed copies of its packets sent from many other ports move nothing
+ *   and get nothing back.
  *
  * Clients are event-loop sessions driven by two threads (1000 client
  * threads would crowd 2 cores); at most 16 client messages per thread are
@@ -525,6 +526,169 @@ static void run_scale(int loop)
 		sio_remote_free(th[t].srv);
 }
 
+/* ---- roaming between worker sockets ------------------------------------------ */
+
+/* A listener client over a custom transport, so that the test sees every
+ * datagram it sends (to replay them): the callbacks add the connection-id
+ * prefix themselves (docs/PROTOCOL.md, "Listener"), as the session only
+ * does for descriptor transports. Roaming replaces the socket under the
+ * same descriptor number; recv is polled (poll_fd -1), so no epoll
+ * registration goes stale. */
+struct cbt {
+	int fd;
+	struct sockaddr_in srv;
+	uint8_t prefix[9];
+	pthread_mutex_t mu;
+	uint8_t last[2048]; /* the last datagram sent, prefix included */
+	size_t last_len;
+};
+
+static ssize_t cbt_send(void *ctx, const void *buf, size_t len)
+{
+	struct cbt *t = ctx;
+	uint8_t d[2048];
+	if (len + sizeof(t->prefix) > sizeof(d))
+		return -EMSGSIZE;
+	memcpy(d, t->prefix, sizeof(t->prefix));
+	memcpy(d + sizeof(t->prefix), buf, len);
+	ssize_t r = sendto(t->fd, d, len + sizeof(t->prefix), MSG_DONTWAIT, (struct sockaddr *)&t->srv,
+			   sizeof(t->srv));
+	if (r < 0)
+		return -errno;
+	pthread_mutex_lock(&t->mu);
+	memcpy(t->last, d, (size_t)r);
+	t->last_len = (size_t)r;
+	pthread_mutex_unlock(&t->mu);
+	return (ssize_t)len;
+}
+
+static ssize_t cbt_recv(void *ctx, void *buf, size_t len)
+{
+	struct cbt *t = ctx;
+	ssize_t r = recv(t->fd, buf, len, MSG_DONTWAIT);
+	return r < 0 ? -errno : r;
+}
+
+static int exchange(sio_session *c, sio_session *s, const char *tag, int k)
+{
+	char m[64], b[64];
+	int n = snprintf(m, sizeof(m), "%s %d c2s", tag, k);
+	if (sio_write(c, m, (size_t)n) != n || sio_read_timeout(s, b, sizeof(b), 20000) != n ||
+	    memcmp(b, m, (size_t)n) != 0)
+		return -1;
+	n = snprintf(m, sizeof(m), "%s %d s2c", tag, k);
+	if (sio_write(s, m, (size_t)n) != n || sio_read_timeout(c, b, sizeof(b), 20000) != n ||
+	    memcmp(b, m, (size_t)n) != 0)
+		return -1;
+	return 0;
+}
+
+/* MOVES times: the client's last datagram (authentic, already delivered)
+ * and a forged one under its connection id are sent from 16 fresh ports
+ * (with 4 workers, most of them reach another worker's socket than the
+ * client's): nothing moves, nothing is sent to those ports, the data keeps
+ * flowing; then the client itself moves to a new port: one roam each. */
+static void test_roam_workers(void)
+{
+	enum { MOVES = 8, EVIL = 16 };
+	struct sockaddr_in sa;
+	int sfd = udp_bound(&sa, 1);
+	CHECK(sfd >= 0);
+	sio_listener_options lo;
+	memset(&lo, 0, sizeof(lo));
+	lo.workers = 4;
+	lo.close_fd = 1;
+	lo.cookie_threshold = -1; /* the callbacks do not take cookie replies */
+	sio_listener *l = NULL;
+	CHECK_OK(sio_listener_new(&l, srv_id, sfd, NULL, &lo));
+	if (!l)
+		return;
+	CHECK_OK(sio_listener_start(l));
+
+	static struct cbt ct;
+	memset(&ct, 0, sizeof(ct));
+	pthread_mutex_init(&ct.mu, NULL);
+	ct.fd = udp_bound(NULL, 0);
+	ct.srv = sa;
+	ct.prefix[0] = 0x20;
+	randombytes_buf(ct.prefix + 1, 8);
+	sio_transport t;
+	memset(&t, 0, sizeof(t));
+	t.kind = SIO_TRANSPORT_DATAGRAM;
+	t.read_fd = t.write_fd = -1;
+	t.poll_fd = -1;
+	t.send = cbt_send;
+	t.recv = cbt_recv;
+	t.ctx = &ct;
+	sio_options o;
+	memset(&o, 0, sizeof(o));
+	o.kx_retry_ns = 200000000;
+	o.send_delay_ns = -1;
+	sio_remote *srv = NULL;
+	CHECK_OK(sio_remote_from_public_key(&srv, srv_pk));
+	sio_session *c = NULL, *s = NULL;
+	CHECK_OK(sio_session_new(&c, clients[0].id, srv, &t, &o, NULL));
+	CHECK_OK(sio_session_start(c));
+	CHECK_OK(sio_listener_accept(l, &s, 30000));
+	if (!s || !c)
+		return;
+	CHECK_OK(exchange(c, s, "first", 0));
+
+	for (int k = 0; k < MOVES; k++) {
+		uint8_t rep[2048], forged[200];
+		pthread_mutex_lock(&ct.mu);
+		size_t rl = ct.last_len;
+		memcpy(rep, ct.last, rl);
+		pthread_mutex_unlock(&ct.mu);
+		CHECK(rl > 9);
+		memcpy(forged, ct.prefix, 9);
+		randombytes_buf(forged + 9, sizeof(forged) - 9);
+		forged[9] = rep[9]; /* the same kind of packet, garbage inside */
+		int evil[EVIL];
+		for (int e = 0; e < EVIL; e++) {
+			evil[e] = udp_bound(NULL, 0);
+			sendto(evil[e], rep, rl, 0, (struct sockaddr *)&sa, sizeof(sa));
+			sendto(evil[e], forged, sizeof(forged), 0, (struct sockaddr *)&sa, sizeof(sa));
+		}
+		CHECK_OK(exchange(c, s, "attacked", k));
+		sio_listener_stats st;
+		sio_listener_stats_get(l, &st);
+		CHECK_EQ(st.roams, k);
+		int leaked = 0;
+		for (int e = 0; e < EVIL; e++) {
+			uint8_t b[2048];
+			leaked += recv(evil[e], b, sizeof(b), MSG_DONTWAIT) >= 0;
+			close(evil[e]);
+		}
+		CHECK_EQ(leaked, 0); /* nothing went to the attacker's ports */
+
+		/* the client moves to a new source port */
+		int nfd = udp_bound(NULL, 0);
+		CHECK(dup2(nfd, ct.fd) == ct.fd);
+		close(nfd);
+		CHECK_OK(exchange(c, s, "moved", k));
+		sio_listener_stats_get(l, &st);
+		CHECK_EQ(st.roams, k + 1);
+	}
+	sio_stats ss;
+	sio_listener_stats st;
+	sio_session_stats(s, &ss);
+	sio_listener_stats_get(l, &st);
+	uint64_t drops = ss.drop_replay + ss.drop_too_old + ss.drop_decrypt + ss.drop_unknown_key +
+			 ss.drop_malformed;
+	printf("roaming over 4 workers: %d moves, %llu roams, %llu forged/replayed packets dropped "
+	       "by the session (of %d sent)\n",
+	       MOVES, (unsigned long long)st.roams, (unsigned long long)drops, 2 * EVIL * MOVES);
+	CHECK(drops > 0);
+	CHECK_EQ(ss.messages_received, 1 + 2 * MOVES);
+	sio_session_free(c);
+	sio_session_free(s);
+	close(ct.fd);
+	pthread_mutex_destroy(&ct.mu);
+	sio_remote_free(srv);
+	sio_listener_free(l);
+}
+
 int main(void)
 {
 	alarm(600);
@@ -546,6 +710,7 @@ int main(void)
 		CHECK_OK(sio_identity_generate(&clients[i].id));
 		sio_identity_public_key(clients[i].id, peer_pk[i]);
 	}
+	test_roam_workers();
 	run_scale(0);
 	run_scale(1);
 	for (int i = 0; i < npeers; i++)
