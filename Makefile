@@ -36,9 +36,13 @@ demo: build
 
 # Benchmarks (docs/BENCHMARKS.md). BENCH_ARGS=--quick runs every row briefly;
 # bench/tools.sh installs socat/spiped for the comparison rows when root.
+# bench_lscale: listener traffic over 1 worker and over every core
+# (LSCALE_ARGS=-q: a short run).
+LSCALE_ARGS ?=
 bench: build
 	@bench/tools.sh
 	$(BUILD)/sio-bench $(BENCH_ARGS)
+	$(BUILD)/bench_lscale $(LSCALE_ARGS)
 
 # PREFIX wins over the prefix build/ was first configured with.
 install: build
