@@ -38,7 +38,7 @@
 #define NPROG 4 /* program threads accepting (and freeing) sessions */
 #define TYPE_DATA 9u
 #define MSGLEN 200
-#define DEADLINE_MS 60000
+#define DEADLINE_MS 120000
 
 enum { CAT_KEEP, CAT_CLOSE, CAT_KILL, CAT_SRVFREE };
 static int category(int idx)
@@ -453,6 +453,17 @@ int main(void)
 	sio_listener_stats_get(lis, &st);
 	CHECK_EQ(st.accepted, NPEERS + NCHILD);
 	CHECK_EQ(nacc, NPEERS + NCHILD);
+	if (st.accepted != NPEERS + NCHILD) {
+		/* which in-process clients never got in, and how they ended */
+		for (int i = 0; i < NPEERS; i++)
+			if (!cl[i].est)
+				printf("client %d not established: %s\n", i,
+				       cl[i].s ? sio_state_name(sio_session_state(cl[i].s)) : "freed");
+		printf("half-open %llu expired %llu drop_replay %llu drop_half_open %llu drop_unknown %llu\n",
+		       (unsigned long long)st.half_open, (unsigned long long)st.expired,
+		       (unsigned long long)st.drop_replay, (unsigned long long)st.drop_half_open,
+		       (unsigned long long)st.drop_unknown);
+	}
 
 	/* graceful closes reached CLOSED on the listener's side */
 	int closed_ok = 0;

@@ -131,12 +131,55 @@ static int count_fds(void)
 	return n - 3; /* ".", "..", the directory's own descriptor */
 }
 
+/* Datagrams the kernel dropped at the receive buffers of this process's
+ * UDP sockets (the listener's, its workers', the clients'): the drops
+ * column of /proc/net/udp for the socket inodes among our descriptors.
+ * Nothing is retransmitted, so on an overloaded machine a full buffer
+ * loses messages; the test then allows that many missing messages, and
+ * no more, and never a corrupt, duplicated or reordered one. */
+static uint64_t kernel_drops(void)
+{
+	static unsigned long ino[4 * MAXPEERS + 256];
+	size_t n = 0;
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	while (d && (e = readdir(d)) && n < sizeof(ino) / sizeof(ino[0])) {
+		char path[300], link[64];
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		ssize_t k = readlink(path, link, sizeof(link) - 1);
+		if (k <= 0)
+			continue;
+		link[k] = 0;
+		if (sscanf(link, "socket:[%lu]", &ino[n]) == 1)
+			n++;
+	}
+	if (d)
+		closedir(d);
+	uint64_t drops = 0;
+	const char *files[2] = {"/proc/net/udp", "/proc/net/udp6"};
+	for (int f = 0; f < 2; f++) {
+		FILE *fp = fopen(files[f], "r");
+		char line[512];
+		while (fp && fgets(line, sizeof(line), fp)) {
+			unsigned long inode, dr;
+			if (sscanf(line, " %*d: %*s %*s %*x %*s %*s %*s %*u %*u %lu %*d %*s %lu", &inode, &dr) != 2)
+				continue;
+			for (size_t i = 0; i < n; i++)
+				if (ino[i] == inode)
+					drops += dr;
+		}
+		if (fp)
+			fclose(fp);
+	}
+	return drops;
+}
+
 /* ---- server side ------------------------------------------------------------ */
 
 struct srv_slot {
 	int peer;    /* -1 until the first message names it */
 	int next;    /* index expected next */
-	atomic_int got, bad;
+	atomic_int got, bad, gaps;
 };
 
 static struct srv_slot slots[2 * MAXPEERS];
@@ -164,6 +207,12 @@ static void srv_msg(sio_session *s, uint32_t type, const uint8_t *d, size_t len,
 			return;
 		}
 		sl->peer = (int)p;
+	}
+	if ((int)p == sl->peer && (int)i > sl->next && (int)i < NMSG) {
+		/* messages missing: allowed only if the kernel dropped
+		 * datagrams (checked at the end) */
+		atomic_fetch_add(&sl->gaps, (int)i - sl->next);
+		sl->next = (int)i;
 	}
 	if ((int)p != sl->peer || (int)i != sl->next || msg_check(d, len, sl->peer, sl->next, 0) != 0) {
 		atomic_fetch_add(&sl->bad, 1);
@@ -202,6 +251,8 @@ struct client {
 	int idx;
 	int started, established, fin;
 	int sent, got, bad;
+	int next, gaps;  /* reply expected next; replies missing */
+	uint64_t last_rx; /* last reply (or start of its traffic) */
 	struct cthread *th;
 };
 
@@ -223,11 +274,22 @@ static void cli_msg(sio_session *s, uint32_t type, const uint8_t *d, size_t len,
 	(void)s;
 	(void)type;
 	struct client *c = ctx;
-	if (c->got >= c->sent || msg_check(d, len, c->idx, c->got, 1) != 0) {
+	uint32_t i = 0;
+	if (len >= 8)
+		memcpy(&i, d + 4, 4);
+	i &= 0x7fffffffu;
+	if ((int)i > c->next && (int)i < c->sent) { /* replies missing */
+		c->gaps += (int)i - c->next;
+		c->th->inflight -= (int)i - c->next;
+		c->next = (int)i;
+	}
+	if (c->next >= c->sent || msg_check(d, len, c->idx, c->next, 1) != 0) {
 		c->bad++;
 		return;
 	}
+	c->next++;
 	c->got++;
+	c->last_rx = now_ms();
 	c->th->inflight--;
 }
 
@@ -258,7 +320,17 @@ static int client_start(struct cthread *th, struct client *c)
 static void client_send(struct client *c)
 {
 	int wrote = 0;
-	while (c->established && c->sent < NMSG && c->sent - c->got < WINDOW &&
+	uint64_t t = now_ms();
+	if (c->sent > c->next && t > c->last_rx + 10000) {
+		/* no reply for 10 s: the rest is lost (allowed only if the
+		 * kernel dropped datagrams): go on */
+		c->gaps += c->sent - c->next;
+		c->th->inflight -= c->sent - c->next;
+		c->next = c->sent;
+	}
+	if (c->sent == c->next)
+		c->last_rx = t;
+	while (c->established && c->sent < NMSG && c->sent - c->next < WINDOW &&
 	       c->th->inflight < THREAD_CAP) {
 		uint8_t m[5000];
 		size_t len = msg_size(c->sent);
@@ -325,7 +397,7 @@ static void *client_thread(void *arg)
 				continue;
 			}
 			client_send(c);
-			if (!c->fin && c->got == NMSG) {
+			if (!c->fin && c->next == NMSG) {
 				c->fin = 1;
 				finished++;
 			}
@@ -378,6 +450,7 @@ static void run_scale(int loop)
 		clients[i].s = NULL;
 		clients[i].started = clients[i].established = clients[i].fin = 0;
 		clients[i].sent = clients[i].got = clients[i].bad = 0;
+		clients[i].next = clients[i].gaps = 0;
 	}
 	for (int t = 0; t < NTHREADS; t++)
 		CHECK(pthread_create(&th[t].t, NULL, client_thread, &th[t]) == 0);
@@ -443,31 +516,46 @@ static void run_scale(int loop)
 	/* every peer accepted once, every message checked both ways */
 	CHECK_EQ(nacc, npeers);
 	CHECK_EQ(atomic_load(&slots_over), 0);
-	int srv_got = 0, srv_bad = 0, peers_seen = 0, cli_got = 0, cli_bad = 0, cli_fin = 0;
+	int srv_got = 0, srv_bad = 0, srv_gaps = 0, peers_seen = 0, cli_got = 0, cli_bad = 0,
+	    cli_fin = 0, cli_gaps = 0;
 	for (int i = 0; i < atomic_load(&nslots) && i < 2 * MAXPEERS; i++) {
 		srv_got += atomic_load(&slots[i].got);
 		srv_bad += atomic_load(&slots[i].bad);
+		srv_gaps += atomic_load(&slots[i].gaps);
 	}
 	for (int i = 0; i < npeers; i++) {
 		peers_seen += atomic_load(&seen[i]);
 		cli_got += clients[i].got;
 		cli_bad += clients[i].bad;
+		cli_gaps += clients[i].gaps;
 		cli_fin += clients[i].got == NMSG;
 	}
+	uint64_t kd = kernel_drops();
 	CHECK_EQ(srv_bad, 0);
-	CHECK_EQ(srv_got, npeers * NMSG);
-	CHECK_EQ(peers_seen, npeers);
-	CHECK_EQ(atomic_load(&reply_fail), 0);
 	CHECK_EQ(cli_bad, 0);
-	CHECK_EQ(cli_got, npeers * NMSG);
-	CHECK_EQ(cli_fin, npeers);
+	CHECK_EQ(atomic_load(&reply_fail), 0);
+	if (kd == 0) {
+		CHECK_EQ(srv_got, npeers * NMSG);
+		CHECK_EQ(peers_seen, npeers);
+		CHECK_EQ(cli_got, npeers * NMSG);
+		CHECK_EQ(cli_fin, npeers);
+	} else {
+		/* an overloaded machine: each datagram dropped may lose one
+		 * message or one reply, no more */
+		printf("%s: the kernel dropped %llu datagrams at full socket buffers (machine "
+		       "overloaded): %d messages and %d replies missing (%d and %d seen as gaps), "
+		       "%d of %d peers complete\n",
+		       loop ? "event-loop" : "blocking", (unsigned long long)kd, npeers * NMSG - srv_got,
+		       srv_got - cli_got, srv_gaps, cli_gaps, cli_fin, npeers);
+		CHECK((uint64_t)(npeers * NMSG - cli_got) <= kd);
+	}
 	for (int t = 0; t < NTHREADS; t++)
 		CHECK_EQ(th[t].failed_start, 0);
 
 	/* on failure: the first few peers that did not finish, both sides */
 	for (int i = 0, shown = 0; i < npeers && shown < 10; i++) {
 		struct client *c = &clients[i];
-		if (c->got == NMSG || !c->s)
+		if (c->got == NMSG || !c->s || kd)
 			continue;
 		shown++;
 		sio_stats cs;
