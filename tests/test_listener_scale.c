@@ -48,7 +48,21 @@
 #define THREAD_CAP 16 /* messages in flight per client thread */
 #define DEADLINE_MS 120000
 
+/* ThreadSanitizer runs 1000 peers (and, today, 1000 session threads) far
+ * too slowly for the kernel's socket buffers: 200 there (test_listener_churn
+ * is the TSan test of the worker pool); SIO_TEST_PEERS sets it too */
+#if defined(__SANITIZE_THREAD__)
+#define SIO_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SIO_TSAN 1
+#endif
+#endif
+#ifdef SIO_TSAN
+static int npeers = 200;
+#else
 static int npeers = MAXPEERS;
+#endif
 static sio_identity *srv_id;
 static uint8_t srv_pk[32];
 
@@ -514,7 +528,6 @@ static void run_scale(int loop)
 		peak_fds = count_fds();
 
 	/* every peer accepted once, every message checked both ways */
-	CHECK_EQ(nacc, npeers);
 	CHECK_EQ(atomic_load(&slots_over), 0);
 	int srv_got = 0, srv_bad = 0, srv_gaps = 0, peers_seen = 0, cli_got = 0, cli_bad = 0,
 	    cli_fin = 0, cli_gaps = 0;
@@ -535,6 +548,7 @@ static void run_scale(int loop)
 	CHECK_EQ(cli_bad, 0);
 	CHECK_EQ(atomic_load(&reply_fail), 0);
 	if (kd == 0) {
+		CHECK_EQ(nacc, npeers);
 		CHECK_EQ(srv_got, npeers * NMSG);
 		CHECK_EQ(peers_seen, npeers);
 		CHECK_EQ(cli_got, npeers * NMSG);
@@ -547,7 +561,12 @@ static void run_scale(int loop)
 		       "%d of %d peers complete\n",
 		       loop ? "event-loop" : "blocking", (unsigned long long)kd, npeers * NMSG - srv_got,
 		       srv_got - cli_got, srv_gaps, cli_gaps, cli_fin, npeers);
-		CHECK((uint64_t)(npeers * NMSG - cli_got) <= kd);
+		int cli_sent = 0;
+		for (int i = 0; i < npeers; i++)
+			cli_sent += clients[i].sent;
+		printf("%s: %d of %d peers accepted, %d messages sent\n", loop ? "event-loop" : "blocking",
+		       nacc, npeers, cli_sent);
+		CHECK((uint64_t)(cli_sent - cli_got) <= kd);
 	}
 	for (int t = 0; t < NTHREADS; t++)
 		CHECK_EQ(th[t].failed_start, 0);
@@ -593,12 +612,17 @@ static void run_scale(int loop)
 	       (unsigned long long)st.cookies_sent, (unsigned long long)st.drop_malformed,
 	       (unsigned long long)st.drop_unknown, (unsigned long long)st.drop_queue,
 	       (unsigned long long)st.drop_memory);
-	CHECK_EQ(st.sessions, npeers);
-	CHECK_EQ(st.accepted, npeers);
-	CHECK_EQ(st.half_open, 0);
-	CHECK_EQ(st.drop_malformed + st.drop_unauthorized + st.drop_refused + st.drop_half_open +
-			 st.drop_sessions + st.drop_queue + st.drop_replay + st.drop_memory,
-		 0);
+	if (kd == 0) {
+		CHECK_EQ(st.sessions, npeers);
+		CHECK_EQ(st.accepted, npeers);
+		CHECK_EQ(st.half_open, 0);
+		CHECK_EQ(st.drop_malformed + st.drop_unauthorized + st.drop_refused + st.drop_half_open +
+				 st.drop_sessions + st.drop_queue + st.drop_replay + st.drop_memory,
+			 0);
+	} else {
+		CHECK_EQ(st.sessions, nacc);
+		CHECK_EQ(st.accepted, nacc);
+	}
 	CHECK_EQ(st.roams, 0);
 
 	for (int i = 0; i < npeers; i++) {
