@@ -37,12 +37,16 @@ demo: build
 # Benchmarks (docs/BENCHMARKS.md). BENCH_ARGS=--quick runs every row briefly;
 # bench/tools.sh installs socat/spiped for the comparison rows when root.
 # Then the listener at scale: BENCH_LISTENER_ARGS peers (docs/BENCHMARKS.md,
-# "Listener at scale"; it says what capped the count when a limit did).
+# "Listener at scale"; it says what capped the count when a limit did), and
+# bench_lscale: listener traffic over 1 worker and over every core
+# (LSCALE_ARGS=-q: a short run).
 BENCH_LISTENER_ARGS ?= 100000
+LSCALE_ARGS ?=
 bench: build
 	@bench/tools.sh
 	$(BUILD)/sio-bench $(BENCH_ARGS)
 	$(BUILD)/bench_listener $(BENCH_LISTENER_ARGS)
+	$(BUILD)/bench_lscale $(LSCALE_ARGS)
 
 # PREFIX wins over the prefix build/ was first configured with.
 install: build
