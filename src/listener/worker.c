@@ -574,7 +574,10 @@ static int sibling(int fd)
 	vl = sizeof(v);
 	if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, &vl) == 0) {
 		v /= 2; /* the kernel reports twice what was asked */
-		(void)setsockopt(s, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+		/* beyond net.core.rmem_max only with CAP_NET_ADMIN, as the
+		 * program's own socket may have got it */
+		if (setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof(v)) != 0)
+			(void)setsockopt(s, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
 	}
 	vl = sizeof(v);
 	if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, &vl) == 0) {
