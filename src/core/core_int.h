@@ -24,8 +24,8 @@
 #define SIO_TOKENS 4096    /* most pending tokens (the ring grows up to this) */
 #define SIO_TOKENS_FIRST 64 /* token ring size when a session first needs one */
 #define SIO_RING_BYTES (1u << 20)
-/* Packet buffers are allocated in chunks of about this many bytes when a
- * queue first reaches them (core_tx.c, "Memory of an idle session" in
+/* Packet buffers are allocated in chunks of up to about this many bytes
+ * when a queue needs them (core_tx.c, "Memory of an idle session" in
  * docs/ARCHITECTURE.md), and every queue buffer, the token ring and the
  * AEAD contexts are returned once the session sent and received nothing
  * for SIO_TRIM_NS with its queues empty. */
@@ -80,17 +80,19 @@ typedef struct sio_pkt {
 	uint64_t wm;
 } sio_pkt;
 
-/* A ring of CAP packets whose buffers (BUFCAP bytes of packet each) exist
- * only while the session is busy: P (the slots, then the chunk pointers)
- * is allocated by the first push, buffers a chunk of PER_CHUNK slots at a
- * time as pushes reach them, and all of it is wiped and freed by
- * sio_core_tx_trim() once the queue is empty and quiet (core_tx.c). */
+/* A ring of at most MAX packets (BUFCAP bytes of packet each) that exists
+ * only while the session is busy: the first push allocates a few slots, a
+ * full ring doubles them up to MAX (order is kept: positions stay), and
+ * buffers are carved out of chunks that grow from one buffer to about
+ * SIO_PQ_CHUNK_BYTES as pushes need them. sio_core_tx_trim() wipes and
+ * frees all of it once the queue is empty and quiet (core_tx.c). */
 typedef struct sio_pq {
-	sio_pkt *p;      /* NULL while idle */
-	uint8_t **chunk; /* NCHUNKS buffers of PER_CHUNK slots (inside p's block) */
-	uint64_t pushes; /* slots are used in order: pushes % cap is the next */
-	uint32_t cap, head, count;
-	uint32_t bufcap, stride, per_chunk, nchunks;
+	sio_pkt *p;      /* CAP slots; NULL while idle */
+	uint8_t **chunk; /* NCHUNKS blocks of buffers (room for CHUNK_CAP) */
+	uint8_t *carve;  /* CARVE_LEFT buffers not given to a slot yet */
+	uint32_t cap, head, count, max;
+	uint32_t bufcap, stride, nchunks, chunk_cap, carve_left, next_bufs;
+	size_t buf_bytes; /* in chunks */
 } sio_pq;
 
 typedef struct sio_keyslot {

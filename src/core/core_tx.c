@@ -21,25 +21,18 @@
 #define SIO_PQ_SEPARATE 0
 #endif
 
-/* Sizes a ring of N packets of up to CAP bytes; nothing is allocated until
- * the first push (a listener holds thousands of mostly idle sessions, and
- * an idle session needs no packet buffer at all). */
+#define SIO_PQ_FIRST 8 /* slots a ring starts with */
+
+/* Sizes a ring of up to N packets of up to CAP bytes; nothing is allocated
+ * until the first push (a listener holds thousands of mostly idle sessions,
+ * and an idle session needs no packet buffer at all). */
 static void pq_init(sio_pq *q, uint32_t n, uint32_t cap)
 {
 	memset(q, 0, sizeof *q);
-	q->cap = n;
+	q->max = n;
 	q->bufcap = cap;
 	/* strides stay 16-byte aligned */
 	q->stride = (uint32_t)((SIO_SLACK + (size_t)cap + 15) & ~(size_t)15);
-	/* Chunks of about SIO_PQ_CHUNK_BYTES: a few mallocs when a queue gets
-	 * busy, none per packet, and small enough to come from the heap
-	 * (glibc maps blocks over 128 KiB one by one: vm.max_map_count). */
-	q->per_chunk = SIO_PQ_SEPARATE ? 1 : SIO_PQ_CHUNK_BYTES / q->stride;
-	if (q->per_chunk < 1)
-		q->per_chunk = 1;
-	if (q->per_chunk > n)
-		q->per_chunk = n;
-	q->nchunks = (n + q->per_chunk - 1) / q->per_chunk;
 }
 
 static int pq_held(const sio_pq *q)
@@ -51,56 +44,85 @@ static size_t pq_bytes(const sio_pq *q)
 {
 	if (!q->p)
 		return 0;
-	size_t b = (size_t)q->cap * sizeof *q->p + (size_t)q->nchunks * sizeof *q->chunk;
-	for (uint32_t i = 0; i < q->nchunks; i++)
-		if (q->chunk[i])
-			b += (size_t)q->per_chunk * q->stride;
-	return b;
+	return (size_t)q->cap * sizeof *q->p + (size_t)q->chunk_cap * sizeof *q->chunk +
+	       q->buf_bytes;
 }
 
-/* Wipes the buffers that were used (they may hold plaintext; the others
- * were never written) and frees everything. Only when nothing is queued or
- * handed out. */
+/* Wipes the buffers that were used (a slot has one only once it was pushed:
+ * they may hold plaintext; the spare ones were never written) and frees
+ * everything. Only when nothing is queued or handed out. */
 static void pq_release(sio_pq *q)
 {
 	if (!q->p)
 		return;
-	uint64_t used = q->pushes < q->cap ? q->pushes : q->cap;
-	for (uint64_t i = 0; i < used; i++)
+	for (uint32_t i = 0; i < q->cap; i++)
 		if (q->p[i].buf)
 			sodium_memzero(q->p[i].buf, SIO_SLACK + (size_t)q->bufcap);
 	for (uint32_t i = 0; i < q->nchunks; i++)
 		free(q->chunk[i]);
+	free(q->chunk);
 	free(q->p);
-	q->p = NULL;
-	q->chunk = NULL;
-	q->head = q->count = 0;
-	q->pushes = 0;
+	uint32_t max = q->max, bufcap = q->bufcap, stride = q->stride;
+	memset(q, 0, sizeof *q);
+	q->max = max;
+	q->bufcap = bufcap;
+	q->stride = stride;
 }
 
-/* Slot K's buffer, allocating its chunk when K is reached for the first
- * time since the queue was last released. */
-static int pq_buf(sio_pq *q, uint32_t k)
+/* A full ring (or none yet) gets twice the slots, up to MAX; the packets
+ * keep their positions from the head (handed-out ones included). */
+static int pq_grow(sio_pq *q)
 {
-	if (!q->p) {
-		/* the slots and the chunk pointers: one block */
-		size_t pb = (size_t)q->cap * sizeof *q->p;
-		q->p = calloc(1, pb + (size_t)q->nchunks * sizeof *q->chunk);
-		if (!q->p)
-			return SIO_ENOMEM;
-		q->chunk = (uint8_t **)(void *)((uint8_t *)q->p + pb);
-		for (uint32_t i = 0; i < q->cap; i++)
-			q->p[i].cap = q->bufcap;
-	}
-	if (q->p[k].buf)
-		return 0;
-	uint32_t ci = k / q->per_chunk, first = ci * q->per_chunk;
-	uint8_t *m = malloc((size_t)q->per_chunk * q->stride);
-	if (!m)
+	uint32_t nc = q->cap ? 2 * q->cap : SIO_PQ_FIRST;
+	if (nc > q->max)
+		nc = q->max;
+	sio_pkt *n = calloc(nc, sizeof *n);
+	if (!n)
 		return SIO_ENOMEM;
-	q->chunk[ci] = m;
-	for (uint32_t i = 0; i < q->per_chunk && first + i < q->cap; i++)
-		q->p[first + i].buf = m + (size_t)q->stride * i;
+	for (uint32_t i = 0; i < q->cap; i++) {
+		uint32_t k = q->head + i;
+		n[i] = q->p[k >= q->cap ? k - q->cap : k];
+	}
+	for (uint32_t i = q->cap; i < nc; i++)
+		n[i].cap = q->bufcap;
+	free(q->p);
+	q->p = n;
+	q->cap = nc;
+	q->head = 0;
+	return 0;
+}
+
+/* A buffer for slot P, carved from the current chunk or a new one. Chunks
+ * double from one buffer to about SIO_PQ_CHUNK_BYTES: a quiet session
+ * allocates little, a busy one a few times, none per packet. Under ASan
+ * every buffer is its own chunk. */
+static int pq_buf(sio_pq *q, sio_pkt *p)
+{
+	if (!q->carve_left) {
+		uint32_t most = SIO_PQ_SEPARATE ? 1 : SIO_PQ_CHUNK_BYTES / q->stride;
+		uint32_t nb = q->next_bufs ? q->next_bufs : 1;
+		if (nb > most)
+			nb = most ? most : 1;
+		if (q->nchunks == q->chunk_cap) {
+			uint32_t cc = q->chunk_cap ? 2 * q->chunk_cap : 4;
+			uint8_t **c = realloc(q->chunk, cc * sizeof *c);
+			if (!c)
+				return SIO_ENOMEM;
+			q->chunk = c;
+			q->chunk_cap = cc;
+		}
+		uint8_t *m = malloc((size_t)nb * q->stride);
+		if (!m)
+			return SIO_ENOMEM;
+		q->chunk[q->nchunks++] = m;
+		q->buf_bytes += (size_t)nb * q->stride;
+		q->carve = m;
+		q->carve_left = nb;
+		q->next_bufs = 2 * nb;
+	}
+	p->buf = q->carve;
+	q->carve += q->stride;
+	q->carve_left--;
 	return 0;
 }
 
@@ -117,20 +139,19 @@ static sio_pkt *pq_last(const sio_pq *q)
 	return q->count ? pq_at(q, q->count - 1) : NULL;
 }
 
-/* The next slot, or NULL when the ring is full (or its buffer could not be
- * allocated: callers treat both as "retry once packets left"). */
+/* The next slot, or NULL when the ring is full (or memory is short:
+ * callers treat both as "retry once packets left"). */
 static sio_pkt *pq_push(sio_pq *q)
 {
-	if (q->count == q->cap)
+	if (q->count == q->cap && (q->cap == q->max || pq_grow(q) != 0))
 		return NULL;
 	uint32_t k = q->head + q->count;
 	if (k >= q->cap)
 		k -= q->cap;
-	if ((!q->p || !q->p[k].buf) && pq_buf(q, k) != 0)
+	if (!q->p[k].buf && pq_buf(q, &q->p[k]) != 0)
 		return NULL;
 	sio_pkt *p = &q->p[k];
 	q->count++;
-	q->pushes++;
 	uint8_t *buf = p->buf;
 	uint32_t cap = p->cap;
 	memset(p, 0, sizeof *p);
@@ -438,7 +459,7 @@ static sio_pkt *open_packet(sio_core *c, uint64_t now, uint32_t need, int reserv
 			return p;
 		p->state = PKT_READY;
 	}
-	if (c->data.count + (uint32_t)reserve >= c->data.cap)
+	if (c->data.count + (uint32_t)reserve >= c->data.max)
 		return NULL;
 	if (!(p = pq_push(&c->data)))
 		return NULL;
