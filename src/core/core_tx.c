@@ -164,7 +164,10 @@ static void pq_pop(sio_pq *q)
 {
 	q->p[q->head].state = PKT_FREE;
 	q->head = q->head + 1 == q->cap ? 0 : q->head + 1;
-	q->count--;
+	/* Empty: start again at slot 0, so that a session with one packet in
+	 * flight at a time reuses one buffer instead of giving every slot one. */
+	if (--q->count == 0)
+		q->head = 0;
 }
 
 int sio_core_queues_new(sio_core *c)
