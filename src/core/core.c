@@ -107,7 +107,12 @@ int sio_core_new(sio_core **out, const sio_core_config *cfg, const sio_core_cbs 
 	if (cfg->opts.psk_len)
 		sio_psk_derive(&c->psk, cfg->opts.psk, cfg->opts.psk_len);
 
-	/* replay bitmaps come with the keys (install_keys), one per live slot */
+	/* replay bitmaps come with the keys (derive), one per live slot */
+	size_t words = sio_replay_words(c->o.replay_window);
+	if (words && !(c->replay_spare = calloc(words, sizeof(uint64_t)))) {
+		sio_core_free(c);
+		return SIO_ENOMEM;
+	}
 	for (int i = 0; i < SIO_KEY_SLOTS; i++) {
 		sio_replay_init(&c->keys[i].rp, c->o.replay_window, NULL);
 		if ((r = sio_aead_init(&c->keys[i].tx, 1)) || (r = sio_aead_init(&c->keys[i].rx, 0))) {
@@ -127,15 +132,18 @@ int sio_core_new(sio_core **out, const sio_core_config *cfg, const sio_core_cbs 
 	return 0;
 }
 
-static void wipe_slot(sio_keyslot *ks)
+static void wipe_slot(sio_core *c, sio_keyslot *ks)
 {
 	sio_aead_wipe(&ks->tx);
 	sio_aead_wipe(&ks->rx);
 	ks->live = 0;
 	ks->confirmed = 0;
 	ks->tx_pn = 0;
-	sio_replay_reset(&ks->rp);
-	free(ks->rp.bits); /* packet numbers, not secrets */
+	sio_replay_reset(&ks->rp); /* zeroed: packet numbers, not secrets */
+	if (!c->replay_spare)
+		c->replay_spare = ks->rp.bits;
+	else
+		free(ks->rp.bits);
 	ks->rp.bits = NULL;
 }
 
@@ -153,6 +161,7 @@ void sio_core_free(sio_core *c)
 	}
 	for (int i = 0; i < SIO_KEY_SLOTS; i++)
 		free(c->keys[i].rp.bits);
+	free(c->replay_spare);
 	sodium_memzero(c, sizeof *c);
 	free(c);
 }
@@ -276,10 +285,15 @@ static int derive(sio_core *c, uint64_t now)
 	int slot = (int)(c->gen & 3);
 	sio_keyslot *ks = &c->keys[slot];
 	if (ks->live)
-		wipe_slot(ks);
+		wipe_slot(c, ks);
 	int r = 0;
-	if (ks->rp.nblocks && !(ks->rp.bits = calloc(ks->rp.nblocks, sizeof(uint64_t))))
-		r = SIO_ENOMEM; /* the exchange is retried, as after a crypto failure */
+	if (ks->rp.nblocks) {
+		ks->rp.bits = c->replay_spare ? c->replay_spare
+					      : calloc(ks->rp.nblocks, sizeof(uint64_t));
+		c->replay_spare = NULL;
+		if (!ks->rp.bits)
+			r = SIO_ENOMEM; /* the exchange is retried, as after a crypto failure */
+	}
 	if (!r)
 		r = sio_aead_setkey(&ks->tx, c->local_is_lo ? klo : khi, c->sid);
 	if (!r)
@@ -288,7 +302,7 @@ static int derive(sio_core *c, uint64_t now)
 	sodium_memzero(khi, sizeof khi);
 	sodium_memzero(c->e_sk, sizeof c->e_sk);
 	if (r) {
-		wipe_slot(ks);
+		wipe_slot(c, ks);
 		return -1;
 	}
 	ks->live = 1;
@@ -299,7 +313,7 @@ static int derive(sio_core *c, uint64_t now)
 	for (int i = 0; i < SIO_KEY_SLOTS; i++) {
 		sio_keyslot *o = &c->keys[i];
 		if (o->live && i != c->tx_slot && o->gen + 2 <= c->gen)
-			wipe_slot(o);
+			wipe_slot(c, o);
 	}
 	if (mode(c) != SIO_ANSWERS_ANSWER_AND_WAIT)
 		promote(c, now, slot);
@@ -318,7 +332,7 @@ void sio_core_key_confirmed(sio_core *c, uint64_t now, sio_keyslot *ks)
 	for (int i = 0; i < SIO_KEY_SLOTS; i++) {
 		sio_keyslot *o = &c->keys[i];
 		if (o->live && i != c->tx_slot && o->gen + 2 <= c->gen)
-			wipe_slot(o);
+			wipe_slot(c, o);
 	}
 }
 
@@ -326,7 +340,7 @@ static void reset_peer_session(sio_core *c)
 {
 	for (int i = 0; i < SIO_KEY_SLOTS; i++)
 		if (c->keys[i].live)
-			wipe_slot(&c->keys[i]);
+			wipe_slot(c, &c->keys[i]);
 	c->tx_slot = -1;
 	c->have_peer_sid = 0;
 	c->have_peer_epub = 0;

@@ -180,6 +180,10 @@ struct sio_core {
 
 	sio_keyslot keys[SIO_KEY_SLOTS];
 	int tx_slot; /* key slot used to send data, -1 = none yet */
+	/* A replay bitmap ready for the next installed key: allocated with the
+	 * core (next to it, not amid a handshake's short-lived buffers), then
+	 * the one a retired key leaves. */
+	uint64_t *replay_spare;
 
 	/* output queues */
 	sio_pq kxq, ctrlq, data;

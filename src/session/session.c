@@ -145,10 +145,14 @@ int sio_input_ok(const sio_session *s)
 
 /* ---- deferred events ---------------------------------------------------- */
 
+/* Entries an event queue starts with (most sessions are idle: a few state
+ * changes); it doubles when busy. */
+#define SIO_EVQ_FIRST 8
+
 static struct sio_ev *ev_push(sio_session *s, int kind)
 {
 	if (s->evn == s->evcap) {
-		size_t nc = s->evcap ? 2 * s->evcap : 8; /* most sessions are idle */
+		size_t nc = s->evcap ? 2 * s->evcap : SIO_EVQ_FIRST;
 		struct sio_ev *n = realloc(s->evq, nc * sizeof(*n));
 		if (!n)
 			return NULL;
@@ -491,6 +495,14 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 		free(s);
 		return SIO_ENOMEM;
 	}
+	/* Both event queues now, next to the session, rather than amid the
+	 * buffers of its handshake (those are freed once it is idle; what
+	 * stays between them keeps heap pages resident). NULL is fine: the
+	 * first event allocates. */
+	if ((s->evq = malloc(SIO_EVQ_FIRST * sizeof(*s->evq))))
+		s->evcap = SIO_EVQ_FIRST;
+	if ((s->evq2 = malloc(SIO_EVQ_FIRST * sizeof(*s->evq2))))
+		s->evcap2 = SIO_EVQ_FIRST;
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
