@@ -146,6 +146,11 @@ int sio_tp_open(sio_tp *tp, const sio_transport *t, size_t max_record)
 			n = 4;
 		if (n > SIO_TP_BATCH)
 			n = SIO_TP_BATCH;
+		/* Callbacks copy one packet per call: a slot each costs 64 KiB
+		 * and saves no system call, so they get one (a listener hands
+		 * its peer one packet at a time anyway). */
+		if (tp->custom)
+			n = 1;
 		tp->nslots = (unsigned)n;
 		if (!tp->custom) {
 			tp->slots = malloc(n * tp->slot_size);
@@ -720,8 +725,8 @@ static int recv_dgram(sio_tp *tp, sio_tp_packet_fn fn, void *ctx)
 		uint32_t lens[SIO_TP_BATCH];
 		int fresh = 0; /* custom: slot 0 was allocated by this call */
 		for (got = 0; got < n; got++) {
-			if (tp->custom && got == 0)
-				fresh = !tp->cslot || !tp->cslot[0];
+			if (got == 0)
+				fresh = tp->custom && (!tp->cslot || !tp->cslot[0]);
 			uint8_t *slot = tp->custom ? cslot_get(tp, got) : slot_at(tp, got);
 			if (!slot) {
 				if (got)
