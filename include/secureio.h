@@ -773,9 +773,10 @@ typedef struct sio_listener_options {
 	void (*on_session)(sio_listener *l, sio_session *s, void *ctx);
 	/* Memory budget of the whole listener, in bytes; 0 = default (a quarter
 	 * of the machine's physical memory, at least 64 MiB). Every peer
-	 * reserves its worst case out of it: 2 MiB + 64 KiB while its key
-	 * exchange is in progress (rings, receive slots, input queue), then,
-	 * once its identity is proven, 2.5 MiB + max_reassembly_bytes (at least
+	 * reserves its worst case out of it: 640 KiB + 64 KiB while its key
+	 * exchange is in progress (its state and the most its on-demand
+	 * buffers reach at the default packet size, input queue), then, once
+	 * its identity is proven, 1152 KiB + max_reassembly_bytes (at least
 	 * max_message_size) + max_message_size + peer_unread_bytes (see
 	 * docs/API.md, "Listener memory"). A key exchange the budget cannot
 	 * cover is dropped and counted in drop_memory; peers already in keep

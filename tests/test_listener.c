@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "listener_int.h"
 #include "session_int.h"
 #include "secureio.h"
 
@@ -922,13 +923,13 @@ static void test_cookie_replies(void)
 }
 
 /* The listener-wide memory budget: room for three peers (each reserves
- * 3.5 MiB with the defaults: docs/API.md, "Listener memory"). A fourth
+ * 2.1 MiB with the defaults: docs/API.md, "Listener memory"). A fourth
  * key exchange is dropped and counted, the three keep working, and once one
  * of them is freed a new peer gets in. */
 static void test_memory_budget(void)
 {
-	const uint64_t full = (5u << 19) + (512u << 10) + (256u << 10) + (256u << 10);
-	const uint64_t half = (2u << 20) + (64u << 10);
+	const uint64_t full = SIO_L_BASE_BYTES + SIO_L_QBYTES + (512u << 10) + (256u << 10) + (256u << 10);
+	const uint64_t half = SIO_L_BASE_BYTES + SIO_L_QBYTES_HALF;
 	sio_listener_options lo;
 	memset(&lo, 0, sizeof(lo));
 	lo.max_memory = 3 * full + half / 2;

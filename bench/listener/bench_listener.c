@@ -17,7 +17,9 @@
  * started, no peer), divided by N; time from the first child's start to the
  * Nth session accepted, and this process's CPU time meanwhile (wall time
  * follows the machine's load, CPU time much less); the listener's own
- * budget (sio_listener_stats.memory).
+ * budget (sio_listener_stats.memory); then again after 2.5 s of idling
+ * (sessions return their handshake's buffers after 1 s of quiet), after
+ * malloc_trim (what the allocator kept for reuse), and the heap in use.
  *
  *   bench_listener [options] [N]     (default N 10000)
  *     --loop            event-loop style (sio_listener_start_loop)
@@ -30,6 +32,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -627,6 +630,7 @@ int main(int argc, char **argv)
 
 	long before = rss_kib(), maps0 = count_lines("/proc/self/maps"), fds0 = count_fds(),
 	     thr0 = count_threads();
+	size_t heap0 = mallinfo2().uordblks;
 	double t0 = now_s(), t_last = t0, t_done = 0;
 	struct timespec c0, c1;
 	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
@@ -779,6 +783,20 @@ int main(int argc, char **argv)
 		printf("resident memory per idle session: %.1f KiB (listener RSS %ld KiB before, %ld KiB after, "
 		       "%d sessions)\n",
 		       (double)(after - before) / got, before, after, got);
+		/* idle: after SIO_TRIM_NS (1 s) of quiet each session returns
+		 * the buffers its handshake needed; what the allocator keeps of
+		 * them shows in the first figure, what sessions hold in the
+		 * second (malloc_trim gives free pages back) and the third */
+		for (double t = now_s(); t < t_done + 3.5; t = now_s())
+			pump(20);
+		long idle = rss_kib();
+		size_t heap = mallinfo2().uordblks;
+		malloc_trim(0);
+		long trimmed = rss_kib();
+		printf("after 2.5 s idle: %.1f KiB resident per session (%.1f after malloc_trim), heap in use "
+		       "%.1f KiB per session\n",
+		       (double)(idle - before) / got, (double)(trimmed - before) / got,
+		       (double)(heap - heap0) / 1024 / got);
 		printf("listener budget (sio_listener_stats.memory): %.1f MiB reserved = %.1f KiB per session\n",
 		       (double)st.memory / 1048576.0, (double)st.memory / 1024.0 / got);
 		printf("per session in the listener: %.2f descriptors, %.2f mappings, %.2f threads "

@@ -25,50 +25,65 @@ int sio_aead_init(sio_aead *a, int encrypt)
 {
 	memset(a, 0, sizeof *a);
 	a->encrypt = encrypt;
+	return 0;
+}
+
 #ifdef SIO_HAVE_OPENSSL
+/* The EVP context exists only while the key is in use: made from the
+ * subkey by the first packet after setkey or after sio_aead_release() (an
+ * idle session holds none: about 1 KiB each). */
+static int ctx_get(sio_aead *a)
+{
+	if (a->evp)
+		return 0;
 	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
 	if (!ctx)
 		return SIO_ENOMEM;
-	if (EVP_CipherInit_ex(ctx, EVP_chacha20_poly1305(), NULL, NULL, NULL, encrypt) != 1) {
+	if (EVP_CipherInit_ex(ctx, EVP_chacha20_poly1305(), NULL, a->subkey, NULL, a->encrypt) != 1) {
 		EVP_CIPHER_CTX_free(ctx);
 		return SIO_ECRYPTO;
 	}
 	a->evp = ctx;
-#endif
 	return 0;
 }
+#endif
 
 int sio_aead_setkey(sio_aead *a, const uint8_t key[32], const uint8_t prefix[16])
 {
 	if (crypto_core_hchacha20(a->subkey, prefix, key, NULL) != 0)
 		return SIO_ECRYPTO;
 #ifdef SIO_HAVE_OPENSSL
-	if (EVP_CipherInit_ex(a->evp, NULL, NULL, a->subkey, NULL, a->encrypt) != 1)
+	if (a->evp && EVP_CipherInit_ex(a->evp, NULL, NULL, a->subkey, NULL, a->encrypt) != 1)
 		return SIO_ECRYPTO;
 #endif
 	a->keyed = 1;
 	return 0;
 }
 
+void sio_aead_release(sio_aead *a)
+{
+#ifdef SIO_HAVE_OPENSSL
+	if (a->evp)
+		EVP_CIPHER_CTX_free(a->evp); /* cleans the context (key schedule) before freeing */
+#endif
+	a->evp = NULL;
+}
+
+size_t sio_aead_held(const sio_aead *a)
+{
+	return a->evp ? SIO_AEAD_CTX_BYTES : 0;
+}
+
 void sio_aead_wipe(sio_aead *a)
 {
 	sodium_memzero(a->subkey, sizeof a->subkey);
-#ifdef SIO_HAVE_OPENSSL
-	/* Overwrite the key schedule inside the EVP context as well. */
-	if (a->evp && a->keyed)
-		EVP_CipherInit_ex(a->evp, NULL, NULL, a->subkey, NULL, a->encrypt);
-#endif
+	sio_aead_release(a);
 	a->keyed = 0;
 }
 
 void sio_aead_free(sio_aead *a)
 {
 	sio_aead_wipe(a);
-#ifdef SIO_HAVE_OPENSSL
-	if (a->evp)
-		EVP_CIPHER_CTX_free(a->evp); /* cleans the context before freeing */
-#endif
-	a->evp = NULL;
 }
 
 static void ietf_nonce(uint8_t n[12], uint64_t pn)
@@ -86,6 +101,9 @@ int sio_aead_seal(sio_aead *a, uint64_t pn, const uint8_t *ad, size_t adlen, uin
 	int outl;
 	if (mlen > INT_MAX || adlen > INT_MAX)
 		return SIO_EINVAL;
+	int r = ctx_get(a);
+	if (r)
+		return r;
 	if (EVP_CipherInit_ex(a->evp, NULL, NULL, NULL, n, 1) != 1 ||
 	    EVP_CipherUpdate(a->evp, NULL, &outl, ad, (int)adlen) != 1 ||
 	    (mlen && EVP_CipherUpdate(a->evp, m, &outl, m, (int)mlen) != 1) ||
@@ -109,7 +127,7 @@ int sio_aead_open(sio_aead *a, uint64_t pn, const uint8_t *ad, size_t adlen, uin
 	ietf_nonce(n, pn);
 #ifdef SIO_HAVE_OPENSSL
 	int outl;
-	if (clen > INT_MAX || adlen > INT_MAX)
+	if (clen > INT_MAX || adlen > INT_MAX || ctx_get(a) != 0)
 		return -1;
 	if (EVP_CipherInit_ex(a->evp, NULL, NULL, NULL, n, 0) != 1 ||
 	    EVP_CipherUpdate(a->evp, NULL, &outl, ad, (int)adlen) != 1 ||

@@ -24,15 +24,23 @@ typedef struct sio_aead {
 	int keyed;
 } sio_aead;
 
-/* Allocates what the context needs (call once, at creation). */
+/* Prepares an unkeyed context (allocates nothing: with OpenSSL the EVP
+ * context is made by the first seal/open after a key was set). */
 int sio_aead_init(sio_aead *a, int encrypt);
 /* Installs KEY with nonce PREFIX. Returns 0 or SIO_ECRYPTO. */
 int sio_aead_setkey(sio_aead *a, const uint8_t key[SIO_AEAD_KEYBYTES],
 		    const uint8_t prefix[SIO_AEAD_PREFIXBYTES]);
-/* Wipes the key (context stays usable for a later setkey). */
+/* Wipes the key and frees the EVP context (usable for a later setkey). */
 void sio_aead_wipe(sio_aead *a);
 /* Wipes and frees. */
 void sio_aead_free(sio_aead *a);
+/* Frees the EVP context but keeps the key: the next seal/open makes a new
+ * one (an idle session, core_tx.c). */
+void sio_aead_release(sio_aead *a);
+/* Bytes held by the EVP context now (an estimate: what OpenSSL 3 allocates
+ * for one; 0 without OpenSSL or while released). */
+#define SIO_AEAD_CTX_BYTES 1032u
+size_t sio_aead_held(const sio_aead *a);
 
 /* Encrypts M in place and writes the tag. Returns 0 or SIO_ECRYPTO. */
 int sio_aead_seal(sio_aead *a, uint64_t pn, const uint8_t *ad, size_t adlen, uint8_t *m,

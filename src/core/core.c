@@ -107,17 +107,14 @@ int sio_core_new(sio_core **out, const sio_core_config *cfg, const sio_core_cbs 
 	if (cfg->opts.psk_len)
 		sio_psk_derive(&c->psk, cfg->opts.psk, cfg->opts.psk_len);
 
+	/* replay bitmaps come with the keys (derive), one per live slot */
 	size_t words = sio_replay_words(c->o.replay_window);
-	if (words) {
-		c->replay_bits = calloc(SIO_KEY_SLOTS * words, sizeof(uint64_t));
-		if (!c->replay_bits) {
-			sio_core_free(c);
-			return SIO_ENOMEM;
-		}
+	if (words && !(c->replay_spare = calloc(words, sizeof(uint64_t)))) {
+		sio_core_free(c);
+		return SIO_ENOMEM;
 	}
 	for (int i = 0; i < SIO_KEY_SLOTS; i++) {
-		sio_replay_init(&c->keys[i].rp, c->o.replay_window,
-				words ? c->replay_bits + i * words : NULL);
+		sio_replay_init(&c->keys[i].rp, c->o.replay_window, NULL);
 		if ((r = sio_aead_init(&c->keys[i].tx, 1)) || (r = sio_aead_init(&c->keys[i].rx, 0))) {
 			sio_core_free(c);
 			return r;
@@ -135,14 +132,19 @@ int sio_core_new(sio_core **out, const sio_core_config *cfg, const sio_core_cbs 
 	return 0;
 }
 
-static void wipe_slot(sio_keyslot *ks)
+static void wipe_slot(sio_core *c, sio_keyslot *ks)
 {
 	sio_aead_wipe(&ks->tx);
 	sio_aead_wipe(&ks->rx);
 	ks->live = 0;
 	ks->confirmed = 0;
 	ks->tx_pn = 0;
-	sio_replay_reset(&ks->rp);
+	sio_replay_reset(&ks->rp); /* zeroed: packet numbers, not secrets */
+	if (!c->replay_spare)
+		c->replay_spare = ks->rp.bits;
+	else
+		free(ks->rp.bits);
+	ks->rp.bits = NULL;
 }
 
 void sio_core_free(sio_core *c)
@@ -157,7 +159,9 @@ void sio_core_free(sio_core *c)
 		sio_aead_free(&c->keys[i].tx);
 		sio_aead_free(&c->keys[i].rx);
 	}
-	free(c->replay_bits);
+	for (int i = 0; i < SIO_KEY_SLOTS; i++)
+		free(c->keys[i].rp.bits);
+	free(c->replay_spare);
 	sodium_memzero(c, sizeof *c);
 	free(c);
 }
@@ -209,7 +213,7 @@ static int new_round(sio_core *c, uint64_t now, uint32_t gen)
 	c->derived = 0;
 	c->round_start = now;
 	c->next_retry = now + (uint64_t)c->o.kx_retry_ns;
-	sio_core_queue_kx(c, c->local_wire, c->local_wire_len);
+	sio_core_queue_kx(c, now, c->local_wire, c->local_wire_len);
 	if (SIO_DIAG_ON(c, SIO_DIAG_DEBUG))
 		sio_core_diag(c, SIO_DIAG_DEBUG, "key exchange: sent generation %u", gen);
 	return 0;
@@ -255,7 +259,7 @@ static void resend_local(sio_core *c, uint64_t now)
 {
 	if (!c->have_local || c->state == SIO_STATE_CLOSED)
 		return;
-	sio_core_queue_kx(c, c->local_wire, c->local_wire_len);
+	sio_core_queue_kx(c, now, c->local_wire, c->local_wire_len);
 	c->next_retry = now + (uint64_t)c->o.kx_retry_ns;
 	if (SIO_DIAG_ON(c, SIO_DIAG_DEBUG))
 		sio_core_diag(c, SIO_DIAG_DEBUG, "key exchange: sent generation %u again", c->gen);
@@ -281,15 +285,24 @@ static int derive(sio_core *c, uint64_t now)
 	int slot = (int)(c->gen & 3);
 	sio_keyslot *ks = &c->keys[slot];
 	if (ks->live)
-		wipe_slot(ks);
-	int r = sio_aead_setkey(&ks->tx, c->local_is_lo ? klo : khi, c->sid);
+		wipe_slot(c, ks);
+	int r = 0;
+	if (ks->rp.nblocks) {
+		ks->rp.bits = c->replay_spare ? c->replay_spare
+					      : calloc(ks->rp.nblocks, sizeof(uint64_t));
+		c->replay_spare = NULL;
+		if (!ks->rp.bits)
+			r = SIO_ENOMEM; /* the exchange is retried, as after a crypto failure */
+	}
+	if (!r)
+		r = sio_aead_setkey(&ks->tx, c->local_is_lo ? klo : khi, c->sid);
 	if (!r)
 		r = sio_aead_setkey(&ks->rx, c->local_is_lo ? khi : klo, c->peer_sid);
 	sodium_memzero(klo, sizeof klo);
 	sodium_memzero(khi, sizeof khi);
 	sodium_memzero(c->e_sk, sizeof c->e_sk);
 	if (r) {
-		wipe_slot(ks);
+		wipe_slot(c, ks);
 		return -1;
 	}
 	ks->live = 1;
@@ -300,7 +313,7 @@ static int derive(sio_core *c, uint64_t now)
 	for (int i = 0; i < SIO_KEY_SLOTS; i++) {
 		sio_keyslot *o = &c->keys[i];
 		if (o->live && i != c->tx_slot && o->gen + 2 <= c->gen)
-			wipe_slot(o);
+			wipe_slot(c, o);
 	}
 	if (mode(c) != SIO_ANSWERS_ANSWER_AND_WAIT)
 		promote(c, now, slot);
@@ -319,7 +332,7 @@ void sio_core_key_confirmed(sio_core *c, uint64_t now, sio_keyslot *ks)
 	for (int i = 0; i < SIO_KEY_SLOTS; i++) {
 		sio_keyslot *o = &c->keys[i];
 		if (o->live && i != c->tx_slot && o->gen + 2 <= c->gen)
-			wipe_slot(o);
+			wipe_slot(c, o);
 	}
 }
 
@@ -327,7 +340,7 @@ static void reset_peer_session(sio_core *c)
 {
 	for (int i = 0; i < SIO_KEY_SLOTS; i++)
 		if (c->keys[i].live)
-			wipe_slot(&c->keys[i]);
+			wipe_slot(c, &c->keys[i]);
 	c->tx_slot = -1;
 	c->have_peer_sid = 0;
 	c->have_peer_epub = 0;
@@ -467,7 +480,7 @@ int sio_core_kx_recv(sio_core *c, uint64_t now, const uint8_t *pkt, size_t len)
 		 * peer retrying until its timeout. One message for one received:
 		 * within any amplification budget. */
 		if (c->have_local)
-			sio_core_queue_kx(c, c->local_wire, c->local_wire_len);
+			sio_core_queue_kx(c, now, c->local_wire, c->local_wire_len);
 		sio_core_fail(c, SIO_EANSWERS, "the peer uses another key-exchange answers mode");
 		return SIO_CORE_RX_KX;
 	}
@@ -736,6 +749,7 @@ void sio_core_tick(sio_core *c, uint64_t now)
 		}
 	}
 	sio_core_tx_seal(c, now);
+	sio_core_tx_trim(c, now);
 }
 
 static uint64_t min64(uint64_t a, uint64_t b)
@@ -771,7 +785,7 @@ uint64_t sio_core_deadline(const sio_core *c)
 		d = min64(d, c->dg.next);
 	if (sio_core_can_send(c) && c->keys[c->tx_slot].tx_pn < SIO_PN_LIMIT)
 		d = min64(d, sio_core_tx_deadline(c));
-	return d;
+	return min64(d, sio_core_tx_trim_deadline(c));
 }
 
 void sio_core_set_exclusive(sio_core *c)

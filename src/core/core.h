@@ -3,8 +3,9 @@
  *
  * Bytes and the current time go in; packets to send, delivered messages,
  * events and the next deadline come out. The core never reads a clock,
- * sleeps, touches a socket, starts a thread, or calls malloc after
- * sio_core_new(). It is not thread-safe: the caller (session.c) serialises
+ * sleeps, touches a socket, starts a thread, or calls malloc per packet or
+ * message: buffers come when an idle session gets busy and go when it is
+ * idle again (sio_core_new). It is not thread-safe: the caller (session.c) serialises
  * every call with its own lock.
  *
  * Time is a monotonic count of nanoseconds supplied by the caller. Wall-clock
@@ -45,6 +46,9 @@ typedef struct sio_core_cbs {
 	 * one line without a secret, valid during the call only. NULL: nothing
 	 * is formatted or counted for it (core_diag.c). */
 	void (*diag)(void *ctx, int level, const char *msg);
+	/* The session went idle and the core returned its buffers (core_tx.c):
+	 * the I/O layer may return its own (sio_tp_trim). NULL: not told. */
+	void (*trimmed)(void *ctx);
 } sio_core_cbs;
 
 typedef struct sio_core_config {
@@ -67,7 +71,11 @@ typedef struct sio_core_config {
 	int diag_level;            /* most detailed SIO_DIAG_ level for cbs.diag; 0 = INFO */
 } sio_core_config;
 
-/* Allocates every buffer the core will ever need. */
+/* Allocates the core's fixed state. The buffers of a busy session (packet
+ * rings, token ring, AEAD contexts, reassembly table) are allocated when
+ * traffic first needs them and returned once the session is idle again
+ * (nothing queued, sent or received for SIO_TRIM_NS, core_int.h): never per
+ * packet or per message. */
 int sio_core_new(sio_core **out, const sio_core_config *cfg, const sio_core_cbs *cbs);
 
 /* Wipes all keys and frees. Pending tokens are failed with SIO_ECANCELED. */

@@ -21,8 +21,16 @@
 #define SIO_KX_QUEUE 4
 #define SIO_CTRL_QUEUE 8
 #define SIO_CTRL_BYTES 64 /* stream control packets: a few frames */
-#define SIO_TOKENS 4096
+#define SIO_TOKENS 4096    /* most pending tokens (the ring grows up to this) */
+#define SIO_TOKENS_FIRST 64 /* token ring size when a session first needs one */
 #define SIO_RING_BYTES (1u << 20)
+/* Packet buffers are allocated in chunks of up to about this many bytes
+ * when a queue needs them (core_tx.c, "Memory of an idle session" in
+ * docs/ARCHITECTURE.md), and every queue buffer, the token ring and the
+ * AEAD contexts are returned once the session sent and received nothing
+ * for SIO_TRIM_NS with its queues empty. */
+#define SIO_PQ_CHUNK_BYTES 8192u
+#define SIO_TRIM_NS 1000000000ull
 /* Signature checks per second and session, and the burst: about 1-2 % of a
  * core at most (a check costs 45-85 us here), and a flood must exceed 256
  * junk messages a second before an honest one can find the bucket empty. */
@@ -72,12 +80,19 @@ typedef struct sio_pkt {
 	uint64_t wm;
 } sio_pkt;
 
+/* A ring of at most MAX packets (BUFCAP bytes of packet each) that exists
+ * only while the session is busy: the first push allocates a few slots, a
+ * full ring doubles them up to MAX (order is kept: positions stay), and
+ * buffers are carved out of chunks that grow from one buffer to about
+ * SIO_PQ_CHUNK_BYTES as pushes need them. sio_core_tx_trim() wipes and
+ * frees all of it once the queue is empty and quiet (core_tx.c). */
 typedef struct sio_pq {
-	sio_pkt *p;
-	uint8_t *mem; /* all packet buffers, one block (see pq_new) */
-	size_t mem_len;
-	uint64_t pushes; /* slots are used in order: pushes % cap is the next */
-	uint32_t cap, head, count;
+	sio_pkt *p;      /* CAP slots; NULL while idle */
+	uint8_t **chunk; /* NCHUNKS blocks of buffers (room for CHUNK_CAP) */
+	uint8_t *carve;  /* CARVE_LEFT buffers not given to a slot yet */
+	uint32_t cap, head, count, max;
+	uint32_t bufcap, stride, nchunks, chunk_cap, carve_left, next_bufs;
+	size_t buf_bytes; /* in chunks */
 } sio_pq;
 
 typedef struct sio_keyslot {
@@ -165,7 +180,10 @@ struct sio_core {
 
 	sio_keyslot keys[SIO_KEY_SLOTS];
 	int tx_slot; /* key slot used to send data, -1 = none yet */
-	uint64_t *replay_bits;
+	/* A replay bitmap ready for the next installed key: allocated with the
+	 * core (next to it, not amid a handshake's short-lived buffers), then
+	 * the one a retired key leaves. */
+	uint64_t *replay_spare;
 
 	/* output queues */
 	sio_pq kxq, ctrlq, data;
@@ -174,8 +192,9 @@ struct sio_core {
 	int hold_seal;        /* sio_core_hold_seal: a batch of writes is coming */
 	sio_handed *handed;
 	size_t nhanded, handed_cap;
-	sio_token *tokens;
-	uint32_t tok_head, tok_count;
+	sio_token *tokens; /* NULL while idle; tok_cap (a power of two) entries */
+	uint32_t tok_head, tok_count, tok_cap;
+	uint64_t tx_last; /* last packet queued (idle buffers are trimmed after it) */
 
 	/* liveness, close */
 	uint64_t last_send, last_recv;
@@ -212,7 +231,18 @@ int sio_core_can_send(const sio_core *c);
 int sio_core_queues_new(sio_core *c);
 void sio_core_queues_free(sio_core *c);
 /* Queues a kx message (copied). */
-void sio_core_queue_kx(sio_core *c, const uint8_t *msg, size_t len);
+void sio_core_queue_kx(sio_core *c, uint64_t now, const uint8_t *msg, size_t len);
+/* Room for one more token (grows the ring up to SIO_TOKENS): 1, or 0 when
+ * the ring is full or cannot grow. */
+int sio_core_tok_room(sio_core *c);
+/* Returns the buffers of an idle session (empty queues, nothing queued,
+ * sent or received for SIO_TRIM_NS): packet buffers, token ring, AEAD
+ * contexts, the reassembly table. */
+void sio_core_tx_trim(sio_core *c, uint64_t now);
+/* When sio_core_tx_trim() has something to do, UINT64_MAX if never. */
+uint64_t sio_core_tx_trim_deadline(const sio_core *c);
+/* Bytes the core holds now in its on-demand buffers (tests, benchmarks). */
+size_t sio_core_held_bytes(const sio_core *c);
 /* Builds and seals a packet of its own under key SLOT holding FRAMES. 0 or
  * SIO_EAGAIN / SIO_ELIMIT / SIO_ETOOBIG. */
 int sio_core_ctrl_packet(sio_core *c, uint64_t now, int slot, const uint8_t *frames, size_t len);

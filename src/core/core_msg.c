@@ -63,6 +63,22 @@ int sio_core_msg_init(sio_core *c)
 	return 0;
 }
 
+void sio_core_msg_trim(sio_core *c)
+{
+	sio_frag_rx_trim(c->msg.rx);
+	if (c->msg.ovf && !c->msg.tx_active) {
+		sodium_memzero(c->msg.ovf, c->msg.ovf_cap);
+		free(c->msg.ovf);
+		c->msg.ovf = NULL;
+		c->msg.ovf_cap = 0;
+	}
+}
+
+size_t sio_core_msg_held(const sio_core *c)
+{
+	return sio_frag_rx_held(c->msg.rx) + (c->msg.ovf ? c->msg.ovf_cap : 0);
+}
+
 void sio_core_msg_free(sio_core *c)
 {
 	sio_frag_rx_free(c->msg.rx);
@@ -115,7 +131,7 @@ int sio_core_msg_write(sio_core *c, uint64_t now, uint32_t type, const uint8_t *
 		return SIO_EAGAIN; /* messages keep their order: wait for it */
 	if (c->o.fragmentation < 0 || len > c->o.max_message_size || len > UINT32_MAX)
 		return SIO_ETOOBIG;
-	if (token && c->tok_count == SIO_TOKENS)
+	if (token && !sio_core_tok_room(c))
 		return SIO_EAGAIN;
 	sio_frag_tx_begin(&m->tx, type, m->next_id, (uint32_t)len);
 	int r = sio_core_tx_fragments(c, now, &m->tx, data, 0, token);

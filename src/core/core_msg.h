@@ -36,6 +36,11 @@ typedef struct sio_core_msg {
 /* sio_core_new / sio_core_free. */
 int sio_core_msg_init(sio_core *c);
 void sio_core_msg_free(sio_core *c);
+/* An idle session returns its reassembly table, cached buffers and the
+ * overflow copy of a fragmented write (core_tx.c, sio_core_tx_trim). */
+void sio_core_msg_trim(sio_core *c);
+/* Bytes those hold now. */
+size_t sio_core_msg_held(const sio_core *c);
 
 /* The session entered NEGOTIATION (keys usable). Starts probing on datagram
  * transports; returns 1 when ESTABLISHED may follow at once. */

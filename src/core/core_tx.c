@@ -3,28 +3,10 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "core_int.h"
 #include "options.h"
 #include "wire.h"
-
-/* Zeroed memory that becomes resident only where it is touched (anonymous
- * mappings): the packet ring and the token ring are sized for a busy
- * session, and a listener holds thousands of mostly idle ones. malloc would
- * give heap memory once glibc's mmap threshold has grown, and calloc would
- * touch all of it. */
-static void *lazy_alloc(size_t len)
-{
-	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	return p == MAP_FAILED ? NULL : p;
-}
-
-static void lazy_free(void *p, size_t len)
-{
-	if (p)
-		munmap(p, len);
-}
 
 /* Under AddressSanitizer every packet buffer is its own allocation, so an
  * overrun of one buffer hits a redzone instead of the next slot. */
@@ -39,49 +21,109 @@ static void lazy_free(void *p, size_t len)
 #define SIO_PQ_SEPARATE 0
 #endif
 
-static int pq_new(sio_pq *q, uint32_t n, uint32_t cap)
+#define SIO_PQ_FIRST 8 /* slots a ring starts with */
+
+/* Sizes a ring of up to N packets of up to CAP bytes; nothing is allocated
+ * until the first push (a listener holds thousands of mostly idle sessions,
+ * and an idle session needs no packet buffer at all). */
+static void pq_init(sio_pq *q, uint32_t n, uint32_t cap)
 {
-	q->p = calloc(n, sizeof *q->p);
-	if (!q->p)
-		return SIO_ENOMEM;
-	q->cap = n;
-	/* One block for every buffer, not one allocation each: large blocks
-	 * are mapped on demand, so an idle session's ring costs address space
-	 * but almost no resident memory until packets really fill it (a
-	 * listener holds thousands of mostly idle sessions). Strides stay
-	 * 16-byte aligned. */
-	size_t stride = (SIO_SLACK + (size_t)cap + 15) & ~(size_t)15;
-	if (!SIO_PQ_SEPARATE) {
-		q->mem_len = stride * n;
-		q->mem = lazy_alloc(q->mem_len);
-		if (!q->mem)
-			return SIO_ENOMEM;
-	}
-	for (uint32_t i = 0; i < n; i++) {
-		q->p[i].buf = SIO_PQ_SEPARATE ? malloc(stride) : q->mem + stride * i;
-		if (!q->p[i].buf)
-			return SIO_ENOMEM;
-		q->p[i].cap = cap;
-	}
-	return 0;
+	memset(q, 0, sizeof *q);
+	q->max = n;
+	q->bufcap = cap;
+	/* strides stay 16-byte aligned */
+	q->stride = (uint32_t)((SIO_SLACK + (size_t)cap + 15) & ~(size_t)15);
 }
 
-static void pq_free(sio_pq *q)
+static int pq_held(const sio_pq *q)
+{
+	return q->p != NULL;
+}
+
+static size_t pq_bytes(const sio_pq *q)
+{
+	if (!q->p)
+		return 0;
+	return (size_t)q->cap * sizeof *q->p + (size_t)q->chunk_cap * sizeof *q->chunk +
+	       q->buf_bytes;
+}
+
+/* Wipes the buffers that were used (a slot has one only once it was pushed:
+ * they may hold plaintext; the spare ones were never written) and frees
+ * everything. Only when nothing is queued or handed out. */
+static void pq_release(sio_pq *q)
 {
 	if (!q->p)
 		return;
-	/* Only buffers that were used can hold plaintext; wiping the rest
-	 * would fault in pages that were never touched. */
-	uint64_t used = q->pushes < q->cap ? q->pushes : q->cap;
-	for (uint64_t i = 0; i < used; i++)
-		sodium_memzero(q->p[i].buf, SIO_SLACK + (size_t)q->p[i].cap);
-	if (SIO_PQ_SEPARATE)
-		for (uint32_t i = 0; i < q->cap; i++)
-			free(q->p[i].buf);
-	lazy_free(q->mem, q->mem_len);
-	q->mem = NULL;
+	for (uint32_t i = 0; i < q->cap; i++)
+		if (q->p[i].buf)
+			sodium_memzero(q->p[i].buf, SIO_SLACK + (size_t)q->bufcap);
+	for (uint32_t i = 0; i < q->nchunks; i++)
+		free(q->chunk[i]);
+	free(q->chunk);
 	free(q->p);
-	q->p = NULL;
+	uint32_t max = q->max, bufcap = q->bufcap, stride = q->stride;
+	memset(q, 0, sizeof *q);
+	q->max = max;
+	q->bufcap = bufcap;
+	q->stride = stride;
+}
+
+/* A full ring (or none yet) gets twice the slots, up to MAX; the packets
+ * keep their positions from the head (handed-out ones included). */
+static int pq_grow(sio_pq *q)
+{
+	uint32_t nc = q->cap ? 2 * q->cap : SIO_PQ_FIRST;
+	if (nc > q->max)
+		nc = q->max;
+	sio_pkt *n = calloc(nc, sizeof *n);
+	if (!n)
+		return SIO_ENOMEM;
+	for (uint32_t i = 0; i < q->cap; i++) {
+		uint32_t k = q->head + i;
+		n[i] = q->p[k >= q->cap ? k - q->cap : k];
+	}
+	for (uint32_t i = q->cap; i < nc; i++)
+		n[i].cap = q->bufcap;
+	free(q->p);
+	q->p = n;
+	q->cap = nc;
+	q->head = 0;
+	return 0;
+}
+
+/* A buffer for slot P, carved from the current chunk or a new one. Chunks
+ * double from one buffer to about SIO_PQ_CHUNK_BYTES: a quiet session
+ * allocates little, a busy one a few times, none per packet. Under ASan
+ * every buffer is its own chunk. */
+static int pq_buf(sio_pq *q, sio_pkt *p)
+{
+	if (!q->carve_left) {
+		uint32_t most = SIO_PQ_SEPARATE ? 1 : SIO_PQ_CHUNK_BYTES / q->stride;
+		uint32_t nb = q->next_bufs ? q->next_bufs : 1;
+		if (nb > most)
+			nb = most ? most : 1;
+		if (q->nchunks == q->chunk_cap) {
+			uint32_t cc = q->chunk_cap ? 2 * q->chunk_cap : 4;
+			uint8_t **c = realloc(q->chunk, cc * sizeof *c);
+			if (!c)
+				return SIO_ENOMEM;
+			q->chunk = c;
+			q->chunk_cap = cc;
+		}
+		uint8_t *m = malloc((size_t)nb * q->stride);
+		if (!m)
+			return SIO_ENOMEM;
+		q->chunk[q->nchunks++] = m;
+		q->buf_bytes += (size_t)nb * q->stride;
+		q->carve = m;
+		q->carve_left = nb;
+		q->next_bufs = 2 * nb;
+	}
+	p->buf = q->carve;
+	q->carve += q->stride;
+	q->carve_left--;
+	return 0;
 }
 
 /* head < cap and i <= count <= cap: one conditional subtraction wraps (a
@@ -97,13 +139,19 @@ static sio_pkt *pq_last(const sio_pq *q)
 	return q->count ? pq_at(q, q->count - 1) : NULL;
 }
 
+/* The next slot, or NULL when the ring is full (or memory is short:
+ * callers treat both as "retry once packets left"). */
 static sio_pkt *pq_push(sio_pq *q)
 {
-	if (q->count == q->cap)
+	if (q->count == q->cap && (q->cap == q->max || pq_grow(q) != 0))
 		return NULL;
-	sio_pkt *p = pq_at(q, q->count);
+	uint32_t k = q->head + q->count;
+	if (k >= q->cap)
+		k -= q->cap;
+	if (!q->p[k].buf && pq_buf(q, &q->p[k]) != 0)
+		return NULL;
+	sio_pkt *p = &q->p[k];
 	q->count++;
-	q->pushes++;
 	uint8_t *buf = p->buf;
 	uint32_t cap = p->cap;
 	memset(p, 0, sizeof *p);
@@ -116,7 +164,10 @@ static void pq_pop(sio_pq *q)
 {
 	q->p[q->head].state = PKT_FREE;
 	q->head = q->head + 1 == q->cap ? 0 : q->head + 1;
-	q->count--;
+	/* Empty: start again at slot 0, so that a session with one packet in
+	 * flight at a time reuses one buffer instead of giving every slot one. */
+	if (--q->count == 0)
+		q->head = 0;
 }
 
 int sio_core_queues_new(sio_core *c)
@@ -127,31 +178,114 @@ int sio_core_queues_new(sio_core *c)
 		n = 8;
 	if (n > 256)
 		n = 256;
-	int r;
-	if ((r = pq_new(&c->kxq, SIO_KX_QUEUE, SIO_KX_WIRE_MAX)) ||
-	    (r = pq_new(&c->ctrlq, SIO_CTRL_QUEUE, c->datagram ? mp : SIO_CTRL_BYTES)) ||
-	    (r = pq_new(&c->data, n, mp)))
-		return r;
+	pq_init(&c->kxq, SIO_KX_QUEUE, SIO_KX_WIRE_MAX);
+	pq_init(&c->ctrlq, SIO_CTRL_QUEUE, c->datagram ? mp : SIO_CTRL_BYTES);
+	pq_init(&c->data, n, mp);
 	c->handed_cap = SIO_KX_QUEUE + SIO_CTRL_QUEUE + n;
 	c->handed = calloc(c->handed_cap, sizeof *c->handed);
-	c->tokens = lazy_alloc(SIO_TOKENS * sizeof *c->tokens);
-	if (!c->handed || !c->tokens)
+	if (!c->handed)
 		return SIO_ENOMEM;
 	return 0;
 }
 
 void sio_core_queues_free(sio_core *c)
 {
-	pq_free(&c->kxq);
-	pq_free(&c->ctrlq);
-	pq_free(&c->data);
+	pq_release(&c->kxq);
+	pq_release(&c->ctrlq);
+	pq_release(&c->data);
 	free(c->handed);
-	lazy_free(c->tokens, SIO_TOKENS * sizeof *c->tokens);
+	free(c->tokens);
 	c->handed = NULL;
 	c->tokens = NULL;
+	c->tok_cap = c->tok_count = c->tok_head = 0;
 }
 
-void sio_core_queue_kx(sio_core *c, const uint8_t *msg, size_t len)
+int sio_core_tok_room(sio_core *c)
+{
+	if (c->tok_count < c->tok_cap)
+		return 1;
+	if (c->tok_cap >= SIO_TOKENS)
+		return 0;
+	/* Grows by doubling while writers keep more tokens pending: a few
+	 * allocations when a session gets busy, none once it is. */
+	uint32_t nc = c->tok_cap ? 2 * c->tok_cap : SIO_TOKENS_FIRST;
+	sio_token *t = malloc((size_t)nc * sizeof *t);
+	if (!t)
+		return 0;
+	for (uint32_t i = 0; i < c->tok_count; i++)
+		t[i] = c->tokens[(c->tok_head + i) & (c->tok_cap - 1)];
+	free(c->tokens);
+	c->tokens = t;
+	c->tok_cap = nc;
+	c->tok_head = 0;
+	return 1;
+}
+
+/* Idle: nothing queued, handed out or pending, and nothing queued, sent or
+ * received for SIO_TRIM_NS. */
+static uint64_t quiet_since(const sio_core *c)
+{
+	uint64_t t = c->tx_last;
+	if (c->last_send > t)
+		t = c->last_send;
+	if (c->last_recv > t)
+		t = c->last_recv;
+	return t;
+}
+
+static int queues_empty(const sio_core *c)
+{
+	return !c->kxq.count && !c->ctrlq.count && !c->data.count && !c->tok_count &&
+	       !c->nhanded && !c->msg.tx_active &&
+	       (!c->msg.rx || !sio_frag_rx_partials(c->msg.rx)); /* those time out by themselves */
+}
+
+static int anything_held(const sio_core *c)
+{
+	if (pq_held(&c->kxq) || pq_held(&c->ctrlq) || pq_held(&c->data) || c->tokens)
+		return 1;
+	for (int i = 0; i < SIO_KEY_SLOTS; i++)
+		if (sio_aead_held(&c->keys[i].tx) || sio_aead_held(&c->keys[i].rx))
+			return 1;
+	return sio_core_msg_held(c);
+}
+
+uint64_t sio_core_tx_trim_deadline(const sio_core *c)
+{
+	if (!anything_held(c) || !queues_empty(c))
+		return UINT64_MAX; /* busy: the trim is looked at again once idle */
+	return quiet_since(c) + SIO_TRIM_NS;
+}
+
+void sio_core_tx_trim(sio_core *c, uint64_t now)
+{
+	if (!anything_held(c) || !queues_empty(c) || now < quiet_since(c) + SIO_TRIM_NS)
+		return;
+	pq_release(&c->kxq);
+	pq_release(&c->ctrlq);
+	pq_release(&c->data);
+	free(c->tokens);
+	c->tokens = NULL;
+	c->tok_cap = c->tok_head = 0;
+	for (int i = 0; i < SIO_KEY_SLOTS; i++) {
+		sio_aead_release(&c->keys[i].tx);
+		sio_aead_release(&c->keys[i].rx);
+	}
+	sio_core_msg_trim(c);
+	if (c->cb.trimmed)
+		c->cb.trimmed(c->cb.ctx);
+}
+
+size_t sio_core_held_bytes(const sio_core *c)
+{
+	size_t b = pq_bytes(&c->kxq) + pq_bytes(&c->ctrlq) + pq_bytes(&c->data) +
+		   (size_t)c->tok_cap * sizeof *c->tokens + sio_core_msg_held(c);
+	for (int i = 0; i < SIO_KEY_SLOTS; i++)
+		b += sio_aead_held(&c->keys[i].tx) + sio_aead_held(&c->keys[i].rx);
+	return b;
+}
+
+void sio_core_queue_kx(sio_core *c, uint64_t now, const uint8_t *msg, size_t len)
 {
 	/* Kx messages not yet handed out are superseded by a new copy. */
 	for (uint32_t i = 0; i < c->kxq.count; i++) {
@@ -162,6 +296,7 @@ void sio_core_queue_kx(sio_core *c, const uint8_t *msg, size_t len)
 	sio_pkt *p = pq_push(&c->kxq);
 	if (!p)
 		return; /* full: the retry timer sends it again */
+	c->tx_last = now;
 	memcpy(p->buf, msg, len);
 	p->off = 0;
 	p->end = (uint32_t)len;
@@ -227,11 +362,12 @@ int sio_core_ctrl_packet_sized(sio_core *c, uint64_t now, int slot, const uint8_
 		return SIO_ESTATE;
 	if (size && size < len + SIO_OVERHEAD)
 		return SIO_EINVAL;
-	if (len + SIO_OVERHEAD > c->ctrlq.p[0].cap || size > c->ctrlq.p[0].cap)
+	if (len + SIO_OVERHEAD > c->ctrlq.bufcap || size > c->ctrlq.bufcap)
 		return SIO_ETOOBIG;
 	sio_pkt *p = pq_push(&c->ctrlq);
 	if (!p)
 		return SIO_EAGAIN;
+	c->tx_last = now;
 	memcpy(p->buf + SIO_SLACK + SIO_HDR_LEN, frames, len);
 	p->end = (uint32_t)(SIO_SLACK + SIO_HDR_LEN + len);
 	if (size > len + SIO_OVERHEAD) {
@@ -298,7 +434,7 @@ void sio_core_tx_cancel(sio_core *c, int err)
 		if (p->wm && c->cb.sent)
 			c->cb.sent(c->cb.ctx, p->wm, err);
 		while (c->tok_count) {
-			sio_token *t = &c->tokens[(c->tok_head + c->tok_count - 1) % SIO_TOKENS];
+			sio_token *t = &c->tokens[(c->tok_head + c->tok_count - 1) & (c->tok_cap - 1)];
 			if (t->pkt_id != id)
 				break;
 			c->tok_count--;
@@ -326,9 +462,11 @@ static sio_pkt *open_packet(sio_core *c, uint64_t now, uint32_t need, int reserv
 			return p;
 		p->state = PKT_READY;
 	}
-	if (c->data.count + (uint32_t)reserve >= c->data.cap)
+	if (c->data.count + (uint32_t)reserve >= c->data.max)
 		return NULL;
-	p = pq_push(&c->data);
+	if (!(p = pq_push(&c->data)))
+		return NULL;
+	c->tx_last = now;
 	p->state = PKT_FILL;
 	p->end = SIO_SLACK + SIO_HDR_LEN;
 	p->lim = sio_core_pkt_size(c) < p->cap ? sio_core_pkt_size(c) : p->cap;
@@ -386,7 +524,7 @@ int sio_core_write(sio_core *c, uint64_t now, uint32_t type, const uint8_t *data
 		hl += sio_varint_put(hdr + hl, len);
 	if (c->tx_slot >= 0 && c->keys[c->tx_slot].tx_pn >= SIO_PN_LIMIT)
 		return SIO_ELIMIT;
-	if (token && !(token & SIO_CORE_TOKEN_WM) && c->tok_count == SIO_TOKENS)
+	if (token && !(token & SIO_CORE_TOKEN_WM) && !sio_core_tok_room(c))
 		return SIO_EAGAIN;
 	/* Keep one ring slot for the close and keepalive frames. */
 	sio_pkt *p = open_packet(c, now, alone ? (uint32_t)ptcap : (uint32_t)(hl + len), 1);
@@ -412,7 +550,7 @@ int sio_core_write(sio_core *c, uint64_t now, uint32_t type, const uint8_t *data
 		if (token > p->wm)
 			p->wm = token; /* one report per packet (watermarks only grow) */
 	} else if (token) {
-		sio_token *t = &c->tokens[(c->tok_head + c->tok_count) % SIO_TOKENS];
+		sio_token *t = &c->tokens[(c->tok_head + c->tok_count) & (c->tok_cap - 1)];
 		t->token = token;
 		t->pkt_id = p->id;
 		c->tok_count++;
@@ -484,7 +622,7 @@ void sio_core_tx_abandon(sio_core *c, int err)
 {
 	while (c->tokens && c->tok_count) {
 		uint64_t t = c->tokens[c->tok_head].token;
-		c->tok_head = (c->tok_head + 1) % SIO_TOKENS;
+		c->tok_head = (c->tok_head + 1) & (c->tok_cap - 1);
 		c->tok_count--;
 		if (c->cb.sent)
 			c->cb.sent(c->cb.ctx, t, err);
@@ -512,7 +650,7 @@ void sio_core_sent(sio_core *c, size_t n, int err)
 		if (q == &c->data) {
 			while (c->tok_count && c->tokens[c->tok_head].pkt_id <= p->id) {
 				sio_token *t = &c->tokens[c->tok_head];
-				c->tok_head = (c->tok_head + 1) % SIO_TOKENS;
+				c->tok_head = (c->tok_head + 1) & (c->tok_cap - 1);
 				c->tok_count--;
 				if (c->cb.sent)
 					c->cb.sent(c->cb.ctx, t->token, err);
@@ -552,7 +690,7 @@ int sio_core_tx_fragments(sio_core *c, uint64_t now, sio_frag_tx *t, const uint8
 				return SIO_ETOOBIG; /* packets below the minimum size */
 		}
 		int final = pl == t->total - t->off;
-		if (final && token && c->tok_count == SIO_TOKENS)
+		if (final && token && !sio_core_tok_room(c))
 			return SIO_EAGAIN;
 		uint32_t at = p->end;
 		size_t hl = sio_frag_hdr_put(p->buf + at, &h, last);
@@ -563,7 +701,7 @@ int sio_core_tx_fragments(sio_core *c, uint64_t now, sio_frag_tx *t, const uint8
 		sio_frag_tx_advance(t, pl);
 		if (final) {
 			if (token) {
-				sio_token *tk = &c->tokens[(c->tok_head + c->tok_count) % SIO_TOKENS];
+				sio_token *tk = &c->tokens[(c->tok_head + c->tok_count) & (c->tok_cap - 1)];
 				tk->token = token;
 				tk->pkt_id = p->id;
 				c->tok_count++;

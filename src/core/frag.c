@@ -135,7 +135,9 @@ typedef struct partial {
 
 struct sio_frag_rx {
 	sio_frag_cfg cfg;
-	partial *p;
+	partial *p;     /* np entries: max_partials while any message is in
+			 * progress, NULL (np 0) once sio_frag_rx_trim() found none */
+	uint32_t np;
 	uint32_t nused;
 	uint8_t *cache[CACHE_SLOTS];
 	uint32_t cache_cap[CACHE_SLOTS];
@@ -172,9 +174,9 @@ int sio_frag_rx_new(sio_frag_rx **out, const sio_frag_cfg *cfg)
 		r->cfg.id_window = 1u << 20;
 	if (!r->cfg.timeout_ns)
 		r->cfg.timeout_ns = SIO_FRAG_DEFAULT_TIMEOUT_NS;
-	r->p = calloc(r->cfg.max_partials, sizeof *r->p);
+	/* the table of partial messages comes with the first fragment */
 	r->done = calloc(r->cfg.id_window / 64, sizeof *r->done);
-	if (!r->p || !r->done) {
+	if (!r->done) {
 		sio_frag_rx_free(r);
 		return SIO_ENOMEM;
 	}
@@ -194,7 +196,7 @@ void sio_frag_rx_free(sio_frag_rx *r)
 	if (!r)
 		return;
 	if (r->p)
-		for (uint32_t i = 0; i < r->cfg.max_partials; i++)
+		for (uint32_t i = 0; i < r->np; i++)
 			if (r->p[i].buf) {
 				sodium_memzero(r->p[i].buf, r->p[i].total);
 				buf_free(r, r->p[i].buf, r->p[i].cap);
@@ -277,7 +279,7 @@ static void id_advance(sio_frag_rx *r, uint32_t id)
 	}
 	r->newest = id;
 	/* Partials now behind the window are abandoned (MaxChainIDDiff). */
-	for (uint32_t i = 0; i < r->cfg.max_partials; i++) {
+	for (uint32_t i = 0; i < r->np; i++) {
 		partial *q = &r->p[i];
 		if (q->used && r->newest - q->id >= w) {
 			r->st.evicted++;
@@ -291,7 +293,7 @@ static void id_advance(sio_frag_rx *r, uint32_t id)
 static partial *oldest_before(sio_frag_rx *r, uint32_t id)
 {
 	partial *best = NULL;
-	for (uint32_t i = 0; i < r->cfg.max_partials; i++) {
+	for (uint32_t i = 0; i < r->np; i++) {
 		partial *q = &r->p[i];
 		if (!q->used || (int32_t)(q->id - id) >= 0)
 			continue;
@@ -332,6 +334,15 @@ static partial *open_partial(sio_frag_rx *r, uint64_t now, const sio_frag_hdr *h
 	partial *slot = NULL, *victim;
 	*err = SIO_EAGAIN;
 	/* A slot. */
+	if (!r->p) {
+		r->p = calloc(r->cfg.max_partials, sizeof *r->p);
+		if (!r->p) {
+			*err = SIO_ENOMEM;
+			r->st.nomem++;
+			return NULL;
+		}
+		r->np = r->cfg.max_partials;
+	}
 	if (r->nused == r->cfg.max_partials) {
 		if (!(victim = oldest_before(r, h->id)))
 			return NULL;
@@ -364,7 +375,7 @@ static partial *open_partial(sio_frag_rx *r, uint64_t now, const sio_frag_hdr *h
 		if (r->st.bytes > r->st.peak_bytes)
 			r->st.peak_bytes = r->st.bytes;
 	}
-	for (uint32_t i = 0; i < r->cfg.max_partials; i++)
+	for (uint32_t i = 0; i < r->np; i++)
 		if (!r->p[i].used) {
 			slot = &r->p[i];
 			break;
@@ -383,7 +394,7 @@ static partial *open_partial(sio_frag_rx *r, uint64_t now, const sio_frag_hdr *h
 
 static partial *find(sio_frag_rx *r, uint32_t id)
 {
-	for (uint32_t i = 0; i < r->cfg.max_partials; i++)
+	for (uint32_t i = 0; i < r->np; i++)
 		if (r->p[i].used && r->p[i].id == id)
 			return &r->p[i];
 	return NULL;
@@ -478,7 +489,7 @@ int sio_frag_rx_add(sio_frag_rx *r, uint64_t now, const sio_frag_hdr *h, const u
 int sio_frag_rx_tick(sio_frag_rx *r, uint64_t now)
 {
 	int n = 0;
-	for (uint32_t i = 0; i < r->cfg.max_partials; i++) {
+	for (uint32_t i = 0; i < r->np; i++) {
 		partial *q = &r->p[i];
 		if (q->used && now >= q->last + r->cfg.timeout_ns) {
 			r->st.timeouts++;
@@ -494,12 +505,31 @@ uint64_t sio_frag_rx_deadline(const sio_frag_rx *r)
 	uint64_t d = UINT64_MAX;
 	if (!r->nused)
 		return d;
-	for (uint32_t i = 0; i < r->cfg.max_partials; i++) {
+	for (uint32_t i = 0; i < r->np; i++) {
 		const partial *q = &r->p[i];
 		if (q->used && q->last + r->cfg.timeout_ns < d)
 			d = q->last + r->cfg.timeout_ns;
 	}
 	return d;
+}
+
+void sio_frag_rx_trim(sio_frag_rx *r)
+{
+	if (!r || r->nused)
+		return;
+	/* cached buffers hold no plaintext (release() wiped them) */
+	while (r->ncache) {
+		r->ncache--;
+		buf_free(r, r->cache[r->ncache], r->cache_cap[r->ncache]);
+	}
+	free(r->p);
+	r->p = NULL;
+	r->np = 0;
+}
+
+size_t sio_frag_rx_held(const sio_frag_rx *r)
+{
+	return r ? (size_t)r->np * sizeof *r->p + r->st.bytes : 0;
 }
 
 uint32_t sio_frag_rx_partials(const sio_frag_rx *r)

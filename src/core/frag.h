@@ -135,6 +135,11 @@ uint64_t sio_frag_rx_deadline(const sio_frag_rx *r);
 
 /* Messages in progress, and counters. */
 uint32_t sio_frag_rx_partials(const sio_frag_rx *r);
+/* With no message in progress: frees the table of partial messages and the
+ * cached buffers (both come back with the next fragment). */
+void sio_frag_rx_trim(sio_frag_rx *r);
+/* Bytes held now: the table of partial messages and the buffers. */
+size_t sio_frag_rx_held(const sio_frag_rx *r);
 void sio_frag_rx_stats(const sio_frag_rx *r, sio_frag_stats *st);
 
 #endif /* SIO_FRAG_H */

@@ -27,7 +27,7 @@ void sio_replay_reset(sio_replay *r)
 {
 	r->top = 0;
 	r->any = 0;
-	if (r->nblocks)
+	if (r->nblocks && r->bits)
 		memset(r->bits, 0, r->nblocks * sizeof(uint64_t));
 }
 

@@ -22,7 +22,8 @@ typedef struct sio_replay {
 size_t sio_replay_words(int32_t window);
 
 /* Initialises R for WINDOW (0 is not allowed: resolve defaults first) with
- * BITS of sio_replay_words(window) words. */
+ * BITS of sio_replay_words(window) words (nblocks), which may be set later
+ * (the core allocates them when a key is installed) but before any check. */
 void sio_replay_init(sio_replay *r, int32_t window, uint64_t *bits);
 
 /* Forgets every packet (new key). */

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "listener_int.h"
+#include "options.h"
 #include "session_int.h"
 
 #define DEFAULT_MAX_SESSIONS 65536u
@@ -463,11 +464,14 @@ int sio_listener_new(sio_listener **out, const sio_identity *id, int fd, const s
 			l->lo.max_memory = SIO_L_MIN_MEMORY;
 	}
 	l->mem_budget = l->lo.max_memory;
-	l->peer_half = SIO_L_BASE_BYTES + SIO_L_QBYTES_HALF;
+	/* a peer's own buffers, for the packet size its session may use */
+	uint64_t mp = l->sopts.max_packet_size ? (uint64_t)l->sopts.max_packet_size : SIO_DEFAULT_MAX_PACKET_DGRAM;
+	uint64_t base = SIO_L_BASE_FOR(mp) > SIO_L_BASE_BYTES ? SIO_L_BASE_FOR(mp) : SIO_L_BASE_BYTES;
+	l->peer_half = base + SIO_L_QBYTES_HALF;
 	uint64_t reasm = l->sopts.max_reassembly_bytes > l->sopts.max_message_size
 				 ? l->sopts.max_reassembly_bytes
 				 : l->sopts.max_message_size;
-	l->peer_full = SIO_L_BASE_BYTES + SIO_L_QBYTES + reasm + l->sopts.max_message_size +
+	l->peer_full = base + SIO_L_QBYTES + reasm + l->sopts.max_message_size +
 		       l->lo.peer_unread_bytes;
 	/* the record of first messages: room for every half-open exchange
 	 * several times over, kept as long as one may live, twice over */

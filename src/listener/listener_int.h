@@ -28,10 +28,39 @@
 #define SIO_L_QBYTES (512u * 1024u)
 #define SIO_L_QBYTES_HALF (64u * 1024u)
 /* Memory (docs/API.md, "Listener memory"): what a peer reserves out of
- * max_memory for its rings, receive slots and a batch of input (a generous
- * estimate: the rings are mapped on demand), plus its input queue; the
- * smaller defaults of a listener's peer sessions. */
-#define SIO_L_BASE_BYTES (2u << 20)
+ * max_memory for its own state and buffers, plus its input queue; the
+ * smaller defaults of a listener's peer sessions.
+ *
+ * The buffers exist only while a session is busy (docs/ARCHITECTURE.md,
+ * "Memory of an idle session"; an idle one holds about 18 KiB with this
+ * table's entry) but a peer can make its session busy, so the reservation
+ * is the most they reach, for packets of up to MP bytes (stride: MP + 8
+ * rounded up to 16; slots: 1 MiB / MP within 8..256):
+ *  - fixed, 150 KiB: this entry, the session, its core (about 15 KiB
+ *    together, event queues at 64 entries 7 KiB), token ring at its 4096
+ *    entries and the half-size one it grew from (96 KiB), AEAD contexts
+ *    of 3 live key slots (6 KiB), their replay bitmaps (3 KiB at the
+ *    default window), the reassembly table (64 partials, 19.5 KiB), the
+ *    key-exchange ring (1.3 KiB);
+ *  - per ring slot (data ring, plus 8 control): a buffer, its slot and a
+ *    chunk pointer (stride + 104), and half the slots again while a full
+ *    data ring doubles (88 each);
+ *  - the receive slot of the custom transport (64 KiB at least; a
+ *    listener hands its peer one packet at a time, so one slot).
+ * Not counted: what the program itself does with the session (its write
+ * queue, 256 KiB once it writes small messages; messengers it opens).
+ * With the listener's default packets (1452 bytes) that is 632 KiB; with
+ * 64 KiB packets 1.7 MiB. listener.c reserves SIO_L_BASE_FOR(the peers'
+ * max_packet_size), at least SIO_L_BASE_BYTES (the default's figure). */
+#define SIO_L_STRIDE(mp) ((((uint64_t)(mp)) + 8u + 15u) & ~(uint64_t)15u)
+#define SIO_L_SLOTS(mp)                                                                  \
+	((1u << 20) / (mp) < 8u ? 8u : (1u << 20) / (mp) > 256u ? 256u : (1u << 20) / (mp))
+#define SIO_L_BASE_FOR(mp)                                                               \
+	((uint64_t)150u * 1024u + (SIO_L_SLOTS(mp) + 8u) * (SIO_L_STRIDE(mp) + 104u) +      \
+	 SIO_L_SLOTS(mp) / 2u * 88u + ((mp) > 65536u ? (uint64_t)(mp) : 65536u) + 256u)
+#define SIO_L_BASE_BYTES (640u * 1024u)
+_Static_assert(SIO_L_BASE_FOR(1452u) <= SIO_L_BASE_BYTES,
+	       "the reservation covers a peer at the default packet size");
 #define SIO_L_PEER_MAX_MESSAGE (256u * 1024u)
 #define SIO_L_PEER_REASSEMBLY (512u * 1024u)
 #define SIO_L_PEER_UNREAD (256u * 1024u)

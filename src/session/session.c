@@ -181,10 +181,14 @@ int sio_input_ok(const sio_session *s)
 
 /* ---- deferred events ---------------------------------------------------- */
 
+/* Entries an event queue starts with (most sessions are idle: a few state
+ * changes); it doubles when busy. */
+#define SIO_EVQ_FIRST 8
+
 static struct sio_ev *ev_push(sio_session *s, int kind)
 {
 	if (s->evn == s->evcap) {
-		size_t nc = s->evcap ? 2 * s->evcap : 64;
+		size_t nc = s->evcap ? 2 * s->evcap : SIO_EVQ_FIRST;
 		struct sio_ev *n = realloc(s->evq, nc * sizeof(*n));
 		if (!n)
 			return NULL;
@@ -418,6 +422,19 @@ static int cb_remote_identity(void *ctx, const uint8_t pk[32])
 	return r;
 }
 
+/* The core went idle and returned its buffers: so does a custom transport
+ * (a listener peer's receive slot). The last input may still be unreleased
+ * but nothing refers to it unless events are queued or being run (then
+ * the slot stays until the next idle period). Lock held. */
+static void cb_trimmed(void *ctx)
+{
+	sio_session *s = ctx;
+	if (!s->tp_open || s->dispatching || s->evn > 0)
+		return;
+	sio_tp_rx_release(&s->tp);
+	sio_tp_trim(&s->tp);
+}
+
 static void cb_sent(void *ctx, uint64_t token, int err)
 {
 	sio_session *s = ctx;
@@ -514,6 +531,14 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 		free(s);
 		return SIO_ENOMEM;
 	}
+	/* Both event queues now, next to the session, rather than amid the
+	 * buffers of its handshake (those are freed once it is idle; what
+	 * stays between them keeps heap pages resident). NULL is fine: the
+	 * first event allocates. */
+	if ((s->evq = malloc(SIO_EVQ_FIRST * sizeof(*s->evq))))
+		s->evcap = SIO_EVQ_FIRST;
+	if ((s->evq2 = malloc(SIO_EVQ_FIRST * sizeof(*s->evq2))))
+		s->evcap2 = SIO_EVQ_FIRST;
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -548,7 +573,7 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 		cfg.opts.max_packet_size = SIO_DEFAULT_MAX_PACKET_DGRAM - (1 + SIO_LISTENER_CID_BYTES);
 	cfg.wallclock_ns = wall_ns();
 	sio_core_cbs ccb = {s, cb_deliver, cb_state, cb_error, cb_remote_identity, cb_sent, NULL,
-			    s->cbs.on_diag ? sio_diag_push : NULL};
+			    s->cbs.on_diag ? sio_diag_push : NULL, cb_trimmed};
 	cfg.diag_level = s->cbs.diag_level;
 	int r = sio_core_new(&s->core, &cfg, &ccb);
 	if (r < 0)

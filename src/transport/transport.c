@@ -146,20 +146,34 @@ int sio_tp_open(sio_tp *tp, const sio_transport *t, size_t max_record)
 			n = 4;
 		if (n > SIO_TP_BATCH)
 			n = SIO_TP_BATCH;
+		/* Callbacks copy one packet per call: a slot each costs 64 KiB
+		 * and saves no system call, so they get one (a listener hands
+		 * its peer one packet at a time anyway). */
+		if (tp->custom)
+			n = 1;
 		tp->nslots = (unsigned)n;
-		tp->slots = malloc(n * tp->slot_size);
-		tp->rmsgs = calloc(n, sizeof(*tp->rmsgs));
-		tp->riov = calloc(n, sizeof(*tp->riov));
-		tp->raddr = calloc(n, sizeof(*tp->raddr));
-		if (!tp->slots || !tp->rmsgs || !tp->riov || !tp->raddr)
-			goto nomem;
+		if (!tp->custom) {
+			tp->slots = malloc(n * tp->slot_size);
+			if (!tp->slots)
+				goto nomem;
+		}
+		if (tp->rsock) {
+			/* recvmmsg's headers (read() and callbacks need none) */
+			tp->rmsgs = calloc(n, sizeof(*tp->rmsgs));
+			tp->riov = calloc(n, sizeof(*tp->riov));
+			tp->raddr = calloc(n, sizeof(*tp->raddr));
+			if (!tp->rmsgs || !tp->riov || !tp->raddr)
+				goto nomem;
+		}
 	} else {
 		tp->rcap = 2 * (max_record + SIO_TP_FRAME_HDR);
 		tp->wcap = max_record + SIO_TP_FRAME_HDR;
-		tp->rbuf = malloc(tp->rcap);
-		tp->wbuf = malloc(tp->wcap);
-		if (!tp->rbuf || !tp->wbuf)
-			goto nomem;
+		if (!tp->custom) {
+			tp->rbuf = malloc(tp->rcap);
+			tp->wbuf = malloc(tp->wcap);
+			if (!tp->rbuf || !tp->wbuf)
+				goto nomem;
+		}
 	}
 	return 0;
 nomem:
@@ -168,12 +182,71 @@ nomem:
 	return SIO_ENOMEM;
 }
 
+/* Receive slot I (allocated: it was read into). */
+static uint8_t *slot_at(const sio_tp *tp, unsigned i)
+{
+	return tp->cslot ? tp->cslot[i] : tp->slots + (size_t)i * tp->slot_size;
+}
+
+/* Custom callbacks: slot I, allocated now if needed; NULL without memory. */
+static uint8_t *cslot_get(sio_tp *tp, unsigned i)
+{
+	if (!tp->cslot && !(tp->cslot = calloc(tp->nslots, sizeof(*tp->cslot))))
+		return NULL;
+	if (!tp->cslot[i])
+		tp->cslot[i] = malloc(tp->slot_size);
+	return tp->cslot[i];
+}
+
+/* Custom stream callbacks: the receive and send buffers, allocated now if
+ * needed. 0 or SIO_ENOMEM. */
+static int stream_bufs(sio_tp *tp)
+{
+	if (!tp->rbuf && !(tp->rbuf = malloc(tp->rcap)))
+		return SIO_ENOMEM;
+	if (!tp->wbuf && !(tp->wbuf = malloc(tp->wcap)))
+		return SIO_ENOMEM;
+	return 0;
+}
+
+void sio_tp_trim(sio_tp *tp)
+{
+	if (!tp->custom || tp->rdirty || tp->rdirty_hi > tp->rdirty_lo || tp->rpos != tp->rlen ||
+	    tp->wpos != tp->wlen)
+		return;
+	/* what was read was wiped by sio_tp_rx_release(); the rest of the
+	 * stream buffers is ciphertext and framing */
+	if (tp->cslot) {
+		for (unsigned i = 0; i < tp->nslots; i++)
+			free(tp->cslot[i]);
+		free(tp->cslot);
+		tp->cslot = NULL;
+	}
+	free(tp->rbuf);
+	free(tp->wbuf);
+	tp->rbuf = tp->wbuf = NULL;
+	tp->rpos = tp->rlen = tp->wpos = tp->wlen = 0;
+}
+
+size_t sio_tp_held_bytes(const sio_tp *tp)
+{
+	size_t b = 0;
+	if (tp->cslot) {
+		b += tp->nslots * sizeof(*tp->cslot);
+		for (unsigned i = 0; i < tp->nslots; i++)
+			b += tp->cslot[i] ? tp->slot_size : 0;
+	}
+	if (tp->slots)
+		b += tp->nslots * tp->slot_size;
+	return b + (tp->rbuf ? tp->rcap : 0) + (tp->wbuf ? tp->wcap : 0);
+}
+
 void sio_tp_rx_release(sio_tp *tp)
 {
 	if (tp->rdirty) {
 		for (unsigned i = 0; i < tp->rdirty; i++)
 			if (tp->rdirty_len[i])
-				sodium_memzero(tp->slots + (size_t)i * tp->slot_size, tp->rdirty_len[i]);
+				sodium_memzero(slot_at(tp, i), tp->rdirty_len[i]);
 		memset(tp->rdirty_len, 0, tp->rdirty * sizeof(tp->rdirty_len[0]));
 		tp->rdirty = 0;
 	}
@@ -205,6 +278,11 @@ void sio_tp_close(sio_tp *tp)
 				(void)fcntl(tp->wfd, F_SETFL, tp->wflags);
 		}
 	}
+	if (tp->cslot)
+		for (unsigned i = 0; i < tp->nslots; i++)
+			free(tp->cslot[i]);
+	free(tp->cslot);
+	tp->cslot = NULL;
 	free(tp->slots);
 	free(tp->rmsgs);
 	free(tp->riov);
@@ -574,6 +652,8 @@ static uint32_t get_be32(const uint8_t *p)
 
 static int send_stream(sio_tp *tp, const struct iovec *pkts, size_t n)
 {
+	if (tp->custom && stream_bufs(tp) != 0)
+		return SIO_ENOMEM;
 	int fr = sio_tp_flush(tp);
 	if (fr <= 0)
 		return fr;
@@ -642,8 +722,17 @@ static int recv_dgram(sio_tp *tp, sio_tp_packet_fn fn, void *ctx)
 	unsigned n = tp->nslots, got = 0;
 	int delivered = 0;
 	if (tp->custom || !tp->rsock) {
+		uint32_t lens[SIO_TP_BATCH];
+		int fresh = 0; /* custom: slot 0 was allocated by this call */
 		for (got = 0; got < n; got++) {
-			uint8_t *slot = tp->slots + (size_t)got * tp->slot_size;
+			if (got == 0)
+				fresh = tp->custom && (!tp->cslot || !tp->cslot[0]);
+			uint8_t *slot = tp->custom ? cslot_get(tp, got) : slot_at(tp, got);
+			if (!slot) {
+				if (got)
+					break; /* those first: memory may come back */
+				return SIO_ENOMEM;
+			}
 			ssize_t r = tp->custom ? tp->cb_recv(tp->cb_ctx, slot, tp->slot_size)
 					       : read(tp->rfd, slot, tp->slot_size);
 			if (r < 0 && !tp->custom)
@@ -662,11 +751,13 @@ static int recv_dgram(sio_tp *tp, sio_tp_packet_fn fn, void *ctx)
 				tp->ended = 1;
 				break;
 			}
-			tp->riov[got].iov_len = (size_t)r;
+			lens[got] = (uint32_t)r;
 		}
+		if (fresh && got == 0)
+			sio_tp_trim(tp); /* an idle session's poll found nothing: keep none */
 		for (unsigned i = 0; i < got; i++) {
-			dirty_slot(tp, i, tp->riov[i].iov_len);
-			fn(ctx, tp->slots + (size_t)i * tp->slot_size, tp->riov[i].iov_len, NULL, 0);
+			dirty_slot(tp, i, lens[i]);
+			fn(ctx, slot_at(tp, i), lens[i], NULL, 0);
 			delivered++;
 		}
 		return tp->ended ? SIO_TP_EOF : delivered;
@@ -724,6 +815,8 @@ static int recv_dgram(sio_tp *tp, sio_tp_packet_fn fn, void *ctx)
 static int recv_stream(sio_tp *tp, sio_tp_packet_fn fn, void *ctx)
 {
 	int delivered = 0;
+	if (tp->custom && stream_bufs(tp) != 0)
+		return SIO_ENOMEM;
 	/* Packets of the previous call are released now: compact. */
 	if (tp->rpos == tp->rlen) {
 		tp->rpos = tp->rlen = 0;

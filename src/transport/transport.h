@@ -17,7 +17,9 @@
  * so one thread may send while another receives on a connected descriptor
  * transport (not on unconnected datagram sockets, whose peer address the
  * receiving side may change, nor on callbacks). Nothing here allocates after
- * sio_tp_open().
+ * sio_tp_open(), except the buffers of custom callbacks: allocated when a
+ * first packet needs them (a listener holds thousands of mostly idle
+ * peers), returned by sio_tp_trim().
  */
 #ifndef SIO_TRANSPORT_H
 #define SIO_TRANSPORT_H
@@ -80,8 +82,11 @@ typedef struct sio_tp {
 
 	size_t max_record; /* largest record/datagram accepted or sent */
 
-	/* datagram receive slots */
-	uint8_t *slots;  /* nslots * slot_size */
+	/* datagram receive slots: one block of nslots * slot_size, or (custom
+	 * callbacks) cslot[i], each allocated when a read first needs it and
+	 * freed by sio_tp_trim() */
+	uint8_t *slots;
+	uint8_t **cslot;
 	size_t slot_size;
 	unsigned nslots;
 	struct mmsghdr *rmsgs;
@@ -185,6 +190,14 @@ void sio_tp_rx_release(sio_tp *tp);
  * SIO_EUNREACH (a connected UNIX datagram socket's peer is gone), SIO_EIO
  * (see tp->saved_errno). Packets delivered before
  * the end in the same call were already passed to FN. */
+/* Custom callbacks only: frees the receive slots or stream buffers when they
+ * hold nothing (no packet handed out and not released, no unparsed or
+ * unwritten bytes); the next packet allocates them again. The session calls
+ * it when its core returned its own idle buffers. */
+void sio_tp_trim(sio_tp *tp);
+/* Bytes of those buffers held now (tests, benchmarks). */
+size_t sio_tp_held_bytes(const sio_tp *tp);
+
 int sio_tp_recv(sio_tp *tp, sio_tp_packet_fn fn, void *ctx);
 
 /* To an address not yet validated, at most this many times the bytes
