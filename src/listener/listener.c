@@ -157,6 +157,7 @@ static ssize_t l_recv(void *ctx, void *buf, size_t len)
 		free(p->q); /* an idle peer holds no queue */
 		p->q = NULL;
 		p->qhead = 0;
+		p->s->drv_backlog = 0;
 	}
 	p->handed = 1;
 	return (ssize_t)n;

@@ -301,7 +301,8 @@ static int feed(struct lworker *w, struct lpeer *p, sio_session *s, uint8_t *pkt
 			d = 0;
 		s->drv_active = 0;
 	} else {
-		(void)sio_l_enqueue(p, pkt, len, from, flen);
+		if (sio_l_enqueue(p, pkt, len, from, flen) == 0)
+			s->drv_backlog = 1;
 		d = 0; /* the run reads the queue when the session can take it */
 	}
 	int gone = s->free_on_exit;

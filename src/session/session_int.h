@@ -229,6 +229,7 @@ struct sio_session {
 	uint64_t drv_due;       /* deadline the heap holds */
 	uint64_t drv_deadline;  /* next deadline found by the last run */
 	int drv_active;         /* a driver thread is running us (drv_thread) */
+	int drv_backlog;        /* the driver holds input for us (our transport's recv) */
 	pthread_t drv_thread;
 	pthread_t thread;
 	int thread_started;
