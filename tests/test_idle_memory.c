@@ -130,7 +130,7 @@ int main(void)
 	CHECK_OK(sio_init());
 	CHECK_OK(sio_identity_generate(&srv_id));
 	sio_identity_public_key(srv_id, srv_pk);
-	struct sockaddr_in sa;
+	struct sockaddr_in sa = {0};
 	int sfd = udp_bound(&sa);
 	CHECK(sfd >= 0);
 	sio_listener *l = NULL;

@@ -132,6 +132,48 @@ static ssize_t l_send(void *ctx, const void *buf, size_t len)
 	}
 }
 
+/* Several datagrams at once (one system call), as l_send would send them. */
+static int l_sendv(void *ctx, const struct iovec *pkts, size_t n)
+{
+	struct lpeer *p = ctx;
+	if (atomic_load_explicit(&p->detached, memory_order_relaxed))
+		return -EPIPE;
+	struct mmsghdr m[SIO_TP_BATCH];
+	size_t k = 0, i;
+	if (n > SIO_TP_BATCH)
+		n = SIO_TP_BATCH;
+	for (i = 0; i < n; i++) {
+		if (!p->validated) {
+			/* (what the amplification limit withholds counts as sent) */
+			if (p->tx_unval + pkts[i].iov_len > SIO_L_AMP_FACTOR * p->rx_unval) {
+				wcount(p->w, WS_AMP);
+				continue;
+			}
+			p->tx_unval += pkts[i].iov_len;
+		}
+		memset(&m[k].msg_hdr, 0, sizeof(m[k].msg_hdr));
+		m[k].msg_hdr.msg_iov = (struct iovec *)&pkts[i];
+		m[k].msg_hdr.msg_iovlen = 1;
+		m[k].msg_hdr.msg_name = &p->addr;
+		m[k].msg_hdr.msg_namelen = p->alen;
+		k++;
+	}
+	size_t done = 0;
+	while (done < k) {
+		int r = sendmmsg(p->w->fd, m + done, (unsigned)(k - done), MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (r > 0) {
+			done += (size_t)r;
+			continue;
+		}
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && k == n)
+			return (int)done; /* the socket is full: the rest later */
+		break; /* lost on the path (refused, unreachable, ...) */
+	}
+	return (int)n;
+}
+
 /* The packets that waited while the session could not take them, one at a
  * time: the session reports (pkt_hook) whether one was authentic before it
  * gets the next, so we know which source to adopt. The worker's thread. */
@@ -578,6 +620,7 @@ static int peer_session(struct sio_listener *l, struct lworker *w, struct lpeer 
 	if (sio_session_new(&s, l->id, NULL, &t, &l->sopts, &cb) != 0)
 		return -1;
 	s->rd_limit = l->lo.peer_unread_bytes;
+	s->tp.cb_sendv = l_sendv; /* (internal: batches of a flush in one call) */
 	/* a responder to an address that has not proven it hears us: no
 	 * retransmission on its own timer, the client drives retries
 	 * (docs/PROTOCOL.md §4.5, §13.5) */

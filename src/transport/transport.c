@@ -496,6 +496,14 @@ static int send_dgram(sio_tp *tp, const struct iovec *pkts, size_t n)
 /* send_dgram() once the peer and the number of packets are settled. */
 static int send_dgram_to(sio_tp *tp, const struct iovec *pkts, size_t n)
 {
+	if (tp->custom && tp->cb_sendv && n > 1) {
+		int r = tp->cb_sendv(tp->cb_ctx, pkts, n);
+		if (r < 0)
+			return fatal_tx(tp, -r);
+		if ((size_t)r < n)
+			tp->wblocked = 1;
+		return r;
+	}
 	if (tp->custom) {
 		size_t i;
 		for (i = 0; i < n; i++) {

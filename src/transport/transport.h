@@ -76,6 +76,10 @@ typedef struct sio_tp {
 
 	/* custom transport */
 	ssize_t (*cb_send)(void *ctx, const void *buf, size_t len);
+	/* Optional (set by the library's own callback transports, a listener's
+	 * peers): sends several datagrams at once; returns how many were taken
+	 * (0: the socket is full) or a negative errno. */
+	int (*cb_sendv)(void *ctx, const struct iovec *pkts, size_t n);
 	ssize_t (*cb_recv)(void *ctx, void *buf, size_t len);
 	int cb_poll_fd;
 	void *cb_ctx;
