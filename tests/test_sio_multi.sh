@@ -19,6 +19,11 @@ for k in udp unixgram; do
 	hpid=$!
 	BG_PIDS+=("$hpid")
 	wait_ready "$a" "$hpid"
+	# the hub's workers share its port (SO_REUSEPORT): another process
+	# must still be told the port is taken, not get a share of it
+	timeout "$TMO" "$SIO" listen --multi -i "$T/hub" "$a" </dev/null >/dev/null 2>"$T/dup.err" 7>&-
+	check_eq "$k: a second hub on the same address: exit 1" 1 "$?"
+	check "$k: a second hub: address in use" grep -q "address in use" "$T/dup.err"
 
 	pids=()
 	for i in 1 2 3 4 5 6 7 8; do
