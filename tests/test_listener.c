@@ -94,12 +94,76 @@ static void client_close(struct client *c)
 	c->id = NULL;
 }
 
+/* The tests written for the blocking style run a second time in event-loop
+ * style (g_style 1): the listener is then driven by a thread of the test
+ * that polls sio_listener_fd() and calls sio_listener_process(), as a
+ * program's loop would; acc() and srv_read() wait by polling, since calls
+ * on an event-loop listener and its sessions never block. */
+static int g_style;
+static sio_listener *pump_l;
+static atomic_int pump_stop;
+static pthread_t pump_thread;
+
+static void *pump_main(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&pump_stop)) {
+		struct pollfd pf = {sio_listener_fd(pump_l), POLLIN, 0};
+		int to = sio_listener_timeout_ms(pump_l);
+		poll(&pf, 1, to < 0 || to > 20 ? 20 : to);
+		CHECK_OK(sio_listener_process(pump_l));
+	}
+	return NULL;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+static int accept_wait(sio_listener *l, sio_session **s, int timeout_ms)
+{
+	if (l != pump_l)
+		return sio_listener_accept(l, s, timeout_ms);
+	for (int waited = 0;; waited++) {
+		int r = sio_listener_accept(l, s, 0);
+		if (r != SIO_EAGAIN || waited >= timeout_ms)
+			return r == SIO_EAGAIN ? SIO_ETIMEDOUT : r;
+		sleep_ms(1);
+	}
+}
+
+/* Reads from an accepted session S (of the listener being pumped, or not). */
+static ssize_t srv_read(sio_session *s, void *buf, size_t len, int timeout_ms)
+{
+	if (!pump_l || timeout_ms == 0)
+		return sio_read_timeout(s, buf, len, timeout_ms);
+	for (int waited = 0;; waited++) {
+		ssize_t r = sio_read_timeout(s, buf, len, 0);
+		if (r != SIO_EAGAIN || waited >= timeout_ms)
+			return r == SIO_EAGAIN ? SIO_ETIMEDOUT : r;
+		sleep_ms(1);
+	}
+}
+
+/* Frees L (stopping the test's loop first when it drives L). */
+static void lclose(sio_listener *l)
+{
+	if (l && l == pump_l) {
+		atomic_store(&pump_stop, 1);
+		pthread_join(pump_thread, NULL);
+		pump_l = NULL;
+	}
+	sio_listener_free(l);
+}
+
 /* Server side of one accepted session: reads "peer N" and answers
  * "ack N <fingerprint>"; checks that N's key is the one proven. */
 static int serve_one(sio_session *s, struct client *cl, int n)
 {
 	char buf[256];
-	ssize_t r = sio_read_timeout(s, buf, sizeof(buf) - 1, 20000);
+	ssize_t r = srv_read(s, buf, sizeof(buf) - 1, 20000);
 	if (r <= 0)
 		return -1;
 	buf[r] = 0;
@@ -138,6 +202,20 @@ static int client_check(struct client *c, int idx)
  * with LOOP, in event-loop style. */
 static int last_sfd; /* the socket of the last listener_open() */
 
+/* Starts L in blocking style, or (g_style 1) in event-loop style driven by
+ * the test's loop thread. */
+static void start_style(sio_listener *l)
+{
+	if (!g_style) {
+		CHECK_OK(sio_listener_start(l));
+		return;
+	}
+	CHECK_OK(sio_listener_start_loop(l));
+	pump_l = l;
+	atomic_store(&pump_stop, 0);
+	CHECK(pthread_create(&pump_thread, NULL, pump_main, NULL) == 0);
+}
+
 static sio_listener *listener_open(struct sockaddr_in *sa, sio_listener_options *lo,
 				   const sio_remote *allowed, int loop)
 {
@@ -146,8 +224,10 @@ static sio_listener *listener_open(struct sockaddr_in *sa, sio_listener_options 
 	lo->close_fd = 1;
 	sio_listener *l = NULL;
 	CHECK_OK(sio_listener_new(&l, srv_id, sfd, allowed, lo));
-	if (l)
-		CHECK_OK(loop ? sio_listener_start_loop(l) : sio_listener_start(l));
+	if (l && loop)
+		CHECK_OK(sio_listener_start_loop(l));
+	else if (l)
+		start_style(l);
 	return l;
 }
 
@@ -188,7 +268,7 @@ static void test_many_and_auth(void)
 	static sio_session *acc[MAXPEERS];
 	int nacc = 0;
 	for (int i = 0; i < NPEERS; i++)
-		if (sio_listener_accept(l, &acc[nacc], 30000) == 0)
+		if (accept_wait(l, &acc[nacc], 30000) == 0)
 			nacc++;
 	CHECK_EQ(nacc, NPEERS);
 	for (int i = 0; i < NPEERS; i++) {
@@ -232,7 +312,7 @@ static void test_many_and_auth(void)
 	cl[NPEERS].srv = NULL;
 	CHECK_OK(client_open(&cl[NPEERS], &sa, 0));
 	sio_session *late = NULL;
-	CHECK_OK(sio_listener_accept(l, &late, 30000));
+	CHECK_OK(accept_wait(l, &late, 30000));
 	char late_msg[32];
 	int lm = snprintf(late_msg, sizeof(late_msg), "peer %d", NPEERS);
 	CHECK_EQ(sio_write(cl[NPEERS].s, late_msg, (size_t)lm), lm);
@@ -247,7 +327,7 @@ static void test_many_and_auth(void)
 	sio_session_free(late);
 	sio_listener_stats_get(l, &st);
 	CHECK_EQ(st.sessions, 0);
-	sio_listener_free(l);
+	lclose(l);
 	sio_remote_free(allowed);
 }
 
@@ -261,12 +341,12 @@ static void test_roaming(void)
 	memset(&c, 0, sizeof(c));
 	CHECK_OK(client_open(&c, &sa, 0));
 	sio_session *s = NULL;
-	CHECK_OK(sio_listener_accept(l, &s, 30000));
+	CHECK_OK(accept_wait(l, &s, 30000));
 	if (!s)
 		return;
 	char buf[64];
 	CHECK_EQ(sio_write(c.s, "one", 3), 3);
-	CHECK_EQ(sio_read_timeout(s, buf, sizeof(buf), 20000), 3);
+	CHECK_EQ(srv_read(s, buf, sizeof(buf), 20000), 3);
 
 	/* forged packet with the client's connection id from another address:
 	 * the listener routes it to the session, which cannot authenticate
@@ -291,14 +371,14 @@ static void test_roaming(void)
 	CHECK(dup2(nfd, c.fd) == c.fd);
 	close(nfd);
 	CHECK_EQ(sio_write(c.s, "three", 5), 5);
-	CHECK_EQ(sio_read_timeout(s, buf, sizeof(buf), 20000), 5);
+	CHECK_EQ(srv_read(s, buf, sizeof(buf), 20000), 5);
 	CHECK_EQ(sio_write(s, "four", 4), 4);
 	CHECK_EQ(sio_read_timeout(c.s, buf, sizeof(buf), 20000), 4);
 	sio_listener_stats_get(l, &st);
 	CHECK_EQ(st.roams, 1);
 	client_close(&c);
 	sio_session_free(s);
-	sio_listener_free(l);
+	lclose(l);
 }
 
 static void test_flood(void)
@@ -350,7 +430,7 @@ static void test_flood(void)
 	int acc = 0;
 	sio_session *s[NC];
 	for (int i = 0; i < NC; i++)
-		if (sio_listener_accept(l, &s[acc], 30000) == 0)
+		if (accept_wait(l, &s[acc], 30000) == 0)
 			acc++;
 	CHECK_EQ(acc, NC);
 	sio_listener_stats st;
@@ -367,7 +447,7 @@ static void test_flood(void)
 	for (int i = 0; i < acc; i++)
 		sio_session_free(s[i]);
 	close(evil);
-	sio_listener_free(l);
+	lclose(l);
 }
 
 /* Event-loop style: the listener and accepted sessions driven by poll(). */
@@ -417,7 +497,7 @@ static void test_loop(void)
 		client_close(&c[i]);
 	for (int i = 0; i < acc; i++)
 		sio_session_free(s[i]);
-	sio_listener_free(l);
+	lclose(l);
 }
 
 /* IPv6: a listener on [::1] that asks every new peer for a cookie (the
@@ -456,7 +536,7 @@ static void test_ipv6(void)
 	lo.cookie_threshold = 1; /* every new peer echoes a cookie first */
 	sio_listener *l = NULL;
 	CHECK_OK(sio_listener_new(&l, srv_id, sfd, NULL, &lo));
-	CHECK_OK(sio_listener_start(l));
+	start_style(l);
 	enum { N6 = 3 };
 	struct client c[N6];
 	sio_session *s[N6] = {0};
@@ -484,7 +564,7 @@ static void test_ipv6(void)
 		CHECK_EQ(sio_write(c[i].s, msg, (size_t)m), m);
 	}
 	for (int k = 0; k < N6; k++) {
-		CHECK_OK(sio_listener_accept(l, &s[k], 30000));
+		CHECK_OK(accept_wait(l, &s[k], 30000));
 		if (s[k])
 			CHECK_OK(serve_one(s[k], c, N6));
 	}
@@ -506,7 +586,7 @@ static void test_ipv6(void)
 		if (!s[k] || sio_session_remote_key(s[k], pk) != 0 || memcmp(pk, pk0, 32) != 0)
 			continue;
 		CHECK_EQ(sio_write(c[0].s, "moved", 5), 5);
-		CHECK_EQ(sio_read_timeout(s[k], buf, sizeof(buf), 20000), 5);
+		CHECK_EQ(srv_read(s[k], buf, sizeof(buf), 20000), 5);
 		CHECK_EQ(sio_write(s[k], "seen", 4), 4);
 		CHECK_EQ(sio_read_timeout(c[0].s, buf, sizeof(buf), 20000), 4);
 	}
@@ -516,7 +596,7 @@ static void test_ipv6(void)
 		client_close(&c[i]);
 		sio_session_free(s[i]);
 	}
-	sio_listener_free(l);
+	lclose(l);
 }
 
 /* Drives a loop-mode listener until its socket has nothing left. */
@@ -602,7 +682,7 @@ static void test_psk_admission(void)
 			CHECK_EQ(st.drop_unknown, 300);   /* wrapped: not our kind */
 			CHECK_EQ(st.drop_malformed, 100); /* random plain: bad layout */
 		}
-		sio_listener_free(l);
+		lclose(l);
 	}
 	close(junk);
 }
@@ -640,7 +720,7 @@ static void test_flood_returns(void)
 	sio_listener_stats st;
 	sio_listener_stats_get(l, &st);
 	CHECK(st.drop_unknown > 0);
-	sio_listener_free(l);
+	lclose(l);
 }
 
 /* Half-open exchanges that expire while they complete: with a 1 ms
@@ -654,7 +734,7 @@ static void *acceptor(void *arg) /* CHECK is not thread-safe: counts into race_b
 	sio_listener *l = arg;
 	while (atomic_load(&racing)) {
 		sio_session *s = NULL;
-		if (sio_listener_accept(l, &s, 20) != 0)
+		if (accept_wait(l, &s, 20) != 0)
 			continue;
 		uint8_t pk[32];
 		for (int i = 0; i < 10; i++) {
@@ -709,7 +789,7 @@ static void test_expiry_race(void)
 	printf("expiry race: accepted %llu, expired %llu\n", (unsigned long long)st.accepted,
 	       (unsigned long long)st.expired);
 	CHECK(st.expired > 0);
-	sio_listener_free(l);
+	lclose(l);
 }
 
 static uint64_t now_ms(void)
@@ -792,7 +872,7 @@ static void amp_case(const uint8_t *psk, int ncid)
 	CHECK(back <= 3 * sent);  /* and no more than allowed */
 	CHECK_EQ(st.drop_replay, (uint64_t)(ncid - 1));
 	close(att);
-	sio_listener_free(l);
+	lclose(l);
 }
 
 /* Event loop: drives the listener L, the client C and (if not NULL) the
@@ -917,7 +997,7 @@ static void test_cookie_replies(void)
 		sio_session_free(s);
 		client_close(&c);
 		close(att);
-		sio_listener_free(l);
+		lclose(l);
 	}
 	client_loop = 0;
 }
@@ -941,7 +1021,7 @@ static void test_memory_budget(void)
 	memset(c, 0, sizeof(c));
 	for (int i = 0; i < 3; i++) {
 		CHECK_OK(client_open(&c[i], &sa, 0));
-		CHECK_OK(sio_listener_accept(l, &s[i], 20000));
+		CHECK_OK(accept_wait(l, &s[i], 20000));
 	}
 	sio_listener_stats st;
 	sio_listener_stats_get(l, &st);
@@ -970,7 +1050,7 @@ static void test_memory_budget(void)
 	sio_listener_stats_get(l, &st);
 	CHECK_EQ(st.memory, 2 * full);
 	CHECK_OK(client_open(&c[4], &sa, 0));
-	CHECK_OK(sio_listener_accept(l, &s[4], 20000));
+	CHECK_OK(accept_wait(l, &s[4], 20000));
 	CHECK_EQ(sio_write(c[4].s, "peer 4", 6), 6);
 	CHECK_OK(serve_one(s[4], c, NB));
 	CHECK_OK(client_check(&c[4], 4));
@@ -978,7 +1058,7 @@ static void test_memory_budget(void)
 		client_close(&c[i]);
 		sio_session_free(s[i]);
 	}
-	sio_listener_free(l);
+	lclose(l);
 }
 
 static void test_amplification(void)
@@ -998,17 +1078,22 @@ int main(void)
 		NPEERS = atoi(np);
 	CHECK_OK(sio_identity_generate(&srv_id));
 	sio_identity_public_key(srv_id, srv_pk);
-	test_many_and_auth();
-	test_roaming();
-	test_flood();
+	/* the tests written for the blocking style, then again in event-loop
+	 * style; the others drive an event-loop listener themselves */
+	for (g_style = 0; g_style < 2; g_style++) {
+		printf("test_listener: %s style\n", g_style ? "event-loop" : "blocking");
+		test_many_and_auth();
+		test_roaming();
+		test_flood();
+		test_ipv6();
+		test_expiry_race();
+		test_amplification();
+		test_memory_budget();
+	}
 	test_loop();
-	test_ipv6();
 	test_psk_admission();
 	test_flood_returns();
-	test_expiry_race();
-	test_amplification();
 	test_cookie_replies();
-	test_memory_budget();
 	sio_identity_free(srv_id);
 	return check_done("test_listener");
 }
