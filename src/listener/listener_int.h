@@ -96,7 +96,7 @@ struct lworker;
  * table and list links: w->mu; addr, cand, validated, rx_unval, tx_unval:
  * the session's lock (sends and input run under it); q (input waiting while
  * the session cannot take it): w's thread only; established, accepted,
- * in_acceptq, anext, reserved: l->mu; failed and detached are atomic. */
+ * in_acceptq, anext, reserved: l->mu; failed, detached and dud are atomic. */
 struct lpeer {
 	uint8_t cid[SIO_LISTENER_CID_BYTES];
 	struct lworker *w;
@@ -124,6 +124,12 @@ struct lpeer {
 	uint64_t created_ns;
 	int established, accepted, in_acceptq;
 	atomic_int failed, detached;
+	/* its session has not accepted a key-exchange message yet (kx_ok 0)
+	 * and dropped one: the message that created it was forged (a bad
+	 * signature, ...), so the sweep frees it now rather than at the
+	 * half-open timeout (pkt_hook; W's thread) */
+	int kx_ok;
+	atomic_int dud;
 	struct lpeer *anext;          /* accept queue */
 };
 
