@@ -714,6 +714,25 @@ struct lpeer *sio_l_peer_new(struct lworker *w, const uint8_t *cid, const uint8_
 	return p;
 }
 
+void sio_l_reap_dud(struct lworker *w, struct lpeer *p)
+{
+	struct sio_listener *l = w->l;
+	pthread_mutex_lock(&w->mu);
+	sio_session *s = p->s;
+	int go = s && p->in_half && !atomic_load(&p->detached) && atomic_load(&p->dud);
+	pthread_mutex_unlock(&w->mu);
+	if (!go)
+		return;
+	pthread_mutex_lock(&s->sh->mu);
+	go = !s->core_start_deferred; /* never wait for a signer: the sweep will */
+	pthread_mutex_unlock(&s->sh->mu);
+	if (!go)
+		return;
+	atomic_store(&p->detached, 1);
+	sio_l_count(l, &l->st.expired);
+	sio_session_free(s); /* free_hook removes the entry */
+}
+
 /* Frees the sessions of half-open exchanges that failed or took too long
  * (W's thread, W's peers only). */
 void sio_l_sweep(struct lworker *w, uint64_t now)
