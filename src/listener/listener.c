@@ -244,6 +244,21 @@ static void pkt_hook(void *ctx, const uint8_t *pkt, int auth)
 	struct lpeer *p = ctx;
 	(void)pkt;
 	p->handed = 0;
+	/* A half-open slot is held only by an exchange that may succeed: the
+	 * first message the session took (the one admission let through:
+	 * layout and identity only, no signature check there) failed its
+	 * checks, so one host without any valid key could otherwise keep
+	 * every slot busy until the half-open timeout. A valid message before
+	 * the sweep (the client's own, after a forged copy under its id) keeps
+	 * the slot. */
+	if (!p->kx_ok) {
+		if (auth == SIO_CORE_RX_KX) {
+			p->kx_ok = 1;
+			atomic_store(&p->dud, 0);
+		} else if (auth == SIO_CORE_RX_DROP) {
+			atomic_store(&p->dud, 1);
+		}
+	}
 	/* roaming: only an authenticated data packet moves the peer, and it
 	 * validates the address it came from (a key-exchange message does
 	 * neither: anyone can replay one) */
@@ -699,6 +714,25 @@ struct lpeer *sio_l_peer_new(struct lworker *w, const uint8_t *cid, const uint8_
 	return p;
 }
 
+void sio_l_reap_dud(struct lworker *w, struct lpeer *p)
+{
+	struct sio_listener *l = w->l;
+	pthread_mutex_lock(&w->mu);
+	sio_session *s = p->s;
+	int go = s && p->in_half && !atomic_load(&p->detached) && atomic_load(&p->dud);
+	pthread_mutex_unlock(&w->mu);
+	if (!go)
+		return;
+	pthread_mutex_lock(&s->sh->mu);
+	go = !s->core_start_deferred; /* never wait for a signer: the sweep will */
+	pthread_mutex_unlock(&s->sh->mu);
+	if (!go)
+		return;
+	atomic_store(&p->detached, 1);
+	sio_l_count(l, &l->st.expired);
+	sio_session_free(s); /* free_hook removes the entry */
+}
+
 /* Frees the sessions of half-open exchanges that failed or took too long
  * (W's thread, W's peers only). */
 void sio_l_sweep(struct lworker *w, uint64_t now)
@@ -712,7 +746,8 @@ void sio_l_sweep(struct lworker *w, uint64_t now)
 		for (struct lpeer *p = w->half; p && nc < 64; p = p->hnext_half) {
 			if (!p->s || atomic_load(&p->detached))
 				continue;
-			if (atomic_load(&p->failed) || now - p->created_ns > l->half_open_timeout_ns) {
+			if (atomic_load(&p->failed) || atomic_load(&p->dud) ||
+			    now - p->created_ns > l->half_open_timeout_ns) {
 				dp[nc] = p;
 				dead[nc++] = p->s;
 			}

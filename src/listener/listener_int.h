@@ -96,7 +96,7 @@ struct lworker;
  * table and list links: w->mu; addr, cand, validated, rx_unval, tx_unval:
  * the session's lock (sends and input run under it); q (input waiting while
  * the session cannot take it): w's thread only; established, accepted,
- * in_acceptq, anext, reserved: l->mu; failed and detached are atomic. */
+ * in_acceptq, anext, reserved: l->mu; failed, detached and dud are atomic. */
 struct lpeer {
 	uint8_t cid[SIO_LISTENER_CID_BYTES];
 	struct lworker *w;
@@ -124,6 +124,12 @@ struct lpeer {
 	uint64_t created_ns;
 	int established, accepted, in_acceptq;
 	atomic_int failed, detached;
+	/* its session has not accepted a key-exchange message yet (kx_ok 0)
+	 * and dropped one: the message that created it was forged (a bad
+	 * signature, ...), so it is freed at once (sio_l_reap_dud, or the
+	 * sweep) rather than at the half-open timeout (pkt_hook; W's thread) */
+	int kx_ok;
+	atomic_int dud;
 	struct lpeer *anext;          /* accept queue */
 };
 
@@ -264,6 +270,9 @@ struct lpeer *sio_l_peer_new(struct lworker *w, const uint8_t *cid, const uint8_
 struct lpeer *sio_l_lookup(struct lworker *w, const uint8_t *cid);
 /* Worker thread: half-open exchanges that failed or took too long go. */
 void sio_l_sweep(struct lworker *w, uint64_t now);
+/* W's thread, after the datagram that created P went to its session: if
+ * that message failed its checks (and no valid one came), P goes now. */
+void sio_l_reap_dud(struct lworker *w, struct lpeer *p);
 /* Queues a copy of PKT for P (its session cannot take it now); 0 or -1
  * (dropped: counted). W's thread, the session's lock held. */
 int sio_l_enqueue(struct lpeer *p, const uint8_t *pkt, size_t len, const struct sockaddr *from,

@@ -327,6 +327,7 @@ static void deliver(struct lworker *w, const uint8_t *cid, uint8_t *pkt, size_t 
 {
 	pthread_mutex_lock(&w->mu);
 	struct lpeer *p = sio_l_lookup(w, cid);
+	int fresh = !p;
 	if (!p) {
 		/* (only this thread adds or frees peers it has not handed to
 		 * the program: the new one stays until it is used below) */
@@ -345,7 +346,25 @@ static void deliver(struct lworker *w, const uint8_t *cid, uint8_t *pkt, size_t 
 	w->cur = s;
 	rq_remove(w, s); /* (it runs now) */
 	pthread_mutex_unlock(&w->mu);
-	feed(w, p, s, pkt, plen, from, flen);
+	int gone = feed(w, p, s, pkt, plen, from, flen);
+	if (!fresh || gone)
+		return;
+	/* A new peer whose first message failed its checks (a forged
+	 * signature: admission verifies none) gives its half-open slot and
+	 * its memory back at once, so that a flood of them cannot keep them.
+	 * A new session usually has its start to report first, so its message
+	 * waited in its queue: run it now. (P stays valid: one message cannot
+	 * establish it, so the program cannot hold it yet.) */
+	pthread_mutex_lock(&w->mu);
+	int again = p->s == s && s->drv_queued && !w->cur;
+	if (again) {
+		rq_remove(w, s);
+		w->cur = s;
+	}
+	pthread_mutex_unlock(&w->mu);
+	if (again && run(w, s))
+		return;
+	sio_l_reap_dud(w, p);
 }
 
 /* Hands a datagram to its owner O (a copy: the buffer is W's). */
