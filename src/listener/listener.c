@@ -249,8 +249,8 @@ static void pkt_hook(void *ctx, const uint8_t *pkt, int auth)
 	 * layout and identity only, no signature check there) failed its
 	 * checks, so one host without any valid key could otherwise keep
 	 * every slot busy until the half-open timeout. A valid message before
-	 * the sweep (the client's own, after a forged copy under its id) keeps
-	 * the slot. */
+	 * the entry is freed (the client's own, after a forged copy under its
+	 * id) keeps the slot. */
 	if (!p->kx_ok) {
 		if (auth == SIO_CORE_RX_KX) {
 			p->kx_ok = 1;

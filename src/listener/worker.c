@@ -284,6 +284,14 @@ static int feed(struct lworker *w, struct lpeer *p, sio_session *s, uint8_t *pkt
 {
 	pthread_mutex_lock(&s->sh->mu);
 	sio_l_note_rx(p, len, from, flen);
+	if (s->evn > 0 && !s->dispatching && !s->core_busy) {
+		/* what happened since its last run (a new session: its start)
+		 * is reported first, so that the packet need not wait */
+		s->drv_active = 1;
+		s->drv_thread = pthread_self();
+		sio_dispatch(s);
+		s->drv_active = 0;
+	}
 	uint64_t d;
 	if (atomic_load(&s->state) == SIO_STATE_CLOSED) {
 		ws_add(w, WS_UNKNOWN); /* its session is ending */
