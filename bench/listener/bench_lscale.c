@@ -779,11 +779,13 @@ static void print_drain(int peers, int workers, const struct result *r)
 	uint64_t inq = r->sent - r->kdrops - r->lost;
 	printf("lscale peers %d workers %d drain: %llu datagrams sent (offered %.0f/s), %llu dropped by "
 	       "the kernel, %.0f bytes per queued datagram, rcvbuf %ld (%s); delivered %llu in %.3f s "
-	       "from gate open: %.0f msg/s %.1f MB/s, listener CPU %.2f cores (others %.2f); per worker",
+	       "from gate open: %.0f msg/s %.1f MB/s, listener CPU %.2f cores (others %.2f), %.0f msg per "
+	       "listener CPU-second; per worker",
 	       peers, workers, (unsigned long long)r->sent, r->offered, (unsigned long long)r->kdrops,
 	       inq ? (double)r->queued_bytes / (double)inq : 0, r->rcvbuf,
 	       r->forced ? "SO_RCVBUFFORCE" : "SO_RCVBUF", (unsigned long long)r->delivered, r->window,
-	       r->mps, r->mbps, r->cpu, r->machine > r->cpu ? r->machine - r->cpu : 0);
+	       r->mps, r->mbps, r->cpu, r->machine > r->cpu ? r->machine - r->cpu : 0,
+	       r->cpu > 0 ? r->mps / r->cpu : 0);
 	for (int i = 0; i < r->nw && i < MAXW; i++)
 		printf(" %llu in %.3f s", (unsigned long long)r->wmsgs[i], r->wtime[i]);
 	printf("; per peer at half drain min %llu max %llu (x%.2f; 0: starved); gated %d, lost %llu, "
@@ -911,28 +913,31 @@ int main(int argc, char **argv)
 				  : "senders and listener share the cores: not compared with the target");
 		}
 		if (nw >= 2 && drain_ok) {
-			double m[8], lo = 1e9, hi = 0, worst = 0;
+			double m[8], e[8], lo = 1e9, hi = 0, worst = 0;
 			for (int w = 0; w < nw; w++) {
-				double v[8];
+				double v[8], c[8];
 				for (int k = 0; k < reps; k++) {
 					v[k] = dr[k][w].mps;
+					c[k] = dr[k][w].cpu > 0 ? dr[k][w].mps / dr[k][w].cpu : 0;
 					double f = worst_fair(&dr[k][w], 1);
 					worst = f > worst || f == 0 ? f : worst;
 				}
 				m[w] = median(v, reps);
+				e[w] = median(c, reps);
 			}
 			for (int k = 0; k < reps; k++) {
 				double x = dr[k][0].mps > 0 ? dr[k][nw - 1].mps / dr[k][0].mps : 0;
 				lo = x < lo ? x : lo;
 				hi = x > hi ? x : hi;
 			}
-			if (m[0] > 0)
+			if (m[0] > 0 && e[0] > 0)
 				printf("lscale peers %d drain: workers %d / workers %d = %.2fx (medians of %d rounds: "
 				       "%.0f / %.0f msg/s; rounds %.2f-%.2fx) (target >= 1.6x), fairness max/min at "
 				       "half drain %.2f (target <= 2): the figure compared with the targets (senders "
-				       "out of the window, the cores are the listener's)\n",
+				       "out of the window, the cores are the listener's); per listener CPU-second "
+				       "%.0f / %.0f msg = %.2f (1.00: no cost to spreading)\n",
 				       peers[p], workers[nw - 1], workers[0], m[nw - 1] / m[0], reps, m[nw - 1], m[0],
-				       lo, hi, worst);
+				       lo, hi, worst, e[nw - 1], e[0], e[nw - 1] / e[0]);
 		}
 		fflush(stdout);
 	}
