@@ -795,6 +795,9 @@ static void print_drain(int peers, int workers, const struct result *r)
 	       (unsigned long long)r->workers, (unsigned long long)r->handoffs);
 }
 
+/* Other work below this many cores leaves a round "quiet". */
+#define QUIET 0.15
+
 static double median(double *v, int n)
 {
 	for (int i = 1; i < n; i++)
@@ -938,6 +941,29 @@ int main(int argc, char **argv)
 				       "%.0f / %.0f msg = %.2f (1.00: no cost to spreading)\n",
 				       peers[p], workers[nw - 1], workers[0], m[nw - 1] / m[0], reps, m[nw - 1], m[0],
 				       lo, hi, worst, e[nw - 1], e[0], e[nw - 1] / e[0]);
+			/* the rounds in which other work took (almost) nothing */
+			double qv[2][8];
+			int nq = 0;
+			for (int k = 0; k < reps; k++) {
+				int quiet = 1;
+				for (int w = 0; w < nw; w++)
+					quiet &= dr[k][w].machine - dr[k][w].cpu <= QUIET;
+				if (quiet) {
+					qv[0][nq] = dr[k][0].mps;
+					qv[1][nq++] = dr[k][nw - 1].mps;
+				}
+			}
+			if (nq > 0) {
+				double q0 = median(qv[0], nq), q1 = median(qv[1], nq);
+				printf("lscale peers %d drain, quiet rounds only (others <= %.2f cores in every run "
+				       "of the round): %d of %d, workers %d / workers %d = %.2fx (%.0f / %.0f msg/s)\n",
+				       peers[p], QUIET, nq, reps, workers[nw - 1], workers[0], q0 > 0 ? q1 / q0 : 0, q1,
+				       q0);
+			} else {
+				printf("lscale peers %d drain: no quiet round (other work took more than %.2f cores "
+				       "in at least one run of every round)\n",
+				       peers[p], QUIET);
+			}
 		}
 		fflush(stdout);
 	}
