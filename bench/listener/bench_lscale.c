@@ -941,29 +941,28 @@ int main(int argc, char **argv)
 				       "%.0f / %.0f msg = %.2f (1.00: no cost to spreading)\n",
 				       peers[p], workers[nw - 1], workers[0], m[nw - 1] / m[0], reps, m[nw - 1], m[0],
 				       lo, hi, worst, e[nw - 1], e[0], e[nw - 1] / e[0]);
-			/* the rounds in which other work took (almost) nothing */
-			double qv[2][8];
-			int nq = 0;
-			for (int k = 0; k < reps; k++) {
-				int quiet = 1;
-				for (int w = 0; w < nw; w++)
-					quiet &= dr[k][w].machine - dr[k][w].cpu <= QUIET;
-				if (quiet) {
-					qv[0][nq] = dr[k][0].mps;
-					qv[1][nq++] = dr[k][nw - 1].mps;
-				}
+			/* the runs in which other work took (almost) nothing,
+			 * each worker count's apart: on a shared machine few
+			 * rounds are quiet in both of their runs */
+			double q[8];
+			int nq[8], allq = 1;
+			for (int w = 0; w < nw; w++) {
+				double v[8];
+				nq[w] = 0;
+				for (int k = 0; k < reps; k++)
+					if (dr[k][w].machine - dr[k][w].cpu <= QUIET)
+						v[nq[w]++] = dr[k][w].mps;
+				q[w] = nq[w] ? median(v, nq[w]) : 0;
+				allq &= nq[w] > 0;
 			}
-			if (nq > 0) {
-				double q0 = median(qv[0], nq), q1 = median(qv[1], nq);
-				printf("lscale peers %d drain, quiet rounds only (others <= %.2f cores in every run "
-				       "of the round): %d of %d, workers %d / workers %d = %.2fx (%.0f / %.0f msg/s)\n",
-				       peers[p], QUIET, nq, reps, workers[nw - 1], workers[0], q0 > 0 ? q1 / q0 : 0, q1,
-				       q0);
-			} else {
-				printf("lscale peers %d drain: no quiet round (other work took more than %.2f cores "
-				       "in at least one run of every round)\n",
+			if (allq && q[0] > 0)
+				printf("lscale peers %d drain, quiet runs only (others <= %.2f cores): workers %d / "
+				       "workers %d = %.2fx (medians of %d and %d runs of %d: %.0f / %.0f msg/s)\n",
+				       peers[p], QUIET, workers[nw - 1], workers[0], q[nw - 1] / q[0], nq[nw - 1], nq[0],
+				       reps, q[nw - 1], q[0]);
+			else
+				printf("lscale peers %d drain: too few quiet runs (others <= %.2f cores) to compare\n",
 				       peers[p], QUIET);
-			}
 		}
 		fflush(stdout);
 	}
