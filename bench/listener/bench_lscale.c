@@ -535,9 +535,10 @@ static int run(int peers, int workers, int senders, size_t total, int drain, str
 		res->rcvbuf = got;
 		size_t fit = (size_t)got / DGRAM_COST * 9 / 10;
 		if (fit < total) {
-			printf("lscale peers %d workers %d drain: SO_RCVBUFFORCE refused, SO_RCVBUF gives %d "
-			       "bytes: about %zu datagrams fit, the drain sends that many, not %zu\n",
-			       peers, workers, got, fit, total);
+			printf("lscale peers %d workers %d drain: %s gives %d bytes: about %zu datagrams fit, "
+			       "the drain sends that many, not %zu\n",
+			       peers, workers, res->forced ? "SO_RCVBUFFORCE" : "SO_RCVBUFFORCE refused, SO_RCVBUF",
+			       got, fit, total);
 			total = fit;
 		}
 	}
