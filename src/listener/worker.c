@@ -304,7 +304,7 @@ static int feed(struct lworker *w, struct lpeer *p, sio_session *s, uint8_t *pkt
 		s->drv_thread = pthread_self();
 		sio_session_input(s, pkt, len);
 		sodium_memzero(pkt, len); /* decrypted in place: plaintext */
-		d = s->free_on_exit ? UINT64_MAX : sio_session_run(s);
+		d = sio_session_settle(s);
 		if (p->qlen > 0 && sio_session_can_input(s))
 			d = 0;
 		s->drv_active = 0;

@@ -329,6 +329,11 @@ void *sio_io_thread(void *arg); /* the I/O thread (blocking mode) */
 /* everything due now (as one turn of the I/O thread's loop); returns the
  * next deadline (<= now: run again soon), also kept in drv_deadline */
 uint64_t sio_session_run(sio_session *s);
+/* after sio_session_input(): what sio_session_run() computes once its step
+ * is done (the next deadline, the write queue armed), without the step:
+ * anything left to do (a timer due, events, a close, queued records) makes
+ * it return a time <= now, and the driver runs S */
+uint64_t sio_session_settle(sio_session *s);
 /* 1 if S can take a packet now (else the driver queues it) */
 int sio_session_can_input(const sio_session *s);
 /* one packet read by the driver (decrypted in place: the caller wipes it

@@ -407,6 +407,11 @@ uint64_t sio_session_run(sio_session *s)
 	/* (the driver hands most packets over as they come: the transport is
 	 * read only when some had to wait) */
 	step(s, s->drv_backlog);
+	return sio_session_settle(s);
+}
+
+uint64_t sio_session_settle(sio_session *s)
+{
 	if (s->free_on_exit)
 		return UINT64_MAX;
 	uint64_t now = sio_now_ns();
