@@ -488,10 +488,19 @@ static void run_due(struct lworker *w)
 	}
 }
 
+/* Whether W reads a socket: its own, or (worker 0) the program's. Workers
+ * that share the program's socket leave it to worker 0, which hands them
+ * their datagrams in the order it read them: two readers of one socket
+ * would let a peer's later datagram overtake an earlier one. */
+static int reads(const struct lworker *w)
+{
+	return w->idx == 0 || w->own_fd;
+}
+
 void sio_l_worker_turn(struct lworker *w)
 {
 	/* input first: a datagram's answer goes out before timers run */
-	for (int i = 0; i < RROUNDS; i++)
+	for (int i = 0; reads(w) && i < RROUNDS; i++)
 		if (read_batch(w) < RBATCH)
 			break;
 	pthread_mutex_lock(&w->mu);
@@ -556,7 +565,7 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&w->mu);
 		/* to the deadline itself: a merge delay is tens of microseconds */
 		struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
-		struct pollfd pf[2] = {{w->fd, POLLIN, 0}, {w->efd, POLLIN, 0}};
+		struct pollfd pf[2] = {{reads(w) ? w->fd : -1, POLLIN, 0}, {w->efd, POLLIN, 0}};
 		int r = ppoll(pf, 2, &ts, NULL);
 		pthread_mutex_lock(&w->mu);
 		w->sleeping = 0;
