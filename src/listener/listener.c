@@ -272,6 +272,20 @@ static void pkt_hook(void *ctx, const uint8_t *pkt, int auth)
 	}
 }
 
+/* w->mu held: P leaves W's list of half-open peers (what its sweep reads). */
+static void half_unlink(struct lworker *w, struct lpeer *p)
+{
+	if (!p->in_half)
+		return;
+	if (p->hprev_half)
+		p->hprev_half->hnext_half = p->hnext_half;
+	else
+		w->half = p->hnext_half;
+	if (p->hnext_half)
+		p->hnext_half->hprev_half = p->hprev_half;
+	p->in_half = 0;
+}
+
 /* P leaves its worker's table and lists (w->mu), and the listener's counts
  * and accept queue (l->mu). */
 static void peer_unlink(struct sio_listener *l, struct lpeer *p)
@@ -289,15 +303,7 @@ static void peer_unlink(struct sio_listener *l, struct lpeer *p)
 		w->all = p->next;
 	if (p->next)
 		p->next->prev = p->prev;
-	if (p->in_half) {
-		if (p->hprev_half)
-			p->hprev_half->hnext_half = p->hnext_half;
-		else
-			w->half = p->hnext_half;
-		if (p->hnext_half)
-			p->hnext_half->hprev_half = p->hprev_half;
-		p->in_half = 0;
-	}
+	half_unlink(w, p);
 	w->npeers--;
 	pthread_mutex_unlock(&w->mu);
 	pthread_mutex_lock(&l->mu);
@@ -379,15 +385,7 @@ static void cb_state(sio_session *s, sio_state o, sio_state n, void *ctx)
 		/* off the worker's half-open list (what its sweep looks at) */
 		struct lworker *w = p->w;
 		pthread_mutex_lock(&w->mu);
-		if (p->in_half) {
-			if (p->hprev_half)
-				p->hprev_half->hnext_half = p->hnext_half;
-			else
-				w->half = p->hnext_half;
-			if (p->hnext_half)
-				p->hnext_half->hprev_half = p->hprev_half;
-			p->in_half = 0;
-		}
+		half_unlink(w, p);
 		pthread_mutex_unlock(&w->mu);
 	}
 	if (l->ucbs.on_state)

@@ -225,18 +225,11 @@ static void d_release(struct sio_drv *d, sio_session *s)
 	pthread_mutex_unlock(&w->mu);
 }
 
-/* Runs S (taken off the lists by the caller, w->cur = S): everything due,
- * then its next deadline goes to the heap. Returns 1 if S was freed. */
-static int run(struct lworker *w, sio_session *s)
+/* W's thread is done with S (S's lock held, w->cur = S): S's lock goes,
+ * then S's next turn (at D, 0 = at once) goes to the heap or the run queue;
+ * or S goes, freed by one of its handlers. Returns 1 if S was freed. */
+static int done_with(struct lworker *w, sio_session *s, uint64_t d)
 {
-	pthread_mutex_lock(&s->sh->mu);
-	s->drv_active = 1;
-	s->drv_thread = pthread_self();
-	uint64_t d = sio_session_run(s);
-	struct lpeer *p = s->drv_ctx;
-	if (p && p->qlen > 0 && sio_session_can_input(s))
-		d = 0; /* more of its queued input */
-	s->drv_active = 0;
 	int gone = s->free_on_exit;
 	pthread_mutex_unlock(&s->sh->mu);
 	pthread_mutex_lock(&w->mu);
@@ -249,8 +242,23 @@ static int run(struct lworker *w, sio_session *s)
 		rq_push(w, s);
 	pthread_mutex_unlock(&w->mu);
 	if (gone)
-		sio_session_destroy(s); /* freed by one of its handlers */
+		sio_session_destroy(s);
 	return gone;
+}
+
+/* Runs S (taken off the lists by the caller, w->cur = S): everything due,
+ * then its next deadline goes to the heap. Returns 1 if S was freed. */
+static int run(struct lworker *w, sio_session *s)
+{
+	pthread_mutex_lock(&s->sh->mu);
+	s->drv_active = 1;
+	s->drv_thread = pthread_self();
+	uint64_t d = sio_session_run(s);
+	struct lpeer *p = s->drv_ctx;
+	if (p && p->qlen > 0 && sio_session_can_input(s))
+		d = 0; /* more of its queued input */
+	s->drv_active = 0;
+	return done_with(w, s, d);
 }
 
 static int d_process(struct sio_drv *d, sio_session *s)
@@ -313,20 +321,7 @@ static int feed(struct lworker *w, struct lpeer *p, sio_session *s, uint8_t *pkt
 			s->drv_backlog = 1;
 		d = 0; /* the run reads the queue when the session can take it */
 	}
-	int gone = s->free_on_exit;
-	pthread_mutex_unlock(&s->sh->mu);
-	pthread_mutex_lock(&w->mu);
-	w->cur = NULL;
-	if (w->cur_waiters)
-		pthread_cond_broadcast(&w->cond);
-	if (gone)
-		let_go_locked(w, s);
-	else if (d == 0 || h_set(w, s, d) < 0)
-		rq_push(w, s);
-	pthread_mutex_unlock(&w->mu);
-	if (gone)
-		sio_session_destroy(s);
-	return gone;
+	return done_with(w, s, d);
 }
 
 /* W owns CID: the datagram goes to its peer (a new one if admitted). */
