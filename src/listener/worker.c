@@ -355,9 +355,9 @@ static void deliver(struct lworker *w, const uint8_t *cid, uint8_t *pkt, size_t 
 	/* A new peer whose first message failed its checks (a forged
 	 * signature: admission verifies none) gives its half-open slot and
 	 * its memory back at once, so that a flood of them cannot keep them.
-	 * A new session usually has its start to report first, so its message
-	 * waited in its queue: run it now. (P stays valid: one message cannot
-	 * establish it, so the program cannot hold it yet.) */
+	 * If its message had to wait in its queue (its session could not take
+	 * it yet), run it now. (P stays valid: one message cannot establish
+	 * it, so the program cannot hold it yet.) */
 	pthread_mutex_lock(&w->mu);
 	int again = p->s == s && s->drv_queued && !w->cur;
 	if (again) {
