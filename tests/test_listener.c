@@ -101,7 +101,7 @@ static void client_close(struct client *c)
  * on an event-loop listener and its sessions never block. */
 static int g_style;
 static sio_listener *pump_l;
-static atomic_int pump_stop;
+static atomic_int pump_stop, pump_errors;
 static pthread_t pump_thread;
 
 static void *pump_main(void *arg)
@@ -111,7 +111,9 @@ static void *pump_main(void *arg)
 		struct pollfd pf = {sio_listener_fd(pump_l), POLLIN, 0};
 		int to = sio_listener_timeout_ms(pump_l);
 		poll(&pf, 1, to < 0 || to > 20 ? 20 : to);
-		CHECK_OK(sio_listener_process(pump_l));
+		if (sio_listener_process(pump_l) != 0)
+			atomic_fetch_add(&pump_errors, 1); /* (checked by lclose: the
+							    * counters are the main thread's) */
 	}
 	return NULL;
 }
@@ -154,6 +156,7 @@ static void lclose(sio_listener *l)
 		atomic_store(&pump_stop, 1);
 		pthread_join(pump_thread, NULL);
 		pump_l = NULL;
+		CHECK_EQ(atomic_exchange(&pump_errors, 0), 0);
 	}
 	sio_listener_free(l);
 }

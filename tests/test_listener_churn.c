@@ -170,6 +170,8 @@ static void srv_end(sio_session *s, uint32_t type, int err, void *ctx)
 	atomic_store(&sl->ended, 1);
 }
 
+static pthread_mutex_t slots_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static void on_session(sio_listener *l, sio_session *s, void *ctx)
 {
 	(void)l;
@@ -178,18 +180,25 @@ static void on_session(sio_listener *l, sio_session *s, void *ctx)
 	if (k >= (int)(sizeof(slots) / sizeof(slots[0])))
 		return;
 	atomic_store(&slots[k].peer, -1);
+	pthread_mutex_lock(&slots_mu); /* (workers write, program threads read) */
 	slots[k].s = s;
+	pthread_mutex_unlock(&slots_mu);
 	sio_set_handler(s, TYPE_DATA, srv_msg, srv_end, &slots[k]);
 }
 
 static struct slot *slot_of(sio_session *s)
 {
 	/* newest first: a freed session's address may be reused */
+	struct slot *r = NULL;
+	pthread_mutex_lock(&slots_mu);
 	int n = atomic_load(&nslots);
-	for (int i = n - 1; i >= 0; i--)
+	if (n > (int)(sizeof(slots) / sizeof(slots[0])))
+		n = (int)(sizeof(slots) / sizeof(slots[0]));
+	for (int i = n - 1; i >= 0 && !r; i--)
 		if (slots[i].s == s)
-			return &slots[i];
-	return NULL;
+			r = &slots[i];
+	pthread_mutex_unlock(&slots_mu);
+	return r;
 }
 
 /* accepted sessions, shared by the program's threads */

@@ -292,7 +292,9 @@ static int feed(struct lworker *w, struct lpeer *p, sio_session *s, uint8_t *pkt
 {
 	pthread_mutex_lock(&s->sh->mu);
 	sio_l_note_rx(p, len, from, flen);
-	if (s->evn > 0 && !s->dispatching && !s->core_busy) {
+	/* (core_busy first: while a signer thread makes the first signature
+	 * with the core, its events are its own) */
+	if (!s->core_busy && !s->core_start_deferred && s->evn > 0 && !s->dispatching) {
 		/* what happened since its last run (a new session: its start)
 		 * is reported first, so that the packet need not wait */
 		s->drv_active = 1;

@@ -438,7 +438,7 @@ uint64_t sio_session_settle(sio_session *s)
 
 int sio_session_can_input(const sio_session *s)
 {
-	return !s->tp_dead && !s->dispatching && s->evn == 0 && !s->core_busy && !s->core_start_deferred &&
+	return !s->core_busy && !s->core_start_deferred && !s->tp_dead && !s->dispatching && s->evn == 0 &&
 	       !s->free_on_exit &&
 	       !s->input_stalled && sio_input_ok(s) && atomic_load(&s->state) != SIO_STATE_CLOSED;
 }
