@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "lib/lclient.h"
 #include "core_int.h"
 #include "session_int.h"
 
@@ -28,22 +29,6 @@ static uint64_t mono_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static int udp_bound(struct sockaddr_in *addr)
-{
-	int fd = socket(AF_INET, SOCK_DGRAM, 0);
-	struct sockaddr_in a;
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
-		return -1;
-	socklen_t l = sizeof(a);
-	getsockname(fd, (struct sockaddr *)&a, &l);
-	if (addr)
-		*addr = a;
-	return fd;
 }
 
 static void drive(sio_listener *l, sio_session **s, int n)
@@ -131,7 +116,7 @@ int main(void)
 	CHECK_OK(sio_identity_generate(&srv_id));
 	sio_identity_public_key(srv_id, srv_pk);
 	struct sockaddr_in sa = {0};
-	int sfd = udp_bound(&sa);
+	int sfd = udp_loopback(&sa, 0, 0);
 	CHECK(sfd >= 0);
 	sio_listener *l = NULL;
 	CHECK_OK(sio_listener_new(&l, srv_id, sfd, NULL, NULL));
@@ -143,16 +128,10 @@ int main(void)
 	CHECK_OK(sio_remote_from_public_key(&srv, srv_pk));
 	for (int i = 0; i < NC; i++) {
 		CHECK_OK(sio_identity_generate(&cid[i]));
-		int fd = udp_bound(NULL);
-		sio_transport t;
-		sio_transport_fd(&t, fd, fd);
-		memcpy(&t.peer, &sa, sizeof(sa));
-		t.peer_len = sizeof(sa);
-		t.close_fds = 1;
 		sio_options o;
-		memset(&o, 0, sizeof(o));
+		memset(&o, 0, sizeof(o)); /* the default key-exchange resend delay */
 		o.listener_peer = 1;
-		CHECK_OK(sio_session_new(&c[i], cid[i], srv, &t, &o, NULL));
+		CHECK_OK(lclient_new(&c[i], cid[i], srv, udp_loopback(NULL, 0, 0), &sa, sizeof(sa), &o));
 		CHECK_OK(sio_session_start(c[i]));
 	}
 	int acc = 0;

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "lib/lclient.h"
 #include "listener_int.h"
 #include "session_int.h"
 #include "secureio.h"
@@ -32,21 +33,6 @@ static int NPEERS = MAXPEERS;
 
 static sio_identity *srv_id;
 static uint8_t srv_pk[32];
-
-static int udp_bound(struct sockaddr_in *addr)
-{
-	int fd = socket(AF_INET, SOCK_DGRAM, 0);
-	struct sockaddr_in a = {0};
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
-		return -1;
-	socklen_t l = sizeof(a);
-	getsockname(fd, (struct sockaddr *)&a, &l);
-	if (addr)
-		*addr = a;
-	return fd;
-}
 
 struct client {
 	sio_identity *id;
@@ -64,22 +50,15 @@ static int client_open(struct client *c, const struct sockaddr_in *srv, int64_t 
 		return -1;
 	if (!c->srv && sio_remote_from_public_key(&c->srv, srv_pk) != 0)
 		return -1;
-	c->fd = udp_bound(NULL);
-	sio_transport t;
-	sio_transport_fd(&t, c->fd, c->fd);
-	memcpy(&t.peer, srv, sizeof(*srv));
-	t.peer_len = sizeof(*srv);
-	t.close_fds = 1;
+	c->fd = udp_loopback(NULL, 0, 0);
 	sio_options o;
-	memset(&o, 0, sizeof(o));
-	o.listener_peer = 1;
+	lclient_options(&o);
 	o.kx_timeout_ns = kx_timeout_ns;
-	o.kx_retry_ns = 200000000;
 	if (client_psk) {
 		o.psk = client_psk;
 		o.psk_len = 32;
 	}
-	if (sio_session_new(&c->s, c->id, c->srv, &t, &o, NULL) != 0)
+	if (lclient_new(&c->s, c->id, c->srv, c->fd, srv, sizeof(*srv), &o) != 0)
 		return -1;
 	return client_loop ? sio_session_start_loop(c->s) : sio_session_start(c->s);
 }
@@ -222,7 +201,7 @@ static void start_style(sio_listener *l)
 static sio_listener *listener_open(struct sockaddr_in *sa, sio_listener_options *lo,
 				   const sio_remote *allowed, int loop)
 {
-	int sfd = udp_bound(sa);
+	int sfd = udp_loopback(sa, 0, 0);
 	last_sfd = sfd;
 	lo->close_fd = 1;
 	sio_listener *l = NULL;
@@ -358,7 +337,7 @@ static void test_roaming(void)
 	randombytes_buf(forged, sizeof(forged));
 	memcpy(forged, c.s->tp.tx_prefix, 1 + 8);
 	forged[9] = 0x40;
-	int evil = udp_bound(NULL);
+	int evil = udp_loopback(NULL, 0, 0);
 	for (int i = 0; i < 10; i++)
 		sendto(evil, forged, sizeof(forged), 0, (struct sockaddr *)&sa, sizeof(sa));
 	CHECK_EQ(sio_write(s, "two", 3), 3);
@@ -370,7 +349,7 @@ static void test_roaming(void)
 
 	/* the client moves to a new source port (a new socket under the same
 	 * descriptor number) */
-	int nfd = udp_bound(NULL);
+	int nfd = udp_loopback(NULL, 0, 0);
 	CHECK(dup2(nfd, c.fd) == c.fd);
 	close(nfd);
 	CHECK_EQ(sio_write(c.s, "three", 5), 5);
@@ -393,7 +372,7 @@ static void test_flood(void)
 	lo.cookie_threshold = 4;
 	lo.half_open_timeout_ns = 3000000000;
 	sio_listener *l = listener_open(&sa, &lo, NULL, 0);
-	int evil = udp_bound(NULL);
+	int evil = udp_loopback(NULL, 0, 0);
 	enum { NC = 10 };
 	struct client c[NC];
 	memset(c, 0, sizeof(c));
@@ -461,7 +440,7 @@ static void test_flood(void)
 static void test_loop(void)
 {
 	struct sockaddr_in sa;
-	int sfd = udp_bound(&sa);
+	int sfd = udp_loopback(&sa, 0, 0);
 	sio_listener *l = NULL;
 	CHECK_OK(sio_listener_new(&l, srv_id, sfd, NULL, NULL));
 	CHECK_OK(sio_listener_start_loop(l));
@@ -553,16 +532,7 @@ static void test_ipv6(void)
 		CHECK_OK(sio_remote_from_public_key(&c[i].srv, srv_pk));
 		c[i].fd = udp6_bound(NULL);
 		CHECK(c[i].fd >= 0);
-		sio_transport t;
-		sio_transport_fd(&t, c[i].fd, c[i].fd);
-		memcpy(&t.peer, &sa, sizeof(sa));
-		t.peer_len = sizeof(sa);
-		t.close_fds = 1;
-		sio_options o;
-		memset(&o, 0, sizeof(o));
-		o.listener_peer = 1;
-		o.kx_retry_ns = 200000000;
-		CHECK_OK(sio_session_new(&c[i].s, c[i].id, c[i].srv, &t, &o, NULL));
+		CHECK_OK(lclient_new(&c[i].s, c[i].id, c[i].srv, c[i].fd, &sa, sizeof(sa), NULL));
 		CHECK_OK(sio_session_start(c[i].s));
 	}
 	for (int i = 0; i < N6; i++) {
@@ -642,7 +612,7 @@ static void send_junk(sio_listener *l, int fd, const struct sockaddr_in *to, uin
 static void test_psk_admission(void)
 {
 	static const uint8_t psk[32] = "listener test pre-shared key 32";
-	int junk = udp_bound(NULL);
+	int junk = udp_loopback(NULL, 0, 0);
 	for (int with_psk = 0; with_psk < 2; with_psk++) {
 		struct sockaddr_in sa;
 		sio_listener_options lo;
@@ -701,7 +671,7 @@ static atomic_int flooding;
 static void *flood_thread(void *arg)
 {
 	struct sockaddr_in *sa = arg;
-	int fd = udp_bound(NULL);
+	int fd = udp_loopback(NULL, 0, 0);
 	uint8_t d[16] = {0x20};
 	while (atomic_load(&flooding))
 		for (int i = 0; i < 64; i++)
@@ -811,7 +781,7 @@ static uint64_t now_ms(void)
 static size_t capture_first(uint8_t *buf, size_t cap, const uint8_t *psk)
 {
 	struct sockaddr_in ca;
-	int cfd = udp_bound(&ca);
+	int cfd = udp_loopback(&ca, 0, 0);
 	struct client c;
 	memset(&c, 0, sizeof(c));
 	client_psk = psk;
@@ -850,7 +820,7 @@ static void amp_case(const uint8_t *psk, int ncid)
 	lo.half_open_timeout_ns = 2000000000;
 	struct sockaddr_in sa;
 	sio_listener *l = listener_open(&sa, &lo, NULL, 0);
-	int att = udp_bound(NULL);
+	int att = udp_loopback(NULL, 0, 0);
 	uint64_t sent = 0, back = 0;
 	for (int i = 0; i < ncid; i++) {
 		d[1] ^= (uint8_t)i; /* another connection id, same message */
@@ -933,7 +903,7 @@ static void test_cookie_replies(void)
 		struct sockaddr_in sa;
 		sio_listener *l = listener_open(&sa, &lo, NULL, 1);
 		int sfd = last_sfd; /* (its socket: we read from it ourselves) */
-		int att = udp_bound(NULL);
+		int att = udp_loopback(NULL, 0, 0);
 
 		/* from another address, during the key exchange: ignored */
 		struct client c;

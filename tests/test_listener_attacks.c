@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "lib/lclient.h"
 #include "secureio.h"
 
 static sio_identity *srv_id, *ida, *idb;
@@ -59,25 +60,7 @@ static void sleep_ms(int ms)
 /* A UDP socket bound to 127.0.0.HOST (any port), SO_REUSEPORT when REUSE. */
 static int udp_bound(struct sockaddr_in *addr, int host, int reuse)
 {
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -1;
-	int one = 1;
-	if (reuse)
-		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-	struct sockaddr_in a;
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(0x7f000000u | (uint32_t)host);
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
-		close(fd);
-		return -1;
-	}
-	socklen_t l = sizeof(a);
-	getsockname(fd, (struct sockaddr *)&a, &l);
-	if (addr)
-		*addr = a;
-	return fd;
+	return udp_loopback_on(addr, 0x7f000000u | (uint32_t)host, reuse ? UDP_REUSEPORT : 0, 0);
 }
 
 static sio_listener *listener_open(struct sockaddr_in *sa, sio_listener_options *lo, const sio_remote *allowed)
@@ -98,28 +81,12 @@ static sio_listener *listener_open(struct sockaddr_in *sa, sio_listener_options 
 /* A real client (its own UDP socket, cookies handled). */
 static int client_open(sio_session **c, sio_identity *id, const struct sockaddr_in *sa)
 {
-	int fd = udp_bound(NULL, 1, 0);
-	if (fd < 0)
-		return -1;
-	sio_transport t;
-	sio_transport_fd(&t, fd, fd);
-	memcpy(&t.peer, sa, sizeof(*sa));
-	t.peer_len = sizeof(*sa);
-	t.close_fds = 1;
-	sio_options o;
-	memset(&o, 0, sizeof(o));
-	o.listener_peer = 1;
-	o.kx_retry_ns = 200000000;
 	sio_remote *srv = NULL;
 	if (sio_remote_from_public_key(&srv, srv_pk) != 0)
 		return -1;
-	int r = sio_session_new(c, id, srv, &t, &o, NULL);
+	int r = lclient_new(c, id, srv, udp_bound(NULL, 1, 0), sa, sizeof(*sa), NULL);
 	sio_remote_free(srv);
-	if (r != 0) {
-		close(fd);
-		return r;
-	}
-	return sio_session_start(*c);
+	return r ? r : sio_session_start(*c);
 }
 
 /* The first datagram a client of identity ID sends (prefix included). */

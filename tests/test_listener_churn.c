@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "lib/lclient.h"
 #include "secureio.h"
 
 #define NPEERS 200
@@ -70,29 +71,6 @@ static void msg_fill(uint8_t *b, uint32_t peer, uint32_t seq)
 		b[j] = (uint8_t)(peer * 7 + seq * 13 + j);
 }
 
-static int udp_bound(struct sockaddr_in *addr, int reuse)
-{
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	int one = 1;
-	if (fd < 0)
-		return -1;
-	if (reuse)
-		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-	struct sockaddr_in a;
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
-		close(fd);
-		return -1;
-	}
-	socklen_t l = sizeof(a);
-	getsockname(fd, (struct sockaddr *)&a, &l);
-	if (addr)
-		*addr = a;
-	return fd;
-}
-
 /* ---- the child: 20 blocking peers sending until SIGKILL ------------------- */
 
 static void child_main(int rfd)
@@ -109,17 +87,8 @@ static void child_main(int rfd)
 		_exit(1);
 	for (int i = 0; i < NCHILD; i++) {
 		sio_identity *id = NULL;
-		int fd = udp_bound(NULL, 0);
-		sio_transport t;
-		sio_transport_fd(&t, fd, fd);
-		memcpy(&t.peer, &sa, sizeof(sa));
-		t.peer_len = sizeof(sa);
-		t.close_fds = 1;
-		sio_options o;
-		memset(&o, 0, sizeof(o));
-		o.listener_peer = 1;
-		o.kx_retry_ns = 200000000;
-		if (sio_identity_generate(&id) != 0 || sio_session_new(&s[i], id, srv, &t, &o, NULL) != 0 ||
+		int fd = udp_loopback(NULL, 0, 0);
+		if (sio_identity_generate(&id) != 0 || lclient_new(&s[i], id, srv, fd, &sa, sizeof(sa), NULL) != 0 ||
 		    sio_session_start(s[i]) != 0)
 			_exit(1);
 		sio_identity_free(id);
@@ -306,17 +275,8 @@ static void *client_thread(void *arg)
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 	for (int i = lo; i < hi; i++) {
 		struct client *c = &cl[i];
-		int fd = udp_bound(NULL, 0);
-		sio_transport t;
-		sio_transport_fd(&t, fd, fd);
-		memcpy(&t.peer, &srv_addr, sizeof(srv_addr));
-		t.peer_len = sizeof(srv_addr);
-		t.close_fds = 1;
-		sio_options o;
-		memset(&o, 0, sizeof(o));
-		o.listener_peer = 1;
-		o.kx_retry_ns = 200000000;
-		if (sio_session_new(&c->s, c->id, srv_remote, &t, &o, NULL) != 0) {
+		int fd = udp_loopback(NULL, 0, 0);
+		if (lclient_new(&c->s, c->id, srv_remote, fd, &srv_addr, sizeof(srv_addr), NULL) != 0) {
 			c->bad++;
 			continue;
 		}
@@ -402,7 +362,7 @@ int main(void)
 		sio_identity_public_key(cl[i].id, peer_pk[i]);
 		cl[i].idx = i;
 	}
-	int sfd = udp_bound(&srv_addr, 1);
+	int sfd = udp_loopback(&srv_addr, UDP_REUSEPORT, 0);
 	CHECK(sfd >= 0);
 	sio_listener_options lo;
 	memset(&lo, 0, sizeof(lo));

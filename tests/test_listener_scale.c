@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "lib/lclient.h"
 #include "secureio.h"
 
 #define MAXPEERS 1000
@@ -110,31 +111,7 @@ static int msg_check(const uint8_t *d, size_t len, int peer, int idx, int dir)
 	return memcmp(d, want, len) == 0 ? 0 : -1;
 }
 
-/* ---- sockets --------------------------------------------------------------- */
-
-/* A loopback UDP socket, SO_REUSEPORT set before its bind when REUSE. */
-static int udp_bound(struct sockaddr_in *addr, int reuse)
-{
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -1;
-	int one = 1;
-	if (reuse)
-		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-	struct sockaddr_in a;
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
-		close(fd);
-		return -1;
-	}
-	socklen_t l = sizeof(a);
-	getsockname(fd, (struct sockaddr *)&a, &l);
-	if (addr)
-		*addr = a;
-	return fd;
-}
+/* ---- descriptors and kernel drops ---------------------------------------- */
 
 static int count_fds(void)
 {
@@ -312,22 +289,9 @@ static void cli_msg(sio_session *s, uint32_t type, const uint8_t *d, size_t len,
 
 static int client_start(struct cthread *th, struct client *c)
 {
-	int fd = udp_bound(NULL, 0);
-	if (fd < 0)
+	int fd = udp_loopback(NULL, 0, 0);
+	if (fd < 0 || lclient_new(&c->s, c->id, th->srv, fd, &th->sa, sizeof(th->sa), NULL) != 0)
 		return -1;
-	sio_transport t;
-	sio_transport_fd(&t, fd, fd);
-	memcpy(&t.peer, &th->sa, sizeof(th->sa));
-	t.peer_len = sizeof(th->sa);
-	t.close_fds = 1;
-	sio_options o;
-	memset(&o, 0, sizeof(o));
-	o.listener_peer = 1;
-	o.kx_retry_ns = 200000000;
-	if (sio_session_new(&c->s, c->id, th->srv, &t, &o, NULL) != 0) {
-		close(fd);
-		return -1;
-	}
 	sio_set_handler(c->s, TYPE_DATA, cli_msg, NULL, c);
 	c->th = th;
 	return sio_session_start_loop(c->s);
@@ -438,10 +402,8 @@ static void run_scale(int loop)
 	atomic_store(&reply_fail, 0);
 
 	struct sockaddr_in sa;
-	int sfd = udp_bound(&sa, 1);
+	int sfd = udp_loopback(&sa, UDP_REUSEPORT, 4 << 20);
 	CHECK(sfd >= 0);
-	int big = 4 << 20;
-	(void)setsockopt(sfd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
 	sio_listener_options lo;
 	memset(&lo, 0, sizeof(lo));
 	lo.workers = 2;
@@ -707,7 +669,7 @@ static void test_roam_workers(void)
 {
 	enum { MOVES = 8, EVIL = 16 };
 	struct sockaddr_in sa;
-	int sfd = udp_bound(&sa, 1);
+	int sfd = udp_loopback(&sa, UDP_REUSEPORT, 0);
 	CHECK(sfd >= 0);
 	sio_listener_options lo;
 	memset(&lo, 0, sizeof(lo));
@@ -723,7 +685,7 @@ static void test_roam_workers(void)
 	static struct cbt ct;
 	memset(&ct, 0, sizeof(ct));
 	pthread_mutex_init(&ct.mu, NULL);
-	ct.fd = udp_bound(NULL, 0);
+	ct.fd = udp_loopback(NULL, 0, 0);
 	ct.srv = sa;
 	ct.prefix[0] = 0x20;
 	randombytes_buf(ct.prefix + 1, 8);
@@ -761,7 +723,7 @@ static void test_roam_workers(void)
 		forged[9] = rep[9]; /* the same kind of packet, garbage inside */
 		int evil[EVIL];
 		for (int e = 0; e < EVIL; e++) {
-			evil[e] = udp_bound(NULL, 0);
+			evil[e] = udp_loopback(NULL, 0, 0);
 			sendto(evil[e], rep, rl, 0, (struct sockaddr *)&sa, sizeof(sa));
 			sendto(evil[e], forged, sizeof(forged), 0, (struct sockaddr *)&sa, sizeof(sa));
 		}
@@ -778,7 +740,7 @@ static void test_roam_workers(void)
 		CHECK_EQ(leaked, 0); /* nothing went to the attacker's ports */
 
 		/* the client moves to a new source port */
-		int nfd = udp_bound(NULL, 0);
+		int nfd = udp_loopback(NULL, 0, 0);
 		CHECK(dup2(nfd, ct.fd) == ct.fd);
 		close(nfd);
 		CHECK_OK(exchange(c, s, "moved", k));

@@ -26,20 +26,15 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "lib/lclient.h"
 #include "secureio.h"
 
 #define CHAN 7
 
 static int udp_bound(struct sockaddr_in *a)
 {
-	int fd = socket(AF_INET, SOCK_DGRAM, 0);
-	socklen_t l = sizeof *a;
-	memset(a, 0, sizeof *a);
-	a->sin_family = AF_INET;
-	a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	int fd = udp_loopback(a, 0, 0);
 	CHECK(fd >= 0);
-	CHECK_OK(bind(fd, (struct sockaddr *)a, sizeof *a));
-	CHECK_OK(getsockname(fd, (struct sockaddr *)a, &l));
 	return fd;
 }
 

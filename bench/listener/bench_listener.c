@@ -49,6 +49,8 @@
 
 #include <secureio.h>
 
+#include "lib/lclient.h" /* tests/lib: loopback UDP sockets, listener clients */
+
 #define CALIBRATION 500 /* peers of the first, lone child */
 
 /* ---- small helpers -------------------------------------------------------- */
@@ -242,21 +244,6 @@ struct report {
 	double seconds;
 };
 
-static int udp_socket_on(uint32_t addr_host_order)
-{
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -1;
-	struct sockaddr_in a = {0};
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(addr_host_order);
-	if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
 /* Child IDX: COUNT client sessions to SRV, WINDOW key exchanges in flight.
  * Reports on REPORT_FD once all are established (or failed), then keeps them
  * until CONTROL_FD ends (the parent closed it, or died). */
@@ -289,17 +276,12 @@ static void client_proc(int idx, int count, int window, const struct sockaddr_in
 	while (ok + failed < count) {
 		while (nin < window && next < count) {
 			sio_identity *id;
-			sio_transport t;
-			int fd = udp_socket_on(addr);
+			int fd = udp_loopback_on(NULL, addr, 0, 0);
 			if (fd < 0 || sio_identity_generate(&id) != 0) {
 				fprintf(stderr, "client %d.%d: socket: %s\n", idx, next, strerror(errno));
 				_exit(2);
 			}
-			sio_transport_fd(&t, fd, fd);
-			memcpy(&t.peer, srv, sizeof(*srv));
-			t.peer_len = sizeof(*srv);
-			t.close_fds = 1;
-			int rc = sio_session_new(&s[next], id, r, &t, &o, NULL);
+			int rc = lclient_new(&s[next], id, r, fd, srv, sizeof(*srv), &o);
 			sio_identity_free(id);
 			if (rc == 0)
 				rc = sio_session_start_loop(s[next]);
@@ -563,16 +545,9 @@ int main(int argc, char **argv)
 
 	/* SO_REUSEPORT before bind: a listener with a worker pool may open one
 	 * socket per worker on the same address. */
-	int sfd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	int one = 1, big = 32 << 20;
-	setsockopt(sfd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-	if (setsockopt(sfd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) != 0)
-		setsockopt(sfd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
-	struct sockaddr_in sa = {0};
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	socklen_t sl = sizeof sa;
-	if (bind(sfd, (struct sockaddr *)&sa, sizeof sa) != 0 || getsockname(sfd, (struct sockaddr *)&sa, &sl) != 0) {
+	struct sockaddr_in sa;
+	int sfd = udp_loopback(&sa, UDP_REUSEPORT | UDP_RCVBUF_FORCE, 32 << 20);
+	if (sfd < 0) {
 		perror("bench_listener: bind");
 		return 1;
 	}

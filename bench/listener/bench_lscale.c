@@ -67,6 +67,8 @@
 
 #include <secureio.h>
 
+#include "lib/lclient.h" /* tests/lib: loopback UDP sockets */
+
 #define MSG 1300
 #define TYPE 3u
 #define STRIDE 1472 /* room for a 1452-byte packet and the 9-byte prefix */
@@ -102,31 +104,6 @@ static double machine_busy_s(void)
 		return 0;
 	/* user nice system idle iowait irq softirq steal */
 	return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
-}
-
-static int udp_bound(struct sockaddr_in *addr, int reuse)
-{
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	int one = 1, big = 4 << 20;
-	if (fd < 0)
-		return -1;
-	if (reuse)
-		(void)setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-	(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
-	(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
-	struct sockaddr_in a;
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
-		close(fd);
-		return -1;
-	}
-	socklen_t l = sizeof(a);
-	getsockname(fd, (struct sockaddr *)&a, &l);
-	if (addr)
-		*addr = a;
-	return fd;
 }
 
 static int xread(int fd, void *b, size_t n)
@@ -254,7 +231,7 @@ static void child_main(int peers, size_t per_peer, int senders, int rfd, int wfd
 	while (est < peers && now_s() < deadline) {
 		while (started < peers && started - est < 128) {
 			struct cli *c = &cl[started++];
-			c->fd = udp_bound(NULL, 0);
+			c->fd = udp_loopback(NULL, UDP_SNDBUF, 4 << 20);
 			c->srv = sa;
 			c->prefix[0] = 0x20; /* docs/PROTOCOL.md, "Listener" */
 			for (int k = 1; k < 9; k++)
@@ -518,7 +495,7 @@ static int run(int peers, int workers, int senders, size_t total, int drain, str
 	int p2c[2], c2p[2];
 	memset(res, 0, sizeof(*res));
 	struct sockaddr_in sa;
-	int sfd = udp_bound(&sa, 1);
+	int sfd = udp_loopback(&sa, UDP_REUSEPORT | UDP_SNDBUF, 4 << 20);
 	if (sfd < 0)
 		return -1;
 	if (drain) {

@@ -1,5 +1,6 @@
 /* In-process man-in-the-middle UDP relay for attack tests (see mitm.h). */
 #include "mitm.h"
+#include "lclient.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,24 +30,6 @@ struct mitm {
 	size_t n[2];
 	int norec;
 };
-
-static int udp_bound(struct sockaddr_in *a)
-{
-	int fd = socket(AF_INET, SOCK_DGRAM, 0);
-	socklen_t l = sizeof *a;
-	int big = 4 << 20;
-	memset(a, 0, sizeof *a);
-	a->sin_family = AF_INET;
-	a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd < 0)
-		return -1;
-	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
-	if (bind(fd, (struct sockaddr *)a, sizeof *a) || getsockname(fd, (struct sockaddr *)a, &l)) {
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
 
 static void *relay(void *arg)
 {
@@ -96,7 +79,7 @@ int mitm_open(mitm **out, int *fd_a, int *fd_b)
 	if (!m)
 		return -1;
 	for (int i = 0; i < 4; i++)
-		if ((m->fd[i] = udp_bound(&ad[i])) < 0)
+		if ((m->fd[i] = udp_loopback(&ad[i], 0, 4 << 20)) < 0)
 			goto fail;
 	/* A <-> relay A, relay B <-> B */
 	if (connect(m->fd[0], (struct sockaddr *)&ad[1], sizeof ad[1]) ||

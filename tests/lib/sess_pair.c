@@ -1,5 +1,6 @@
 /* Test helper: two sessions in one process over a real transport. */
 #include "sess_pair.h"
+#include "lclient.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -51,18 +52,6 @@ static ssize_t cb_recv(void *ctx, void *buf, size_t len)
 {
 	ssize_t r = recv(*(int *)ctx, buf, len, MSG_DONTWAIT);
 	return r < 0 ? -errno : r;
-}
-
-static int udp_bound(struct sockaddr_in *a)
-{
-	int fd = socket(AF_INET, SOCK_DGRAM, 0);
-	memset(a, 0, sizeof *a);
-	a->sin_family = AF_INET;
-	a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	socklen_t l = sizeof *a;
-	if (fd < 0 || bind(fd, (struct sockaddr *)a, sizeof *a) || getsockname(fd, (struct sockaddr *)a, &l))
-		return -1;
-	return fd;
 }
 
 int pair_transports(struct pair *p, enum pair_kind k, sio_transport *ta, sio_transport *tb)
@@ -130,7 +119,7 @@ int pair_transports(struct pair *p, enum pair_kind k, sio_transport *ta, sio_tra
 	case PK_UDP_CONNECTED:
 	case PK_UDP_UNCONNECTED: {
 		struct sockaddr_in aa, ba;
-		int a = udp_bound(&aa), b = udp_bound(&ba);
+		int a = udp_loopback(&aa, 0, 0), b = udp_loopback(&ba, 0, 0);
 		if (a < 0 || b < 0)
 			return -1;
 		p->fds[0] = a;
