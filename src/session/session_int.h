@@ -31,22 +31,43 @@
  * stops reading from the transport (flow control back to the peer). */
 #define SIO_RD_LIMIT (4u << 20)
 
-/* The write queue (docs/ARCHITECTURE.md, "Write path"): writers append
- * records to a byte ring without taking the session lock; whoever holds the
- * lock (the I/O thread, sio_session_process(), or a writer on a slow path)
- * moves them into the core in batches. A record is a struct sio_wq_rec then
- * the message, padded to 16 bytes; a record never wraps (a skip record fills
- * the end of the ring). Offsets are byte counts since the session began,
- * never reduced: a message's number is the offset of its record's end. */
+/* The write queue (docs/ARCHITECTURE.md, "Write path"): every message
+ * written goes through it. Writers append records to a byte ring; whoever
+ * holds the session lock (the I/O thread, sio_session_process(), a driver
+ * worker, or a writer on its way out) moves them into the core in batches,
+ * in ring order: sio_wq_drain() is the only caller of sio_core_write().
+ * A record is a struct sio_wq_rec, for the kinds with a completion object a
+ * struct sio_wq_obj, then the message (unless borrowed), padded to 16
+ * bytes; a record never wraps (a skip record fills the end of the ring).
+ * Offsets are byte counts since the session began, never reduced: a
+ * message's number is the offset of its record's end.
+ *  - WQ_FAST: a message of up to wq_fast bytes without a completion
+ *    callback, published without any lock; completed per packet (its
+ *    number against done_seq / fail_from).
+ *  - WQ_OBJ: a message with a completion callback, published the same
+ *    way, completed through its object (its own token in the core).
+ *  - WQ_BORROWED: anything else (larger messages, rings full where the
+ *    caller may not wait): the writer publishes it holding the session
+ *    lock, points the record at its own buffer, drains at once and does
+ *    not return before the record was consumed or cancelled (WQ_CANCELLED:
+ *    the core had no room and the caller may not wait). */
 #define SIO_WQ_BYTES (256u << 10)
-#define SIO_WQ_INLINE_MAX (8u << 10) /* larger messages go to the core directly */
+#define SIO_WQ_INLINE_MAX (8u << 10) /* the largest WQ_FAST / WQ_OBJ message */
+
+enum { WQ_FAST, WQ_OBJ, WQ_BORROWED, WQ_CANCELLED, WQ_SKIP };
 
 struct sio_wq_rec {
-	uint32_t len;  /* message bytes, or SIO_WQ_SKIP */
-	uint32_t type;
-	uint64_t size; /* whole record, header included */
+	uint32_t len;  /* message bytes */
+	uint32_t type; /* message type */
+	uint32_t size; /* whole record, header included */
+	uint32_t kind; /* WQ_* */
 };
-#define SIO_WQ_SKIP UINT32_MAX
+
+/* after the header of WQ_OBJ / WQ_BORROWED records */
+struct sio_wq_obj {
+	sio_send_info *si;
+	const uint8_t *data; /* WQ_BORROWED: the writer's buffer */
+};
 
 struct sio_shared {
 	pthread_mutex_t mu;     /* the session lock */
@@ -375,6 +396,9 @@ int sio_si_complete(sio_send_info *si, int err);
 void sio_si_broadcast(struct sio_shared *sh);
 void sio_si_after_callback(sio_send_info *si);
 void sio_si_unref_locked(sio_send_info *si);
+/* Lock held: the message of SI left (ERR 0) or failed; its callback, if it
+ * has one, is queued as an event. */
+void sio_si_finish(sio_session *s, sio_send_info *si, int err);
 void sio_shared_unref(struct sio_shared *sh); /* session gone */
 int sio_bq_put(struct sio_bq *q, const void *a, size_t alen, const void *b, size_t blen);
 void sio_bq_wipe_free(struct sio_bq *q); /* wipes what is unread, frees */
