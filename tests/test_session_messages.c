@@ -538,7 +538,8 @@ static void test_queue_kinds_before_start(enum pair_kind k)
 struct burst {
 	sio_session *a;
 	uint32_t next;
-	int again, other, rounds;
+	int again, other;
+	atomic_int rounds; /* published after the rest (the test reads it) */
 };
 
 static void on_sent_nothing(sio_send_info *si, int err, void *ctx)
@@ -579,7 +580,7 @@ static void on_trigger(sio_session *s, uint32_t type, const uint8_t *d, size_t l
 	} else if (err != SIO_EAGAIN) {
 		b->other++;
 	}
-	b->rounds++;
+	atomic_fetch_add(&b->rounds, 1);
 }
 
 static void test_queue_refused_on_io_thread(enum pair_kind k)
@@ -598,10 +599,10 @@ static void test_queue_refused_on_io_thread(enum pair_kind k)
 	CHECK_OK(pair_start(&p));
 	for (int i = 0; i < 3; i++) {
 		CHECK_OK(sio_write_message(p.b, 14, "go", 2));
-		for (int t = 0; t < 2000 && b.rounds <= i; t++)
+		for (int t = 0; t < 2000 && atomic_load(&b.rounds) <= i; t++)
 			usleep(5000);
 	}
-	CHECK_EQ(b.rounds, 3);
+	CHECK_EQ(atomic_load(&b.rounds), 3);
 	CHECK(b.again >= 1); /* the refusal really happened */
 	CHECK_EQ(b.other, 0);
 	/* the queue still works after the refusals: one more from here */

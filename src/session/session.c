@@ -609,11 +609,11 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 		s->tp.tx_prefix_len = 1 + SIO_LISTENER_CID_BYTES;
 	}
 	s->sh->sess = s;
-	/* Messages that may go through the write queue: any the core takes
-	 * whole (fragmentation on), up to the inline limit. Without
-	 * fragmentation the core's verdict on a message's size depends on
-	 * the packet size of the moment: those take the locked path, which
-	 * returns it at once. */
+	/* Messages the write queue takes lock-free (WQ_FAST / WQ_OBJ): any
+	 * the core takes whole (fragmentation on), up to the inline limit.
+	 * Without fragmentation the core's verdict on a message's size
+	 * depends on the packet size of the moment: those take the locked
+	 * way (WQ_BORROWED), which returns it at once. */
 	if (ro_ok && ro.fragmentation > 0) {
 		uint32_t m = SIO_WQ_INLINE_MAX;
 		if (ro.max_message_size < m)

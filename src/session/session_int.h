@@ -108,17 +108,19 @@ struct sio_shared {
 	uint8_t *wq;       /* SIO_WQ_BYTES, allocated at the first queued write */
 	uint64_t wq_tail;  /* end of the last record reserved */
 	uint64_t wq_room;  /* writers' view of wq_head + SIO_WQ_BYTES */
-	int wq_published;  /* a record was published */
+	int wq_published;  /* a lock-free record was published */
 
 	/* end of the last complete record (writers publish, consumer reads) */
 	_Alignas(64) _Atomic uint64_t wq_commit;
 	/* consumer asks writers to wake it once wq_commit reaches this
 	 * (UINT64_MAX: it is awake or will come back by itself) */
 	_Atomic uint64_t wq_want;
+	atomic_int wq_lf; /* wq_published, for the consumer */
 
 	/* consumer side (sh->mu) */
 	_Alignas(64) _Atomic uint64_t wq_head; /* records consumed below this */
 	uint64_t wq_wiped;                     /* ring bytes wiped below this */
+	int wq_plain; /* a record with message bytes was consumed since the last wipe */
 	/* Completion per packet: every message numbered <= done_seq was sent;
 	 * once the session ended, every message numbered >= fail_from failed
 	 * with fail_err (stored before fail_from is). */
@@ -133,7 +135,7 @@ struct sio_send_info {
 	_Alignas(64) struct sio_shared *sh;
 	struct si_chunk *chunk; /* its chunk in the pool, and its index there */
 	unsigned idx;
-	sio_session *s; /* valid while inflight or cb_pending (locked path) */
+	sio_session *s; /* valid while inflight or cb_pending (objects that are core tokens) */
 	sio_send_done_fn fn;
 	void *ctx;
 	int err;
@@ -141,9 +143,10 @@ struct sio_send_info {
 	/* Nonzero: a queued message (completion per packet); its number, done
 	 * when sh->done_seq reaches it. 0: completed through DONE. */
 	uint64_t seq;
-	/* references: the program's (until released) and, on the locked
-	 * path, the session's (until completed and its callback ran); the
-	 * last one returns it to the pool */
+	/* references: the program's (until released; none for a
+	 * synchronous write where nobody waits) and, for an object that is a
+	 * core token (WQ_OBJ, WQ_BORROWED), the session's (until completed
+	 * and its callback ran); the last one returns it to the pool */
 	atomic_int refs;
 	uint8_t cb_pending; /* completion callback queued for the I/O thread */
 };

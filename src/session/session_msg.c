@@ -588,6 +588,7 @@ static void wq_sweep(sio_session *s, int err)
 		const struct sio_wq_rec *r = wq_rec_at(sh, h);
 		if (r->kind == WQ_OBJ || r->kind == WQ_BORROWED)
 			sio_si_finish(s, ((const struct sio_wq_obj *)(const void *)(r + 1))->si, err);
+		sh->wq_plain |= r->kind == WQ_FAST || r->kind == WQ_OBJ;
 		h += r->size;
 	}
 	atomic_store_explicit(&sh->wq_head, h, memory_order_release);
@@ -640,7 +641,12 @@ static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
 	 * with an object are always published seq_cst (below). */
 	uint64_t want;
 	int light = sh->wq_light && sh->wq_published && !done;
-	sh->wq_published = 1; /* the first record is published seq_cst: sio_wq_arm */
+	if (!sh->wq_published) {
+		/* the first lock-free record is published seq_cst, and tells
+		 * the consumer that barriers are needed from now on (sio_wq_arm) */
+		sh->wq_published = 1;
+		atomic_store_explicit(&sh->wq_lf, 1, memory_order_seq_cst);
+	}
 	if (light) {
 		atomic_store_explicit(&sh->wq_commit, t, memory_order_release);
 		wleave(sh, biased);
@@ -739,9 +745,10 @@ int sio_wq_arm(sio_session *s, uint64_t ahead)
 	 * only a writer can end, put one into each of them. A sleep bounded by
 	 * the merge delay (AHEAD > 1) needs none: missing the wake-up there
 	 * costs nothing, the consumer comes back by itself. */
-	if (sh->wq_light && ahead <= 1 && atomic_load_explicit(&sh->wq_commit, memory_order_seq_cst))
-		membarrier_all(); /* (never for a session nobody wrote to: a
-				   * writer's first record is published seq_cst) */
+	if (sh->wq_light && ahead <= 1 && atomic_load_explicit(&sh->wq_lf, memory_order_seq_cst))
+		membarrier_all(); /* (never while only records published seq_cst
+				   * were seen: a session nobody wrote to, or
+				   * only large messages and locked writes) */
 	return atomic_load_explicit(&sh->wq_commit, memory_order_seq_cst) >= want;
 }
 
@@ -780,7 +787,7 @@ size_t sio_wq_drain(sio_session *s, uint64_t now)
 	if (h0 == c || !s->core)
 		return 0;
 	uint64_t h = h0;
-	size_t n = 0;
+	size_t n = 0, nlf = 0;
 	sio_core_hold_seal(s->core, now, 1); /* fill packets before sealing them */
 	s->wq_full = 0;
 	while (h < c) {
@@ -795,7 +802,9 @@ size_t sio_wq_drain(sio_session *s, uint64_t now)
 			}
 			if (e < 0)
 				wq_refuse(s, seq, e);
+			sh->wq_plain = 1;
 			n++;
+			nlf++;
 		} else if (r->kind == WQ_OBJ || r->kind == WQ_BORROWED) {
 			const struct sio_wq_obj *o = (const struct sio_wq_obj *)(const void *)(r + 1);
 			const uint8_t *d = r->kind == WQ_BORROWED ? o->data : (const uint8_t *)(o + 1);
@@ -806,15 +815,18 @@ size_t sio_wq_drain(sio_session *s, uint64_t now)
 			}
 			if (e < 0)
 				sio_si_finish(s, o->si, e);
+			sh->wq_plain |= r->kind == WQ_OBJ;
+			nlf += r->kind == WQ_OBJ;
 			n++;
 		}
 		h = seq;
 	}
 	sio_core_hold_seal(s->core, now, 0);
 	atomic_store_explicit(&sh->wq_head, h, memory_order_release);
-	/* writers are busy: the consumer comes back within a merge delay
-	 * rather than asking for a wake-up per record (io_thread) */
-	if (n && s->send_delay_ns)
+	/* writers of lock-free records are busy: the consumer comes back
+	 * within a merge delay rather than asking for a wake-up per record
+	 * (io_thread; a borrowed record's writer drains it itself) */
+	if (nlf && s->send_delay_ns)
 		s->wq_idle_at = now + s->send_delay_ns;
 	return n;
 }
@@ -825,6 +837,13 @@ void sio_wq_wipe(sio_session *s)
 	uint64_t h = atomic_load_explicit(&sh->wq_head, memory_order_relaxed);
 	if (h == sh->wq_wiped)
 		return;
+	if (!sh->wq_plain) {
+		/* only records pointing at writers' buffers: no message bytes
+		 * to wipe, and no reason to hold the writers off */
+		sh->wq_wiped = h;
+		return;
+	}
+	sh->wq_plain = 0;
 	/* Consumed space is the writers' again at once: wipe only the part no
 	 * record reserved since covers (writers wait meanwhile; the queue is
 	 * idle when this runs). What a newer record covers is that record's
@@ -887,10 +906,8 @@ static int locked_write(sio_session *s, uint32_t type, const void *data, size_t 
 			return r == SIO_ECLOSED ? sio_closed_err(s) : r;
 		int biased = wenter(sh);
 		t = wq_put(sh, WQ_BORROWED, type, data, len, &obj);
-		if (t) {
-			sh->wq_published = 1;
+		if (t)
 			atomic_store_explicit(&sh->wq_commit, t, memory_order_seq_cst);
-		}
 		wleave(sh, biased);
 		if (t)
 			break;
