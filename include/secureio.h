@@ -606,20 +606,25 @@ typedef void (*sio_send_done_fn)(sio_send_info *si, int err, void *ctx);
 
 /* Queues one message of TYPE and returns a completion object, or NULL with
  * *ERR set (ERR may be NULL). Messages written within the send delay are
- * merged into one packet. Without DONE, a message of up to 8 KiB written
- * once the session is established goes through the lock-free write queue
- * (docs/ARCHITECTURE.md, "Write path"): the session lock is not taken, the
- * payload is copied into the queue, and the object completes when the
- * packet holding the message leaves (all the messages of a packet complete
- * together). A session that ends before the message left fails it with the
- * error that ended the session (or SIO_ECANCELED). Larger messages, and
- * messages with DONE, are copied into the packet under the session lock.
- * Blocks only while the send queue is full (not on the I/O thread or
- * in event-loop mode: NULL with SIO_EAGAIN). DONE, if not NULL, is called
- * once on the I/O thread when the message went out (err 0) or failed (e.g.
- * SIO_ECANCELED when the session is freed; then it runs on the freeing
- * thread). Completion objects come from a per-session pool (no allocation in
- * steady state). The object belongs to the caller until
+ * merged into one packet. Every message goes through the session's write
+ * queue (docs/ARCHITECTURE.md, "Write path"), in order with every other
+ * write. A message of up to 8 KiB (and a quarter of a packet) is copied
+ * into the queue without taking the session lock, in any state before
+ * closing (written before the session started, it leaves once it is
+ * established); without DONE its object completes when the packet holding
+ * it leaves (all the messages of a packet complete together). A larger
+ * message is moved into the core by the calling thread under the session
+ * lock before the call returns (no copy into the queue). A session that
+ * ends before the message left fails it with the error that ended the
+ * session (or SIO_ECANCELED, or SIO_ECLOSED if closed before it started).
+ * Sizes the session can never send (SIO_ETOOBIG) and a closed session
+ * (SIO_ECLOSED) are reported at once. Blocks only while the queue or the
+ * core is full (not on the I/O thread or in event-loop mode, nor on a
+ * session not started yet: NULL with SIO_EAGAIN). DONE, if not NULL, is
+ * called once on the I/O thread when the message went out (err 0) or failed
+ * (e.g. SIO_ECANCELED when the session is freed; then it runs on the
+ * freeing thread). Completion objects come from a per-session pool (no
+ * allocation in steady state). The object belongs to the caller until
  * sio_send_info_release(), even after sio_session_free(). Thread: any. */
 SIO_API sio_send_info *sio_write_message_async(sio_session *s, uint32_t type, const void *data, size_t len,
 				       sio_send_done_fn done, void *ctx, int *err);

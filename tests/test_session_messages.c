@@ -5,6 +5,7 @@
  * writer), send-now-and-wait, invalid arguments. */
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -378,6 +379,252 @@ static void test_write_queue_phases(enum pair_kind k)
 	pair_free(&p);
 }
 
+/* Every message goes through the write queue (docs/ARCHITECTURE.md, "Write
+ * path"), whatever its kind: small ones without a completion callback
+ * (completed per packet), small ones with one (their own object), larger
+ * ones (a record pointing at the writer's buffer, consumed before the call
+ * returns). Messages of each kind written before sio_session_start() all
+ * leave once the session is established, in order, intact, and complete
+ * with success; on a session closed before it started they all fail, each
+ * callback runs once with the error, and later writes fail at once. */
+struct kinds_rx {
+	pthread_mutex_t mu;
+	uint32_t next;
+	int bad, total, delay; /* delay: the first messages stall the reader */
+};
+
+static size_t kind_len(uint32_t n)
+{
+	/* Before the start the core takes one message larger than a packet
+	 * and, while it holds its rest, no other one beyond what the queue
+	 * keeps (up to 8 KiB each): one large message. */
+	static const size_t lens[] = {5, 600, 2000, 300, 16};
+	return n == 2 ? 20000 : lens[n % 5] + n % 3;
+}
+
+static void kind_fill(uint8_t *m, uint32_t n, size_t len)
+{
+	memcpy(m, &n, 4);
+	for (size_t i = 4; i < len; i++)
+		m[i] = (uint8_t)(n * 7 + i);
+}
+
+static void on_kind(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
+{
+	(void)s;
+	(void)type;
+	struct kinds_rx *r = ctx;
+	pthread_mutex_lock(&r->mu);
+	uint32_t n = 0;
+	if (len >= 4)
+		memcpy(&n, d, 4);
+	if (len < 4 || n != r->next) {
+		r->bad++;
+	} else {
+		r->next++;
+		for (size_t i = 4; i < len; i++)
+			r->bad += d[i] != (uint8_t)(n * 7 + i);
+	}
+	r->total++;
+	int delay = r->delay > 0 ? r->delay-- : 0;
+	pthread_mutex_unlock(&r->mu);
+	if (delay)
+		usleep(3000);
+}
+
+struct cb_count {
+	atomic_int calls, errs;
+};
+
+static void on_sent_count(sio_send_info *si, int err, void *ctx)
+{
+	(void)si;
+	struct cb_count *c = ctx;
+	atomic_fetch_add(&c->calls, 1);
+	if (err)
+		atomic_fetch_add(&c->errs, 1);
+}
+
+static int wait_total(struct kinds_rx *rx, int want)
+{
+	for (int i = 0; i < 4000; i++) {
+		pthread_mutex_lock(&rx->mu);
+		int n = rx->total;
+		pthread_mutex_unlock(&rx->mu);
+		if (n >= want)
+			return n;
+		usleep(5000);
+	}
+	return -1;
+}
+
+#define KINDS_N 40
+
+static void test_queue_kinds_before_start(enum pair_kind k)
+{
+	struct pair p;
+	static struct kinds_rx rx;
+	static struct cb_count cc;
+	static uint8_t m[20008];
+	memset(&rx, 0, sizeof rx);
+	memset(&cc, 0, sizeof cc);
+	pthread_mutex_init(&rx.mu, NULL);
+	CHECK_OK(pair_open(&p, k, NULL, NULL, NULL, NULL));
+	CHECK_OK(sio_set_handler(p.b, 13, on_kind, NULL, &rx));
+	sio_send_info *held[KINDS_N];
+	int with_cb = 0;
+	for (uint32_t n = 0; n < KINDS_N; n++) {
+		size_t len = kind_len(n);
+		kind_fill(m, n, len);
+		int cb = n % 2, err = 0;
+		held[n] = sio_write_message_async(p.a, 13, m, len, cb ? on_sent_count : NULL, &cc, &err);
+		CHECK(held[n] != NULL);
+		CHECK_EQ(err, 0);
+		with_cb += cb;
+	}
+	CHECK_OK(pair_start(&p));
+	for (int n = 0; n < KINDS_N; n++) {
+		if (!held[n])
+			continue;
+		CHECK_EQ(sio_send_info_wait(held[n], 20000), 0);
+		sio_send_info_release(held[n]);
+	}
+	CHECK_EQ(wait_total(&rx, KINDS_N), KINDS_N);
+	pthread_mutex_lock(&rx.mu);
+	CHECK_EQ(rx.bad, 0);
+	CHECK_EQ(rx.next, (uint32_t)KINDS_N);
+	pthread_mutex_unlock(&rx.mu);
+	for (int i = 0; i < 400 && atomic_load(&cc.calls) < with_cb; i++)
+		usleep(5000);
+	CHECK_EQ(atomic_load(&cc.calls), with_cb);
+	CHECK_EQ(atomic_load(&cc.errs), 0);
+	pair_free(&p);
+
+	/* closed before it started: everything queued fails */
+	memset(&cc, 0, sizeof cc);
+	CHECK_OK(pair_open(&p, k, NULL, NULL, NULL, NULL));
+	with_cb = 0;
+	for (uint32_t n = 0; n < KINDS_N; n++) {
+		size_t len = kind_len(n);
+		kind_fill(m, n, len);
+		int cb = n % 2, err = 0;
+		held[n] = sio_write_message_async(p.a, 13, m, len, cb ? on_sent_count : NULL, &cc, &err);
+		CHECK(held[n] != NULL);
+		with_cb += cb;
+	}
+	CHECK_OK(sio_close(p.a));
+	for (int n = 0; n < KINDS_N; n++) {
+		int r = held[n] ? sio_send_info_wait(held[n], 5000) : 0;
+		CHECK(r < 0 && r != SIO_ETIMEDOUT);
+	}
+	int err = 0;
+	CHECK(sio_write_message_async(p.a, 13, m, 8, on_sent_count, &cc, &err) == NULL);
+	CHECK(err < 0);
+	CHECK(sio_write_message_async(p.a, 13, m, 20000, NULL, NULL, &err) == NULL);
+	CHECK(err < 0);
+	CHECK(sio_write_message(p.a, 13, m, 8) < 0);
+	pair_free(&p); /* callbacks still queued run here */
+	CHECK_EQ(atomic_load(&cc.calls), with_cb);
+	CHECK_EQ(atomic_load(&cc.errs), with_cb);
+	for (int n = 0; n < KINDS_N; n++)
+		sio_send_info_release(held[n]); /* valid after the free */
+}
+
+/* On the I/O thread nothing may wait: a large message that finds the core's
+ * ring full is taken back out of the queue (SIO_EAGAIN) and never sent.
+ * A's handler answers each trigger with 30 000-byte messages until one is
+ * refused, while B's reader stalls; B then receives exactly the accepted
+ * ones, once each, in order, intact. */
+struct burst {
+	sio_session *a;
+	uint32_t next;
+	int again, other;
+	atomic_int rounds; /* published after the rest (the test reads it) */
+};
+
+static void on_sent_nothing(sio_send_info *si, int err, void *ctx)
+{
+	(void)si;
+	(void)err;
+	(void)ctx;
+}
+
+static void on_trigger(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
+{
+	(void)type;
+	(void)d;
+	(void)len;
+	struct burst *b = ctx;
+	static uint8_t m[30000];
+	for (int i = 0; i < 2000; i++) {
+		kind_fill(m, b->next, sizeof m);
+		int err = 0;
+		sio_send_info *si = sio_write_message_async(s, 13, m, sizeof m, NULL, NULL, &err);
+		if (!si) {
+			if (err == SIO_EAGAIN)
+				b->again++;
+			else
+				b->other++;
+			break;
+		}
+		sio_send_info_release(si);
+		b->next++;
+	}
+	/* and a small one with a callback after the refusal: still in order */
+	kind_fill(m, b->next, 12);
+	int err = 0;
+	sio_send_info *si = sio_write_message_async(s, 13, m, 12, on_sent_nothing, NULL, &err);
+	if (si) {
+		sio_send_info_release(si);
+		b->next++;
+	} else if (err != SIO_EAGAIN) {
+		b->other++;
+	}
+	atomic_fetch_add(&b->rounds, 1);
+}
+
+static void test_queue_refused_on_io_thread(enum pair_kind k)
+{
+	struct pair p;
+	static struct kinds_rx rx;
+	static struct burst b;
+	memset(&rx, 0, sizeof rx);
+	memset(&b, 0, sizeof b);
+	pthread_mutex_init(&rx.mu, NULL);
+	rx.delay = 40;
+	CHECK_OK(pair_open(&p, k, NULL, NULL, NULL, NULL));
+	b.a = p.a;
+	CHECK_OK(sio_set_handler(p.a, 14, on_trigger, NULL, &b));
+	CHECK_OK(sio_set_handler(p.b, 13, on_kind, NULL, &rx));
+	CHECK_OK(pair_start(&p));
+	for (int i = 0; i < 3; i++) {
+		CHECK_OK(sio_write_message(p.b, 14, "go", 2));
+		for (int t = 0; t < 2000 && atomic_load(&b.rounds) <= i; t++)
+			usleep(5000);
+	}
+	CHECK_EQ(atomic_load(&b.rounds), 3);
+	CHECK(b.again >= 1); /* the refusal really happened */
+	CHECK_EQ(b.other, 0);
+	/* the queue still works after the refusals: one more from here */
+	uint8_t m[16];
+	kind_fill(m, b.next, sizeof m);
+	sio_send_info *si = sio_write_message_async(p.a, 13, m, sizeof m, on_sent_nothing, NULL, NULL);
+	CHECK(si != NULL);
+	CHECK_EQ(sio_send_info_wait(si, 20000), 0);
+	sio_send_info_release(si);
+	b.next++;
+	CHECK_EQ(wait_total(&rx, (int)b.next), (int)b.next);
+	usleep(20000); /* nothing more may come */
+	pthread_mutex_lock(&rx.mu);
+	CHECK_EQ(rx.total, (int)b.next);
+	CHECK_EQ(rx.bad, 0);
+	pthread_mutex_unlock(&rx.mu);
+	sio_stats st;
+	sio_session_stats(p.a, &st);
+	CHECK_EQ(st.messages_sent, (uint64_t)b.next);
+	pair_free(&p);
+}
+
 int main(void)
 {
 	alarm(300);
@@ -390,5 +637,9 @@ int main(void)
 	test_async_threads(PK_UNIX_DGRAM); /* lossless, unlike UDP under load */
 	test_write_queue_phases(PK_SEQPACKET);
 	test_write_queue_phases(PK_TCP);
+	test_queue_kinds_before_start(PK_SEQPACKET);
+	test_queue_kinds_before_start(PK_TCP);
+	test_queue_refused_on_io_thread(PK_SEQPACKET);
+	test_queue_refused_on_io_thread(PK_TCP);
 	return check_done("test_session_messages");
 }

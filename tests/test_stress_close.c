@@ -41,7 +41,7 @@
 #define MAXSEQ (1u << 15)  /* messages per writer and round, at most */
 #define HELD 64            /* completion objects a writer holds at once */
 #define MINLEN 7           /* magic, writer, length, 4-byte sequence */
-#define MAXLEN 48
+#define MAXLEN 120 /* with 256-byte packets, above 64 bytes: the locked way */
 
 enum { ST_NONE = 0, ST_OK, ST_FAIL, ST_UNKNOWN };
 
@@ -302,7 +302,14 @@ static void run_round(uint64_t seed)
 	for (int w = 0; w < NW; w++)
 		r->last_seq[w] = -1;
 
-	if (pair_open(&r->p, r->stream ? PK_UNIX_STREAM : PK_SEQPACKET, NULL, NULL, NULL, NULL)) {
+	/* every other pair of closers: 256-byte packets, so that the larger
+	 * records take the write queue's locked way (WQ_BORROWED) while the
+	 * smaller ones, with or without a callback, are queued lock-free */
+	sio_options o;
+	sio_options_default(&o);
+	if ((seed / 12) % 2)
+		o.max_packet_size = 256;
+	if (pair_open(&r->p, r->stream ? PK_UNIX_STREAM : PK_SEQPACKET, &o, &o, NULL, NULL)) {
 		CHECK(0);
 		free(r);
 		return;

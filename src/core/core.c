@@ -147,6 +147,12 @@ static void wipe_slot(sio_core *c, sio_keyslot *ks)
 	ks->rp.bits = NULL;
 }
 
+void sio_core_discard(sio_core *c, int err)
+{
+	sio_core_tx_cancel(c, err);
+	sio_core_tx_abandon(c, err);
+}
+
 void sio_core_free(sio_core *c)
 {
 	if (!c)

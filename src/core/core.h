@@ -133,6 +133,16 @@ int sio_core_recv(sio_core *c, uint64_t now, uint8_t *pkt, size_t len);
 int sio_core_write(sio_core *c, uint64_t now, uint32_t type, const uint8_t *data, size_t len,
 		   uint64_t token);
 
+/* Fails every message queued so far (their tokens reported with ERR): for
+ * a session closed before it was ever started. */
+void sio_core_discard(sio_core *c, int err);
+
+/* What sio_core_write() would answer now for a message of TYPE and LEN
+ * whatever room the ring has: 0, SIO_ECLOSED, SIO_EINVAL or SIO_ETOOBIG
+ * (the session checks before it queues a message, so that these errors
+ * reach the writer at once rather than its completion object). */
+int sio_core_write_check(const sio_core *c, uint32_t type, size_t len);
+
 /* A TOKEN with SIO_CORE_TOKEN_WM set is a watermark: it is not kept per
  * message but per packet (the largest one in the packet), and reported once
  * through cbs.sent when that packet leaves, after the per-message tokens of

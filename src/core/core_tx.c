@@ -496,6 +496,20 @@ int sio_core_tx_frame(sio_core *c, uint64_t now, const uint8_t *hdr, size_t hlen
 	return 0;
 }
 
+int sio_core_write_check(const sio_core *c, uint32_t type, size_t len)
+{
+	if (c->state >= SIO_STATE_CLOSING)
+		return SIO_ECLOSED;
+	if (type > SIO_TYPE_READWRITE)
+		return SIO_EINVAL;
+	size_t hl = type == SIO_TYPE_READWRITE ? 1 : 1 + sio_varint_len(type);
+	/* sio_core_msg_write's verdict on a message larger than a packet */
+	if (hl + len > sio_core_pkt_size(c) - SIO_OVERHEAD &&
+	    (c->o.fragmentation < 0 || len > c->o.max_message_size || len > UINT32_MAX))
+		return SIO_ETOOBIG;
+	return 0;
+}
+
 int sio_core_write(sio_core *c, uint64_t now, uint32_t type, const uint8_t *data, size_t len,
 		   uint64_t token)
 {

@@ -452,7 +452,11 @@ static void cb_sent(void *ctx, uint64_t token, int err)
 		}
 		return;
 	}
-	sio_send_info *si = (sio_send_info *)(uintptr_t)token;
+	sio_si_finish(s, (sio_send_info *)(uintptr_t)token, err);
+}
+
+void sio_si_finish(sio_session *s, sio_send_info *si, int err)
+{
 	/* (without a callback the object may be back in the pool, even in
 	 * another writer's hands, once this returns: not touched again) */
 	if (sio_si_complete(si, err)) {
@@ -605,11 +609,11 @@ int sio_session_new(sio_session **out, const sio_identity *id, const sio_remote 
 		s->tp.tx_prefix_len = 1 + SIO_LISTENER_CID_BYTES;
 	}
 	s->sh->sess = s;
-	/* Messages that may go through the write queue: any the core takes
-	 * whole (fragmentation on), up to the inline limit. Without
-	 * fragmentation the core's verdict on a message's size depends on
-	 * the packet size of the moment: those take the locked path, which
-	 * returns it at once. */
+	/* Messages the write queue takes lock-free (WQ_FAST / WQ_OBJ): any
+	 * the core takes whole (fragmentation on), up to the inline limit.
+	 * Without fragmentation the core's verdict on a message's size
+	 * depends on the packet size of the moment: those take the locked
+	 * way (WQ_BORROWED), which returns it at once. */
 	if (ro_ok && ro.fragmentation > 0) {
 		uint32_t m = SIO_WQ_INLINE_MAX;
 		if (ro.max_message_size < m)
@@ -856,6 +860,9 @@ int sio_close(sio_session *s)
 		s->local_close = 1;
 		atomic_store(&s->state, SIO_STATE_CLOSED);
 		s->reached |= 1u << SIO_STATE_CLOSED;
+		/* what was written will never go */
+		sio_core_discard(s->core, SIO_ECLOSED);
+		sio_wq_fail_all(s, SIO_ECLOSED);
 		sio_signal(s);
 	} else if (sio_core_enter(s) != 0 || sio_is_io_thread(s)) {
 		/* from a handler or from inside the core: the I/O thread (or the

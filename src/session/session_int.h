@@ -31,22 +31,43 @@
  * stops reading from the transport (flow control back to the peer). */
 #define SIO_RD_LIMIT (4u << 20)
 
-/* The write queue (docs/ARCHITECTURE.md, "Write path"): writers append
- * records to a byte ring without taking the session lock; whoever holds the
- * lock (the I/O thread, sio_session_process(), or a writer on a slow path)
- * moves them into the core in batches. A record is a struct sio_wq_rec then
- * the message, padded to 16 bytes; a record never wraps (a skip record fills
- * the end of the ring). Offsets are byte counts since the session began,
- * never reduced: a message's number is the offset of its record's end. */
+/* The write queue (docs/ARCHITECTURE.md, "Write path"): every message
+ * written goes through it. Writers append records to a byte ring; whoever
+ * holds the session lock (the I/O thread, sio_session_process(), a driver
+ * worker, or a writer on its way out) moves them into the core in batches,
+ * in ring order: sio_wq_drain() is the only caller of sio_core_write().
+ * A record is a struct sio_wq_rec, for the kinds with a completion object a
+ * struct sio_wq_obj, then the message (unless borrowed), padded to 16
+ * bytes; a record never wraps (a skip record fills the end of the ring).
+ * Offsets are byte counts since the session began, never reduced: a
+ * message's number is the offset of its record's end.
+ *  - WQ_FAST: a message of up to wq_fast bytes without a completion
+ *    callback, published without any lock; completed per packet (its
+ *    number against done_seq / fail_from).
+ *  - WQ_OBJ: a message with a completion callback, published the same
+ *    way, completed through its object (its own token in the core).
+ *  - WQ_BORROWED: anything else (larger messages, rings full where the
+ *    caller may not wait): the writer publishes it holding the session
+ *    lock, points the record at its own buffer, drains at once and does
+ *    not return before the record was consumed or cancelled (WQ_CANCELLED:
+ *    the core had no room and the caller may not wait). */
 #define SIO_WQ_BYTES (256u << 10)
-#define SIO_WQ_INLINE_MAX (8u << 10) /* larger messages go to the core directly */
+#define SIO_WQ_INLINE_MAX (8u << 10) /* the largest WQ_FAST / WQ_OBJ message */
+
+enum { WQ_FAST, WQ_OBJ, WQ_BORROWED, WQ_CANCELLED, WQ_SKIP };
 
 struct sio_wq_rec {
-	uint32_t len;  /* message bytes, or SIO_WQ_SKIP */
-	uint32_t type;
-	uint64_t size; /* whole record, header included */
+	uint32_t len;  /* message bytes */
+	uint32_t type; /* message type */
+	uint32_t size; /* whole record, header included */
+	uint32_t kind; /* WQ_* */
 };
-#define SIO_WQ_SKIP UINT32_MAX
+
+/* after the header of WQ_OBJ / WQ_BORROWED records */
+struct sio_wq_obj {
+	sio_send_info *si;
+	const uint8_t *data; /* WQ_BORROWED: the writer's buffer */
+};
 
 struct sio_shared {
 	pthread_mutex_t mu;     /* the session lock */
@@ -87,17 +108,19 @@ struct sio_shared {
 	uint8_t *wq;       /* SIO_WQ_BYTES, allocated at the first queued write */
 	uint64_t wq_tail;  /* end of the last record reserved */
 	uint64_t wq_room;  /* writers' view of wq_head + SIO_WQ_BYTES */
-	int wq_published;  /* a record was published */
+	int wq_published;  /* a lock-free record was published */
 
 	/* end of the last complete record (writers publish, consumer reads) */
 	_Alignas(64) _Atomic uint64_t wq_commit;
 	/* consumer asks writers to wake it once wq_commit reaches this
 	 * (UINT64_MAX: it is awake or will come back by itself) */
 	_Atomic uint64_t wq_want;
+	atomic_int wq_lf; /* wq_published, for the consumer */
 
 	/* consumer side (sh->mu) */
 	_Alignas(64) _Atomic uint64_t wq_head; /* records consumed below this */
 	uint64_t wq_wiped;                     /* ring bytes wiped below this */
+	int wq_plain; /* a record with message bytes was consumed since the last wipe */
 	/* Completion per packet: every message numbered <= done_seq was sent;
 	 * once the session ended, every message numbered >= fail_from failed
 	 * with fail_err (stored before fail_from is). */
@@ -112,7 +135,7 @@ struct sio_send_info {
 	_Alignas(64) struct sio_shared *sh;
 	struct si_chunk *chunk; /* its chunk in the pool, and its index there */
 	unsigned idx;
-	sio_session *s; /* valid while inflight or cb_pending (locked path) */
+	sio_session *s; /* valid while inflight or cb_pending (objects that are core tokens) */
 	sio_send_done_fn fn;
 	void *ctx;
 	int err;
@@ -120,9 +143,10 @@ struct sio_send_info {
 	/* Nonzero: a queued message (completion per packet); its number, done
 	 * when sh->done_seq reaches it. 0: completed through DONE. */
 	uint64_t seq;
-	/* references: the program's (until released) and, on the locked
-	 * path, the session's (until completed and its callback ran); the
-	 * last one returns it to the pool */
+	/* references: the program's (until released; none for a
+	 * synchronous write where nobody waits) and, for an object that is a
+	 * core token (WQ_OBJ, WQ_BORROWED), the session's (until completed
+	 * and its callback ran); the last one returns it to the pool */
 	atomic_int refs;
 	uint8_t cb_pending; /* completion callback queued for the I/O thread */
 };
@@ -375,6 +399,9 @@ int sio_si_complete(sio_send_info *si, int err);
 void sio_si_broadcast(struct sio_shared *sh);
 void sio_si_after_callback(sio_send_info *si);
 void sio_si_unref_locked(sio_send_info *si);
+/* Lock held: the message of SI left (ERR 0) or failed; its callback, if it
+ * has one, is queued as an event. */
+void sio_si_finish(sio_session *s, sio_send_info *si, int err);
 void sio_shared_unref(struct sio_shared *sh); /* session gone */
 int sio_bq_put(struct sio_bq *q, const void *a, size_t alen, const void *b, size_t blen);
 void sio_bq_wipe_free(struct sio_bq *q); /* wipes what is unread, frees */

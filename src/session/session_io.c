@@ -516,7 +516,7 @@ void *sio_io_thread(void *arg)
 		/* Sleep to the deadline itself, not to the next millisecond: the
 		 * merge delay (50 us by default) is what a packet waits for, and
 		 * a 1 ms poll() turned it into 1 ms. But while writers on the
-		 * locked path (messages over a quarter of a packet) open
+		 * locked way (messages over a quarter of a packet) open
 		 * packets faster than one per merge delay, they close them
 		 * themselves and waking at each delay only costs wake-ups
 		 * (measured on 1300-byte messages): then sleep as poll() would;

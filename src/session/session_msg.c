@@ -516,9 +516,12 @@ void sio_send_info_release(sio_send_info *si)
 
 /* ---- the write queue ---------------------------------------------------- */
 
-/* plock held: appends one record. Returns the message's number (the end of
- * its record), or 0 when the ring has no room for it. */
-static uint64_t wq_put(struct sio_shared *sh, uint32_t type, const void *data, size_t len)
+/* Writers' lock held: appends one record of KIND (session_int.h) for LEN
+ * message bytes, copied unless the record is WQ_BORROWED, with OBJ after
+ * the header of the kinds that have one. Returns the message's number (the
+ * end of its record), or 0 when the ring has no room for it. */
+static uint64_t wq_put(struct sio_shared *sh, uint32_t kind, uint32_t type, const void *data,
+		       size_t len, const struct sio_wq_obj *obj)
 {
 	if (!sh->wq) {
 		sh->wq = malloc(SIO_WQ_BYTES); /* untouched pages cost no memory */
@@ -526,7 +529,9 @@ static uint64_t wq_put(struct sio_shared *sh, uint32_t type, const void *data, s
 			return 0;
 		sh->wq_room = SIO_WQ_BYTES;
 	}
-	uint64_t size = (sizeof(struct sio_wq_rec) + len + 15) & ~(uint64_t)15;
+	size_t extra = kind == WQ_FAST ? 0 : sizeof(struct sio_wq_obj);
+	size_t body = kind == WQ_BORROWED ? 0 : len;
+	uint64_t size = (sizeof(struct sio_wq_rec) + extra + body + 15) & ~(uint64_t)15;
 	uint64_t t = sh->wq_tail;
 	uint64_t pos = t & (SIO_WQ_BYTES - 1);
 	uint64_t skip = SIO_WQ_BYTES - pos < size ? SIO_WQ_BYTES - pos : 0;
@@ -537,17 +542,24 @@ static uint64_t wq_put(struct sio_shared *sh, uint32_t type, const void *data, s
 	}
 	struct sio_wq_rec *r = (struct sio_wq_rec *)(void *)(sh->wq + pos);
 	if (skip) {
-		r->len = SIO_WQ_SKIP;
+		r->len = 0;
 		r->type = 0;
-		r->size = skip;
+		r->size = (uint32_t)skip;
+		r->kind = WQ_SKIP;
 		t += skip;
 		r = (struct sio_wq_rec *)(void *)sh->wq;
 	}
 	r->len = (uint32_t)len;
 	r->type = type;
-	r->size = size;
-	if (len)
-		memcpy(r + 1, data, len);
+	r->size = (uint32_t)size;
+	r->kind = kind;
+	uint8_t *p = (uint8_t *)(r + 1);
+	if (extra) {
+		memcpy(p, obj, sizeof(*obj));
+		p += sizeof(*obj);
+	}
+	if (body)
+		memcpy(p, data, body);
 	t += size;
 	sh->wq_tail = t;
 	/* the consumer read these lines last: fetch the next ones for writing
@@ -557,18 +569,44 @@ static uint64_t wq_put(struct sio_shared *sh, uint32_t type, const void *data, s
 	return t;
 }
 
-/* The lock-free write: queues the message without the session lock.
- * Returns 1 (*SEQ is its number; *SIP, if asked, a completion object for
- * it), -1 when the ring has no room now, or 0: take the locked path (not
- * established yet, closing, too large, out of memory). */
+static struct sio_wq_rec *wq_rec_at(const struct sio_shared *sh, uint64_t off)
+{
+	return (struct sio_wq_rec *)(void *)(sh->wq + (off & (SIO_WQ_BYTES - 1)));
+}
+
+/* Lock held: completes the object of every record not consumed yet with
+ * ERR and consumes them all (the session ended; the rest fails by number:
+ * fail_from). Writers may still add records: one that has an object looks
+ * at fail_from after publishing it and sweeps again (wq_write). */
+static void wq_sweep(sio_session *s, int err)
+{
+	struct sio_shared *sh = s->sh;
+	uint64_t h = atomic_load_explicit(&sh->wq_head, memory_order_relaxed);
+	/* seq_cst, after the store of fail_from: see wq_write */
+	uint64_t c = atomic_load_explicit(&sh->wq_commit, memory_order_seq_cst);
+	while (h < c) {
+		const struct sio_wq_rec *r = wq_rec_at(sh, h);
+		if (r->kind == WQ_OBJ || r->kind == WQ_BORROWED)
+			sio_si_finish(s, ((const struct sio_wq_obj *)(const void *)(r + 1))->si, err);
+		sh->wq_plain |= r->kind == WQ_FAST || r->kind == WQ_OBJ;
+		h += r->size;
+	}
+	atomic_store_explicit(&sh->wq_head, h, memory_order_release);
+}
+
+/* The lock-free write: queues a message of at most wq_fast bytes without
+ * the session lock, as WQ_FAST, or as WQ_OBJ when it has a completion
+ * callback (DONE, CTX). Returns 1 (*SEQ is its number; *SIP, if asked, a
+ * completion object for it), -1 when the ring has no room now, or 0: take
+ * the locked way (too large, closing, out of memory). */
 static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
-		    sio_send_info **sip, uint64_t *seq, int self_send)
+		    sio_send_done_fn done, void *ctx, sio_send_info **sip, uint64_t *seq,
+		    int self_send)
 {
 	struct sio_shared *sh = s->sh;
 	if (len > (size_t)s->wq_fast)
 		return 0;
-	int st = atomic_load_explicit(&s->state, memory_order_acquire);
-	if (st != SIO_STATE_NEGOTIATION && st != SIO_STATE_ESTABLISHED)
+	if (atomic_load_explicit(&s->state, memory_order_acquire) >= SIO_STATE_CLOSING)
 		return 0;
 	sio_send_info *si = NULL;
 	int biased = wenter(sh);
@@ -576,7 +614,16 @@ static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
 		wleave(sh, biased);
 		return 0;
 	}
-	uint64_t t = wq_put(sh, type, data, len);
+	if (done) {
+		/* the consumer uses the object as soon as the record is seen:
+		 * the program's reference and the session's (until the
+		 * callback ran), completed through its own token */
+		si_init(si, s, 2, 0);
+		si->fn = done;
+		si->ctx = ctx;
+	}
+	struct sio_wq_obj obj = {si, NULL};
+	uint64_t t = wq_put(sh, done ? WQ_OBJ : WQ_FAST, type, data, len, &obj);
 	if (!t) {
 		if (si) /* back in front of the writers' free bits */
 			sh->cur_mask |= UINT64_C(1) << si->idx;
@@ -590,10 +637,16 @@ static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
 	 * never left behind a sleeping consumer. Either both sides use
 	 * seq_cst operations, or (wq_light) the consumer's membarrier() puts
 	 * a full barrier into this thread wherever it is, and a compiler
-	 * barrier here is enough: no locked instruction per message. */
+	 * barrier here is enough: no locked instruction per message. Records
+	 * with an object are always published seq_cst (below). */
 	uint64_t want;
-	int light = sh->wq_light && sh->wq_published;
-	sh->wq_published = 1; /* the first record is published seq_cst: sio_wq_arm */
+	int light = sh->wq_light && sh->wq_published && !done;
+	if (!sh->wq_published) {
+		/* the first lock-free record is published seq_cst, and tells
+		 * the consumer that barriers are needed from now on (sio_wq_arm) */
+		sh->wq_published = 1;
+		atomic_store_explicit(&sh->wq_lf, 1, memory_order_seq_cst);
+	}
 	if (light) {
 		atomic_store_explicit(&sh->wq_commit, t, memory_order_release);
 		wleave(sh, biased);
@@ -604,11 +657,24 @@ static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
 		wleave(sh, biased);
 		want = atomic_load_explicit(&sh->wq_want, memory_order_seq_cst);
 	}
-	if (si) {
+	if (si && !done)
 		si_init(si, s, 1, t);
+	if (si)
 		*sip = si;
-	}
 	*seq = t;
+	if (done && atomic_load_explicit(&sh->fail_from, memory_order_seq_cst) != UINT64_MAX) {
+		/* The session ended, and its last sweep may have looked before
+		 * this record was published (it stores fail_from, then loads
+		 * wq_commit; this thread did the opposite: one of the two sees
+		 * the other). Sweep again: the object completes with the
+		 * session's error and its callback is queued. */
+		pthread_mutex_lock(&sh->mu);
+		wq_sweep(s, atomic_load_explicit(&sh->fail_err, memory_order_relaxed));
+		sio_si_broadcast(sh);
+		sio_kick(s);
+		pthread_mutex_unlock(&sh->mu);
+		return 1;
+	}
 	/* (a synchronous writer sends it itself: no need to wake anyone) */
 	if (!self_send && t >= want &&
 	    atomic_exchange_explicit(&sh->wq_want, UINT64_MAX, memory_order_relaxed) != UINT64_MAX) {
@@ -627,17 +693,18 @@ static int wq_write(sio_session *s, uint32_t type, const void *data, size_t len,
  * meanwhile it moves records into the core and sends them itself, as the
  * I/O thread would. Returns as wq_write (-1 only where it may not block). */
 static int wq_write_wait(sio_session *s, uint32_t type, const void *data, size_t len,
-			 sio_send_info **sip, uint64_t *seq, int self_send)
+			 sio_send_done_fn done, void *ctx, sio_send_info **sip, uint64_t *seq,
+			 int self_send)
 {
 	for (;;) {
-		int r = wq_write(s, type, data, len, sip, seq, self_send);
+		int r = wq_write(s, type, data, len, done, ctx, sip, seq, self_send);
 		if (r >= 0)
 			return r;
 		pthread_mutex_lock(&s->sh->mu);
 		if (!sio_threaded_caller(s) || sio_core_enter(s) != 0 ||
 		    atomic_load(&s->state) >= SIO_STATE_CLOSING) {
 			pthread_mutex_unlock(&s->sh->mu);
-			return 0; /* the locked path decides (SIO_EAGAIN, closed...) */
+			return 0; /* the locked way decides (SIO_EAGAIN, closed...) */
 		}
 		uint64_t now = sio_now_ns();
 		sio_wq_drain(s, now);
@@ -678,9 +745,10 @@ int sio_wq_arm(sio_session *s, uint64_t ahead)
 	 * only a writer can end, put one into each of them. A sleep bounded by
 	 * the merge delay (AHEAD > 1) needs none: missing the wake-up there
 	 * costs nothing, the consumer comes back by itself. */
-	if (sh->wq_light && ahead <= 1 && atomic_load_explicit(&sh->wq_commit, memory_order_seq_cst))
-		membarrier_all(); /* (never for a session nobody wrote to: a
-				   * writer's first record is published seq_cst) */
+	if (sh->wq_light && ahead <= 1 && atomic_load_explicit(&sh->wq_lf, memory_order_seq_cst))
+		membarrier_all(); /* (never while only records published seq_cst
+				   * were seen: a session nobody wrote to, or
+				   * only large messages and locked writes) */
 	return atomic_load_explicit(&sh->wq_commit, memory_order_seq_cst) >= want;
 }
 
@@ -689,15 +757,16 @@ void sio_wq_disarm(sio_session *s)
 	atomic_store_explicit(&s->sh->wq_want, UINT64_MAX, memory_order_relaxed);
 }
 
-/* Lock held: the record ending at SEQ could not be sent (ERR), nor can any
- * after it (the core refuses only when it is closing or closed). */
+/* Lock held: the WQ_FAST record ending at SEQ could not be sent (ERR), nor
+ * can any after it (the core refuses such a message only when it is
+ * closing or closed). */
 static void wq_refuse(sio_session *s, uint64_t seq, int err)
 {
 	struct sio_shared *sh = s->sh;
 	if (seq < atomic_load_explicit(&sh->fail_from, memory_order_relaxed)) {
 		if (atomic_load_explicit(&sh->fail_from, memory_order_relaxed) == UINT64_MAX)
 			atomic_store_explicit(&sh->fail_err, err, memory_order_relaxed);
-		atomic_store_explicit(&sh->fail_from, seq, memory_order_release);
+		atomic_store_explicit(&sh->fail_from, seq, memory_order_seq_cst);
 		sh->si_completed = 1;
 	}
 }
@@ -706,6 +775,7 @@ void sio_wq_fail_all(sio_session *s, int err)
 {
 	struct sio_shared *sh = s->sh;
 	wq_refuse(s, atomic_load_explicit(&sh->done_seq, memory_order_relaxed) + 1, err);
+	wq_sweep(s, atomic_load_explicit(&sh->fail_err, memory_order_relaxed));
 	sio_si_broadcast(sh);
 }
 
@@ -717,14 +787,13 @@ size_t sio_wq_drain(sio_session *s, uint64_t now)
 	if (h0 == c || !s->core)
 		return 0;
 	uint64_t h = h0;
-	size_t n = 0;
+	size_t n = 0, nlf = 0;
 	sio_core_hold_seal(s->core, now, 1); /* fill packets before sealing them */
 	s->wq_full = 0;
 	while (h < c) {
-		const struct sio_wq_rec *r =
-		    (const struct sio_wq_rec *)(const void *)(sh->wq + (h & (SIO_WQ_BYTES - 1)));
-		if (r->len != SIO_WQ_SKIP) {
-			uint64_t seq = h + r->size;
+		const struct sio_wq_rec *r = wq_rec_at(sh, h);
+		uint64_t seq = h + r->size;
+		if (r->kind == WQ_FAST) {
 			int e = sio_core_write(s->core, now, r->type, (const uint8_t *)(r + 1), r->len,
 					       seq | SIO_CORE_TOKEN_WM);
 			if (e == SIO_EAGAIN || e == SIO_ELIMIT) {
@@ -733,15 +802,31 @@ size_t sio_wq_drain(sio_session *s, uint64_t now)
 			}
 			if (e < 0)
 				wq_refuse(s, seq, e);
+			sh->wq_plain = 1;
+			n++;
+			nlf++;
+		} else if (r->kind == WQ_OBJ || r->kind == WQ_BORROWED) {
+			const struct sio_wq_obj *o = (const struct sio_wq_obj *)(const void *)(r + 1);
+			const uint8_t *d = r->kind == WQ_BORROWED ? o->data : (const uint8_t *)(o + 1);
+			int e = sio_core_write(s->core, now, r->type, d, r->len, (uint64_t)(uintptr_t)o->si);
+			if (e == SIO_EAGAIN || e == SIO_ELIMIT) {
+				s->wq_full = 1;
+				break;
+			}
+			if (e < 0)
+				sio_si_finish(s, o->si, e);
+			sh->wq_plain |= r->kind == WQ_OBJ;
+			nlf += r->kind == WQ_OBJ;
 			n++;
 		}
-		h += r->size;
+		h = seq;
 	}
 	sio_core_hold_seal(s->core, now, 0);
 	atomic_store_explicit(&sh->wq_head, h, memory_order_release);
-	/* writers are busy: the consumer comes back within a merge delay
-	 * rather than asking for a wake-up per record (io_thread) */
-	if (n && s->send_delay_ns)
+	/* writers of lock-free records are busy: the consumer comes back
+	 * within a merge delay rather than asking for a wake-up per record
+	 * (io_thread; a borrowed record's writer drains it itself) */
+	if (nlf && s->send_delay_ns)
 		s->wq_idle_at = now + s->send_delay_ns;
 	return n;
 }
@@ -752,6 +837,13 @@ void sio_wq_wipe(sio_session *s)
 	uint64_t h = atomic_load_explicit(&sh->wq_head, memory_order_relaxed);
 	if (h == sh->wq_wiped)
 		return;
+	if (!sh->wq_plain) {
+		/* only records pointing at writers' buffers: no message bytes
+		 * to wipe, and no reason to hold the writers off */
+		sh->wq_wiped = h;
+		return;
+	}
+	sh->wq_plain = 0;
 	/* Consumed space is the writers' again at once: wipe only the part no
 	 * record reserved since covers (writers wait meanwhile; the queue is
 	 * idle when this runs). What a newer record covers is that record's
@@ -784,33 +876,84 @@ static int check_type(uint32_t type)
 	return type <= SIO_CHANNEL_MAX || type == SIO_TYPE_READWRITE;
 }
 
-/* The locked path: queues one message into the core after what the write
- * queue holds (order is kept), sending directly when the core's ring is
- * full. Blocks for room only on threads allowed to block. Lock held. */
-static int queue_write(sio_session *s, uint32_t type, const void *data, size_t len,
-		       sio_send_info *si, int may_block)
+static int wq_consumed(const struct sio_shared *sh, uint64_t seq)
 {
+	return atomic_load_explicit(&sh->wq_head, memory_order_relaxed) >= seq;
+}
+
+/* The locked way, for every message the lock-free write does not take
+ * (larger ones, the ring full where the caller may not wait, objects the
+ * pool could not give lock-free): holding the session lock, publishes a
+ * WQ_BORROWED record pointing at DATA with the completion object SI, moves
+ * the queue into the core (what others queued first, then this record:
+ * the writer seals a large message itself, in parallel with the I/O
+ * thread) and, while the core has no room for it, sends and waits where
+ * the thread may (MAY_BLOCK), or takes the record back: SIO_EAGAIN.
+ * Returns 0 once the core holds the message (or SI completed with its
+ * error), or an error (SI untouched). Lock held. */
+static int locked_write(sio_session *s, uint32_t type, const void *data, size_t len,
+			sio_send_info *si, int may_block)
+{
+	struct sio_shared *sh = s->sh;
 	uint64_t now = sio_now_cached(s);
-	uint64_t token = si ? (uint64_t)(uintptr_t)si : 0;
-	for (;;) {
+	struct sio_wq_obj obj = {si, data};
+	uint64_t t;
+	for (int tried = 0;; tried = 1) {
 		if (atomic_load(&s->state) >= SIO_STATE_CLOSING)
 			return sio_closed_err(s);
+		int r = sio_core_write_check(s->core, type, len);
+		if (r)
+			return r == SIO_ECLOSED ? sio_closed_err(s) : r;
+		int biased = wenter(sh);
+		t = wq_put(sh, WQ_BORROWED, type, data, len, &obj);
+		if (t)
+			atomic_store_explicit(&sh->wq_commit, t, memory_order_seq_cst);
+		wleave(sh, biased);
+		if (t)
+			break;
+		if (!sh->wq)
+			return SIO_ENOMEM;
+		if (tried) {
+			if (!may_block)
+				return SIO_EAGAIN;
+			sio_wake(s);
+			sio_wait_cond(s, &s->cond, &s->waiters, sio_now_ns() + 100000000u);
+			while (sio_core_enter(s) != 0)
+				sio_wait_cond(s, &s->cond, &s->waiters, sio_now_ns() + 100000000u);
+			now = sio_now_ns();
+		}
+		/* the ring is full: move it into the core, send, retry */
 		sio_wq_drain(s, now);
-		int r = sio_wq_pending(s) ? SIO_EAGAIN : sio_core_write(s->core, now, type, data, len, token);
-		if (r != SIO_EAGAIN)
-			return r;
-		/* ring full: push out what can go now, then retry */
 		sio_core_flush(s->core, now);
 		sio_flush_out(s, now);
 		sio_wq_drain(s, now);
-		r = sio_wq_pending(s) ? SIO_EAGAIN : sio_core_write(s->core, now, type, data, len, token);
-		if (r != SIO_EAGAIN || !may_block)
-			return r;
+	}
+	for (;;) {
+		sio_wq_drain(s, now);
+		if (wq_consumed(sh, t))
+			return 0;
+		/* the core's ring is full: push out what can go now, retry */
+		sio_core_flush(s->core, now);
+		sio_flush_out(s, now);
+		sio_wq_drain(s, now);
+		if (wq_consumed(sh, t))
+			return 0;
+		if (!may_block) {
+			/* not consumed, and no consumer runs while we hold the
+			 * lock: take it back (drains skip it) */
+			struct sio_wq_rec *r = wq_rec_at(sh, t - (uint64_t)sizeof(struct sio_wq_rec) -
+							     sizeof(struct sio_wq_obj));
+			r->kind = WQ_CANCELLED;
+			return SIO_EAGAIN;
+		}
+		if (atomic_load(&s->state) == SIO_STATE_CLOSED) {
+			sio_wq_fail_rest(s); /* consumes it: SI completes with the error */
+			continue;
+		}
 		sio_wake(s);
 		sio_wait_cond(s, &s->cond, &s->waiters, sio_now_ns() + 100000000u);
-		int e = sio_core_enter(s);
-		if (e)
-			return e;
+		while (sio_core_enter(s) != 0)
+			sio_wait_cond(s, &s->cond, &s->waiters, sio_now_ns() + 100000000u);
 		now = sio_now_ns();
 	}
 }
@@ -839,7 +982,7 @@ int sio_write_message(sio_session *s, uint32_t type, const void *data, size_t le
 		return SIO_EINVAL;
 	uint64_t seq;
 	int self_send = sio_threaded_caller(s);
-	if (wq_write_wait(s, type, data, len, NULL, &seq, self_send) > 0) {
+	if (wq_write_wait(s, type, data, len, NULL, NULL, NULL, &seq, self_send) > 0) {
 		/* on the I/O thread or in event-loop mode nothing may wait: the
 		 * message leaves with the next packet */
 		if (sio_nonblocking(s))
@@ -853,25 +996,23 @@ int sio_write_message(sio_session *s, uint32_t type, const void *data, size_t le
 		return r;
 	}
 	int nowait = sio_nonblocking(s);
-	sio_send_info *si = NULL;
-	if (!nowait) {
-		si = sio_si_get(s);
-		if (!si) {
-			pthread_mutex_unlock(&s->sh->mu);
-			return SIO_ENOMEM;
-		}
+	sio_send_info *si = sio_si_get(s);
+	if (!si) {
+		pthread_mutex_unlock(&s->sh->mu);
+		return SIO_ENOMEM;
 	}
-	r = queue_write(s, type, data, len, si, !nowait);
+	if (nowait) /* nobody waits: only the session's reference */
+		atomic_store_explicit(&si->refs, 1, memory_order_relaxed);
+	r = locked_write(s, type, data, len, si, !nowait);
 	if (r < 0) {
-		if (si)
-			si_abort(si);
+		si_abort(si);
 		pthread_mutex_unlock(&s->sh->mu);
 		return r;
 	}
-	uint64_t now = sio_now_ns();
-	if (si) {
+	if (!nowait) {
 		/* synchronous: no reason to wait for the merge delay; send from
 		 * this thread rather than handing over to the I/O thread */
+		uint64_t now = sio_now_ns();
 		sio_core_flush(s->core, now);
 		sio_flush_out(s, now);
 		while (!atomic_load_explicit(&si->done, memory_order_acquire)) {
@@ -902,9 +1043,7 @@ sio_send_info *sio_write_message_async(sio_session *s, uint32_t type, const void
 		goto out;
 	}
 	uint64_t seq;
-	/* messages with a completion callback keep the locked path: the
-	 * callback needs the session to hold the object until it ran */
-	if (!done && wq_write_wait(s, type, data, len, &si, &seq, 0) > 0)
+	if (wq_write_wait(s, type, data, len, done, ctx, &si, &seq, 0) > 0)
 		goto out;
 	pthread_mutex_lock(&s->sh->mu);
 	e = sio_core_enter(s);
@@ -916,7 +1055,7 @@ sio_send_info *sio_write_message_async(sio_session *s, uint32_t type, const void
 	if (si) {
 		si->fn = done;
 		si->ctx = ctx;
-		e = queue_write(s, type, data, len, si, sio_threaded_caller(s));
+		e = locked_write(s, type, data, len, si, sio_threaded_caller(s));
 		if (e < 0) {
 			si_abort(si);
 			si = NULL;
