@@ -129,14 +129,24 @@ struct sio_send_info {
 
 enum ev_kind { EV_MSG, EV_STATE, EV_CONNECT, EV_ERROR, EV_SENT, EV_HERR, EV_DIAG };
 
-/* One deferred event (kept small: one per delivered message). */
+/* One delivered message waiting for its handler (s->mq): its bytes in
+ * place in the receive buffer (PTR), or in the arena at OFF (PTR NULL). */
+struct sio_mrec {
+	const uint8_t *ptr;
+	size_t off;
+	uint32_t len;
+	uint32_t type;
+};
+
+/* One deferred event. EV_MSG is a run of consecutive messages for the same
+ * handler (fn, ctx): the records s->mq[off .. off + len), so that a packet
+ * of small messages costs one event, not one per message. */
 struct sio_ev {
 	uint8_t kind;
-	uint8_t in_arena; /* message bytes (or error text) copied into the arena */
+	uint8_t in_arena; /* error text copied into the arena */
 	uint32_t type;
 	int a, b; /* state old/new, error code */
 	size_t off, len;
-	const uint8_t *ptr; /* message bytes in place in the receive buffer */
 	union {
 		sio_message_fn fn;
 		sio_handler_error_fn efn;
@@ -262,6 +272,12 @@ struct sio_session {
 	struct sio_ev *evq, *evq2; /* queue, and the spare being dispatched */
 	size_t evn, evcap, evcap2;
 	struct sio_bq arena, arena2;
+	/* messages of the EV_MSG events (swapped with evq, as the arena) */
+	struct sio_mrec *mq, *mq2;
+	size_t mqn, mqcap, mqcap2;
+	/* a delivery to the read stream or a messenger since the last
+	 * sio_signal(): readers are woken once per batch of input */
+	int rx_signal;
 
 	/* packet being fed to the core (for zero-copy deliveries and learning) */
 	const uint8_t *cur_pkt;
@@ -313,6 +329,9 @@ int sio_closed_err(const sio_session *s);
 int sio_input_ok(const sio_session *s);
 /* Lock held: runs the queued events with the lock released (session.c). */
 void sio_dispatch(sio_session *s);
+/* Lock held, after input was fed to the core: wakes the readers of the read
+ * stream and of messengers once if it brought them messages. */
+void sio_rx_signal(sio_session *s);
 /* Lock held: the session ended: queued messages not sent by now never will be. */
 void sio_wq_fail_rest(sio_session *s);
 /* A diagnostics line for the program (queued as an event; lock held). */
