@@ -250,7 +250,7 @@ static sio_send_info *pool_pop(struct sio_shared *sh)
 		for (unsigned i = 0; i < SI_CHUNK; i++) {
 			c->items[i].sh = sh;
 			c->items[i].chunk = c;
-			c->items[i].idx = i;
+			c->items[i].idx = (uint8_t)i;
 		}
 		c->next = sh->chunks;
 		sh->chunks = c;
