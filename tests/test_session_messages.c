@@ -552,6 +552,114 @@ static void test_batched_delivery(void)
 	free(buf);
 }
 
+/* ---- releases gathered per chunk ----------------------------------------- */
+
+/* Completion objects released by one thread are gathered per pool chunk
+ * and set free together (docs/ARCHITECTURE.md, "Locking"); another
+ * thread's releases are set at once. Phases: thread 1 releases (it becomes
+ * the gathering one), thread 2 releases some, the pool is reused for a
+ * second round, then the session is freed while thread 1 still has
+ * gathered releases and holds unreleased objects, which it releases after
+ * the free (the last one frees the pool: LeakSanitizer and ASan check that
+ * nothing is lost or freed twice). */
+#define RP_N 1000
+
+struct rp_job {
+	sio_send_info **si;
+	int from, to, errs;
+	/* the third round: release [from, mid), then wait for the free */
+	int mid;
+	pthread_mutex_t *mu;
+	pthread_cond_t *cv;
+	int *phase;
+};
+
+static void rp_range(struct rp_job *j, int from, int to)
+{
+	for (int i = from; i < to; i++) {
+		if (sio_send_info_wait(j->si[i], 20000) != 0)
+			j->errs++;
+		sio_send_info_release(j->si[i]);
+	}
+}
+
+static void *rp_release(void *arg)
+{
+	struct rp_job *j = arg;
+	if (!j->mu) {
+		rp_range(j, j->from, j->to);
+		return NULL;
+	}
+	rp_range(j, j->from, j->mid);
+	pthread_mutex_lock(j->mu);
+	*j->phase = 1; /* released its part: the session may be freed */
+	pthread_cond_broadcast(j->cv);
+	while (*j->phase != 2)
+		pthread_cond_wait(j->cv, j->mu);
+	pthread_mutex_unlock(j->mu);
+	/* after sio_session_free(): the objects still held */
+	for (int i = j->mid; i < j->to; i++)
+		sio_send_info_release(j->si[i]);
+	return NULL;
+}
+
+static void rp_write(sio_session *s, sio_send_info **si, int n)
+{
+	for (int i = 0; i < n; i++) {
+		int err = 0;
+		si[i] = sio_write_message_async(s, 12, &i, sizeof i, NULL, NULL, &err);
+		CHECK(si[i] != NULL);
+	}
+}
+
+static void test_release_gathered(void)
+{
+	struct pair p;
+	static sio_send_info *si[RP_N];
+	CHECK_OK(pair_open(&p, PK_SEQPACKET, NULL, NULL, NULL, NULL));
+	CHECK_OK(pair_start(&p));
+	for (int round = 0; round < 3; round++) {
+		/* two threads at once, over interleaved ranges: one gathers,
+		 * the other's releases are set at once; the pool is reused by
+		 * the next round */
+		rp_write(p.a, si, RP_N);
+		struct rp_job j[4];
+		pthread_t t[4];
+		for (int k = 0; k < 4; k++) {
+			j[k] = (struct rp_job){si, k * RP_N / 4, (k + 1) * RP_N / 4, 0, 0, NULL, NULL, NULL};
+			CHECK_OK(pthread_create(&t[k], NULL, rp_release, &j[k]));
+		}
+		for (int k = 0; k < 4; k++) {
+			pthread_join(t[k], NULL);
+			CHECK_EQ(j[k].errs, 0);
+		}
+	}
+	/* last round: one thread releases part (some gathered, not yet
+	 * set), then the session is freed, then it releases the rest */
+	rp_write(p.a, si, RP_N);
+	for (int i = 0; i < RP_N; i++)
+		CHECK_EQ(sio_send_info_wait(si[i], 20000), 0);
+	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+	int phase = 0;
+	struct rp_job d = {si, 0, RP_N, 0, RP_N / 2 + 7, &mu, &cv, &phase};
+	pthread_t td;
+	CHECK_OK(pthread_create(&td, NULL, rp_release, &d));
+	pthread_mutex_lock(&mu);
+	while (phase != 1)
+		pthread_cond_wait(&cv, &mu);
+	pthread_mutex_unlock(&mu);
+	sio_session_free(p.a);
+	p.a = NULL;
+	pthread_mutex_lock(&mu);
+	phase = 2;
+	pthread_cond_broadcast(&cv);
+	pthread_mutex_unlock(&mu);
+	pthread_join(td, NULL);
+	CHECK_EQ(d.errs, 0);
+	pair_free(&p);
+}
+
 int main(void)
 {
 	alarm(300);
@@ -565,5 +673,6 @@ int main(void)
 	test_write_queue_phases(PK_SEQPACKET);
 	test_write_queue_phases(PK_TCP);
 	test_batched_delivery();
+	test_release_gathered();
 	return check_done("test_session_messages");
 }

@@ -89,6 +89,19 @@ struct sio_shared {
 	uint64_t wq_room;  /* writers' view of wq_head + SIO_WQ_BYTES */
 	int wq_published;  /* a record was published */
 
+	/* Releasing thread's line (session_msg.c, si_release): releases are
+	 * biased to the first thread that releases an object (with wq_light);
+	 * it gathers the free bits of one chunk in rel_mask and sets them with
+	 * one atomic add when it moves on to another chunk or fills this one.
+	 * Other threads set their bit at once. rel_hold (sio_shared_unref)
+	 * stops the gathering for good; the holder then sets what was
+	 * gathered. */
+	_Alignas(64) _Atomic uintptr_t rbias; /* 0: none yet; else the owner */
+	atomic_int rel_cs;
+	atomic_int rel_hold;
+	struct si_chunk *rel_chunk;
+	uint64_t rel_mask;
+
 	/* end of the last complete record (writers publish, consumer reads) */
 	_Alignas(64) _Atomic uint64_t wq_commit;
 	/* consumer asks writers to wake it once wq_commit reaches this
