@@ -245,6 +245,7 @@ void sio_dispatch(sio_session *s)
 		s->mq = s->mq2;
 		s->mqcap = s->mqcap2;
 		s->mqn = 0;
+		s->rx_cev = 0;
 		s->arena = s->arena2;
 		s->arena.head = s->arena.len = 0;
 		unlock(s);
@@ -316,6 +317,11 @@ void sio_dispatch(sio_session *s)
 static void cb_deliver(void *ctx, uint32_t type, const uint8_t *data, size_t len)
 {
 	sio_session *s = ctx;
+	struct sio_ev *e;
+	if (s->rx_cev && s->rx_cev == s->evn && type == s->rx_ctype) {
+		e = &s->evq[s->evn - 1]; /* same handler as the last message */
+		goto record;
+	}
 	struct sio_handler *h = sio_find_handler(s, type);
 	if (h && h->m) {
 		sio_messenger_push(h->m, data, len);
@@ -337,7 +343,7 @@ static void cb_deliver(void *ctx, uint32_t type, const uint8_t *data, size_t len
 		s->drop_unknown_type++;
 		return;
 	}
-	struct sio_ev *e = s->evn ? &s->evq[s->evn - 1] : NULL;
+	e = s->evn ? &s->evq[s->evn - 1] : NULL;
 	if (!e || e->kind != EV_MSG || e->u.fn != fn || e->ctx != fctx) {
 		if (!(e = ev_push(s, EV_MSG)))
 			return;
@@ -345,6 +351,9 @@ static void cb_deliver(void *ctx, uint32_t type, const uint8_t *data, size_t len
 		e->ctx = fctx;
 		e->off = s->mqn;
 	}
+	s->rx_ctype = type;
+	s->rx_cev = s->evn;
+record:
 	if (mq_room(s) < 0)
 		return;
 	struct sio_mrec *m = &s->mq[s->mqn];

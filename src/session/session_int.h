@@ -291,6 +291,11 @@ struct sio_session {
 	/* messages of the EV_MSG events (swapped with evq, as the arena) */
 	struct sio_mrec *mq, *mq2;
 	size_t mqn, mqcap, mqcap2;
+	/* cb_deliver's last lookup: a message of type rx_ctype joins event
+	 * number rx_cev (counted from 1; 0: none) while it is still the last
+	 * one. Reset when the queue is swapped and when a handler changes. */
+	uint32_t rx_ctype;
+	size_t rx_cev;
 	/* a delivery to the read stream or a messenger since the last
 	 * sio_signal(): readers are woken once per batch of input */
 	int rx_signal;

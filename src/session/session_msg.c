@@ -1059,6 +1059,7 @@ struct sio_handler *sio_find_handler(sio_session *s, uint32_t type)
 static int handler_set(sio_session *s, uint32_t type, sio_message_fn fn, sio_handler_error_fn efn,
 		       void *ctx, sio_messenger *m)
 {
+	s->rx_cev = 0; /* cb_deliver looks the type up again */
 	struct sio_handler *h = sio_find_handler(s, type);
 	if (h && h->m && !m)
 		return SIO_ESTATE; /* a messenger owns this type */
@@ -1105,6 +1106,7 @@ int sio_set_default_handler(sio_session *s, sio_message_fn on_message, void *ctx
 	if (!s)
 		return SIO_EINVAL;
 	pthread_mutex_lock(&s->sh->mu);
+	s->rx_cev = 0; /* cb_deliver looks the type up again */
 	s->def_fn = on_message;
 	s->def_ctx = ctx;
 	pthread_mutex_unlock(&s->sh->mu);
