@@ -2,7 +2,9 @@
  * counters, exclusivity), the catch-all handler and counted drops of
  * unhandled types, handler removal, asynchronous writes from several threads
  * with completions waited in another thread (all delivered, in order per
- * writer), send-now-and-wait, invalid arguments. */
+ * writer), send-now-and-wait, invalid arguments, batched delivery to
+ * handlers, messengers and the read stream, completion objects released
+ * from several threads and after the session was freed. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -400,7 +402,6 @@ struct bd_log {
 };
 
 struct bd_state {
-	sio_session *s;
 	struct bd_log h1, h2, h2b, def;
 	uint32_t seen[BD_MSGS]; /* handler messages in arrival order */
 	int n, bad, swapped, saw_new;
