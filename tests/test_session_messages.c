@@ -2,10 +2,13 @@
  * counters, exclusivity), the catch-all handler and counted drops of
  * unhandled types, handler removal, asynchronous writes from several threads
  * with completions waited in another thread (all delivered, in order per
- * writer), send-now-and-wait, invalid arguments. */
+ * writer), send-now-and-wait, invalid arguments, batched delivery to
+ * handlers, messengers and the read stream, completion objects released
+ * from several threads and after the session was freed. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -625,6 +628,285 @@ static void test_queue_refused_on_io_thread(enum pair_kind k)
 	pair_free(&p);
 }
 
+/* ---- batched delivery ---------------------------------------------------- */
+
+/* The receiving side hands a packet's messages to handlers in runs (one
+ * event per run of messages for the same handler, not one per message).
+ * Messages for two handlers (same function, different contexts), the
+ * default handler, a messenger and the read stream are interleaved, and
+ * big ones (fragmented, delivered from the arena, not in place) mixed in:
+ * every handler message arrives exactly once, in the order written, to the
+ * handler set for its type when it was received, with its own context and
+ * bytes. Halfway, the handler replaces itself for type 2 from inside a
+ * run: nothing is delivered twice or lost across the change. */
+#define BD_MSGS 3000
+#define BD_BIG 100000
+
+struct bd_log {
+	int ctx_id;
+	struct bd_state *st;
+};
+
+struct bd_state {
+	struct bd_log h1, h2, h2b, def;
+	uint32_t seen[BD_MSGS]; /* handler messages in arrival order */
+	int n, bad, swapped, saw_new;
+	atomic_int done;
+};
+
+static uint32_t bd_type(uint32_t i)
+{
+	/* runs of different lengths: 1 1 1 2 2 5 1 3 0 2 ... */
+	static const uint32_t pat[] = {1, 1, 1, 2, 2, 5, 1, 3, 0, 2, 2, 2, 1, 5, 5};
+	return pat[i % (sizeof pat / sizeof pat[0])];
+}
+
+static size_t bd_len(uint32_t i)
+{
+	return i % 97 == 50 ? BD_BIG : 4 + i % 13;
+}
+
+static void bd_fill(uint8_t *b, uint32_t i, size_t len)
+{
+	memcpy(b, &i, 4);
+	for (size_t k = 4; k < len; k++)
+		b[k] = (uint8_t)(i * 7 + k);
+}
+
+static int bd_check(const uint8_t *d, size_t len, uint32_t *idx)
+{
+	if (len < 4)
+		return 0;
+	memcpy(idx, d, 4);
+	if (*idx >= BD_MSGS || len != bd_len(*idx))
+		return 0;
+	for (size_t k = 4; k < len; k++)
+		if (d[k] != (uint8_t)(*idx * 7 + k))
+			return 0;
+	return 1;
+}
+
+static void on_bd(sio_session *s, uint32_t type, const uint8_t *d, size_t len, void *ctx)
+{
+	struct bd_log *l = ctx;
+	struct bd_state *st = l->st;
+	uint32_t i;
+	int ok_ctx;
+	if (type == 2) {
+		/* the old context until a message reaches the new one (those
+		 * queued before the change still go to the old one), never
+		 * the old one after that */
+		ok_ctx = l->ctx_id == 3 ? st->swapped : l->ctx_id == 2 && !st->saw_new;
+		if (l->ctx_id == 3)
+			st->saw_new = 1;
+	} else {
+		ok_ctx = l->ctx_id == (type == 1 ? 1 : 4);
+	}
+	if (!bd_check(d, len, &i) || bd_type(i) != type || !ok_ctx || st->n >= BD_MSGS) {
+		st->bad++;
+		return;
+	}
+	st->seen[st->n++] = i;
+	atomic_store_explicit(&st->done, st->n, memory_order_release);
+	if (type == 2 && !st->swapped && i >= BD_MSGS / 2) {
+		st->swapped = 1;
+		if (sio_set_handler(s, 2, on_bd, NULL, &st->h2b) != 0)
+			st->bad++;
+	}
+}
+
+static void test_batched_delivery(void)
+{
+	struct pair p;
+	static struct bd_state st;
+	memset(&st, 0, sizeof st);
+	st.h1 = (struct bd_log){1, &st};
+	st.h2 = (struct bd_log){2, &st};
+	st.h2b = (struct bd_log){3, &st};
+	st.def = (struct bd_log){4, &st};
+	CHECK_OK(pair_open(&p, PK_SEQPACKET, NULL, NULL, NULL, NULL));
+	sio_messenger *mb;
+	CHECK_OK(sio_set_handler(p.b, 1, on_bd, NULL, &st.h1));
+	CHECK_OK(sio_set_handler(p.b, 2, on_bd, NULL, &st.h2));
+	CHECK_OK(sio_set_default_handler(p.b, on_bd, &st.def));
+	CHECK_OK(sio_messenger_open(p.b, 3, &mb));
+	CHECK_OK(pair_start(&p));
+	uint8_t *buf = malloc(BD_BIG);
+	CHECK(buf != NULL);
+	int handled = 0, to_msgr = 0, to_rd = 0;
+	size_t rd_bytes = 0;
+	/* asynchronous writes in bursts: they merge into shared packets */
+	for (uint32_t i = 0; i < BD_MSGS; i++) {
+		uint32_t type = bd_type(i);
+		size_t len = bd_len(i);
+		bd_fill(buf, i, len);
+		int err = 0;
+		sio_send_info *si = sio_write_message_async(p.a, type == 0 ? SIO_TYPE_READWRITE : type, buf,
+							    len, NULL, NULL, &err);
+		CHECK(si != NULL);
+		sio_send_info_release(si);
+		if (type == 3)
+			to_msgr++;
+		else if (type == 0)
+			to_rd++, rd_bytes += len;
+		else
+			handled++;
+	}
+	/* the messenger: in order, whole */
+	for (int k = 0, last = -1; k < to_msgr; k++) {
+		size_t full = 0;
+		ssize_t r = sio_messenger_read(mb, buf, BD_BIG, &full, 10000);
+		uint32_t i;
+		CHECK(r > 0 && bd_check(buf, (size_t)r, &i) && bd_type(i) == 3 && (int)i > last);
+		if (r <= 0)
+			break;
+		last = (int)i;
+	}
+	/* the read stream: every byte, messages back to back in order */
+	uint8_t *rd = malloc(rd_bytes);
+	CHECK(rd != NULL);
+	size_t got = 0;
+	while (got < rd_bytes) {
+		ssize_t r = sio_read_timeout(p.b, rd + got, rd_bytes - got, 10000);
+		CHECK(r > 0);
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	size_t off = 0;
+	for (uint32_t i = 0; i < BD_MSGS && got == rd_bytes; i++) {
+		if (bd_type(i) != 0)
+			continue;
+		uint32_t j;
+		CHECK(bd_check(rd + off, bd_len(i), &j) && j == i);
+		off += bd_len(i);
+	}
+	free(rd);
+	/* the handlers: wait for all, then compare with the order written */
+	sio_messenger_close(mb);
+	for (int t = 0; t < 2000 && atomic_load_explicit(&st.done, memory_order_acquire) < handled; t++)
+		usleep(5000);
+	pair_free(&p); /* joins b's I/O thread: its handlers are done */
+	CHECK_EQ(st.bad, 0);
+	CHECK_EQ(st.swapped, 1);
+	CHECK_EQ(st.saw_new, 1);
+	CHECK_EQ(st.n, handled);
+	for (uint32_t i = 0, k = 0; i < BD_MSGS && st.n == handled; i++) {
+		uint32_t ty = bd_type(i);
+		if (ty == 1 || ty == 2 || ty == 5)
+			CHECK_EQ(st.seen[k++], i);
+	}
+	free(buf);
+}
+
+/* ---- releases gathered per chunk ----------------------------------------- */
+
+/* Completion objects released by one thread are gathered per pool chunk
+ * and set free together (docs/ARCHITECTURE.md, "Locking"); another
+ * thread's releases are set at once. Phases: thread 1 releases (it becomes
+ * the gathering one), thread 2 releases some, the pool is reused for a
+ * second round, then the session is freed while thread 1 still has
+ * gathered releases and holds unreleased objects, which it releases after
+ * the free (the last one frees the pool: LeakSanitizer and ASan check that
+ * nothing is lost or freed twice). */
+#define RP_N 1000
+
+struct rp_job {
+	sio_send_info **si;
+	int from, to, errs;
+	/* the third round: release [from, mid), then wait for the free */
+	int mid;
+	pthread_mutex_t *mu;
+	pthread_cond_t *cv;
+	int *phase;
+};
+
+static void rp_range(struct rp_job *j, int from, int to)
+{
+	for (int i = from; i < to; i++) {
+		if (sio_send_info_wait(j->si[i], 20000) != 0)
+			j->errs++;
+		sio_send_info_release(j->si[i]);
+	}
+}
+
+static void *rp_release(void *arg)
+{
+	struct rp_job *j = arg;
+	if (!j->mu) {
+		rp_range(j, j->from, j->to);
+		return NULL;
+	}
+	rp_range(j, j->from, j->mid);
+	pthread_mutex_lock(j->mu);
+	*j->phase = 1; /* released its part: the session may be freed */
+	pthread_cond_broadcast(j->cv);
+	while (*j->phase != 2)
+		pthread_cond_wait(j->cv, j->mu);
+	pthread_mutex_unlock(j->mu);
+	/* after sio_session_free(): the objects still held */
+	for (int i = j->mid; i < j->to; i++)
+		sio_send_info_release(j->si[i]);
+	return NULL;
+}
+
+static void rp_write(sio_session *s, sio_send_info **si, int n)
+{
+	for (int i = 0; i < n; i++) {
+		int err = 0;
+		si[i] = sio_write_message_async(s, 12, &i, sizeof i, NULL, NULL, &err);
+		CHECK(si[i] != NULL);
+	}
+}
+
+static void test_release_gathered(void)
+{
+	struct pair p;
+	static sio_send_info *si[RP_N];
+	CHECK_OK(pair_open(&p, PK_SEQPACKET, NULL, NULL, NULL, NULL));
+	CHECK_OK(pair_start(&p));
+	for (int round = 0; round < 3; round++) {
+		/* two threads at once, over interleaved ranges: one gathers,
+		 * the other's releases are set at once; the pool is reused by
+		 * the next round */
+		rp_write(p.a, si, RP_N);
+		struct rp_job j[4];
+		pthread_t t[4];
+		for (int k = 0; k < 4; k++) {
+			j[k] = (struct rp_job){si, k * RP_N / 4, (k + 1) * RP_N / 4, 0, 0, NULL, NULL, NULL};
+			CHECK_OK(pthread_create(&t[k], NULL, rp_release, &j[k]));
+		}
+		for (int k = 0; k < 4; k++) {
+			pthread_join(t[k], NULL);
+			CHECK_EQ(j[k].errs, 0);
+		}
+	}
+	/* last round: one thread releases part (some gathered, not yet
+	 * set), then the session is freed, then it releases the rest */
+	rp_write(p.a, si, RP_N);
+	for (int i = 0; i < RP_N; i++)
+		CHECK_EQ(sio_send_info_wait(si[i], 20000), 0);
+	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+	int phase = 0;
+	struct rp_job d = {si, 0, RP_N, 0, RP_N / 2 + 7, &mu, &cv, &phase};
+	pthread_t td;
+	CHECK_OK(pthread_create(&td, NULL, rp_release, &d));
+	pthread_mutex_lock(&mu);
+	while (phase != 1)
+		pthread_cond_wait(&cv, &mu);
+	pthread_mutex_unlock(&mu);
+	sio_session_free(p.a);
+	p.a = NULL;
+	pthread_mutex_lock(&mu);
+	phase = 2;
+	pthread_cond_broadcast(&cv);
+	pthread_mutex_unlock(&mu);
+	pthread_join(td, NULL);
+	CHECK_EQ(d.errs, 0);
+	pair_free(&p);
+}
+
 int main(void)
 {
 	alarm(300);
@@ -641,5 +923,7 @@ int main(void)
 	test_queue_kinds_before_start(PK_TCP);
 	test_queue_refused_on_io_thread(PK_SEQPACKET);
 	test_queue_refused_on_io_thread(PK_TCP);
+	test_batched_delivery();
+	test_release_gathered();
 	return check_done("test_session_messages");
 }

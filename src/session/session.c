@@ -201,13 +201,28 @@ static struct sio_ev *ev_push(sio_session *s, int kind)
 	return e;
 }
 
+/* Room for one more message record; 0 or -1 (out of memory). */
+static int mq_room(sio_session *s)
+{
+	if (s->mqn < s->mqcap)
+		return 0;
+	size_t nc = s->mqcap ? 2 * s->mqcap : 64;
+	struct sio_mrec *n = realloc(s->mq, nc * sizeof(*n));
+	if (!n)
+		return -1;
+	s->mq = n;
+	s->mqcap = nc;
+	return 0;
+}
+
 /* Runs queued events with the lock released, a batch at a time: the queue
- * is swapped with a spare one so that other threads may queue events (and
- * the lock is dropped once per batch, not per event). Deliveries in place in
- * the receive buffer stay valid: no input is read while dispatching. Once
- * every event ran, the plaintext they saw is wiped: the arena's copies and
- * the packets opened in place in the transport (sio_tp_rx_release). Lock
- * held on entry and exit. */
+ * (with its message records and arena) is swapped with a spare one so that
+ * other threads may queue events, and the lock is dropped once per batch,
+ * not per event. An EV_MSG event hands a run of messages to one handler in
+ * a loop. Deliveries in place in the receive buffer stay valid: no input is
+ * read while dispatching. Once every event ran, the plaintext they saw is
+ * wiped: the arena's copies and the packets opened in place in the
+ * transport (sio_tp_rx_release). Lock held on entry and exit. */
 void sio_dispatch(sio_session *s)
 {
 	if (s->dispatching)
@@ -221,10 +236,16 @@ void sio_dispatch(sio_session *s)
 	while (s->evn > 0) {
 		struct sio_ev *q = s->evq;
 		size_t n = s->evn, cap = s->evcap;
+		struct sio_mrec *mq = s->mq;
+		size_t mcap = s->mqcap;
 		struct sio_bq ar = s->arena;
 		s->evq = s->evq2;
 		s->evcap = s->evcap2;
 		s->evn = 0;
+		s->mq = s->mq2;
+		s->mqcap = s->mqcap2;
+		s->mqn = 0;
+		s->rx_cev = 0;
 		s->arena = s->arena2;
 		s->arena.head = s->arena.len = 0;
 		unlock(s);
@@ -235,9 +256,17 @@ void sio_dispatch(sio_session *s)
 			if (s->free_on_exit && e->kind != EV_SENT)
 				continue;
 			switch (e->kind) {
-			case EV_MSG:
-				e->u.fn(s, e->type, e->in_arena ? ar.buf + e->off : e->ptr, e->len, e->ctx);
+			case EV_MSG: {
+				const struct sio_mrec *m = mq + e->off, *end = m + e->len;
+				sio_message_fn fn = e->u.fn;
+				void *ctx = e->ctx;
+				for (; m < end; m++) {
+					fn(s, m->type, m->ptr ? m->ptr : ar.buf + m->off, m->len, ctx);
+					if (s->free_on_exit)
+						break; /* the rest is never delivered */
+				}
 				break;
+			}
 			case EV_STATE:
 				if (s->cbs.on_state)
 					s->cbs.on_state(s, (sio_state)e->a, (sio_state)e->b, s->cbs.ctx);
@@ -268,6 +297,8 @@ void sio_dispatch(sio_session *s)
 		sio_bq_wipe_all(&ar); /* the handlers had the messages: wipe them */
 		s->evq2 = q;
 		s->evcap2 = cap;
+		s->mq2 = mq;
+		s->mqcap2 = mcap;
 		s->arena2 = ar;
 	}
 	s->dispatching = 0;
@@ -278,20 +309,30 @@ void sio_dispatch(sio_session *s)
 
 /* ---- core callbacks (called inside core calls, lock held) -------------- */
 
+/* A message for the program. The read stream and messengers take a copy
+ * now (their readers are woken once per batch of input: rx_signal); a
+ * handler's message is recorded for dispatch, in place when it lies in the
+ * packet being opened, else copied into the arena. Consecutive messages for
+ * the same handler join one EV_MSG event. */
 static void cb_deliver(void *ctx, uint32_t type, const uint8_t *data, size_t len)
 {
 	sio_session *s = ctx;
+	struct sio_ev *e;
+	if (s->rx_cev && s->rx_cev == s->evn && type == s->rx_ctype) {
+		e = &s->evq[s->evn - 1]; /* same handler as the last message */
+		goto record;
+	}
 	struct sio_handler *h = sio_find_handler(s, type);
 	if (h && h->m) {
 		sio_messenger_push(h->m, data, len);
-		sio_signal(s);
+		s->rx_signal = 1;
 		return;
 	}
 	sio_message_fn fn = h ? h->fn : NULL;
 	void *fctx = h ? h->ctx : NULL;
 	if (!fn && type == SIO_TYPE_READWRITE) {
 		if (sio_bq_put(&s->rd, data, len, NULL, 0) == 0)
-			sio_signal(s);
+			s->rx_signal = 1;
 		return;
 	}
 	if (!fn) {
@@ -302,23 +343,42 @@ static void cb_deliver(void *ctx, uint32_t type, const uint8_t *data, size_t len
 		s->drop_unknown_type++;
 		return;
 	}
-	struct sio_ev *e = ev_push(s, EV_MSG);
-	if (!e)
-		return;
-	e->type = type;
-	e->u.fn = fn;
-	e->ctx = fctx;
-	e->len = len;
-	if (s->cur_pkt && data >= s->cur_pkt && data + len <= s->cur_pkt + s->cur_len) {
-		e->ptr = data; /* in place: valid until the next transport read */
-	} else {
-		size_t off = s->arena.len;
-		if (sio_bq_put(&s->arena, data, len, NULL, 0) < 0) {
-			s->evn--;
+	e = s->evn ? &s->evq[s->evn - 1] : NULL;
+	if (!e || e->kind != EV_MSG || e->u.fn != fn || e->ctx != fctx) {
+		if (!(e = ev_push(s, EV_MSG)))
 			return;
-		}
-		e->in_arena = 1;
-		e->off = off;
+		e->u.fn = fn;
+		e->ctx = fctx;
+		e->off = s->mqn;
+	}
+	s->rx_ctype = type;
+	s->rx_cev = s->evn;
+record:
+	if (mq_room(s) < 0)
+		return;
+	struct sio_mrec *m = &s->mq[s->mqn];
+	if (s->cur_pkt && data >= s->cur_pkt && data + len <= s->cur_pkt + s->cur_len) {
+		m->ptr = data; /* in place: valid until the next transport read */
+		m->off = 0;
+	} else {
+		m->ptr = NULL;
+		m->off = s->arena.len;
+		if (sio_bq_put(&s->arena, data, len, NULL, 0) < 0)
+			return;
+	}
+	m->len = (uint32_t)len;
+	m->type = type;
+	s->mqn++;
+	e->len++;
+}
+
+/* After a batch of input: one wake-up for the readers of the read stream
+ * and of messengers, whatever the number of messages it brought. */
+void sio_rx_signal(sio_session *s)
+{
+	if (s->rx_signal) {
+		s->rx_signal = 0;
+		sio_signal(s);
 	}
 }
 
@@ -946,6 +1006,8 @@ void sio_session_destroy(sio_session *s)
 	free(s->h);
 	free(s->evq);
 	free(s->evq2);
+	free(s->mq);
+	free(s->mq2);
 	sio_bq_wipe_all(&s->arena); /* messages of events that never ran */
 	free(s->arena.buf);
 	sio_bq_wipe_all(&s->arena2);

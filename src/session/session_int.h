@@ -110,6 +110,19 @@ struct sio_shared {
 	uint64_t wq_room;  /* writers' view of wq_head + SIO_WQ_BYTES */
 	int wq_published;  /* a lock-free record was published */
 
+	/* Releasing thread's line (session_msg.c, si_release): releases are
+	 * biased to the first thread that releases an object (with wq_light);
+	 * it gathers the free bits of one chunk in rel_mask and sets them with
+	 * one atomic add when it moves on to another chunk or fills this one.
+	 * Other threads set their bit at once. rel_hold (sio_shared_unref)
+	 * stops the gathering for good; the holder then sets what was
+	 * gathered. */
+	_Alignas(64) _Atomic uintptr_t rbias; /* 0: none yet; else the owner */
+	atomic_int rel_cs;
+	atomic_int rel_hold;
+	struct si_chunk *rel_chunk;
+	uint64_t rel_mask;
+
 	/* end of the last complete record (writers publish, consumer reads) */
 	_Alignas(64) _Atomic uint64_t wq_commit;
 	/* consumer asks writers to wake it once wq_commit reaches this
@@ -130,37 +143,50 @@ struct sio_shared {
 };
 
 /* One cache line each: the writer, the I/O thread and the releasing thread
- * touch different objects at the same time. */
+ * touch different objects at the same time (the static assertion below
+ * keeps it so: a field past the line costs the writer and the releasing
+ * thread a second cache miss per message). */
 struct sio_send_info {
 	_Alignas(64) struct sio_shared *sh;
-	struct si_chunk *chunk; /* its chunk in the pool, and its index there */
-	unsigned idx;
+	struct si_chunk *chunk; /* its chunk in the pool */
 	sio_session *s; /* valid while inflight or cb_pending (objects that are core tokens) */
 	sio_send_done_fn fn;
 	void *ctx;
-	int err;
-	atomic_int done;
 	/* Nonzero: a queued message (completion per packet); its number, done
 	 * when sh->done_seq reaches it. 0: completed through DONE. */
 	uint64_t seq;
+	int err;
+	atomic_int done;
 	/* references: the program's (until released; none for a
 	 * synchronous write where nobody waits) and, for an object that is a
 	 * core token (WQ_OBJ, WQ_BORROWED), the session's (until completed
 	 * and its callback ran); the last one returns it to the pool */
 	atomic_int refs;
+	uint8_t idx;        /* its index in the chunk */
 	uint8_t cb_pending; /* completion callback queued for the I/O thread */
 };
+_Static_assert(sizeof(struct sio_send_info) == 64, "a completion object is one cache line");
 
 enum ev_kind { EV_MSG, EV_STATE, EV_CONNECT, EV_ERROR, EV_SENT, EV_HERR, EV_DIAG };
 
-/* One deferred event (kept small: one per delivered message). */
+/* One delivered message waiting for its handler (s->mq): its bytes in
+ * place in the receive buffer (PTR), or in the arena at OFF (PTR NULL). */
+struct sio_mrec {
+	const uint8_t *ptr;
+	size_t off;
+	uint32_t len;
+	uint32_t type;
+};
+
+/* One deferred event. EV_MSG is a run of consecutive messages for the same
+ * handler (fn, ctx): the records s->mq[off .. off + len), so that a packet
+ * of small messages costs one event, not one per message. */
 struct sio_ev {
 	uint8_t kind;
-	uint8_t in_arena; /* message bytes (or error text) copied into the arena */
+	uint8_t in_arena; /* error text copied into the arena */
 	uint32_t type;
 	int a, b; /* state old/new, error code */
 	size_t off, len;
-	const uint8_t *ptr; /* message bytes in place in the receive buffer */
 	union {
 		sio_message_fn fn;
 		sio_handler_error_fn efn;
@@ -286,6 +312,17 @@ struct sio_session {
 	struct sio_ev *evq, *evq2; /* queue, and the spare being dispatched */
 	size_t evn, evcap, evcap2;
 	struct sio_bq arena, arena2;
+	/* messages of the EV_MSG events (swapped with evq, as the arena) */
+	struct sio_mrec *mq, *mq2;
+	size_t mqn, mqcap, mqcap2;
+	/* cb_deliver's last lookup: a message of type rx_ctype joins event
+	 * number rx_cev (counted from 1; 0: none) while it is still the last
+	 * one. Reset when the queue is swapped and when a handler changes. */
+	uint32_t rx_ctype;
+	size_t rx_cev;
+	/* a delivery to the read stream or a messenger since the last
+	 * sio_signal(): readers are woken once per batch of input */
+	int rx_signal;
 
 	/* packet being fed to the core (for zero-copy deliveries and learning) */
 	const uint8_t *cur_pkt;
@@ -337,6 +374,9 @@ int sio_closed_err(const sio_session *s);
 int sio_input_ok(const sio_session *s);
 /* Lock held: runs the queued events with the lock released (session.c). */
 void sio_dispatch(sio_session *s);
+/* Lock held, after input was fed to the core: wakes the readers of the read
+ * stream and of messengers once if it brought them messages. */
+void sio_rx_signal(sio_session *s);
 /* Lock held: the session ended: queued messages not sent by now never will be. */
 void sio_wq_fail_rest(sio_session *s);
 /* A diagnostics line for the program (queued as an event; lock held). */

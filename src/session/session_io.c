@@ -234,6 +234,7 @@ static int read_input(sio_session *s, uint64_t now)
 		return 0;
 	struct rx_ctx rx = {s, now};
 	int r = sio_tp_recv(&s->tp, on_packet, &rx);
+	sio_rx_signal(s); /* once for the batch, not per message */
 	if (s->tp.refused_rx != s->refused_rx_seen)
 		pass_refusals(s, now, s->tp.refused_rx, &s->refused_rx_seen);
 	if (r == SIO_TP_EOF || r < 0) {
@@ -448,6 +449,7 @@ void sio_session_input(sio_session *s, uint8_t *pkt, size_t len)
 	uint64_t now = sio_now_ns();
 	struct rx_ctx rx = {s, now};
 	on_packet(&rx, pkt, len, NULL, 0);
+	sio_rx_signal(s);
 	sio_flush_out(s, now); /* answers, acknowledgements */
 	sio_dispatch(s);
 	wq_step(s, now); /* what handlers wrote */

@@ -250,7 +250,7 @@ static sio_send_info *pool_pop(struct sio_shared *sh)
 		for (unsigned i = 0; i < SI_CHUNK; i++) {
 			c->items[i].sh = sh;
 			c->items[i].chunk = c;
-			c->items[i].idx = i;
+			c->items[i].idx = (uint8_t)i;
 		}
 		c->next = sh->chunks;
 		sh->chunks = c;
@@ -268,12 +268,15 @@ static sio_send_info *pool_pop(struct sio_shared *sh)
 	return &sh->cur->items[i];
 }
 
-/* Any thread, any lock (or none): the object is free again. */
+/* Any thread, any lock (or none): the object is free again. Its bit is
+ * clear while it is out of the pool, so adding it sets it without a carry
+ * (bit 63, SI_GONE, is never reached): one locked add, where an OR whose
+ * old value is needed compiles to a compare-and-swap loop. */
 static void si_return(sio_send_info *si)
 {
 	struct sio_shared *sh = si->sh;
-	uint64_t old = atomic_fetch_or_explicit(&si->chunk->freemask, UINT64_C(1) << si->idx,
-						memory_order_acq_rel);
+	uint64_t old = atomic_fetch_add_explicit(&si->chunk->freemask, UINT64_C(1) << si->idx,
+						 memory_order_acq_rel);
 	if (!(old & SI_GONE))
 		return;
 	/* the session is gone (sio_shared_unref counted this one as live) */
@@ -282,6 +285,56 @@ static void si_return(sio_send_info *si)
 	pthread_mutex_unlock(&sh->mu);
 	if (dead)
 		shared_free(sh);
+}
+
+/* Sets the gathered bits (the owner in its critical section, or the holder
+ * once the owner is out). None of them is set in the chunk (their objects
+ * were out of the pool) and the session is not gone (sio_shared_unref
+ * holds the owner off first): an add sets them, without a carry. */
+static void rel_flush(struct sio_shared *sh)
+{
+	if (sh->rel_mask)
+		atomic_fetch_add_explicit(&sh->rel_chunk->freemask, sh->rel_mask, memory_order_release);
+	sh->rel_mask = 0;
+}
+
+/* The program released SI (its last reference). A completion thread
+ * releases objects one by one, in the order writers took them: in chunk
+ * order. Its releases are gathered per chunk (plain stores on a line only
+ * it touches) and set with one atomic add per chunk, not one per object.
+ * The owner enters with a store and a load, as the writers' bias (wenter):
+ * the holder stores rel_hold, runs membarrier() and waits for rel_cs to
+ * clear. Objects gathered are back in the pool at the next flush: at most
+ * one chunk is held back (the pool may grow by one chunk for it). */
+static void si_release(sio_send_info *si)
+{
+	struct sio_shared *sh = si->sh;
+	uintptr_t me = (uintptr_t)pthread_self();
+	uintptr_t b = atomic_load_explicit(&sh->rbias, memory_order_relaxed);
+	if (b == 0 && sh->wq_light) {
+		/* the first releasing thread: one locked instruction, once
+		 * (sequentially consistent with rel_hold: sio_shared_unref) */
+		uintptr_t z = 0;
+		if (atomic_compare_exchange_strong(&sh->rbias, &z, me) && !atomic_load(&sh->rel_hold))
+			b = me;
+	}
+	if (b == me) {
+		atomic_store_explicit(&sh->rel_cs, 1, memory_order_relaxed);
+		atomic_signal_fence(memory_order_seq_cst);
+		if (!atomic_load_explicit(&sh->rel_hold, memory_order_acquire)) {
+			if (si->chunk != sh->rel_chunk) {
+				rel_flush(sh);
+				sh->rel_chunk = si->chunk;
+			}
+			sh->rel_mask |= UINT64_C(1) << si->idx;
+			if (sh->rel_mask == SI_ALL)
+				rel_flush(sh);
+			atomic_store_explicit(&sh->rel_cs, 0, memory_order_release);
+			return;
+		}
+		atomic_store_explicit(&sh->rel_cs, 0, memory_order_release);
+	}
+	si_return(si);
 }
 
 static void si_init(sio_send_info *si, sio_session *s, int refs, uint64_t seq)
@@ -305,6 +358,19 @@ void sio_shared_unref(struct sio_shared *sh)
 		sodium_memzero(sh->wq, SIO_WQ_BYTES);
 		free(sh->wq);
 		sh->wq = NULL;
+	}
+	/* No more gathering of releases (si_release): once the owner is out,
+	 * what it gathered is set here. */
+	atomic_store(&sh->rel_hold, 1);
+	if (atomic_load(&sh->rbias)) {
+		membarrier_all();
+		for (unsigned n = 0; atomic_load_explicit(&sh->rel_cs, memory_order_acquire); n++) {
+			if (n < 100)
+				cpu_relax();
+			else
+				sched_yield();
+		}
+		rel_flush(sh);
 	}
 	/* Mark every chunk: from now on a release counts itself down under
 	 * sh->mu. What is free now (or taken by a writer and unused) is not
@@ -511,7 +577,7 @@ void sio_send_info_release(sio_send_info *si)
 	if (atomic_load_explicit(&si->refs, memory_order_acquire) != 1 &&
 	    atomic_fetch_sub_explicit(&si->refs, 1, memory_order_acq_rel) != 1)
 		return; /* the session still holds it: it returns it later */
-	si_return(si);
+	si_release(si);
 }
 
 /* ---- the write queue ---------------------------------------------------- */
@@ -1132,6 +1198,7 @@ struct sio_handler *sio_find_handler(sio_session *s, uint32_t type)
 static int handler_set(sio_session *s, uint32_t type, sio_message_fn fn, sio_handler_error_fn efn,
 		       void *ctx, sio_messenger *m)
 {
+	s->rx_cev = 0; /* cb_deliver looks the type up again */
 	struct sio_handler *h = sio_find_handler(s, type);
 	if (h && h->m && !m)
 		return SIO_ESTATE; /* a messenger owns this type */
@@ -1178,6 +1245,7 @@ int sio_set_default_handler(sio_session *s, sio_message_fn on_message, void *ctx
 	if (!s)
 		return SIO_EINVAL;
 	pthread_mutex_lock(&s->sh->mu);
+	s->rx_cev = 0; /* cb_deliver looks the type up again */
 	s->def_fn = on_message;
 	s->def_ctx = ctx;
 	pthread_mutex_unlock(&s->sh->mu);
