@@ -19,10 +19,14 @@
  *     once (all write calls, before and after the start), nothing queued.
  * Usage: test_wq_attacks [ROUNDS [FIRST_SEED]]; WQMODE=ckdlf picks modes,
  * WQV=1 prints each round. WQ_SMALLPKT=1 also uses 256-byte packets in c and
- * k: it reproduces a stall that is not the write queue's (also on main: the
- * session sits idle with data queued until the 60 s key renewal, whose
- * exchange then times out: SIO_ETIMEDOUT after 120 s). No timing is
- * asserted. */
+ * k: it reproduces a livelock that is not the write queue's (main has it
+ * too; e.g. WQ_SMALLPKT=1 WQMODE=c test_wq_attacks 1 3, about 1 run in 12):
+ * a writer's sio_flush_out() (locked_write) sets s->sending and drops the
+ * lock around the send; the I/O thread, finding data due now that it may
+ * not send (sending), loops step() with to == 0 without ever unlocking, and
+ * the writer cannot take the lock back to clear sending. Both spin until
+ * the key renewal (60 s) and its exchange time out: SIO_ETIMEDOUT after
+ * 120 s. No timing is asserted. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
