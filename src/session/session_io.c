@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -502,8 +503,18 @@ void *sio_io_thread(void *arg)
 		}
 		uint64_t d = next_deadline(s, now);
 		s->io_sleep_until = to == 0 ? 0 : (to < 0 ? UINT64_MAX : d);
-		if (to == 0)
+		if (to == 0) {
+			/* A writer sending without the lock (s->sending) must
+			 * take it back before anything due can go: looping with
+			 * the lock held (a close requested while its record is
+			 * pending) would starve it for good. */
+			if (s->sending) {
+				unlock(s);
+				sched_yield();
+				lock(s);
+			}
 			continue;
+		}
 		/* Writers wake us for a queued record only while the queue is
 		 * idle; while it is busy, for a packet's worth (we come back
 		 * at the end of the merge delay anyway). */
