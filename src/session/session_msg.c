@@ -654,7 +654,8 @@ static void wq_sweep(sio_session *s, int err)
 		const struct sio_wq_rec *r = wq_rec_at(sh, h);
 		if (r->kind == WQ_OBJ || r->kind == WQ_BORROWED)
 			sio_si_finish(s, ((const struct sio_wq_obj *)(const void *)(r + 1))->si, err);
-		sh->wq_plain |= r->kind == WQ_FAST || r->kind == WQ_OBJ;
+		/* (a skip record's space may hold bytes of a lap before) */
+		sh->wq_plain |= r->kind != WQ_BORROWED && r->kind != WQ_CANCELLED;
 		h += r->size;
 	}
 	atomic_store_explicit(&sh->wq_head, h, memory_order_release);
@@ -884,6 +885,8 @@ size_t sio_wq_drain(sio_session *s, uint64_t now)
 			sh->wq_plain |= r->kind == WQ_OBJ;
 			nlf += r->kind == WQ_OBJ;
 			n++;
+		} else if (r->kind == WQ_SKIP) {
+			sh->wq_plain = 1; /* its space may hold bytes of a lap before */
 		}
 		h = seq;
 	}
