@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "lib/lclient.h"
 #include "sess_pair.h"
 
 #define NW 3
@@ -283,6 +284,50 @@ static int cb_wait(struct around *r)
 	return n;
 }
 
+/* After A was freed: every object a writer still holds must be done, with
+ * success or a session error (never pending), and is released; with MARK
+ * the outcome is recorded as what the sender reported. Returns how many
+ * were not. */
+static int retire_held(struct around *r, int mark)
+{
+	int bad = 0;
+	for (int i = 0; i < NW; i++) {
+		struct aw *w = &r->w[i];
+		for (unsigned j = 0; j < w->nheld; j++) {
+			unsigned k = (w->first + j) % HELD;
+			int e = sio_send_info_err(w->held[k]);
+			if (!sio_send_info_done(w->held[k]) || !ok_err(e))
+				bad++;
+			if (mark)
+				atomic_store(&r->st[i][w->hseq[k]], e == 0 ? ST_OK : ST_FAIL);
+			sio_send_info_release(w->held[k]);
+		}
+	}
+	return bad;
+}
+
+/* Every completion callback asked for ran exactly once (count 101), none
+ * ran for a write without one (count 0). Returns how many were not. */
+static int cb_counts_bad(struct around *r, const char *what)
+{
+	int bad = 0;
+	for (int i = 0; i < NW; i++)
+		for (uint32_t s = 0; s < MAXSEQ; s++) {
+			int c = atomic_load(&r->cb[i][s]);
+			if (c != 0 && c != 101 && !bad++)
+				fprintf(stderr, "%s: callback count %d writer %d seq %u\n", what, c, i, s);
+		}
+	return bad;
+}
+
+static uint32_t msgs_written(const struct around *r)
+{
+	uint32_t tot = 0;
+	for (int i = 0; i < NW; i++)
+		tot += r->w[i].n;
+	return tot;
+}
+
 static void run(uint64_t seed, enum pair_kind kind, uint32_t pkt)
 {
 	struct around *r = calloc(1, sizeof *r);
@@ -334,39 +379,21 @@ static void run(uint64_t seed, enum pair_kind kind, uint32_t pkt)
 		CHECK_EQ(cb_wait(r), 0);
 	sio_session_free(r->p.a);
 	r->p.a = NULL;
-	int held_bad = 0;
-	for (int i = 0; i < NW; i++) {
-		struct aw *w = &r->w[i];
-		for (unsigned j = 0; j < w->nheld; j++) {
-			unsigned k = (w->first + j) % HELD;
-			int e = sio_send_info_err(w->held[k]);
-			if (!sio_send_info_done(w->held[k]) || !ok_err(e))
-				held_bad++;
-			atomic_store(&r->st[i][w->hseq[k]], e == 0 ? ST_OK : ST_FAIL);
-			sio_send_info_release(w->held[k]);
-		}
-	}
+	int held_bad = retire_held(r, 1);
 	shutdown(r->p.fds[0], SHUT_RDWR);
 	(void)sio_session_wait_state(r->p.b, SIO_STATE_CLOSED, 30000);
 	sio_session_free(r->p.b);
 	r->p.b = NULL;
-	int cb_bad = 0, lost = 0, ghost = 0;
+	int cb_bad = cb_counts_bad(r, "close"), lost = 0, ghost = 0;
 	for (int i = 0; i < NW; i++)
 		for (uint32_t s = 0; s < MAXSEQ; s++) {
-			int c = atomic_load(&r->cb[i][s]);
-			if (c != 0 && c != 101) {
-				if (!cb_bad++)
-					fprintf(stderr, "callback count %d writer %d seq %u\n", c, i, s);
-			}
 			if (r->got[i][s] && s >= r->w[i].n)
 				ghost++;
 			if (r->how == 0 && atomic_load(&r->st[i][s]) == ST_OK && !r->got[i][s])
 				if (!lost++)
 					fprintf(stderr, "lost writer %d seq %u\n", i, s);
 		}
-	uint32_t tot = 0;
-	for (int i = 0; i < NW; i++)
-		tot += r->w[i].n;
+	uint32_t tot = msgs_written(r);
 	if (getenv("WQV") || held_bad || cb_bad || lost || ghost || atomic_load(&r->bad_rx) || atomic_load(&r->bad_wait) ||
 	    atomic_load(&r->bad_cb))
 		fprintf(stderr,
@@ -450,25 +477,8 @@ static void run_kill(uint64_t seed)
 	CHECK_EQ(cb_wait(r), 0);
 	sio_session_free(r->p.a);
 	r->p.a = NULL;
-	int held_bad = 0, cb_bad = 0;
-	for (int i = 0; i < NW; i++) {
-		struct aw *w = &r->w[i];
-		for (unsigned j = 0; j < w->nheld; j++) {
-			unsigned k = (w->first + j) % HELD;
-			int e = sio_send_info_err(w->held[k]);
-			if (!sio_send_info_done(w->held[k]) || !ok_err(e))
-				held_bad++;
-			sio_send_info_release(w->held[k]);
-		}
-		for (uint32_t s = 0; s < MAXSEQ; s++) {
-			int c = atomic_load(&r->cb[i][s]);
-			if (c != 0 && c != 101 && !cb_bad++)
-				fprintf(stderr, "kill: callback count %d writer %d seq %u\n", c, i, s);
-		}
-	}
-	uint32_t tot = 0;
-	for (int i = 0; i < NW; i++)
-		tot += r->w[i].n;
+	int held_bad = retire_held(r, 0), cb_bad = cb_counts_bad(r, "kill");
+	uint32_t tot = msgs_written(r);
 	if (getenv("WQV") || held_bad || cb_bad || atomic_load(&r->bad_wait) || atomic_load(&r->bad_cb))
 		fprintf(stderr, "kill seed %llu: held_bad %d cb_bad %d wait %d cbe %d msgs %u\n",
 			(unsigned long long)seed, held_bad, cb_bad, atomic_load(&r->bad_wait),
@@ -482,19 +492,6 @@ static void run_kill(uint64_t seed)
 }
 
 /* ---- a listener's (driven) session written to by program threads ------- */
-
-static int udp_lo(struct sockaddr_in *a)
-{
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	memset(a, 0, sizeof *a);
-	a->sin_family = AF_INET;
-	a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	socklen_t l = sizeof *a;
-	if (fd < 0 || bind(fd, (struct sockaddr *)a, sizeof *a) != 0 ||
-	    getsockname(fd, (struct sockaddr *)a, &l) != 0)
-		return -1;
-	return fd;
-}
 
 static void run_listener(uint64_t seed, int loop)
 {
@@ -511,14 +508,14 @@ static void run_listener(uint64_t seed, int loop)
 	uint8_t spk[32];
 	sio_identity_public_key(sid, spk);
 	struct sockaddr_in sa, ca;
-	int sfd = udp_lo(&sa);
+	int sfd = udp_loopback(&sa, 0, 0);
 	sio_listener_options lo;
 	memset(&lo, 0, sizeof lo);
 	lo.close_fd = 1;
 	sio_listener *l = NULL;
 	CHECK_OK(sio_listener_new(&l, sid, sfd, NULL, &lo));
 	CHECK_OK(loop ? sio_listener_start_loop(l) : sio_listener_start(l));
-	int cfd = udp_lo(&ca);
+	int cfd = udp_loopback(&ca, 0, 0);
 	sio_remote *rem = NULL;
 	CHECK_OK(sio_remote_from_public_key(&rem, spk));
 	sio_transport t;
@@ -580,30 +577,12 @@ static void run_listener(uint64_t seed, int loop)
 		pthread_join(r->w[i].th, NULL);
 	sio_session_free(r->p.a);
 	r->p.a = NULL;
-	int held_bad = 0;
-	for (int i = 0; i < NW; i++) {
-		struct aw *w = &r->w[i];
-		for (unsigned j = 0; j < w->nheld; j++) {
-			unsigned k = (w->first + j) % HELD;
-			int e = sio_send_info_err(w->held[k]);
-			if (!sio_send_info_done(w->held[k]) || !ok_err(e))
-				held_bad++;
-			sio_send_info_release(w->held[k]);
-		}
-	}
+	int held_bad = retire_held(r, 0);
 	sio_session_free(r->p.b);
 	r->p.b = NULL;
 	sio_listener_free(l);
-	int cb_bad = 0;
-	for (int i = 0; i < NW; i++)
-		for (uint32_t s = 0; s < MAXSEQ; s++) {
-			int c = atomic_load(&r->cb[i][s]);
-			if (c != 0 && c != 101 && !cb_bad++)
-				fprintf(stderr, "listener: callback count %d writer %d seq %u\n", c, i, s);
-		}
-	uint32_t tot = 0;
-	for (int i = 0; i < NW; i++)
-		tot += r->w[i].n;
+	int cb_bad = cb_counts_bad(r, "listener");
+	uint32_t tot = msgs_written(r);
 	if (getenv("WQV") || held_bad || cb_bad || atomic_load(&r->bad_rx) || atomic_load(&r->bad_wait) ||
 	    atomic_load(&r->bad_cb))
 		fprintf(stderr, "listener seed %llu loop %d how %d: held_bad %d cb_bad %d rx %d (%s) wait %d cbe %d msgs %u\n",
