@@ -1,7 +1,8 @@
 /*
- * Session layer internals (layer 3), shared by session.c (lifecycle, I/O
- * thread, event loop, events) and session_msg.c (read/write, completions,
- * handlers, messengers).
+ * Session layer internals (layer 3), shared by session.c (lifecycle,
+ * events), session_io.c (sending, input, the I/O thread, event loop),
+ * session_write.c (writing, the write queue, completion objects) and
+ * session_msg.c (reading, handlers, messengers).
  *
  * Locking: one mutex per session, sh->mu, protects the core, the transport
  * and every field below. User callbacks are never called with it held: the
@@ -90,7 +91,7 @@ struct sio_shared {
 	 * never held while waiting for anything; the session lock may be
 	 * held when taking it, never the other way round. */
 	_Alignas(64) atomic_int plock;
-	/* Biased writers' lock (session_msg.c, wenter): the thread the lock
+	/* Biased writers' lock (session_write.c, wenter): the thread the lock
 	 * is biased to enters without a locked instruction, announcing itself
 	 * in win_cs; any other thread revokes the bias for good. wq_hold keeps
 	 * the owner out while the consumer wipes. */
@@ -98,7 +99,7 @@ struct sio_shared {
 	atomic_int win_cs;
 	atomic_int wq_hold;
 	/* The pool: chunks of objects, each with a bitmap of its free ones
-	 * (set by releases, taken whole by writers: session_msg.c). */
+	 * (set by releases, taken whole by writers: session_write.c). */
 	struct si_chunk *chunks; /* every chunk */
 	struct si_chunk *cur;    /* chunk being handed out */
 	struct si_chunk *scan;   /* next chunk to look for free objects */
@@ -110,7 +111,7 @@ struct sio_shared {
 	uint64_t wq_room;  /* writers' view of wq_head + SIO_WQ_BYTES */
 	int wq_published;  /* a lock-free record was published */
 
-	/* Releasing thread's line (session_msg.c, si_release): releases are
+	/* Releasing thread's line (session_write.c, si_release): releases are
 	 * biased to the first thread that releases an object (with wq_light);
 	 * it gathers the free bits of one chunk in rel_mask and sets them with
 	 * one atomic add when it moves on to another chunk or fills this one.
@@ -349,6 +350,18 @@ struct sio_session {
 
 /* session.c */
 uint64_t sio_now_ns(void);
+
+/* The deadline TIMEOUT_MS milliseconds from now (UINT64_MAX: -1, forever). */
+static inline uint64_t sio_deadline_of(int timeout_ms)
+{
+	return timeout_ms < 0 ? UINT64_MAX : sio_now_ns() + (uint64_t)timeout_ms * 1000000u;
+}
+
+/* A type a program may write or set a handler for. */
+static inline int sio_check_type(uint32_t type)
+{
+	return type <= SIO_CHANNEL_MAX || type == SIO_TYPE_READWRITE;
+}
 /* Lock held. The clock, read at most every few writes while the I/O thread
  * is busy: reading it costs more than queueing a small message here. A
  * slightly old time only makes a packet's merge deadline earlier. */
@@ -409,7 +422,7 @@ void sio_session_cutoff(sio_session *s);
 /* Starts S driven by D (instead of sio_session_start/_loop). */
 int sio_session_start_driven(sio_session *s, struct sio_drv *d, void *ctx);
 
-/* session_msg.c */
+/* session_write.c */
 /* Lock held: moves the queued records into the core (at most until its
  * rings fill). Returns the number of records moved. */
 size_t sio_wq_drain(sio_session *s, uint64_t now);
