@@ -452,10 +452,12 @@ int sio_si_complete(sio_send_info *si, int err);
 void sio_si_broadcast(struct sio_shared *sh);
 void sio_si_after_callback(sio_send_info *si);
 void sio_si_unref_locked(sio_send_info *si);
-/* Lock held: the message of SI left (ERR 0) or failed; its callback, if it
- * has one, is queued as an event. */
+/* (session.c) Lock held: the message of SI left (ERR 0) or failed; its
+ * callback, if it has one, is queued as an event. */
 void sio_si_finish(sio_session *s, sio_send_info *si, int err);
 void sio_shared_unref(struct sio_shared *sh); /* session gone */
+
+/* session_msg.c */
 int sio_bq_put(struct sio_bq *q, const void *a, size_t alen, const void *b, size_t blen);
 void sio_bq_wipe_free(struct sio_bq *q); /* wipes what is unread, frees */
 void sio_bq_wipe_all(struct sio_bq *q);  /* wipes [0, len), empties */
