@@ -646,7 +646,8 @@ SIO_API int sio_send_info_err(const sio_send_info *si);
 
 /* Releases the object (it returns to the pool once the session is done with
  * it too; a pending message is still sent). Valid before or after
- * completion, and after sio_session_free(). Thread: any, once. */
+ * completion, and after sio_session_free(). Thread: any, once: releasing
+ * an object twice is undefined (it may already be another write's). */
 SIO_API void sio_send_info_release(sio_send_info *si);
 
 typedef void (*sio_message_fn)(sio_session *s, uint32_t type, const uint8_t *data, size_t len,
