@@ -284,6 +284,24 @@ static int cb_wait(struct around *r)
 	return n;
 }
 
+/* The round's writer threads, each seeded from RNG. */
+static void start_writers(struct around *r, uint64_t rng)
+{
+	for (int i = 0; i < NW; i++) {
+		r->w[i].r = r;
+		r->w[i].id = i;
+		r->w[i].rng = rng ^ (0x777ull * (uint64_t)(i + 1));
+		xs(&r->w[i].rng);
+		pthread_create(&r->w[i].th, NULL, aw_main, &r->w[i]);
+	}
+}
+
+static void join_writers(struct around *r)
+{
+	for (int i = 0; i < NW; i++)
+		pthread_join(r->w[i].th, NULL);
+}
+
 /* After A was freed: every object a writer still holds must be done, with
  * success or a session error (never pending), and is released; with MARK
  * the outcome is recorded as what the sender reported. Returns how many
@@ -350,13 +368,7 @@ static void run(uint64_t seed, enum pair_kind kind, uint32_t pkt)
 	CHECK_OK(pair_open(&r->p, kind, &o, &o, &ca, &cbb));
 	CHECK_OK(sio_set_handler(r->p.b, 7, on_rec, NULL, r));
 	CHECK_OK(pair_start(&r->p));
-	for (int i = 0; i < NW; i++) {
-		r->w[i].r = r;
-		r->w[i].id = i;
-		r->w[i].rng = rng ^ (0x777ull * (uint64_t)(i + 1));
-		xs(&r->w[i].rng);
-		pthread_create(&r->w[i].th, NULL, aw_main, &r->w[i]);
-	}
+	start_writers(r, rng);
 	sleep_us(xs(&rng) % 40000);
 	if (r->how == 0)
 		CHECK_OK(sio_close(r->p.a));
@@ -366,8 +378,7 @@ static void run(uint64_t seed, enum pair_kind kind, uint32_t pkt)
 		shutdown(r->p.fds[0], SHUT_RDWR);
 	sleep_us(xs(&rng) % 2000);
 	atomic_store(&r->stop, 1);
-	for (int i = 0; i < NW; i++)
-		pthread_join(r->w[i].th, NULL);
+	join_writers(r);
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	(void)sio_session_wait_state(r->p.a, SIO_STATE_CLOSED, 30000);
@@ -459,20 +470,13 @@ static void run_kill(uint64_t seed)
 	CHECK_OK(sio_session_new(&r->p.a, r->p.ida, r->p.ra, &t, &o, NULL));
 	CHECK_OK(sio_session_start(r->p.a));
 	CHECK_OK(sio_session_wait_state(r->p.a, SIO_STATE_ESTABLISHED, 20000));
-	for (int i = 0; i < NW; i++) {
-		r->w[i].r = r;
-		r->w[i].id = i;
-		r->w[i].rng = rng ^ (0x777ull * (uint64_t)(i + 1));
-		xs(&r->w[i].rng);
-		pthread_create(&r->w[i].th, NULL, aw_main, &r->w[i]);
-	}
+	start_writers(r, rng);
 	sleep_us(xs(&rng) % 40000);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	sleep_us(xs(&rng) % 3000);
 	atomic_store(&r->stop, 1);
-	for (int i = 0; i < NW; i++)
-		pthread_join(r->w[i].th, NULL);
+	join_writers(r);
 	CHECK_OK(sio_session_wait_state(r->p.a, SIO_STATE_CLOSED, 20000));
 	CHECK_EQ(cb_wait(r), 0);
 	sio_session_free(r->p.a);
@@ -518,16 +522,7 @@ static void run_listener(uint64_t seed, int loop)
 	int cfd = udp_loopback(&ca, 0, 0);
 	sio_remote *rem = NULL;
 	CHECK_OK(sio_remote_from_public_key(&rem, spk));
-	sio_transport t;
-	sio_transport_fd(&t, cfd, cfd);
-	memcpy(&t.peer, &sa, sizeof sa);
-	t.peer_len = sizeof sa;
-	t.close_fds = 1;
-	sio_options o;
-	memset(&o, 0, sizeof o);
-	o.listener_peer = 1;
-	o.kx_retry_ns = 200000000;
-	CHECK_OK(sio_session_new(&r->p.b, cid, rem, &t, &o, NULL));
+	CHECK_OK(lclient_new(&r->p.b, cid, rem, cfd, &sa, sizeof sa, NULL));
 	CHECK_OK(sio_set_handler(r->p.b, 7, on_rec, NULL, r));
 	CHECK_OK(sio_session_start(r->p.b));
 	for (int i = 0; i < 5000 && !r->p.a; i++) {
@@ -542,13 +537,7 @@ static void run_listener(uint64_t seed, int loop)
 	CHECK(r->p.a != NULL);
 	if (!r->p.a)
 		abort();
-	for (int i = 0; i < NW; i++) {
-		r->w[i].r = r;
-		r->w[i].id = i;
-		r->w[i].rng = rng ^ (0x777ull * (uint64_t)(i + 1));
-		xs(&r->w[i].rng);
-		pthread_create(&r->w[i].th, NULL, aw_main, &r->w[i]);
-	}
+	start_writers(r, rng);
 	uint64_t until = xs(&rng) % 40000;
 	for (uint64_t t0 = 0; t0 < until; t0 += 1000) {
 		if (loop) {
@@ -573,8 +562,7 @@ static void run_listener(uint64_t seed, int loop)
 		}
 	}
 	atomic_store(&r->stop, 1);
-	for (int i = 0; i < NW; i++)
-		pthread_join(r->w[i].th, NULL);
+	join_writers(r);
 	sio_session_free(r->p.a);
 	r->p.a = NULL;
 	int held_bad = retire_held(r, 0);
